@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - creates .venv on first use, then runs `fluoden demo`
+#   make test   - creates .venv on first use, then runs the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fluoden-installed
+# CPU wheel of torch where none is installed; users with a GPU install their CUDA torch first.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: demo test test-all lint bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_CPU)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fluoden demo
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/throughput.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

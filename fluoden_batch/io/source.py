@@ -1,0 +1,230 @@
+"""Open the input: a Zarr (v2/v3) array, an OME-Zarr image (NGFF 0.4/0.5) or a TIFF stack.
+
+:func:`open_image` validates everything it can before any work is scheduled and returns an
+:class:`ImageSource`; its small, picklable :class:`SourceSpec` is what tasks carry to
+reopen the same array on a worker.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import tifffile
+import zarr
+
+from fluoden_batch.errors import InputError
+from fluoden_batch.io.ngff import (
+    ImageMeta,
+    NGFFVersion,
+    default_axes,
+    multiscales_block,
+    read_meta,
+    validate_axes,
+)
+
+SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+TIFF_SUFFIXES = (".tif", ".tiff")
+_TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How to reopen an input array anywhere (picklable, a few strings).
+
+    Attributes
+    ----------
+    kind : {"zarr", "tiff"}
+        Storage kind.
+    path : str
+        Absolute path of the Zarr store root or of the TIFF file.
+    array_path : str
+        Path of the array inside the store ("" for a bare array).
+    """
+
+    kind: Literal["zarr", "tiff"]
+    path: str
+    array_path: str = ""
+
+    def open(self) -> zarr.Array:
+        """Open the array read-only (cached per process)."""
+        return _open_cached(self)
+
+    def describe(self) -> str:
+        """Human-readable name used in error messages."""
+        return f"{self.path}/{self.array_path}" if self.array_path else self.path
+
+
+@functools.lru_cache(maxsize=16)
+def _open_cached(spec: SourceSpec) -> zarr.Array:
+    if spec.kind == "tiff":
+        store = tifffile.imread(spec.path, aszarr=True)
+        return zarr.open_array(store, mode="r")
+    return zarr.open_array(spec.path, path=spec.array_path or None, mode="r")
+
+
+@dataclass
+class ImageSource:
+    """A validated input image and its metadata.
+
+    Attributes
+    ----------
+    spec : SourceSpec
+        How workers reopen it.
+    array : zarr.Array
+        The level-0 array (read-only).
+    meta : ImageMeta
+        Axes, scales, units, channel metadata.
+    ngff_version : str or None
+        NGFF version of an OME-Zarr input, None for plain arrays and TIFF.
+    attrs : dict
+        The input group's other attributes (carried into the output's provenance).
+    """
+
+    spec: SourceSpec
+    array: zarr.Array
+    meta: ImageMeta
+    ngff_version: NGFFVersion | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """Chunk shape of the stored array (the default chunking of the output)."""
+        return tuple(self.array.chunks)
+
+
+def open_image(path: str | Path, axes: str | None = None) -> ImageSource:
+    """Open and validate an input image.
+
+    Parameters
+    ----------
+    path : str or Path
+        A Zarr array, an OME-Zarr image group, or a ``.tif``/``.tiff`` file.
+    axes : str, optional
+        Axis names for inputs without metadata (plain arrays, TIFF without axes), e.g.
+        ``"cyx"``. Default: the last ``ndim`` letters of ``tczyx``.
+
+    Raises
+    ------
+    InputError
+        Missing path, unreadable store, unsupported dtype, dimensionality or axes.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{path}: no such file or directory")
+    p = p.resolve()
+    if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES:
+        source = _open_tiff(p, axes)
+    else:
+        source = _open_zarr(p, axes)
+    _validate(source)
+    return source
+
+
+def _open_zarr(p: Path, axes: str | None) -> ImageSource:
+    try:
+        node = zarr.open(str(p), mode="r")
+    except Exception as exc:  # zarr raises several types for a non-store path
+        raise InputError(f"{p}: not a readable Zarr array or group ({exc})") from exc
+    if isinstance(node, zarr.Array):
+        meta = _plain_meta(node.ndim, axes, p)
+        return ImageSource(SourceSpec("zarr", str(p)), node, meta)
+    attrs = dict(node.attrs)
+    meta, level0, version = _group_meta(attrs, node, p)
+    if axes is not None and axes != meta.axes:
+        raise InputError(f"{p}: --axes {axes!r} contradicts the NGFF axes {meta.axes!r}")
+    array = node[level0]
+    if not isinstance(array, zarr.Array):
+        raise InputError(f"{p}: NGFF level-0 path {level0!r} is not an array")
+    return ImageSource(SourceSpec("zarr", str(p), level0), array, meta, version, attrs)
+
+
+def _group_meta(attrs: dict[str, Any], group: zarr.Group, p: Path) -> tuple[ImageMeta, str, NGFFVersion]:
+    found = multiscales_block(attrs)
+    if found is None:
+        raise InputError(f"{p}: a Zarr group without NGFF 'multiscales' metadata; pass an array")
+    ms, _ = found
+    level0 = str(ms.get("datasets", [{}])[0].get("path", ""))
+    if level0 not in group:
+        raise InputError(f"{p}: NGFF level-0 array {level0!r} is missing from the group")
+    ndim = group[level0].ndim
+    try:
+        return read_meta(attrs, ndim)
+    except InputError as exc:
+        raise InputError(f"{p}: {exc}") from exc
+
+
+def _plain_meta(ndim: int, axes: str | None, p: Path) -> ImageMeta:
+    try:
+        names = axes if axes is not None else default_axes(ndim)
+        validate_axes(names)
+    except InputError as exc:
+        raise InputError(f"{p}: {exc}") from exc
+    if len(names) != ndim:
+        raise InputError(f"{p}: axes {names!r} given for an array of {ndim} dimensions")
+    return ImageMeta(axes=names, scale=[1.0] * ndim)
+
+
+def _open_tiff(p: Path, axes: str | None) -> ImageSource:
+    try:
+        with tifffile.TiffFile(p) as tf:
+            series = tf.series[0]
+            tiff_axes, ome_xml = series.axes, tf.ome_metadata
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable TIFF file ({exc})") from exc
+    spec = SourceSpec("tiff", str(p))
+    array = spec.open()
+    if axes is None:
+        mapped = "".join(_TIFF_AXES.get(a, "?") for a in tiff_axes)
+        axes = mapped if "?" not in mapped and _valid(mapped) else default_axes(array.ndim)
+    meta = _plain_meta(array.ndim, axes, p)
+    if ome_xml:
+        meta.scale, meta.units = _ome_tiff_scale(ome_xml, meta.axes)
+    return ImageSource(spec, array, meta)
+
+
+def _valid(axes: str) -> bool:
+    try:
+        validate_axes(axes)
+    except InputError:
+        return False
+    return True
+
+
+def _ome_tiff_scale(xml: str, axes: str) -> tuple[list[float], dict[str, str]]:
+    """Physical sizes and units per axis from OME-XML (1.0 and no unit where absent)."""
+    pixels = tifffile.xml2dict(xml).get("OME", {}).get("Image", {})
+    if isinstance(pixels, list):
+        pixels = pixels[0]
+    pixels = pixels.get("Pixels", {})
+    unit_names = {"µm": "micrometer", "um": "micrometer", "nm": "nanometer", "s": "second"}
+    scale, units = [], {}
+    for a in axes:
+        size = pixels.get(f"PhysicalSize{a.upper()}") if a in "zyx" else None
+        scale.append(float(size) if size else 1.0)
+        unit = pixels.get(f"PhysicalSize{a.upper()}Unit", "µm" if size else None)
+        if size and unit:
+            units[a] = unit_names.get(unit, unit)
+    return scale, units
+
+
+def _validate(source: ImageSource) -> None:
+    name = source.spec.describe()
+    if source.dtype not in [np.dtype(d) for d in SUPPORTED_DTYPES]:
+        supported = ", ".join(np.dtype(d).name for d in SUPPORTED_DTYPES)
+        raise InputError(f"{name}: dtype {source.dtype} is not supported (use one of {supported})")
+    if any(s == 0 for s in source.shape):
+        raise InputError(f"{name}: empty array of shape {source.shape}")
+    if any(c <= 0 for c in source.chunks):
+        raise InputError(f"{name}: invalid chunk shape {source.chunks}")

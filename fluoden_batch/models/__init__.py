@@ -1,0 +1,30 @@
+"""Denoising networks and their weights files."""
+
+from fluoden_batch.models.dncnn import DnCNN, fold_batch_norm
+from fluoden_batch.models.weights import (
+    Architecture,
+    LoadedModel,
+    ModelMetadata,
+    Normalisation,
+    load_model,
+    load_trainable,
+    read_metadata,
+    resolve_weights,
+    save_weights,
+    shipped_models,
+)
+
+__all__ = [
+    "Architecture",
+    "DnCNN",
+    "LoadedModel",
+    "ModelMetadata",
+    "Normalisation",
+    "fold_batch_norm",
+    "load_model",
+    "load_trainable",
+    "read_metadata",
+    "resolve_weights",
+    "save_weights",
+    "shipped_models",
+]

@@ -1,0 +1,91 @@
+"""DnCNN (Zhang et al. 2017): residual denoiser with batch normalisation.
+
+Architecture: Conv+ReLU, (depth-2) x (Conv+BN+ReLU), Conv; 3x3 kernels with zero
+padding of 1 in every layer. The network predicts the noise residual and returns
+``x - residual``. A tile therefore needs a halo of ``depth`` pixels on every side that
+is not an image border to reproduce whole-image inference exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DnCNN(nn.Module):
+    """DnCNN denoiser.
+
+    Parameters
+    ----------
+    depth : int
+        Number of convolution layers (17 in the paper). At least 2.
+    width : int
+        Feature channels of the hidden layers (64 in the paper).
+    in_channels : int
+        Image channels (1 for the per-plane denoising used here).
+    batch_norm : bool
+        Batch normalisation in the hidden layers. :func:`fold_batch_norm` turns a trained
+        model into the equivalent ``batch_norm=False`` model with biases.
+    """
+
+    def __init__(
+        self, depth: int = 17, width: int = 64, in_channels: int = 1, batch_norm: bool = True
+    ) -> None:
+        super().__init__()
+        if depth < 2 or width < 1 or in_channels < 1:
+            raise ValueError(f"invalid DnCNN shape depth={depth} width={width}")
+        self.depth, self.width, self.in_channels = depth, width, in_channels
+        self.batch_norm = batch_norm
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers.append(nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU())
+        layers.append(nn.Conv2d(width, in_channels, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels on each side that influence one output pixel (= depth)."""
+        return self.depth
+
+    def flops_per_pixel(self) -> int:
+        """Multiply-add FLOPs (2 per MAC) per output pixel of one forward pass."""
+        w, c = self.width, self.in_channels
+        macs = 9 * (c * w + (self.depth - 2) * w * w + w * c)
+        return 2 * macs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Denoise ``x`` of shape (N, C, H, W); returns the same shape."""
+        return x - self.body(x)
+
+
+@torch.no_grad()
+def fold_batch_norm(model: DnCNN) -> DnCNN:
+    """Return an inference copy of ``model`` with every BatchNorm folded into its conv.
+
+    The result has ``batch_norm=False`` and computes the same function as ``model`` in
+    eval mode (up to float rounding), with fewer operations per layer.
+    """
+    folded = DnCNN(model.depth, model.width, model.in_channels, batch_norm=False)
+    src = list(model.body)
+    dst_convs = [m for m in folded.body if isinstance(m, nn.Conv2d)]
+    i = 0
+    for dst in dst_convs:
+        conv = src[i]
+        assert isinstance(conv, nn.Conv2d)
+        weight = conv.weight.detach().clone()
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(weight.shape[0])
+        i += 1
+        if i < len(src) and isinstance(src[i], nn.BatchNorm2d):
+            bn = src[i]
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            weight = weight * scale[:, None, None, None]
+            bias = (bias - bn.running_mean) * scale + bn.bias
+            i += 1
+        dst.weight.copy_(weight)
+        dst.bias.copy_(bias)
+        while i < len(src) and not isinstance(src[i], nn.Conv2d):
+            i += 1
+    return folded.eval()

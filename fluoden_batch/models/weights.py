@@ -1,0 +1,193 @@
+"""Weights I/O: safetensors tensors with the model's JSON metadata in the file header.
+
+One ``.safetensors`` file carries everything needed to rebuild a model: the tensors and,
+under the header key ``"fluoden"``, a JSON document (:class:`ModelMetadata`) with the
+architecture, the normalisation, the training data and the noise model. Pickle-based
+checkpoints (``torch.save``) are refused: loading them can run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from fluoden_batch.errors import ModelError
+from fluoden_batch.models.dncnn import DnCNN, fold_batch_norm
+
+METADATA_KEY = "fluoden"
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+class Architecture(BaseModel):
+    """Network shape; enough to rebuild the module before loading tensors."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["dncnn"] = "dncnn"
+    depth: int = Field(17, ge=2, le=64)
+    width: int = Field(64, ge=1, le=512)
+    in_channels: int = Field(1, ge=1)
+    batch_norm: bool = True
+
+
+class Normalisation(BaseModel):
+    """How raw intensities map to the model's input range.
+
+    ``x_n = (x - p_low) / (p_high - p_low)`` where ``p_low``/``p_high`` are the
+    ``low``/``high`` percentiles (in %) of the image (training) or of the channel
+    (batch inference, sampled once per run so that every tile uses the same values).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["percentile"] = "percentile"
+    low: float = Field(0.1, ge=0, lt=100)
+    high: float = Field(99.9, gt=0, le=100)
+
+
+class ModelMetadata(BaseModel):
+    """Everything about a weights file except the tensors."""
+
+    model_config = ConfigDict(extra="forbid")
+    format_version: Literal[1] = 1
+    name: str
+    description: str = ""
+    architecture: Architecture = Architecture()
+    normalisation: Normalisation = Normalisation()
+    protocol: Literal["whole", "masked", "vst"] = "whole"
+    training: dict[str, Any] = Field(default_factory=dict)
+    noise_model: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An inference-ready model (eval mode, batch norm folded) and where it came from."""
+
+    module: DnCNN
+    metadata: ModelMetadata
+    digest: str
+    path: Path
+
+    @property
+    def receptive_radius(self) -> int:
+        """Halo in pixels that makes tiled inference equal to whole-image inference."""
+        return self.module.receptive_radius
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes as ``"sha256:<hex>"``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
+def shipped_models() -> dict[str, Path]:
+    """Weights shipped with the package, by name (file stem)."""
+    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.safetensors"))}
+
+
+def resolve_weights(name_or_path: str | Path) -> Path:
+    """Return the weights file for a shipped model name or a path.
+
+    Raises
+    ------
+    ModelError
+        When neither a file of that path nor a shipped model of that name exists.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path.resolve()
+    shipped = shipped_models()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    names = ", ".join(shipped) or "none"
+    raise ModelError(f"model {str(name_or_path)!r} is neither a file nor a shipped model ({names})")
+
+
+def save_weights(model: DnCNN, path: Path, metadata: ModelMetadata) -> str:
+    """Write ``model``'s tensors and ``metadata`` to a safetensors file.
+
+    Returns the file's digest (see :func:`file_digest`).
+    """
+    arch = metadata.architecture
+    if (arch.depth, arch.width, arch.in_channels, arch.batch_norm) != (
+        model.depth,
+        model.width,
+        model.in_channels,
+        model.batch_norm,
+    ):
+        raise ModelError(f"metadata architecture {arch} does not match the model")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={METADATA_KEY: metadata.model_dump_json()})
+    return file_digest(path)
+
+
+def read_metadata(path: Path) -> ModelMetadata:
+    """Read and validate the JSON metadata of a weights file without loading tensors."""
+    _refuse_pickle(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if METADATA_KEY not in header:
+        raise ModelError(f"{path}: safetensors file has no '{METADATA_KEY}' metadata")
+    try:
+        return ModelMetadata.model_validate(json.loads(header[METADATA_KEY]))
+    except (ValidationError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: invalid model metadata: {exc}") from exc
+
+
+def build_model(metadata: ModelMetadata) -> DnCNN:
+    """Instantiate the (untrained) module described by ``metadata``."""
+    a = metadata.architecture
+    return DnCNN(a.depth, a.width, a.in_channels, a.batch_norm)
+
+
+def load_trainable(path: Path) -> tuple[DnCNN, ModelMetadata]:
+    """Load a weights file as it was trained (batch norm not folded), e.g. to fine-tune."""
+    metadata = read_metadata(path)
+    model = build_model(metadata)
+    tensors = load_file(str(path))
+    expected = set(model.state_dict())
+    missing, unexpected = expected - set(tensors), set(tensors) - expected
+    if missing or unexpected:
+        raise ModelError(
+            f"{path}: tensors do not match architecture {metadata.architecture}: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: tensor shapes do not match the metadata: {exc}") from exc
+    return model, metadata
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load weights for inference: eval mode, batch norm folded, moved to ``device``."""
+    path = resolve_weights(name_or_path)
+    model, metadata = load_trainable(path)
+    module = fold_batch_norm(model.eval()) if model.batch_norm else model.eval()
+    module.to(device)
+    return LoadedModel(module=module, metadata=metadata, digest=file_digest(path), path=path)
+
+
+def _refuse_pickle(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if path.suffix in {".pt", ".pth", ".ckpt", ".pkl"} or head.startswith(_PICKLE_MAGIC):
+        raise ModelError(
+            f"{path}: looks like a pickle/torch.save checkpoint. Loading pickles can run "
+            "arbitrary code, so fluoden only reads .safetensors weights; convert it with "
+            "`fluoden_batch.models.save_weights` in a trusted environment."
+        )

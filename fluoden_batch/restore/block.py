@@ -1,0 +1,188 @@
+"""One task: read a block plus halo, denoise each Y/X plane, write its chunks, then a marker.
+
+This module runs on the Dask workers. The model is loaded once per worker process from
+its weights file (keyed by path and digest) and kept between blocks; nothing heavy is
+pickled into the task graph, only the small :class:`JobSpec` and :class:`Block`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from fluoden_batch.errors import InputError, ModelError
+from fluoden_batch.io.source import SourceSpec
+from fluoden_batch.io.store import OutputSpec
+from fluoden_batch.metrics import noise_sigma, ssim
+from fluoden_batch.models.normalise import denormalise, normalise
+from fluoden_batch.models.weights import LoadedModel, load_model
+from fluoden_batch.restore.inference import infer_plane
+from fluoden_batch.restore.tiles import Block, halo_window
+
+_MODELS: dict[tuple[str, str, str], LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a block task needs, as small picklable values.
+
+    Attributes
+    ----------
+    source, output : SourceSpec, OutputSpec
+        Where to read and write.
+    axes : str
+        Axis names of the arrays (e.g. ``"czyx"``).
+    model_path, model_digest : str
+        Weights file and its expected SHA-256 digest (checked on load).
+    device : str
+        Torch device for inference (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``);
+        ``"auto"`` picks CUDA on workers that have it.
+    channel_ranges : tuple of (float, float)
+        Normalisation (lo, hi) per channel index (one entry when there is no ``c`` axis).
+    tile : int or None
+        Forward-pass tile size inside a block.
+    out_dtype : str
+        Output dtype name; integer outputs are clipped and rounded before casting.
+    reference : SourceSpec or None
+        Clean reference array of the same shape, for PSNR/SSIM.
+    data_range : float or None
+        Peak-to-peak range used for PSNR/SSIM against the reference.
+    """
+
+    source: SourceSpec
+    output: OutputSpec
+    axes: str
+    model_path: str
+    model_digest: str
+    device: str
+    channel_ranges: tuple[tuple[float, float], ...]
+    tile: int | None
+    out_dtype: str
+    reference: SourceSpec | None = None
+    data_range: float | None = None
+
+
+def worker_model(path: str, digest: str, device: str) -> LoadedModel:
+    """The model for this worker process, loaded on first use and then reused."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = (path, digest, device)
+    with _LOCK:
+        if key not in _MODELS:
+            _match_torch_threads()
+            model = load_model(path, device=device)
+            if model.digest != digest:
+                raise ModelError(f"{path}: weights changed since the run was planned")
+            _MODELS[key] = model
+        return _MODELS[key]
+
+
+def _match_torch_threads() -> None:
+    """Give torch as many threads as the Dask worker has (1 by default)."""
+    try:
+        from distributed import get_worker
+
+        torch.set_num_threads(max(1, get_worker().state.nthreads))
+    except ValueError:  # not inside a worker: leave torch's setting alone
+        pass
+
+
+def cast_output(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast float intensities to ``dtype``: integers are rounded and clipped, never wrapped."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _planes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    return list(itertools.product(*(range(n) for n in shape[:-2])))
+
+
+def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
+    """Denoise one block and record it; returns its metrics row.
+
+    The block's chunks are written first, then the completion marker, so a marker always
+    means that the data is on disk.
+    """
+    t0 = time.perf_counter()
+    model = worker_model(job.model_path, job.model_digest, job.device)
+    src = job.source.open()
+    lead = block.slices[:-2]
+    window = halo_window(block.start[-2:], block.stop[-2:], src.shape[-2:], model.receptive_radius)
+    region = np.asarray(src[(*lead, *window.read)])
+    name = f"{job.source.describe()} block {block.id} (start {block.start})"
+    if region.dtype.kind == "f" and not np.isfinite(region).all():
+        bad = int((~np.isfinite(region)).sum())
+        raise InputError(f"{name}: {bad} NaN/Inf pixels; fill or mask them before denoising")
+    t_read = time.perf_counter()
+
+    c_axis = job.axes.find("c")
+    out = np.empty(block.shape, dtype=np.float32)
+    sig_in, sig_out = [], []
+    for idx in _planes(region.shape):
+        channel = block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0
+        lo, hi = job.channel_ranges[channel]
+        x = normalise(region[idx], lo, hi)
+        y = denormalise(infer_plane(model.module, x, job.tile), lo, hi)[window.crop]
+        out[idx] = y
+        sig_in.append(noise_sigma(region[idx][window.crop]))
+        sig_out.append(noise_sigma(y))
+    t_compute = time.perf_counter()
+
+    dtype = np.dtype(job.out_dtype)
+    written = cast_output(out, dtype)
+    job.output.open()[block.slices] = written
+    t_write = time.perf_counter()
+
+    inner = region[(Ellipsis, *window.crop)].astype(np.float64)
+    row: dict[str, Any] = {
+        "block": block.id,
+        **{f"start_{a}": s for a, s in zip(job.axes, block.start, strict=True)},
+        **{f"size_{a}": s for a, s in zip(job.axes, block.shape, strict=True)},
+        "pixels": int(np.prod(block.shape)),
+        "seconds": t_write - t0,
+        "seconds_read": t_read - t0,
+        "seconds_compute": t_compute - t_read,
+        "seconds_write": t_write - t_compute,
+        "input_mean": float(inner.mean()),
+        "input_std": float(inner.std()),
+        "noise_sigma_in": float(np.mean(sig_in)),
+        "noise_sigma_out": float(np.mean(sig_out)),
+        "model": model.metadata.name,
+        "model_digest": model.digest,
+    }
+    if job.reference is not None:
+        row.update(_reference_scores(job, block, inner, written))
+    job.output.write_marker(block.id, row)
+    return row
+
+
+def _reference_scores(
+    job: JobSpec, block: Block, noisy: np.ndarray, denoised: np.ndarray
+) -> dict[str, float]:
+    """Squared errors and SSIM of the input and of the output against the reference."""
+    assert job.reference is not None and job.data_range is not None
+    ref = np.asarray(job.reference.open()[block.slices], dtype=np.float64)
+    den = denoised.astype(np.float64)
+    scores: dict[str, float] = {
+        "sse_in": float(((noisy - ref) ** 2).sum()),
+        "sse_out": float(((den - ref) ** 2).sum()),
+    }
+    n = ref.size
+    for key, img in (("in", noisy), ("out", den)):
+        mse = scores[f"sse_{key}"] / n
+        scores[f"psnr_{key}"] = float(10 * np.log10(job.data_range**2 / mse)) if mse > 0 else np.inf
+        planes = _planes(ref.shape)
+        if min(ref.shape[-2:]) >= 7:
+            scores[f"ssim_{key}"] = float(
+                np.mean([ssim(img[i], ref[i], job.data_range) for i in planes])
+            )
+    return scores

@@ -1,0 +1,108 @@
+"""Block and tile geometry.
+
+A *block* is the unit of work of one task: a box aligned to the output's chunk (or shard)
+grid, so that exactly one task writes each chunk. A *tile* is the unit of one forward pass
+inside a task. Both are read with a *halo* of context pixels in Y/X, clipped at the image
+border (where the network's own zero padding then acts exactly as in whole-image
+inference), and cropped back after processing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fluoden_batch.errors import InputError
+
+
+@dataclass(frozen=True)
+class Block:
+    """One task's box in array coordinates.
+
+    Attributes
+    ----------
+    index : tuple of int
+        Position of the block in the block grid, one entry per axis.
+    start, stop : tuple of int
+        Half-open pixel bounds per axis.
+    """
+
+    index: tuple[int, ...]
+    start: tuple[int, ...]
+    stop: tuple[int, ...]
+
+    @property
+    def id(self) -> str:
+        """Stable name used for markers and task keys, e.g. ``"0.2.1.3"``."""
+        return ".".join(str(i) for i in self.index)
+
+    @property
+    def slices(self) -> tuple[slice, ...]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))
+
+
+def block_shape(shape: tuple[int, ...], chunks: tuple[int, ...], min_yx: int) -> tuple[int, ...]:
+    """Block shape: the chunk shape, widened in Y/X by whole chunks to at least ``min_yx``.
+
+    Grouping small chunks amortises the halo; the result stays a whole number of chunks so
+    that blocks never share a chunk.
+    """
+    if len(shape) != len(chunks) or any(c <= 0 for c in chunks):
+        raise InputError(f"invalid chunks {chunks} for shape {shape}")
+    out = list(chunks)
+    for ax in (-2, -1):
+        factor = max(1, math.ceil(min_yx / chunks[ax]))
+        out[ax] = min(chunks[ax] * factor, chunks[ax] * math.ceil(shape[ax] / chunks[ax]))
+    return tuple(out)
+
+
+def plan_blocks(shape: tuple[int, ...], bshape: tuple[int, ...]) -> list[Block]:
+    """Cover ``shape`` with blocks of ``bshape`` (the last ones clipped at the edges)."""
+    counts = [math.ceil(s / b) for s, b in zip(shape, bshape, strict=True)]
+    blocks = []
+    for index in itertools.product(*(range(n) for n in counts)):
+        start = tuple(i * b for i, b in zip(index, bshape, strict=True))
+        stop = tuple(min(s + b, n) for s, b, n in zip(start, bshape, shape, strict=True))
+        blocks.append(Block(tuple(index), start, stop))
+    return blocks
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where to read a region with its halo and how to crop the result.
+
+    ``read`` are the (y, x) slices into the full plane (the region plus halo, clipped to
+    the plane); ``crop`` are the slices into the read region that give back the region.
+    """
+
+    read: tuple[slice, slice]
+    crop: tuple[slice, slice]
+
+
+def halo_window(
+    start: tuple[int, int], stop: tuple[int, int], plane: tuple[int, int], halo: int
+) -> Window:
+    """Read/crop slices for the Y/X box ``[start, stop)`` of a plane of shape ``plane``."""
+    read, crop = [], []
+    for a, b, n in zip(start, stop, plane, strict=True):
+        lo, hi = max(0, a - halo), min(n, b + halo)
+        read.append(slice(lo, hi))
+        crop.append(slice(a - lo, a - lo + (b - a)))
+    return Window((read[0], read[1]), (crop[0], crop[1]))
+
+
+def tile_windows(plane: tuple[int, int], tile: int, halo: int) -> Iterator[tuple[Window, tuple[slice, slice]]]:
+    """Tiles of size ``tile`` covering a plane, each with its halo window and output slices."""
+    if tile <= 0:
+        raise InputError(f"tile size must be positive, got {tile}")
+    h, w = plane
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            y1, x1 = min(y + tile, h), min(x + tile, w)
+            yield halo_window((y, x), (y1, x1), plane, halo), (slice(y, y1), slice(x, x1))
