@@ -99,11 +99,16 @@ def run_denoise(**flags: Any) -> Any:
             else contextlib.nullcontext()
         )
         columns = (
-            TextColumn("denoising"), BarColumn(), MofNCompleteColumn(), TextColumn("blocks"),
+            TextColumn("denoising"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("blocks"),
             TimeRemainingColumn(),
         )
         with report, Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("blocks", total=len(p.blocks), completed=len(p.blocks) - len(p.pending))
+            task = bar.add_task(
+                "blocks", total=len(p.blocks), completed=len(p.blocks) - len(p.pending)
+            )
             return execute(p, client, on_block=lambda done, total: bar.update(task, completed=done))
 
 
@@ -154,7 +159,9 @@ def denoise(
     ] = None,
     block_min: Annotated[
         int | None,
-        typer.Option(help="Smallest block (task) size in Y/X, in pixels; whole chunks are grouped.")
+        typer.Option(
+            help="Smallest block (task) size in Y/X, in pixels; whole chunks are grouped."
+        ),
     ] = None,
     tile: Annotated[
         int | None, typer.Option(help="Forward-pass tile size in pixels [default: 512].")
@@ -207,12 +214,25 @@ def denoise(
         chunk_tuple = _parse_chunks(chunks) if chunks else None
         try:
             result = run_denoise(
-                input=input, output=output, model=model, reference=reference,
-                data_range=data_range, dtype=dtype, chunks=chunk_tuple, block_min=block_min,
-                tile=tile, ngff_version=ngff_version, axes=axes, workers=workers,
-                threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-                scheduler=scheduler, dashboard_address=dashboard_address, device=device,
-                performance_report=performance_report, overwrite=overwrite or None,
+                input=input,
+                output=output,
+                model=model,
+                reference=reference,
+                data_range=data_range,
+                dtype=dtype,
+                chunks=chunk_tuple,
+                block_min=block_min,
+                tile=tile,
+                ngff_version=ngff_version,
+                axes=axes,
+                workers=workers,
+                threads_per_worker=threads_per_worker,
+                memory_limit=memory_limit,
+                scheduler=scheduler,
+                dashboard_address=dashboard_address,
+                device=device,
+                performance_report=performance_report,
+                overwrite=overwrite or None,
                 config=config,
             )
         except KeyboardInterrupt:
@@ -254,7 +274,11 @@ def demo(
         output = base / "denoised.zarr"
         try:
             result = run_denoise(
-                input=noisy, output=output, reference=clean, workers=workers, model=model,
+                input=noisy,
+                output=output,
+                reference=clean,
+                workers=workers,
+                model=model,
                 overwrite=True,
             )
         except KeyboardInterrupt:
@@ -304,7 +328,9 @@ def info(path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIF
         table.add_row("NGFF version", str(src.ngff_version or "-"))
         prov = read_provenance(Path(path))
         if prov:
-            table.add_row("written by", f"fluoden-batch {prov.get('version')} ({prov.get('created')})")
+            table.add_row(
+                "written by", f"fluoden-batch {prov.get('version')} ({prov.get('created')})"
+            )
             table.add_row("model", f"{prov['model']['name']} {prov['model']['digest'][:19]}")
             table.add_row("complete", str(prov.get("complete")))
         out.print(table)

@@ -57,8 +57,18 @@ class DenoiseConfig(BaseModel):
 
     def output_parameters(self) -> dict[str, Any]:
         """The parameters that determine the output, as JSON-compatible values."""
-        keys = ("model", "protocol", "dtype", "chunks", "block_min", "tile", "ngff_version",
-                "axes", "reference", "data_range")
+        keys = (
+            "model",
+            "protocol",
+            "dtype",
+            "chunks",
+            "block_min",
+            "tile",
+            "ngff_version",
+            "axes",
+            "reference",
+            "data_range",
+        )
         data = self.model_dump(mode="json", include=set(keys))
         data["input"] = str(self.input.expanduser().resolve())
         return data

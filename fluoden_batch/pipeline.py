@@ -206,7 +206,9 @@ def execute(p: Plan, client: Client, on_block: ProgressHook | None = None) -> Ru
     seconds = time.perf_counter() - t0
     result = finish(p, seconds, failed)
     if failed:
-        lines = "\n".join(f"  block {k} of {p.job.source.describe()}: {v}" for k, v in failed.items())
+        lines = "\n".join(
+            f"  block {k} of {p.job.source.describe()}: {v}" for k, v in failed.items()
+        )
         raise BlockError(
             f"{len(failed)} of {len(p.blocks)} blocks failed; finished blocks are kept and a "
             f"rerun of the same command retries only these:\n{lines}"

@@ -41,7 +41,7 @@ def summarise(
     dict
         JSON-compatible: blocks, pixels, seconds, Mpx/s, noise before/after, PSNR/SSIM.
     """
-    summary: dict[str, Any] = {"blocks_total": blocks_total, "blocks_done": int(len(metrics))}
+    summary: dict[str, Any] = {"blocks_total": blocks_total, "blocks_done": len(metrics)}
     if metrics.empty:
         return summary
     pixels = int(metrics["pixels"].sum())

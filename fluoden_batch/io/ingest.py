@@ -40,7 +40,9 @@ def ingest(
     zarr_format = 3 if ngff_version == "0.5" else 2
     group = zarr.open_group(str(out), mode="w-", zarr_format=zarr_format)
     shape = source.shape
-    chunk_shape = (1,) * (len(shape) - 2) + tuple(min(c, s) for c, s in zip(chunks, shape[-2:]))
+    chunk_shape = (1,) * (len(shape) - 2) + tuple(
+        min(c, s) for c, s in zip(chunks, shape[-2:], strict=True)
+    )
     array = group.create_array(
         LEVEL0,
         shape=shape,

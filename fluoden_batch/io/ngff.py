@@ -48,7 +48,9 @@ class ImageMeta:
     def __post_init__(self) -> None:
         validate_axes(self.axes)
         if len(self.scale) != len(self.axes):
-            raise InputError(f"scale {self.scale} has {len(self.scale)} entries for axes {self.axes!r}")
+            raise InputError(
+                f"scale {self.scale} has {len(self.scale)} entries for axes {self.axes!r}"
+            )
         if any(not s > 0 for s in self.scale):
             raise InputError(f"scale {self.scale} must be positive")
 
@@ -109,9 +111,7 @@ def read_meta(attrs: dict[str, Any], ndim: int) -> tuple[ImageMeta, str, NGFFVer
         raise InputError(f"malformed NGFF multiscales metadata: missing {exc}") from exc
     if len(names) != ndim:
         raise InputError(f"NGFF axes {names!r} do not match the array's {ndim} dimensions")
-    units = {
-        a["name"]: a["unit"] for a in axes_list if isinstance(a, dict) and a.get("unit")
-    }
+    units = {a["name"]: a["unit"] for a in axes_list if isinstance(a, dict) and a.get("unit")}
     scale = [1.0] * ndim
     translation = None
     for transform in dataset.get("coordinateTransformations", []):
@@ -121,8 +121,12 @@ def read_meta(attrs: dict[str, Any], ndim: int) -> tuple[ImageMeta, str, NGFFVer
             translation = [float(t) for t in transform["translation"]]
     omero = attrs.get("ome", {}).get("omero") if version == "0.5" else attrs.get("omero")
     meta = ImageMeta(
-        axes=names, scale=scale, translation=translation, units=units,
-        omero=copy.deepcopy(omero), name=ms.get("name"),
+        axes=names,
+        scale=scale,
+        translation=translation,
+        units=units,
+        omero=copy.deepcopy(omero),
+        name=ms.get("name"),
     )
     return meta, path, version
 

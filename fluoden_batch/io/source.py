@@ -150,7 +150,9 @@ def _open_zarr(p: Path, axes: str | None) -> ImageSource:
     return ImageSource(SourceSpec("zarr", str(p), level0), array, meta, version, attrs)
 
 
-def _group_meta(attrs: dict[str, Any], group: zarr.Group, p: Path) -> tuple[ImageMeta, str, NGFFVersion]:
+def _group_meta(
+    attrs: dict[str, Any], group: zarr.Group, p: Path
+) -> tuple[ImageMeta, str, NGFFVersion]:
     found = multiscales_block(attrs)
     if found is None:
         raise InputError(f"{p}: a Zarr group without NGFF 'multiscales' metadata; pass an array")

@@ -65,7 +65,9 @@ def channel_ranges(
         if c >= 0:
             sel[c] = slice(ch, ch + 1)
             pool = [b for b in blocks if b.start[c] <= ch < b.stop[c]]
-        ranges.append(percentile_range(_sample(array, _spread(pool, max_blocks), tuple(sel)), low, high))
+        ranges.append(
+            percentile_range(_sample(array, _spread(pool, max_blocks), tuple(sel)), low, high)
+        )
     return tuple(ranges)
 
 

@@ -97,7 +97,9 @@ def halo_window(
     return Window((read[0], read[1]), (crop[0], crop[1]))
 
 
-def tile_windows(plane: tuple[int, int], tile: int, halo: int) -> Iterator[tuple[Window, tuple[slice, slice]]]:
+def tile_windows(
+    plane: tuple[int, int], tile: int, halo: int
+) -> Iterator[tuple[Window, tuple[slice, slice]]]:
     """Tiles of size ``tile`` covering a plane, each with its halo window and output slices."""
     if tile <= 0:
         raise InputError(f"tile size must be positive, got {tile}")

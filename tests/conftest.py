@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny real DnCNN weights file, a real 2-worker LocalCluster, data paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from fluoden_batch.io.ngff import ImageMeta, NGFFVersion, write_attrs
+from fluoden_batch.models import Architecture, DnCNN, ModelMetadata, save_weights
+
+DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def make_tiny_weights(path: Path, depth: int = 4, width: int = 8, seed: int = 0) -> Path:
+    """A small DnCNN with random weights and non-trivial batch-norm statistics."""
+    torch.manual_seed(seed)
+    model = DnCNN(depth, width)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+    meta = ModelMetadata(name="tiny-test", architecture=Architecture(depth=depth, width=width))
+    save_weights(model, path, meta)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A real LocalCluster with 2 single-threaded worker processes on 127.0.0.1."""
+    from fluoden_batch.compute import dask_client
+
+    with dask_client(workers=2, dashboard_address="127.0.0.1:0", memory_limit="4GiB") as c:
+        yield c
+
+
+def write_image(
+    path: Path,
+    data: np.ndarray,
+    axes: str,
+    chunks: tuple[int, ...],
+    version: NGFFVersion = "0.5",
+    meta: ImageMeta | None = None,
+) -> Path:
+    """Write ``data`` as a single-level OME-Zarr image."""
+    zarr_format = 3 if version == "0.5" else 2
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    array = group.create_array("0", shape=data.shape, chunks=chunks, dtype=data.dtype)
+    array[:] = data
+    meta = meta or ImageMeta(axes=axes, scale=[1.0] * len(axes))
+    group.attrs.update(write_attrs(meta, version, "0"))
+    return path
+
+
+@pytest.fixture
+def fmd_dir() -> Path:
+    folder = DATA / "fmd_dev"
+    if not folder.is_dir():
+        pytest.skip(f"real data not found at {folder} (set FLUODEN_DATA)")
+    return folder

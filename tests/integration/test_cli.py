@@ -1,0 +1,110 @@
+"""The CLI through typer's CliRunner (in-process) and as a real subprocess."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from conftest import write_image
+from fluoden_batch.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        ([], "Denoise large fluorescence"),
+        (["denoise", "--help"], "resumes"),
+        (["demo", "--help"], "synthetic"),
+        (["ingest", "--help"], "OME-Zarr"),
+        (["models", "--help"], "shipped"),
+    ],
+)
+def test_help_texts(args, phrase):
+    result = runner.invoke(app, [*args, "--help"] if args else ["--help"])
+    assert result.exit_code == 0
+    assert phrase in " ".join(result.output.split())
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["denoise", str(tmp_path / "nope.zarr"), str(tmp_path / "o.zarr")])
+    assert result.exit_code == 2
+    assert "nope.zarr: no such file or directory" in " ".join(result.output.split())
+    assert not (tmp_path / "o.zarr").exists()
+
+
+@pytest.fixture
+def small_input(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    return write_image(tmp_path / "in.zarr", data, "yx", (32, 32))
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "symlink"])
+def test_output_may_not_be_or_lie_inside_the_input(small_input, tiny_weights, where):
+    if where == "same":
+        out = small_input
+    elif where == "inside":
+        out = small_input / "denoised"
+    else:
+        out = small_input.parent / "link.zarr"
+        out.symlink_to(small_input)
+    before = sorted(p.name for p in small_input.rglob("*"))
+    result = runner.invoke(
+        app, ["denoise", str(small_input), str(out), "--model", str(tiny_weights)]
+    )
+    assert result.exit_code == 2
+    assert "inside the input" in " ".join(result.output.split())
+    assert sorted(p.name for p in small_input.rglob("*")) == before
+
+
+@pytest.mark.distributed
+def test_rerun_resumes_and_changed_parameters_are_refused(small_input, tiny_weights, tmp_path):
+    out = tmp_path / "out.zarr"
+    base = [
+        "denoise",
+        str(small_input),
+        str(out),
+        "--model",
+        str(tiny_weights),
+        "--block-min",
+        "32",
+        "--workers",
+        "1",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    ]
+    first = runner.invoke(app, base)
+    assert first.exit_code == 0, first.output
+    assert "blocks finished" in first.output
+    again = runner.invoke(app, base)
+    assert again.exit_code == 0 and "4 already done" in " ".join(again.output.split())
+    changed = runner.invoke(app, [*base, "--dtype", "float32"])
+    assert changed.exit_code == 2 and "--overwrite" in changed.output
+    replaced = runner.invoke(app, [*base, "--dtype", "float32", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert zarr.open_array(str(out), path="0").dtype == np.float32
+
+
+def test_existing_foreign_output_is_never_deleted(small_input, tiny_weights, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.txt").write_text("do not delete")
+    result = runner.invoke(
+        app, ["denoise", str(small_input), str(out), "--model", str(tiny_weights), "--overwrite"]
+    )
+    assert result.exit_code == 2 and "not a fluoden output" in result.output
+    assert (out / "thesis.txt").read_text() == "do not delete"
+
+
+def test_bad_config_values_are_named(small_input, tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("tile = -3\nunknown_key = 1\n")
+    result = runner.invoke(
+        app, ["denoise", str(small_input), str(tmp_path / "o.zarr"), "--config", str(cfg)]
+    )
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "tile" in text and "unknown_key" in text
