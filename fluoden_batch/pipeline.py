@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from distributed import Client, as_completed
+from distributed.scheduler import KilledWorker
 
 from fluoden_batch import __version__
 from fluoden_batch.config import DenoiseConfig
@@ -195,8 +196,7 @@ def execute(p: Plan, client: Client, on_block: ProgressHook | None = None) -> Ru
     try:
         for future in as_completed(futures):
             if future.status == "error":
-                exc = future.exception()
-                failed[by_key[future.key].id] = f"{type(exc).__name__}: {exc}"
+                failed[by_key[future.key].id] = _describe_failure(future.exception(), p.config)
             done += 1
             if on_block is not None:
                 on_block(done, len(p.blocks))
@@ -232,7 +232,13 @@ def finish(p: Plan, seconds: float, failed: dict[str, str]) -> RunResult:
     if ran and seconds > 0:
         summary["mpx_per_s"] = pixels_run / seconds / 1e6
     complete = len(rows) == len(p.blocks)
-    update_provenance(out, summary=summary, complete=complete)
+    last_run = {
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": p.config.model_dump(mode="json"),
+        "blocks_run": len(ran),
+        "failed": failed,
+    }
+    update_provenance(out, summary=summary, complete=complete, last_run=last_run)
     return RunResult(
         output=out,
         blocks_total=len(p.blocks),
@@ -247,3 +253,14 @@ def finish(p: Plan, seconds: float, failed: dict[str, str]) -> RunResult:
 
 def _block_order(block_id: str) -> tuple[int, ...]:
     return tuple(int(i) for i in block_id.split("."))
+
+
+def _describe_failure(exc: BaseException, cfg: DenoiseConfig) -> str:
+    """One line on why a block failed, with a hint where the cause is a dying worker."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if isinstance(exc, KilledWorker):
+        text += (
+            f" - every worker that ran it died (out of memory? --memory-limit is "
+            f"{cfg.memory_limit}; a smaller --tile or --block-min lowers the need)"
+        )
+    return text

@@ -51,6 +51,8 @@ def summarise(
         task_seconds=round(float(metrics["seconds"].sum()), 3),
         noise_sigma_in=_weighted(metrics, "noise_sigma_in"),
         noise_sigma_out=_weighted(metrics, "noise_sigma_out"),
+        saturated_fraction=_weighted(metrics, "saturated_fraction"),
+        missing_chunks=int(metrics["missing_chunks"].sum()),
     )
     if data_range is not None:
         summary.update(
@@ -70,6 +72,8 @@ SUMMARY_LABELS = {
     "mpx_per_s": ("throughput this run (Mpx/s)", "{:.2f}"),
     "noise_sigma_in": ("noise sigma before", "{:.4g}"),
     "noise_sigma_out": ("noise sigma after", "{:.4g}"),
+    "saturated_fraction": ("saturated input pixels", "{:.3%}"),
+    "missing_chunks": ("missing input chunks (read as fill value)", "{:d}"),
     "psnr_in": ("PSNR before (dB)", "{:.2f}"),
     "psnr_out": ("PSNR after (dB)", "{:.2f}"),
     "ssim_in": ("SSIM before", "{:.4f}"),

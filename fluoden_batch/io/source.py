@@ -8,6 +8,7 @@ reopen the same array on a worker.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import tifffile
 import zarr
+from zarr.core.sync import sync
 
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.ngff import (
@@ -28,6 +30,7 @@ from fluoden_batch.io.ngff import (
 
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 TIFF_SUFFIXES = (".tif", ".tiff")
+MAX_CHUNK_BYTES = 1 << 30  # a chunk larger than this when decoded is refused (memory bound)
 _TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 
 
@@ -56,6 +59,26 @@ class SourceSpec:
     def describe(self) -> str:
         """Human-readable name used in error messages."""
         return f"{self.path}/{self.array_path}" if self.array_path else self.path
+
+    def missing_chunks(self, region: tuple[slice, ...]) -> int:
+        """Number of stored chunks (shards) under ``region`` that do not exist.
+
+        Zarr returns the fill value for a missing chunk without a word; that is normal
+        for empty chunks written with ``write_empty_chunks=False``, and a sign of an
+        incomplete copy otherwise, so the pipeline counts them per block.
+        """
+        if self.kind == "tiff":
+            return 0
+        array = self.open()
+        grid = getattr(array, "shards", None) or array.chunks
+        ranges = [range(r.start // g, -(-r.stop // g)) for r, g in zip(region, grid, strict=True)]
+        store, root = array.store_path.store, array.store_path.path
+        missing = 0
+        for coords in itertools.product(*ranges):
+            key = array.metadata.encode_chunk_key(coords)
+            if not sync(store.exists(f"{root}/{key}" if root else key)):
+                missing += 1
+        return missing
 
 
 @functools.lru_cache(maxsize=16)
@@ -158,6 +181,8 @@ def _group_meta(
         raise InputError(f"{p}: a Zarr group without NGFF 'multiscales' metadata; pass an array")
     ms, _ = found
     level0 = str(ms.get("datasets", [{}])[0].get("path", ""))
+    if not level0 or level0.startswith("/") or ".." in level0.split("/"):
+        raise InputError(f"{p}: NGFF level-0 path {level0!r} must be a relative path inside it")
     if level0 not in group:
         raise InputError(f"{p}: NGFF level-0 array {level0!r} is missing from the group")
     ndim = group[level0].ndim
@@ -225,8 +250,20 @@ def _validate(source: ImageSource) -> None:
     name = source.spec.describe()
     if source.dtype not in [np.dtype(d) for d in SUPPORTED_DTYPES]:
         supported = ", ".join(np.dtype(d).name for d in SUPPORTED_DTYPES)
-        raise InputError(f"{name}: dtype {source.dtype} is not supported (use one of {supported})")
+        raise InputError(
+            f"{name}: dtype {source.dtype} is not supported (use one of {supported}); "
+            "convert it first, e.g. with dask.array .astype('float32') and to_zarr"
+        )
     if any(s == 0 for s in source.shape):
         raise InputError(f"{name}: empty array of shape {source.shape}")
     if any(c <= 0 for c in source.chunks):
         raise InputError(f"{name}: invalid chunk shape {source.chunks}")
+    grid = getattr(source.array, "shards", None) or source.chunks
+    stored = int(np.prod([min(g, s) for g, s in zip(grid, source.shape, strict=True)]))
+    if stored * source.dtype.itemsize > MAX_CHUNK_BYTES:
+        raise InputError(
+            f"{name}: one stored chunk {tuple(grid)} decompresses to "
+            f"{stored * source.dtype.itemsize / 2**20:.0f} MiB (limit "
+            f"{MAX_CHUNK_BYTES // 2**20} MiB); rechunk it (e.g. `fluoden ingest` or "
+            "zarr/dask rechunk) to keep worker memory bounded"
+        )

@@ -142,7 +142,11 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
     job.output.open()[block.slices] = written
     t_write = time.perf_counter()
 
-    inner = region[(Ellipsis, *window.crop)].astype(np.float64)
+    inner = region[(Ellipsis, *window.crop)]
+    saturated = (
+        float((inner == np.iinfo(inner.dtype).max).mean()) if inner.dtype.kind == "u" else 0.0
+    )
+    inner = inner.astype(np.float64)
     row: dict[str, Any] = {
         "block": block.id,
         **{f"start_{a}": s for a, s in zip(job.axes, block.start, strict=True)},
@@ -156,6 +160,8 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         "input_std": float(inner.std()),
         "noise_sigma_in": float(np.mean(sig_in)),
         "noise_sigma_out": float(np.mean(sig_out)),
+        "saturated_fraction": saturated,
+        "missing_chunks": job.source.missing_chunks(block.slices),
         "model": model.metadata.name,
         "model_digest": model.digest,
     }

@@ -1,0 +1,179 @@
+"""Throughput of fluoden-batch on this machine: GEMM ceiling, model-only, full pipeline.
+
+Run: ``python benchmarks/throughput.py`` (about 64 Mpx, a few minutes on 2 cores) or
+``--quick`` (16 Mpx). Prints a markdown report and writes it to
+``benchmarks/results/throughput.md`` (``--out`` to change).
+
+What is measured
+----------------
+1. GEMM ceiling: GFLOP/s of a 4096x4096 fp32 matmul with torch on all cores (and on one).
+2. Model-only: forward passes of the chosen DnCNN on one in-memory tile (plus halo),
+   channels-last fp32, for several tile sizes: Mpx/s and GFLOP/s (conv FLOPs counted as
+   2 x MACs of the unpadded output), on one thread (the per-worker setting) scaled by the
+   number of workers, and on all cores in one process.
+3. Full pipeline: ``fluoden denoise`` on a uint16 OME-Zarr dataset written beforehand
+   (read, normalise, infer, write, metrics, markers) with one single-threaded worker per
+   core: Mpx/s from wall time between the first submission and the last block, and the
+   peak resident memory of each worker process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fluoden_batch.compute import dask_client, default_workers
+from fluoden_batch.config import DEFAULT_MODEL, DenoiseConfig
+from fluoden_batch.models import load_model
+from fluoden_batch.pipeline import execute, plan
+from fluoden_batch.restore.inference import infer_plane
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def gemm_gflops(threads: int, n: int = 4096, repeats: int = 3) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def model_only(model_name: str, tile: int, threads: int, repeats: int = 3) -> tuple[float, float]:
+    """(Mpx/s, GFLOP/s) of forward passes on a tile of ``tile`` px plus its halo."""
+    torch.set_num_threads(threads)
+    loaded = load_model(model_name)
+    halo = loaded.receptive_radius
+    side = tile + 2 * halo
+    x = np.random.default_rng(0).random((side, side), dtype=np.float32)
+    infer_plane(loaded.module, x)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        infer_plane(loaded.module, x)
+    seconds = (time.perf_counter() - t) / repeats
+    flops = loaded.module.flops_per_pixel() * side * side
+    return tile * tile / seconds / 1e6, flops / seconds / 1e9
+
+
+def write_dataset(folder: Path, planes: int, size: int, chunk: int) -> Path:
+    import zarr
+
+    from fluoden_batch.demo import clean_plane
+    from fluoden_batch.io.ngff import ImageMeta, write_attrs
+    from fluoden_batch.noise import simulate
+
+    group = zarr.open_group(str(folder / "bench.zarr"), mode="w", zarr_format=3)
+    array = group.create_array(
+        "0", shape=(planes, size, size), chunks=(1, chunk, chunk), dtype="uint16"
+    )
+    rng = np.random.default_rng(0)
+    for z in range(planes):
+        array[z] = np.rint(simulate(clean_plane(size, rng), 8.0, 100.0, clip=(0, 4095), rng=rng))
+    group.attrs.update(write_attrs(ImageMeta(axes="zyx", scale=[1.0, 1.0, 1.0]), "0.5", "0"))
+    return folder / "bench.zarr"
+
+
+def _worker_peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pipeline(dataset: Path, out: Path, model: str, workers: int, tile: int, block_min: int):
+    cfg = DenoiseConfig(
+        input=dataset,
+        output=out,
+        model=model,
+        workers=workers,
+        tile=tile,
+        block_min=block_min,
+        dashboard_address="127.0.0.1:0",
+    )
+    p = plan(cfg)
+    with dask_client(workers=workers, dashboard_address="127.0.0.1:0") as client:
+        client.run(lambda: None)
+        t = time.perf_counter()
+        result = execute(p, client)
+        seconds = time.perf_counter() - t
+        peaks = client.run(_worker_peak_rss_mib)
+    return result, seconds, peaks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="16 Mpx instead of 64 Mpx")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--tile", type=int, default=512, help="pipeline forward-pass tile")
+    parser.add_argument("--block-min", type=int, default=1024)
+    parser.add_argument("--out", type=Path, default=RESULTS / "throughput.md")
+    args = parser.parse_args()
+    cores = args.workers
+
+    lines = [
+        "# Throughput",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {cores} cores used, "
+        f"torch {torch.__version__}, model `{args.model}`.",
+        f"Command: `python benchmarks/throughput.py{' --quick' if args.quick else ''}`",
+        "",
+    ]
+    g_all, g_one = gemm_gflops(cores), gemm_gflops(1)
+    lines += [
+        "| ceiling | GFLOP/s |",
+        "|---|---|",
+        f"| fp32 GEMM 4096^2, {cores} threads | {g_all:.1f} |",
+        f"| fp32 GEMM 4096^2, 1 thread | {g_one:.1f} |",
+        "",
+        "| model-only (tile + halo) | threads | Mpx/s | GFLOP/s | % of GEMM ceiling |",
+        "|---|---|---|---|---|",
+    ]
+    best = (0.0, 0)
+    for tile in (256, 512, 1024):
+        mpx1, gf1 = model_only(args.model, tile, 1)
+        lines.append(
+            f"| {tile} px, {cores} workers x 1 thread (scaled) | 1 x {cores} | {mpx1 * cores:.3f} "
+            f"| {gf1 * cores:.1f} | {100 * gf1 / g_one:.0f}% |"
+        )
+        mpx, gf = model_only(args.model, tile, cores)
+        lines.append(
+            f"| {tile} px, one process | {cores} | {mpx:.3f} | {gf:.1f} | {100 * gf / g_all:.0f}% |"
+        )
+        best = max(best, (mpx1 * cores, tile))
+    planes, size = (1, 4096) if args.quick else (4, 4096)
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = write_dataset(Path(tmp), planes, size, 512)
+        result, seconds, peaks = pipeline(
+            dataset, Path(tmp) / "out.zarr", args.model, cores, args.tile, args.block_min
+        )
+    mpx_total = planes * size * size / 1e6
+    rate = mpx_total / seconds
+    lines += [
+        "",
+        "| full pipeline | value |",
+        "|---|---|",
+        f"| dataset | {planes} x {size} x {size} uint16 ({mpx_total:.1f} Mpx), 512^2 chunks |",
+        f"| workers x threads | {cores} x 1 |",
+        f"| tile / min block | {args.tile} / {args.block_min} px |",
+        f"| blocks | {result.blocks_total} |",
+        f"| wall time | {seconds:.1f} s |",
+        f"| throughput | {rate:.3f} Mpx/s |",
+        f"| vs best model-only ({best[1]} px tiles, {best[0]:.3f} Mpx/s) "
+        f"| {100 * rate / best[0]:.0f}% |",
+        f"| peak RSS per worker | {', '.join(f'{v:.0f}' for v in peaks.values())} MiB |",
+    ]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
