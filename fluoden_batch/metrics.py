@@ -13,12 +13,16 @@ from skimage.restoration import estimate_sigma
 
 from fluoden_batch.errors import InputError
 
+MIN_SIGMA_SIDE = 8
+
 
 def _check_pair(image: np.ndarray, reference: np.ndarray) -> None:
     if image.shape != reference.shape:
         raise InputError(f"image shape {image.shape} != reference shape {reference.shape}")
-    if image.ndim != 2:
-        raise InputError(f"expected 2-D planes, got shape {image.shape}")
+    if image.ndim != 2 or image.size == 0:
+        raise InputError(f"expected non-empty 2-D planes, got shape {image.shape}")
+    if not (np.isfinite(image).all() and np.isfinite(reference).all()):
+        raise InputError("image or reference has NaN/Inf pixels")
 
 
 def psnr(image: np.ndarray, reference: np.ndarray, data_range: float) -> float:
@@ -32,21 +36,31 @@ def psnr(image: np.ndarray, reference: np.ndarray, data_range: float) -> float:
         Peak value of the scale (e.g. 255 for 8-bit, 65535 for full-range uint16).
     """
     _check_pair(image, reference)
-    return float(
-        peak_signal_noise_ratio(
-            reference.astype(np.float64), image.astype(np.float64), data_range=data_range
+    with np.errstate(all="ignore"):
+        value = float(
+            peak_signal_noise_ratio(
+                reference.astype(np.float64), image.astype(np.float64), data_range=data_range
+            )
         )
-    )
+    if np.isnan(value) or value == -np.inf:
+        raise InputError("squared error overflows float64; rescale the data")
+    return value
 
 
 def ssim(image: np.ndarray, reference: np.ndarray, data_range: float) -> float:
     """Structural similarity (Wang et al. 2004, 7x7 window, skimage defaults) in [-1, 1]."""
     _check_pair(image, reference)
-    return float(
-        structural_similarity(
-            reference.astype(np.float64), image.astype(np.float64), data_range=data_range
+    if min(image.shape) < 7:
+        raise InputError(f"SSIM needs planes of at least 7x7 pixels, got {image.shape}")
+    with np.errstate(all="ignore"):
+        value = float(
+            structural_similarity(
+                reference.astype(np.float64), image.astype(np.float64), data_range=data_range
+            )
         )
-    )
+    if not np.isfinite(value):
+        raise InputError("SSIM overflows float64 for these values; rescale the data")
+    return value
 
 
 def fmd_scores(
@@ -75,6 +89,15 @@ def noise_sigma(image: np.ndarray) -> float:
 
     Same units as ``image``; used for the "noise before/after" columns of the metrics.
     """
-    if image.ndim != 2 or min(image.shape) < 2:
-        raise InputError(f"need a 2-D plane of at least 2x2 pixels, got shape {image.shape}")
-    return float(estimate_sigma(image.astype(np.float64), channel_axis=None))
+    if image.ndim != 2 or min(image.shape) < MIN_SIGMA_SIDE:
+        raise InputError(
+            f"noise estimate needs a 2-D plane of at least {MIN_SIGMA_SIDE}x{MIN_SIGMA_SIDE} "
+            f"pixels, got shape {image.shape}"
+        )
+    if not np.isfinite(image).all():
+        raise InputError("plane has NaN/Inf pixels")
+    with np.errstate(all="ignore"):
+        sigma = float(estimate_sigma(image.astype(np.float64), channel_axis=None))
+    if not np.isfinite(sigma):
+        raise InputError(f"noise estimate is undefined for this plane (range {np.ptp(image):.3g})")
+    return sigma

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,11 +184,12 @@ def execute(p: Plan, client: Client, on_block: ProgressHook | None = None) -> Ru
     after the metrics of every finished block have been written.
     """
     t0 = time.perf_counter()
+    run = uuid.uuid4().hex[:8]  # fresh keys: a scheduler may still hold a failed earlier try
     futures = client.map(
         process_block,
         p.pending,
         job=p.job,
-        key=[f"fluoden-{p.token}-block-{b.id}" for b in p.pending],
+        key=[f"fluoden-{p.token}-{run}-block-{b.id}" for b in p.pending],
         pure=False,
     )
     by_key = {f.key: b for f, b in zip(futures, p.pending, strict=True)}

@@ -12,28 +12,40 @@ import numpy as np
 
 from fluoden_batch.errors import InputError
 
+FLOAT32_SAFE = 1e30  # larger magnitudes overflow float32 arithmetic in the network
+OUTLIER_LIMIT = 1e4  # normalised values are clipped to +-this many intensity windows
+
 
 def percentile_range(x: np.ndarray, low: float, high: float) -> tuple[float, float]:
     """Return the ``low``/``high`` percentiles (in %) of the finite values of ``x``.
 
-    When the two coincide (a flat image) ``hi`` is set to ``lo + 1`` so the map stays
-    invertible; the image then passes through the model at its own intensity.
+    When the two coincide (a flat image) ``hi`` is set a little above ``lo`` so the map
+    stays invertible. Magnitudes above ``FLOAT32_SAFE`` raise :class:`InputError`.
     """
     values = np.asarray(x, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
         raise InputError("cannot normalise: no finite pixel values")
-    lo, hi = np.percentile(values, [low, high])
-    if not hi > lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
+    lo, hi = (float(v) for v in np.percentile(values, [low, high]))
+    if not np.float32(hi - lo) > 0 or not np.float32(hi) > np.float32(lo):
+        hi = lo + max(1.0, abs(lo) * 1e-3)  # flat, or a span float32 cannot resolve
+    if not np.isfinite(np.float32(hi) - np.float32(lo)) or max(abs(lo), abs(hi)) > FLOAT32_SAFE:
+        raise InputError(
+            f"intensities around {lo:.3g}..{hi:.3g} are outside what the float32 model input "
+            f"can represent (|x| <= {FLOAT32_SAFE:.0e}); rescale the data first"
+        )
+    return lo, hi
 
 
 def normalise(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Map intensities to model units: float32 ``(x - lo) / (hi - lo)``."""
-    return ((np.asarray(x, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)).astype(
-        np.float32, copy=False
-    )
+    """Map intensities to model units: float32 ``(x - lo) / (hi - lo)``.
+
+    Values further than ``OUTLIER_LIMIT`` ranges from the window are clipped there, so
+    that absurd outliers cannot overflow float32 inside the network.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = (np.asarray(x, dtype=np.float64) - lo) / (hi - lo)
+    return np.clip(y, -OUTLIER_LIMIT, OUTLIER_LIMIT).astype(np.float32)
 
 
 def denormalise(y: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -97,9 +97,23 @@ def _match_torch_threads() -> None:
 def cast_output(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Cast float intensities to ``dtype``: integers are rounded and clipped, never wrapped."""
     if np.issubdtype(dtype, np.integer):
+        if not np.isfinite(x).all():
+            raise InputError(f"cannot cast NaN/Inf to {dtype}")
         info = np.iinfo(dtype)
         return np.clip(np.rint(x), info.min, info.max).astype(dtype)
-    return x.astype(dtype)
+    with np.errstate(over="ignore"):
+        y = x.astype(dtype)
+    if not np.isfinite(y).all():
+        raise InputError(f"values are NaN/Inf or overflow {dtype}")
+    return y
+
+
+def _sigma_or_nan(plane: np.ndarray) -> float:
+    """Noise std estimate, NaN (an empty cell in the table) for planes too small for it."""
+    try:
+        return noise_sigma(plane)
+    except InputError:
+        return float("nan")
 
 
 def _planes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -117,8 +131,11 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
     src = job.source.open()
     lead = block.slices[:-2]
     window = halo_window(block.start[-2:], block.stop[-2:], src.shape[-2:], model.receptive_radius)
-    region = np.asarray(src[(*lead, *window.read)])
     name = f"{job.source.describe()} block {block.id} (start {block.start})"
+    try:
+        region = np.asarray(src[(*lead, *window.read)])
+    except Exception as exc:  # codec errors of a truncated or corrupt chunk
+        raise InputError(f"{name}: cannot read its chunks ({type(exc).__name__}: {exc})") from exc
     if region.dtype.kind == "f" and not np.isfinite(region).all():
         bad = int((~np.isfinite(region)).sum())
         raise InputError(f"{name}: {bad} NaN/Inf pixels; fill or mask them before denoising")
@@ -133,8 +150,8 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         x = normalise(region[idx], lo, hi)
         y = denormalise(infer_plane(model.module, x, job.tile), lo, hi)[window.crop]
         out[idx] = y
-        sig_in.append(noise_sigma(region[idx][window.crop]))
-        sig_out.append(noise_sigma(y))
+        sig_in.append(_sigma_or_nan(region[idx][window.crop]))
+        sig_out.append(_sigma_or_nan(y))
     t_compute = time.perf_counter()
 
     dtype = np.dtype(job.out_dtype)
@@ -158,8 +175,8 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         "seconds_write": t_write - t_compute,
         "input_mean": float(inner.mean()),
         "input_std": float(inner.std()),
-        "noise_sigma_in": float(np.mean(sig_in)),
-        "noise_sigma_out": float(np.mean(sig_out)),
+        "noise_sigma_in": float(np.nanmean(sig_in)) if np.isfinite(sig_in).any() else None,
+        "noise_sigma_out": float(np.nanmean(sig_out)) if np.isfinite(sig_out).any() else None,
         "saturated_fraction": saturated,
         "missing_chunks": job.source.missing_chunks(block.slices),
         "model": model.metadata.name,

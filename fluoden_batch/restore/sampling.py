@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
+from fluoden_batch.errors import InputError
 from fluoden_batch.models.normalise import percentile_range
 from fluoden_batch.restore.tiles import Block
 
@@ -24,12 +25,17 @@ def _spread(blocks: list[Block], n: int) -> list[Block]:
 
 
 def _sample(array: zarr.Array, blocks: list[Block], channel_slice: tuple) -> np.ndarray:
-    parts = []
+    parts, errors = [], []
     for b in blocks:
         region = tuple(
             cs if cs is not None else s for cs, s in zip(channel_slice, b.slices, strict=True)
         )
-        parts.append(np.asarray(array[region]).ravel())
+        try:
+            parts.append(np.asarray(array[region]).ravel())
+        except Exception as exc:  # a corrupt chunk: its block's task will fail by name
+            errors.append(f"block {b.id}: {type(exc).__name__}: {exc}")
+    if not parts:
+        raise InputError(f"{array}: no sampled block could be read ({'; '.join(errors)})")
     values = np.concatenate(parts)
     step = max(1, values.size // MAX_VALUES)
     return values[::step]
