@@ -73,6 +73,7 @@ def run_denoise(**flags: Any) -> Any:
 
     from fluoden_batch.compute import dask_client
     from fluoden_batch.config import build_config
+    from fluoden_batch.deploy import gpu_resources, load_profile
     from fluoden_batch.pipeline import execute, plan
 
     config_file = flags.pop("config", None)
@@ -89,8 +90,15 @@ def run_denoise(**flags: Any) -> Any:
         from fluoden_batch.pipeline import finish
 
         return finish(p, 0.0, {})
+    resources = gpu_resources(load_profile(cfg.profile)) if cfg.profile else None
     with dask_client(
-        cfg.scheduler, cfg.workers, cfg.threads_per_worker, cfg.memory_limit, cfg.dashboard_address
+        cfg.scheduler,
+        cfg.workers,
+        cfg.threads_per_worker,
+        cfg.memory_limit,
+        cfg.dashboard_address,
+        profile=cfg.profile,
+        tls=cfg.tls_option,
     ) as client:
         console.print(f"Dask dashboard: {client.dashboard_link}")
         report = (
@@ -109,7 +117,12 @@ def run_denoise(**flags: Any) -> Any:
             task = bar.add_task(
                 "blocks", total=len(p.blocks), completed=len(p.blocks) - len(p.pending)
             )
-            return execute(p, client, on_block=lambda done, total: bar.update(task, completed=done))
+            return execute(
+                p,
+                client,
+                on_block=lambda done, total: bar.update(task, completed=done),
+                resources=resources,
+            )
 
 
 def print_summary(result: Any) -> None:
@@ -191,9 +204,34 @@ def denoise(
     device: Annotated[
         str | None, typer.Option(help="Torch device: auto|cpu|cuda|cuda:N [default: auto].")
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="fp32 (default), or bf16/fp16 autocast on CUDA (faster, less exact)."),
+    ] = None,
     performance_report: Annotated[
         Path | None, typer.Option(help="Write a Dask performance report (HTML) here.")
     ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Deploy profile (YAML) starting a local, local-cuda, SLURM or Kubernetes "
+            "Dask cluster; see deploy/."
+        ),
+    ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="Encrypt Dask traffic with temporary certificates."),
+    ] = False,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory with ca.pem, cert.pem, key.pem for TLS between all parts."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="With --profile: print the job script / cluster spec and stop."
+        ),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an OUT written with other parameters.")
     ] = False,
@@ -211,6 +249,9 @@ def denoise(
     """
     _sigterm_as_interrupt()
     with _errors():
+        if dry_run:
+            _print_dry_run(profile, workers, tls_dir or (True if tls else None))
+            return
         chunk_tuple = _parse_chunks(chunks) if chunks else None
         try:
             result = run_denoise(
@@ -231,13 +272,28 @@ def denoise(
                 scheduler=scheduler,
                 dashboard_address=dashboard_address,
                 device=device,
+                precision=precision,
                 performance_report=performance_report,
                 overwrite=overwrite or None,
                 config=config,
+                profile=profile,
+                tls=tls or None,
+                tls_dir=tls_dir,
             )
         except KeyboardInterrupt:
             raise _interrupted(output) from None
         print_summary(result)
+
+
+def _print_dry_run(profile: Path | None, workers: int | None, tls: bool | Path | None) -> None:
+    from fluoden_batch.deploy import dry_run, load_profile
+    from fluoden_batch.security import make_security
+
+    if profile is None:
+        raise FluodenError("--dry-run needs --profile")
+    out.print(
+        dry_run(load_profile(profile), workers, make_security(tls)), highlight=False, soft_wrap=True
+    )
 
 
 def _parse_chunks(text: str) -> tuple[int, int]:

@@ -1,7 +1,9 @@
-"""The Dask side: start a local cluster or attach to a running scheduler.
+"""The Dask side: start a local cluster, attach to a running scheduler, or follow a profile.
 
 The pipeline only ever sees a :class:`distributed.Client`; where its workers live is
-decided here. Local clusters bind the scheduler and the dashboard to 127.0.0.1.
+decided here. Local clusters bind the scheduler and the dashboard to 127.0.0.1. Deploy
+profiles (SLURM, Kubernetes, dask-cuda) live in :mod:`fluoden_batch.deploy`, TLS in
+:mod:`fluoden_batch.security`.
 """
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
+import dask
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from fluoden_batch.errors import FluodenError
+from fluoden_batch.security import make_security
 
 
 def default_workers() -> int:
@@ -30,40 +36,87 @@ def dask_client(
     threads_per_worker: int = 1,
     memory_limit: str | float | None = "auto",
     dashboard_address: str = "127.0.0.1:8787",
+    profile: Path | None = None,
+    tls: bool | Path | None = None,
 ) -> Iterator[Client]:
-    """A client on an existing scheduler, or on a new local cluster torn down afterwards.
+    """A client on an existing scheduler, a profile's cluster or a new local cluster.
+
+    Clusters started here are torn down on exit.
 
     Parameters
     ----------
     scheduler : str, optional
-        Address of a running scheduler (``tcp://host:8786``); no cluster is started.
+        Address of a running scheduler (``tcp://host:8786`` or ``tls://host:8786``); no
+        cluster is started.
     workers : int, optional
-        Worker processes of a local cluster (default: one per core).
+        Worker processes of a local cluster (default: one per core), or the number of
+        workers a profile's cluster is scaled to (default: the profile's ``n_workers``).
     threads_per_worker : int
-        Threads per worker; torch in each worker uses as many.
+        Threads per worker of a local cluster; torch in each worker uses as many.
     memory_limit : str or float, optional
         Per-worker memory limit for a local cluster (Dask's syntax, e.g. ``"4GiB"``).
     dashboard_address : str
         Where a local cluster serves its dashboard (``":0"`` picks a free port).
+    profile : Path, optional
+        A deploy profile (YAML, see :mod:`fluoden_batch.deploy`); its settings replace
+        ``threads_per_worker``, ``memory_limit`` and ``dashboard_address``.
+    tls : bool or Path, optional
+        ``True``: temporary certificates for a cluster started here; a directory holding
+        ``ca.pem``, ``cert.pem``, ``key.pem``: those (also for ``scheduler``). All traffic
+        then uses ``tls://`` and a client without the certificates is refused.
+
+    Raises
+    ------
+    FluodenError
+        The scheduler cannot be reached, the options contradict each other, or the
+        profile or the certificates are invalid.
     """
+    if scheduler is not None and profile is not None:
+        raise FluodenError("give either a scheduler address or a profile, not both")
+    if scheduler is not None and tls is True:
+        raise FluodenError(
+            f"temporary TLS certificates cannot join the running scheduler {scheduler}: "
+            "pass the directory holding its ca.pem, cert.pem, key.pem"
+        )
+    security = make_security(tls)
     if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise FluodenError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
-        with client:
+        with _attach(scheduler, security) as client:
             yield client
         return
-    n = workers or default_workers()
+    if profile is not None:
+        from fluoden_batch.deploy import load_profile, profile_cluster
+
+        with profile_cluster(load_profile(profile), workers, security) as client:
+            yield client
+        return
+    tls_options = {"protocol": "tls://", "security": security} if security is not None else {}
     with (
+        # one task per worker thread at a time: a worker that dies then only implicates the
+        # block it was running, not a queued innocent one (blocks take seconds, so no idle gap)
+        dask.config.set({"distributed.scheduler.worker-saturation": 1.0}),
         LocalCluster(
-            n_workers=n,
+            n_workers=workers or default_workers(),
             threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
             dashboard_address=dashboard_address,
             memory_limit=memory_limit,
+            **tls_options,
         ) as cluster,
-        Client(cluster) as client,
+        Client(cluster, security=security) as client,
     ):
         yield client
+
+
+def _attach(scheduler: str, security: Security | None) -> Client:
+    if scheduler.startswith("tls://") and security is None:
+        raise FluodenError(
+            f"the scheduler {scheduler} uses TLS: pass --tls-dir with the directory holding "
+            "its ca.pem, cert.pem, key.pem"
+        )
+    if security is not None and not scheduler.startswith("tls://"):
+        scheduler = "tls://" + scheduler.split("://", 1)[-1]
+    try:
+        return Client(scheduler, timeout="20s", security=security)
+    except (OSError, TimeoutError) as exc:
+        raise FluodenError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc

@@ -41,10 +41,14 @@ class DenoiseConfig(BaseModel):
     data_range: float | None = Field(None, gt=0)
     overwrite: bool = False
     device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str = "auto"
     scheduler: str | None = None
+    profile: Path | None = None
+    tls: bool = False
+    tls_dir: Path | None = None
     dashboard_address: str = "127.0.0.1:8787"
     performance_report: Path | None = None
 
@@ -55,9 +59,15 @@ class DenoiseConfig(BaseModel):
             raise ValueError(f"chunk sizes must be positive, got {v}")
         return v
 
+    @property
+    def tls_option(self) -> bool | Path | None:
+        """What :func:`fluoden_batch.compute.dask_client` takes as ``tls``."""
+        return self.tls_dir or (True if self.tls else None)
+
     def output_parameters(self) -> dict[str, Any]:
         """The parameters that determine the output, as JSON-compatible values."""
         keys = (
+            "precision",
             "model",
             "protocol",
             "dtype",

@@ -126,6 +126,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         channel_ranges=ranges,
         tile=cfg.tile,
         out_dtype=_output_dtype(cfg, source).name,
+        precision=cfg.precision,
         reference=reference.spec if reference is not None else None,
         data_range=data_range,
     )
@@ -176,12 +177,19 @@ def _open_or_create(
 ProgressHook = Callable[[int, int], None]
 
 
-def execute(p: Plan, client: Client, on_block: ProgressHook | None = None) -> RunResult:
+def execute(
+    p: Plan,
+    client: Client,
+    on_block: ProgressHook | None = None,
+    resources: dict[str, float] | None = None,
+) -> RunResult:
     """Submit the pending blocks, wait for all of them, then gather metrics.
 
     ``on_block(done, total)`` is called after each finished (or failed) block. Blocks that
     fail do not stop the others; they are listed in a :class:`BlockError` at the end,
-    after the metrics of every finished block have been written.
+    after the metrics of every finished block have been written. ``resources`` (e.g.
+    ``{"GPU": 1}``) go to ``client.map`` itself: ``dask.annotate`` would be lost in graph
+    fusion.
     """
     t0 = time.perf_counter()
     run = uuid.uuid4().hex[:8]  # fresh keys: a scheduler may still hold a failed earlier try
@@ -191,6 +199,7 @@ def execute(p: Plan, client: Client, on_block: ProgressHook | None = None) -> Ru
         job=p.job,
         key=[f"fluoden-{p.token}-{run}-block-{b.id}" for b in p.pending],
         pure=False,
+        resources=resources,
     )
     by_key = {f.key: b for f, b in zip(futures, p.pending, strict=True)}
     failed: dict[str, str] = {}

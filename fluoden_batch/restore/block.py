@@ -50,6 +50,8 @@ class JobSpec:
         Forward-pass tile size inside a block.
     out_dtype : str
         Output dtype name; integer outputs are clipped and rounded before casting.
+    precision : str
+        ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast on CUDA.
     reference : SourceSpec or None
         Clean reference array of the same shape, for PSNR/SSIM.
     data_range : float or None
@@ -65,6 +67,7 @@ class JobSpec:
     channel_ranges: tuple[tuple[float, float], ...]
     tile: int | None
     out_dtype: str
+    precision: str = "fp32"
     reference: SourceSpec | None = None
     data_range: float | None = None
 
@@ -148,7 +151,7 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         channel = block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0
         lo, hi = job.channel_ranges[channel]
         x = normalise(region[idx], lo, hi)
-        y = denormalise(infer_plane(model.module, x, job.tile), lo, hi)[window.crop]
+        y = denormalise(infer_plane(model.module, x, job.tile, job.precision), lo, hi)[window.crop]
         out[idx] = y
         sig_in.append(_sigma_or_nan(region[idx][window.crop]))
         sig_out.append(_sigma_or_nan(y))

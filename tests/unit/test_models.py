@@ -87,3 +87,10 @@ def test_normalisation_round_trip(values):
     assert hi > lo
     back = denormalise(normalise(x, lo, hi), lo, hi)
     assert np.allclose(back, x, atol=1e-3 * max(1.0, hi - lo))
+
+
+def test_reduced_precision_is_refused_on_cpu(tiny_weights):
+    from fluoden_batch.errors import InputError
+
+    with pytest.raises(InputError, match="needs a CUDA device"):
+        infer_plane(load_model(tiny_weights).module, np.zeros((8, 8), np.float32), None, "bf16")

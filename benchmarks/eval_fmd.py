@@ -1,0 +1,167 @@
+"""Evaluate a weights file on the held-out FMD images (``fmd_dev``) with FMD scoring.
+
+Every ``fmd_dev/<level>/<Type>_<n>.png`` (levels raw, avg2, avg4, avg8, avg16) is denoised
+by whole-image inference (percentile normalisation of the image, model, back to grey
+levels, clipped to 0..255, not rounded) and scored against ``gt/<Type>_<n>.png`` with
+:func:`fluoden_batch.metrics.fmd_scores` (four 256x256 crops, peak 255). The noisy input
+is scored the same way; for ``raw`` a classical baseline is added: non-local means
+(scikit-image ``denoise_nl_means``, 5x5 patches, 13x13 search, fast mode,
+``h = 0.8 * sigma``, ``sigma`` from ``estimate_sigma`` of the raw image).
+
+Usage::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/eval_fmd.py dncnn-small
+
+writes ``benchmarks/results/eval_fmd_<model name>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage import io
+from skimage.restoration import denoise_nl_means, estimate_sigma
+
+from fluoden_batch.metrics import fmd_scores
+from fluoden_batch.models import load_model
+from fluoden_batch.train import denoise_whole
+
+DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+LEVELS = ["raw", "avg2", "avg4", "avg8", "avg16"]
+RESULTS = Path(__file__).resolve().parent / "results"
+# Published FMD test_mix means over all 12 types (48 images); fmd_dev holds 6 of them.
+PUBLISHED_NOISY = dict(zip(LEVELS, [27.22, 30.08, 32.86, 36.03, 39.70], strict=True))
+
+
+def nlm(image: np.ndarray) -> np.ndarray:
+    """Non-local means baseline in grey levels (float64, clipped to 0..255)."""
+    sigma = float(estimate_sigma(image, channel_axis=None))
+    out = denoise_nl_means(
+        image, patch_size=5, patch_distance=6, h=0.8 * sigma, sigma=sigma, fast_mode=True
+    )
+    return np.clip(out, 0, 255)
+
+
+def evaluate(weights: str, fmd: Path) -> tuple[dict, str, float]:
+    """Score noisy input, model and (raw only) NLM for every image.
+
+    Returns
+    -------
+    scores : dict
+        ``scores[(level, type, method)]`` = list of (PSNR dB, SSIM) per image.
+    name : str
+        Model name from the metadata.
+    seconds : float
+        Mean model inference time per 512x512 image.
+    """
+    loaded = load_model(weights)
+    scores: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    infer = []
+    for level in LEVELS:
+        for path in sorted((fmd / level).glob("*.png")):
+            kind = path.stem.rsplit("_", 1)[0]
+            noisy = io.imread(path).astype(np.float64)
+            gt = io.imread(fmd / "gt" / path.name).astype(np.float64)
+            t0 = time.perf_counter()
+            out = denoise_whole(loaded.module, noisy, clip=(0.0, 255.0))
+            infer.append(time.perf_counter() - t0)
+            scores[(level, kind, "noisy")].append(fmd_scores(noisy, gt, 255.0))
+            scores[(level, kind, "model")].append(fmd_scores(out, gt, 255.0))
+            if level == "raw":
+                scores[(level, kind, "nlm")].append(fmd_scores(nlm(noisy), gt, 255.0))
+    return scores, loaded.metadata.name, float(np.mean(infer))
+
+
+def _mean(scores: dict, level: str, method: str, kind: str | None = None) -> tuple[float, float]:
+    values = [
+        v for (lv, k, m), vs in scores.items() for v in vs
+        if lv == level and m == method and (kind is None or k == kind)
+    ]  # fmt: skip
+    return float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values]))
+
+
+def report(scores: dict, name: str, weights: str, seconds: float, command: str) -> str:
+    """Markdown summary: overall per level, then PSNR per sample type."""
+    kinds = sorted({k for (_, k, _) in scores})
+    n_images = len(scores[("raw", kinds[0], "noisy")]) * len(kinds)
+    lines = [
+        f"# FMD evaluation of `{name}`",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Weights: `{weights}`. Data: `fmd_dev`, {n_images} images per level "
+        f"({len(kinds)} sample types), whole-image inference, output clipped to 0..255; "
+        "FMD scoring (mean over four 256x256 crops, peak 255). Model time "
+        f"{seconds:.2f} s per 512x512 image on CPU ({torch.get_num_threads()} thread(s)).",
+        "",
+        "## All types: PSNR (dB) / SSIM",
+        "",
+        "| level | noisy | model | model - noisy | NLM | published noisy (12 types) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for level in LEVELS:
+        (pn, sn), (pm, sm) = _mean(scores, level, "noisy"), _mean(scores, level, "model")
+        nl = "-"
+        if level == "raw":
+            pl, sl = _mean(scores, level, "nlm")
+            nl = f"{pl:.2f} / {sl:.3f}"
+        lines.append(
+            f"| {level} | {pn:.2f} / {sn:.3f} | {pm:.2f} / {sm:.3f} | {pm - pn:+.2f} | {nl} "
+            f"| {PUBLISHED_NOISY[level]:.2f} |"
+        )
+    lines += [
+        "",
+        "## PSNR (dB) per sample type: noisy -> model (NLM for raw)",
+        "",
+        "| type | " + " | ".join(LEVELS) + " |",
+        "|---|" + "---:|" * len(LEVELS),
+    ]
+    for kind in kinds:
+        cells = []
+        for level in LEVELS:
+            pn, pm = _mean(scores, level, "noisy", kind)[0], _mean(scores, level, "model", kind)[0]
+            cell = f"{pn:.2f} -> {pm:.2f}"
+            if level == "raw":
+                cell += f" (NLM {_mean(scores, level, 'nlm', kind)[0]:.2f})"
+            cells.append(cell)
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    worse = [lv for lv in LEVELS if _mean(scores, lv, "model")[0] < _mean(scores, lv, "noisy")[0]]
+    lines += [
+        "",
+        "Levels where the model output scores BELOW the noisy input: "
+        + (", ".join(worse) if worse else "none"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("weights", help="shipped model name or .safetensors path")
+    parser.add_argument("--data", type=Path, default=DATA / "fmd_dev", help="fmd_dev folder")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not (args.data / "gt").is_dir():
+        raise SystemExit(f"FMD data not found at {args.data} (set FLUODEN_DATA or --data)")
+    scores, name, seconds = evaluate(args.weights, args.data)
+    command = (
+        f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/eval_fmd.py "
+        f"{args.weights} --threads {args.threads}"
+    )
+    text = report(scores, name, args.weights, seconds, command)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"eval_fmd_{name}.md"
+    out.write_text(text)
+    print(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""Training data: image pairs or clean images, patch sampling, synthetic noise.
+
+Images are 2-D planes kept in memory as float32 in their stored units (grey levels).
+Every patch is normalised the way inference normalises a plane: ``lo``/``hi`` are the
+0.1/99.9 percentiles (:class:`~fluoden_batch.models.weights.Normalisation`) of the whole
+NOISY image the patch is cut from, and the clean target goes through the same map.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from skimage import io as skio
+
+from fluoden_batch.errors import InputError
+from fluoden_batch.models.normalise import normalise, percentile_range
+from fluoden_batch.models.weights import Normalisation
+from fluoden_batch.noise import simulate
+
+__all__ = [
+    "PatchSampler",
+    "TrainImage",
+    "ValImage",
+    "load_images",
+    "load_pairs",
+    "match_pairs",
+    "read_image",
+    "split_validation",
+    "validation_images",
+]
+
+NORMALISATION = Normalisation()
+_PCT = (NORMALISATION.low, NORMALISATION.high)
+_TIFF_SUFFIXES = {".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class TrainImage:
+    """One training image (and its real noisy version, if any).
+
+    Attributes
+    ----------
+    key : str
+        Identifier shared by the noisy and the clean file (the glob's wildcard parts).
+    clean : ndarray, float32, shape (H, W)
+        Clean reference in stored units.
+    noisy : ndarray, float32, shape (H, W), or None
+        Real noisy observation in the same units; None for clean-only data.
+    clip : (float, float) or None
+        Value range of the stored integer dtype (e.g. (0, 255) for uint8): synthetic noise
+        is clipped to it. None for float images.
+    source : str
+        Path of the clean file (for the metadata).
+    """
+
+    key: str
+    clean: np.ndarray
+    noisy: np.ndarray | None
+    clip: tuple[float, float] | None
+    source: str
+
+    @property
+    def data_range(self) -> float:
+        """Peak-to-peak range for PSNR: the dtype range, else the clean image's range."""
+        if self.clip is not None:
+            return self.clip[1] - self.clip[0]
+        return float(np.ptp(self.clean)) or 1.0
+
+
+@dataclass(frozen=True)
+class ValImage:
+    """A full validation image: noisy input, clean reference (float32, (H, W), image units),
+    the PSNR data range and the dtype range the denoised output is clipped to (or None)."""
+
+    key: str
+    noisy: np.ndarray
+    clean: np.ndarray
+    data_range: float
+    clip: tuple[float, float] | None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read a 2-D grayscale image (TIFF via tifffile, PNG and others via scikit-image).
+
+    Returns the array as stored (dtype kept), shape (H, W).
+    """
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            image = tifffile.imread(path)
+        else:
+            image = skio.imread(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read image ({exc})") from exc
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise InputError(f"{path}: expected a 2-D grayscale image, got shape {image.shape}")
+    return image
+
+
+def _dtype_clip(dtype: np.dtype) -> tuple[float, float] | None:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return None
+
+
+def _glob_regex(glob: str) -> re.Pattern[str]:
+    """Regex that matches a file name like ``glob`` and captures its wildcard parts."""
+    if "[" in glob:
+        raise InputError(f"glob {glob!r}: character classes are not supported for pairing")
+    parts = [("(.*)" if c == "*" else "(.)" if c == "?" else re.escape(c)) for c in glob]
+    return re.compile("".join(parts) + r"\Z")
+
+
+def _keyed_files(folder: Path, glob: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    regex = _glob_regex(glob)
+    files: dict[str, Path] = {}
+    for path in sorted(folder.glob(glob)):
+        match = regex.match(path.name)
+        if match and path.is_file():
+            files["/".join(match.groups()) or path.stem] = path
+    if not files:
+        raise InputError(f"{folder}: no file matches {glob!r}")
+    return files
+
+
+def match_pairs(
+    noisy_dir: Path, noisy_glob: str, clean_dir: Path, clean_glob: str
+) -> list[tuple[str, Path, Path]]:
+    """Pair noisy and clean files by the text matched by the globs' wildcards.
+
+    ``input_avg1_*.tif`` and ``target_avg400_*.tif`` pair ``input_avg1_001_0.tif`` with
+    ``target_avg400_001_0.tif`` under the key ``"001_0"``. Every file must have a partner.
+
+    Returns
+    -------
+    list of (key, noisy path, clean path), sorted by key.
+    """
+    noisy = _keyed_files(noisy_dir, noisy_glob)
+    clean = _keyed_files(clean_dir, clean_glob)
+    lonely = sorted(set(noisy) ^ set(clean))
+    if lonely:
+        raise InputError(
+            f"{len(lonely)} files have no partner between {noisy_dir}/{noisy_glob} and "
+            f"{clean_dir}/{clean_glob}, e.g. keys {lonely[:5]}"
+        )
+    return [(k, noisy[k], clean[k]) for k in sorted(noisy)]
+
+
+def load_pairs(
+    noisy_dir: Path, noisy_glob: str, clean_dir: Path, clean_glob: str
+) -> list[TrainImage]:
+    """Load matched (noisy, clean) pairs; see :func:`match_pairs` for the rule."""
+    images = []
+    for key, noisy_path, clean_path in match_pairs(noisy_dir, noisy_glob, clean_dir, clean_glob):
+        noisy, clean = read_image(noisy_path), read_image(clean_path)
+        if noisy.shape != clean.shape:
+            raise InputError(f"{noisy_path} {noisy.shape} and {clean_path} {clean.shape} differ")
+        images.append(
+            TrainImage(
+                key,
+                clean.astype(np.float32),
+                noisy.astype(np.float32),
+                _dtype_clip(clean.dtype),
+                str(clean_path),
+            )
+        )
+    return images
+
+
+def load_images(folder: Path, glob: str) -> list[TrainImage]:
+    """Load clean images only (synthetic-noise training), keyed by the glob's wildcards."""
+    images = []
+    for key, path in sorted(_keyed_files(folder, glob).items()):
+        image = read_image(path)
+        if np.issubdtype(image.dtype, np.floating) and np.nanmin(image) < 0:
+            raise InputError(f"{path}: negative intensities cannot take Poisson noise")
+        images.append(
+            TrainImage(key, image.astype(np.float32), None, _dtype_clip(image.dtype), str(path))
+        )
+    return images
+
+
+def split_validation(
+    images: list[TrainImage], val_keys: list[str]
+) -> tuple[list[TrainImage], list[TrainImage]]:
+    """Split ``images`` into (training, validation) by key; unknown keys are an error."""
+    known = {im.key for im in images}
+    unknown = sorted(set(val_keys) - known)
+    if unknown:
+        raise InputError(
+            f"validation keys {unknown} not found (keys look like {sorted(known)[:3]})"
+        )
+    held = set(val_keys)
+    train = [im for im in images if im.key not in held]
+    if not train:
+        raise InputError("no training images left after holding out the validation keys")
+    return train, [im for im in images if im.key in held]
+
+
+def _draw_noise_params(
+    rng: np.random.Generator, a_range: tuple[float, float], b_range: tuple[float, float]
+) -> tuple[float, float]:
+    """``a`` log-uniform on ``a_range``, ``b`` uniform on ``b_range``."""
+    a = math.exp(rng.uniform(math.log(a_range[0]), math.log(a_range[1])))
+    return a, float(rng.uniform(b_range[0], b_range[1]))
+
+
+def validation_images(
+    images: list[TrainImage],
+    *,
+    seed: int,
+    a_range: tuple[float, float] | None = None,
+    b_range: tuple[float, float] | None = None,
+) -> list[ValImage]:
+    """Validation inputs: the real noisy image, or one fixed synthetic draw per clean image.
+
+    The synthetic draws use their own generator seeded from ``seed`` so that they do not
+    disturb the training stream and are the same in every run and resume.
+    """
+    rng = np.random.default_rng([seed, 1])
+    out = []
+    for im in images:
+        if im.noisy is not None:
+            noisy = im.noisy
+        else:
+            if a_range is None or b_range is None:
+                raise InputError("clean-only validation images need a_range and b_range")
+            a, b = _draw_noise_params(rng, a_range, b_range)
+            noisy = simulate(im.clean, a, b, clip=im.clip, rng=rng).astype(np.float32)
+        out.append(ValImage(im.key, noisy, im.clean, im.data_range, im.clip))
+    return out
+
+
+class PatchSampler:
+    """Random normalised training patches with the 8 flips/rotations of the square.
+
+    Parameters
+    ----------
+    images : list of TrainImage
+        Training images, each at least ``patch_size`` pixels on both sides.
+    patch_size : int
+        Side of the square patches in pixels.
+    synthetic_fraction : float
+        Probability that a patch of a paired image uses synthetic instead of real noise
+        (clean-only images always use synthetic noise).
+    a_range, b_range : (float, float) or None
+        Poisson gain (image units, log-uniform) and Gaussian variance (image units squared,
+        uniform) ranges, sampled per patch; needed when any patch is synthetic.
+    """
+
+    def __init__(
+        self,
+        images: list[TrainImage],
+        patch_size: int,
+        *,
+        synthetic_fraction: float = 0.0,
+        a_range: tuple[float, float] | None = None,
+        b_range: tuple[float, float] | None = None,
+    ) -> None:
+        small = [im.key for im in images if min(im.clean.shape) < patch_size]
+        if small:
+            raise InputError(f"images smaller than the {patch_size}px patch: {small[:5]}")
+        needs_noise = synthetic_fraction > 0 or any(im.noisy is None for im in images)
+        if needs_noise and (a_range is None or b_range is None):
+            raise InputError("synthetic noise needs a_range and b_range")
+        self.images, self.patch_size = images, patch_size
+        self.synthetic_fraction = synthetic_fraction
+        self.a_range, self.b_range = a_range, b_range
+        self._ranges = [
+            None if im.noisy is None else percentile_range(im.noisy, *_PCT) for im in images
+        ]
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Draw a batch using (and advancing) ``rng``.
+
+        Returns
+        -------
+        inputs, targets : ndarray, float32, shape (batch_size, 1, P, P)
+            Normalised noisy patches and the clean patches under the same map.
+        """
+        p = self.patch_size
+        inputs = np.empty((batch_size, 1, p, p), np.float32)
+        targets = np.empty_like(inputs)
+        for i in range(batch_size):
+            j = int(rng.integers(len(self.images)))
+            im = self.images[j]
+            if im.noisy is None or rng.random() < self.synthetic_fraction:
+                assert self.a_range is not None and self.b_range is not None
+                a, b = _draw_noise_params(rng, self.a_range, self.b_range)
+                noisy = simulate(im.clean, a, b, clip=im.clip, rng=rng)
+                lo, hi = percentile_range(noisy, *_PCT)
+            else:
+                noisy = im.noisy
+                lo, hi = self._ranges[j]  # type: ignore[misc]
+            h, w = im.clean.shape
+            y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
+            k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+            for src, dst in ((noisy, inputs), (im.clean, targets)):
+                patch = np.rot90(src[y : y + p, x : x + p], k)
+                dst[i, 0] = normalise(patch[:, ::-1] if flip else patch, lo, hi)
+        return inputs, targets

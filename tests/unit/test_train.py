@@ -1,0 +1,209 @@
+"""Training library: data pairing and normalisation, loss falls, exact resume, weights I/O."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from pydantic import ValidationError
+from safetensors.torch import save_file
+from skimage import io
+
+from fluoden_batch.errors import InputError, ModelError
+from fluoden_batch.metrics import psnr
+from fluoden_batch.models import DnCNN, ModelMetadata, load_model, load_trainable, save_weights
+from fluoden_batch.models.normalise import normalise, percentile_range
+from fluoden_batch.models.weights import METADATA_KEY, Architecture, shipped_models
+from fluoden_batch.noise import simulate
+from fluoden_batch.train import TrainConfig, denoise_whole, train
+from fluoden_batch.train.data import PatchSampler, load_images, load_pairs, match_pairs
+
+DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+SIZE = 48
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _clean_image(rng: np.random.Generator) -> np.ndarray:
+    """Smooth uint8 blobs on a dim background, shape (SIZE, SIZE)."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    image = np.full((SIZE, SIZE), 10.0)
+    for _ in range(4):
+        (cy, cx), r = rng.uniform(0, SIZE, 2), rng.uniform(3, 8)
+        image += rng.uniform(60, 180) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def pair_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Six uint8 pairs: noisy/in_<k>.tif and clean/gt_<k>.tif with k = 0..5."""
+    root = tmp_path_factory.mktemp("pairs")
+    rng = np.random.default_rng(7)
+    (root / "noisy").mkdir()
+    (root / "clean").mkdir()
+    for k in range(6):
+        clean = _clean_image(rng)
+        noisy = np.clip(np.rint(simulate(clean, 4.0, 25.0, rng=rng)), 0, 255).astype(np.uint8)
+        tifffile.imwrite(root / "noisy" / f"in_{k}.tif", noisy)
+        tifffile.imwrite(root / "clean" / f"gt_{k}.tif", clean)
+    return root / "noisy", root / "clean"
+
+
+def _config(pair_dirs: tuple[Path, Path], tmp_path: Path, **update: object) -> TrainConfig:
+    noisy, clean = pair_dirs
+    fields: dict[str, object] = {
+        "output": tmp_path / "model.safetensors",
+        "depth": 3,
+        "width": 8,
+        "mode": "supervised",
+        "noisy_dir": noisy,
+        "noisy_glob": "in_*.tif",
+        "clean_dir": clean,
+        "clean_glob": "gt_*.tif",
+        "val_keys": ["5"],
+        "synthetic_fraction": 0.5,
+        "a_range": (1.0, 6.0),
+        "b_range": (0.0, 30.0),
+        "steps": 10,
+        "batch_size": 4,
+        "patch_size": 24,
+        "lr": 3e-3,
+        "device": "cpu",
+        "val_every": 5,
+    }
+    fields.update(update)
+    return TrainConfig(**fields)
+
+
+def test_pairs_match_by_wildcard(pair_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    noisy, clean = pair_dirs
+    pairs = match_pairs(noisy, "in_*.tif", clean, "gt_*.tif")
+    assert [k for k, _, _ in pairs] == [str(k) for k in range(6)]
+    assert all(n.name == f"in_{k}.tif" and c.name == f"gt_{k}.tif" for k, n, c in pairs)
+    (tmp_path / "gt_9.tif").write_bytes((clean / "gt_0.tif").read_bytes())
+    with pytest.raises(InputError, match="no partner"):
+        match_pairs(noisy, "in_*.tif", tmp_path, "gt_*.tif")
+
+
+def test_png_images_load_with_dtype_range(tmp_path: Path) -> None:
+    image = _clean_image(np.random.default_rng(3))
+    io.imsave(tmp_path / "cell_a.png", image, check_contrast=False)
+    (loaded,) = load_images(tmp_path, "cell_*.png")
+    assert loaded.key == "a" and loaded.noisy is None and loaded.clip == (0.0, 255.0)
+    np.testing.assert_array_equal(loaded.clean, image.astype(np.float32))
+
+
+def test_patches_use_noisy_image_percentiles(pair_dirs: tuple[Path, Path]) -> None:
+    """A full-size patch is a flip/rotation of the normalised noisy image, and the target
+    went through the same map (percentiles of the NOISY image, 0.1/99.9)."""
+    image = load_pairs(pair_dirs[0], "in_*.tif", pair_dirs[1], "gt_*.tif")[0]
+    lo, hi = percentile_range(image.noisy, 0.1, 99.9)
+    sampler = PatchSampler([image], SIZE)
+    inputs, targets = sampler.sample(8, np.random.default_rng(0))
+    for got, ref in ((inputs, image.noisy), (targets, image.clean)):
+        ref_n = normalise(ref, lo, hi)
+        dihedral = [np.rot90(r, k) for r in (ref_n, ref_n[:, ::-1]) for k in range(4)]
+        for patch in got[:, 0]:
+            assert any(np.array_equal(patch, d) for d in dihedral)
+
+
+def test_config_rejects_bad_fields(pair_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="extra"):
+        _config(pair_dirs, tmp_path, epochs=3)
+    with pytest.raises(ValidationError, match="a_range"):
+        _config(pair_dirs, tmp_path, a_range=None)
+    with pytest.raises(ValidationError, match="noisy_dir"):
+        _config(pair_dirs, tmp_path, mode="synthetic")
+
+
+def test_loss_falls_on_synthetic_data(pair_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    config = _config(pair_dirs, tmp_path, mode="synthetic", noisy_dir=None, steps=40, val_every=40)
+    result = train(config, progress=False)
+    first, last = np.mean(result.losses[:8]), np.mean(result.losses[-8:])
+    assert last < 0.5 * first, (first, last)
+    assert result.output == config.output and config.output.is_file()
+    assert result.metadata is not None
+    assert result.metadata.training["steps"] == 40
+    assert result.metadata.noise_model["kind"] == "poisson-gaussian"
+    assert result.metadata.training["final_val_psnr_db"] == result.val_psnr[-1][1]
+
+
+def test_checkpoint_resumes_bit_identically(pair_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    straight = train(_config(pair_dirs, tmp_path / "a"), progress=False)
+    split = _config(pair_dirs, tmp_path / "b", checkpoint_dir=tmp_path / "ckpt", checkpoint_every=5)
+    first = train(split, progress=False, stop_at=5)
+    assert first.step == 5 and first.output is None
+    resumed = train(split, progress=False)
+    assert resumed.step == 10
+    assert resumed.losses == straight.losses
+    assert resumed.val_psnr == straight.val_psnr
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ModelError, match="different configuration"):
+        train(split.model_copy(update={"lr": 1e-2}), progress=False)
+
+
+def test_saved_weights_load_back_bit_identically(
+    pair_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    result = train(_config(pair_dirs, tmp_path, steps=3), progress=False)
+    model, metadata = load_trainable(result.output)
+    assert metadata == result.metadata
+    trained = result.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    again = tmp_path / "again.safetensors"
+    save_weights(model, again, metadata)
+    assert again.read_bytes() == result.output.read_bytes()
+
+
+def _write(path: Path, model: DnCNN, architecture: Architecture, drop: str | None = None) -> Path:
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != drop}
+    meta = ModelMetadata(name="t", architecture=architecture)
+    save_file(tensors, str(path), metadata={METADATA_KEY: meta.model_dump_json()})
+    return path
+
+
+def test_mismatched_weights_raise_model_error(tmp_path: Path) -> None:
+    model = DnCNN(3, 8)
+    with pytest.raises(ModelError, match="does not match the model"):
+        save_weights(model, tmp_path / "x.safetensors", ModelMetadata(name="t"))
+    wrong_depth = _write(tmp_path / "depth.safetensors", model, Architecture(depth=4, width=8))
+    with pytest.raises(ModelError, match="do not match architecture"):
+        load_trainable(wrong_depth)
+    wrong_width = _write(tmp_path / "width.safetensors", model, Architecture(depth=3, width=16))
+    with pytest.raises(ModelError, match="shapes do not match"):
+        load_trainable(wrong_width)
+    missing = _write(
+        tmp_path / "missing.safetensors", model, Architecture(depth=3, width=8), "body.0.weight"
+    )
+    with pytest.raises(ModelError, match=r"missing \['body.0.weight'\]"):
+        load_trainable(missing)
+    pickled = tmp_path / "model.safetensors"
+    torch.save(model.state_dict(), pickled)
+    with pytest.raises(ModelError, match="pickle"):
+        load_trainable(pickled)
+
+
+def test_shipped_default_improves_fmd_raw() -> None:
+    """Whole-image inference of the shipped default on one real FMD raw image."""
+    raw_path = DATA / "fmd_dev" / "raw" / "Confocal_BPAE_B_1.png"
+    if not raw_path.is_file():
+        pytest.skip(f"real data not found at {DATA} (set FLUODEN_DATA)")
+    if "dncnn-small" not in shipped_models():
+        pytest.skip("shipped weights dncnn-small.safetensors not present")
+    raw = io.imread(raw_path).astype(np.float32)
+    gt = io.imread(DATA / "fmd_dev" / "gt" / raw_path.name).astype(np.float32)
+    model = load_model("dncnn-small").module
+    out = denoise_whole(model, raw, clip=(0.0, 255.0))
+    assert psnr(out, gt, 255) > psnr(raw, gt, 255) + 1.0
