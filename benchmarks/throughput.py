@@ -67,7 +67,7 @@ def model_only(model_name: str, tile: int, threads: int, repeats: int = 3) -> tu
 def write_dataset(folder: Path, planes: int, size: int, chunk: int) -> Path:
     import zarr
 
-    from fluoden_batch.demo import clean_plane
+    from fluoden_batch.demo import DEMO_GAIN, DEMO_READ_VAR, clean_plane
     from fluoden_batch.io.ngff import ImageMeta, write_attrs
     from fluoden_batch.noise import simulate
 
@@ -77,7 +77,9 @@ def write_dataset(folder: Path, planes: int, size: int, chunk: int) -> Path:
     )
     rng = np.random.default_rng(0)
     for z in range(planes):
-        array[z] = np.rint(simulate(clean_plane(size, rng), 8.0, 100.0, clip=(0, 4095), rng=rng))
+        array[z] = np.rint(
+            simulate(clean_plane(size, rng), DEMO_GAIN, DEMO_READ_VAR, clip=(0, 4095), rng=rng)
+        )
     group.attrs.update(write_attrs(ImageMeta(axes="zyx", scale=[1.0, 1.0, 1.0]), "0.5", "0"))
     return folder / "bench.zarr"
 
@@ -111,7 +113,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="16 Mpx instead of 64 Mpx")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--workers", type=int, default=default_workers())
-    parser.add_argument("--tile", type=int, default=512, help="pipeline forward-pass tile")
+    parser.add_argument("--tile", type=int, default=384, help="pipeline forward-pass tile")
     parser.add_argument("--block-min", type=int, default=1024)
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.md")
     args = parser.parse_args()
@@ -136,7 +138,7 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     best = (0.0, 0)
-    for tile in (256, 512, 1024):
+    for tile in (256, 384, 512, 1024):
         mpx1, gf1 = model_only(args.model, tile, 1)
         lines.append(
             f"| {tile} px, {cores} workers x 1 thread (scaled) | 1 x {cores} | {mpx1 * cores:.3f} "

@@ -177,7 +177,7 @@ def denoise(
         ),
     ] = None,
     tile: Annotated[
-        int | None, typer.Option(help="Forward-pass tile size in pixels [default: 512].")
+        int | None, typer.Option(help="Forward-pass tile size in pixels [default: 384].")
     ] = None,
     ngff_version: Annotated[
         str | None, typer.Option(help="Output NGFF version: 0.5 (default) or 0.4 (Fiji).")
@@ -318,7 +318,7 @@ def demo(
     """Make a synthetic noisy dataset with its clean reference, denoise it, print the scores.
 
     The data are fluorescence-like cells and filaments (uint16, 12-bit range) with
-    Poisson-Gaussian noise (a=8, b=100), written as OME-Zarr; nothing is downloaded.
+    Poisson-Gaussian noise (a=32, b=400), written as OME-Zarr; nothing is downloaded.
     """
     from fluoden_batch.demo import make_demo_dataset
 

@@ -18,8 +18,8 @@ from fluoden_batch.io.ngff import ImageMeta, write_attrs
 from fluoden_batch.io.store import LEVEL0
 from fluoden_batch.noise import simulate
 
-DEMO_GAIN = 8.0  # a: grey levels per photo-electron
-DEMO_READ_VAR = 100.0  # b: Gaussian variance (read noise), grey levels^2
+DEMO_GAIN = 32.0  # a: grey levels per photo-electron
+DEMO_READ_VAR = 400.0  # b: Gaussian variance (read noise std 20), grey levels^2
 SENSOR_MAX = 4095.0
 
 
@@ -69,7 +69,7 @@ def make_demo_dataset(
 ) -> tuple[Path, Path]:
     """Write ``noisy.zarr`` and ``clean.zarr`` (OME-Zarr 0.5, uint16, axes zyx) in ``folder``.
 
-    Noise: a = 8 grey levels per photon, b = 100 (read noise std 10), clipped to 0..4095.
+    Noise: a = 32 grey levels per photon, b = 400 (read noise std 20), clipped to 0..4095.
 
     Returns
     -------

@@ -174,11 +174,12 @@ def load_trainable(path: Path) -> tuple[DnCNN, ModelMetadata]:
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load weights for inference: eval mode, batch norm folded, moved to ``device``."""
+    """Load weights for inference: eval mode, batch norm folded, channels-last on ``device``."""
     path = resolve_weights(name_or_path)
     model, metadata = load_trainable(path)
     module = fold_batch_norm(model.eval()) if model.batch_norm else model.eval()
-    module.to(device)
+    # channels-last weights and inputs: about 2x faster oneDNN convolutions on CPU
+    module.to(device=device, memory_format=torch.channels_last)
     return LoadedModel(module=module, metadata=metadata, digest=file_digest(path), path=path)
 
 
