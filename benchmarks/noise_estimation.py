@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from fluoden_batch.noise import estimate, simulate
+from fluoden_batch.noise.reference import oracle_fit
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "noise_estimation.md"
@@ -124,25 +125,6 @@ def synthetic(quick: bool) -> tuple[list[str], dict]:
         "n": len(err_a),
     }
     return lines, summary
-
-
-def oracle_fit(raw: np.ndarray, gt: np.ndarray) -> tuple[float, float, int]:
-    """Weighted LS fit of var(raw - gt) against the mean raw level in bins of gt."""
-    raw, gt = raw.astype(np.float64), gt.astype(np.float64)
-    edges = np.unique(np.quantile(gt, np.linspace(0, 1, 41)))
-    labels = np.clip(np.searchsorted(edges, gt, side="right") - 1, 0, len(edges) - 2)
-    rows = []
-    for i in range(len(edges) - 1):
-        sel = labels == i
-        if sel.sum() >= 500 and np.mean((raw[sel] <= 0) | (raw[sel] >= 255)) <= 1e-3:
-            rows.append((raw[sel].mean(), np.var(raw[sel] - gt[sel], ddof=1) - 1 / 12, sel.sum()))
-    level, var, n = map(np.array, zip(*rows, strict=True))
-    theta = np.polyfit(level, var, 1, w=np.sqrt(n) / var)
-    for _ in range(5):  # weights from the fitted variance, not the noisy observed one
-        theta = np.polyfit(
-            level, var, 1, w=np.sqrt(n / 2) / np.maximum(np.polyval(theta, level), 1e-3)
-        )
-    return float(theta[0]), float(theta[1]), len(level)
 
 
 def noise_whiteness(raw: np.ndarray, gt: np.ndarray) -> tuple[float, float]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +72,21 @@ def fmd_dir() -> Path:
     if not folder.is_dir():
         pytest.skip(f"real data not found at {folder} (set FLUODEN_DATA)")
     return folder
+
+
+def start_cli_denoise(
+    inp: Path, out: Path, weights: Path, workers: int, wait_markers: int, **popen: object
+) -> subprocess.Popen:
+    """Start ``fluoden denoise`` as a real subprocess; return once ``wait_markers`` blocks
+    have their completion marker (or after 120 s)."""
+    from fluoden_batch.io.store import MARKER_DIR
+
+    cmd = [sys.executable, "-m", "fluoden_batch.cli", "denoise", str(inp), str(out),
+           "--model", str(weights), "--block-min", "32", "--workers", str(workers),
+           "--dashboard-address", "127.0.0.1:0"]  # fmt: skip
+    proc = subprocess.Popen(cmd, **popen)
+    markers = out / MARKER_DIR
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < wait_markers:
+        time.sleep(0.01)
+    return proc

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from distributed import WorkerPlugin
 from test_resume import chunk_bytes
 
-from conftest import make_tiny_weights, write_image
+from conftest import make_tiny_weights, start_cli_denoise, write_image
 from fluoden_batch.compute import dask_client
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import BlockError
@@ -121,27 +120,10 @@ def test_poison_block_fails_alone_and_rerun_retries_only_it(fault_client, datase
 def test_signal_stops_cleanly_and_keeps_finished_blocks(dataset, clean_run, sig, fault_client):
     tmp, weights, inp = dataset
     out = tmp / f"signal-{sig.name}.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "fluoden_batch.cli",
-        "denoise",
-        str(inp),
-        str(out),
-        "--model",
-        str(weights),
-        "--block-min",
-        "32",
-        "--workers",
-        "1",
-        "--dashboard-address",
-        "127.0.0.1:0",
-    ]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = start_cli_denoise(
+        inp, out, weights, 1, 5, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
     markers = out / MARKER_DIR
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < 5:
-        time.sleep(0.01)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

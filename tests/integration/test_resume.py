@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import make_tiny_weights, write_image
+from conftest import make_tiny_weights, start_cli_denoise, write_image
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.io.store import MARKER_DIR
 from fluoden_batch.pipeline import execute, plan
@@ -38,29 +37,11 @@ def test_killed_run_resumes_only_missing_blocks_byte_identical(client, tmp_path)
     execute(plan(DenoiseConfig(output=clean, **common)), client)
 
     out = tmp_path / "killed.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "fluoden_batch.cli",
-        "denoise",
-        str(inp),
-        str(out),
-        "--model",
-        str(weights),
-        "--block-min",
-        "32",
-        "--workers",
-        "2",
-        "--dashboard-address",
-        "127.0.0.1:0",
-    ]
-    proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = start_cli_denoise(
+        inp, out, weights, 2, 20, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     markers = out / MARKER_DIR
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < 20:
-        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)  # let the killed workers' files settle

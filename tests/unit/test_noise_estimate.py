@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from fluoden_batch.errors import NoiseEstimationError
 from fluoden_batch.noise import NoiseEstimate, estimate, simulate
+from fluoden_batch.noise.reference import oracle_fit
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 FMD = DATA / "fmd_dev"
@@ -112,29 +113,13 @@ def test_bad_clip_bounds_are_rejected() -> None:
         estimate(simulate(phantom(8, n=64), 1.0, 1.0, rng=0), clip=(10.0, 0.0))
 
 
-def _oracle_gain(raw: np.ndarray, gt: np.ndarray) -> float:
-    """Weighted LS slope of var(raw - gt) against the mean raw level in bins of gt."""
-    raw, gt = raw.astype(np.float64), gt.astype(np.float64)
-    edges = np.unique(np.quantile(gt, np.linspace(0, 1, 41)))
-    labels = np.clip(np.searchsorted(edges, gt, side="right") - 1, 0, len(edges) - 2)
-    rows = []
-    for i in range(len(edges) - 1):
-        sel = labels == i
-        clipped = np.mean((raw[sel] <= 0) | (raw[sel] >= 255))
-        if sel.sum() >= 500 and clipped <= 1e-3:
-            rows.append((raw[sel].mean(), np.var(raw[sel] - gt[sel], ddof=1), sel.sum()))
-    level, var, n = map(np.array, zip(*rows, strict=True))
-    slope, _ = np.polyfit(level, var, 1, w=np.sqrt(n) / var)
-    return float(slope)
-
-
 @pytest.mark.skipif(not FMD.is_dir(), reason=f"FMD sample data not found at {FMD}")
 def test_real_confocal_image_matches_the_oracle_gain() -> None:
     from skimage import io
 
     raw = io.imread(FMD / "raw" / "Confocal_MICE_1.png")
     gt = io.imread(FMD / "gt" / "Confocal_MICE_1.png")
-    oracle = _oracle_gain(raw, gt)
+    oracle = oracle_fit(raw, gt)[0]
     est = estimate(raw)
     assert abs(est.a - oracle) <= 0.30 * oracle, (est, oracle)
 
