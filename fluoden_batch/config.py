@@ -30,7 +30,9 @@ class DenoiseConfig(BaseModel):
     input: Path
     output: Path
     model: str = DEFAULT_MODEL
-    protocol: Literal["whole"] = "whole"
+    protocol: Literal["whole", "vst"] = Field(
+        "whole", description="per-plane protocol: whole (raw intensities) or vst (GAT)"
+    )
     dtype: Literal["same", "uint8", "uint16", "float32", "float64"] = "same"
     chunks: tuple[int, int] | None = Field(None, description="output chunk size in Y/X")
     block_min: int = Field(1024, ge=16, description="minimum block size in Y/X, pixels")

@@ -35,7 +35,12 @@ from fluoden_batch.io.store import (
 from fluoden_batch.models.weights import file_digest, read_metadata, resolve_weights
 from fluoden_batch.report import summarise
 from fluoden_batch.restore.block import JobSpec, process_block
-from fluoden_batch.restore.sampling import channel_ranges, peak_to_peak
+from fluoden_batch.restore.sampling import (
+    channel_noise,
+    channel_ranges,
+    gat_parameters,
+    peak_to_peak,
+)
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
 
 METRICS_FILE = "metrics.parquet"
@@ -53,6 +58,7 @@ class Plan:
     resumed: bool
     token: str
     stray_removed: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -104,7 +110,22 @@ def plan(cfg: DenoiseConfig) -> Plan:
     chunks = _output_chunks(cfg, source)
     blocks = plan_blocks(source.shape, block_shape(source.shape, chunks, cfg.block_min))
     norm = metadata.normalisation
-    ranges = channel_ranges(source.array, source.meta.axes, blocks, norm.low, norm.high)
+    notes = []
+    if metadata.protocol != cfg.protocol:
+        notes.append(
+            f"warning: model {metadata.name} was trained for the {metadata.protocol!r} "
+            f"protocol; running {cfg.protocol!r} feeds it data it was not trained on"
+        )
+    noise = None
+    if cfg.protocol == "vst":
+        noise = _stored_noise(cfg, out, digest) or _estimate_noise(source)
+        notes.append(
+            "vst noise parameters (a, b) per channel: "
+            + ", ".join(f"({a:.4g}, {b:.4g})" for a, b in noise)
+        )
+    ranges = channel_ranges(
+        source.array, source.meta.axes, blocks, norm.low, norm.high, noise=noise
+    )
     data_range = cfg.data_range
     if reference is not None and data_range is None:
         data_range = peak_to_peak(reference.array, blocks)
@@ -113,6 +134,8 @@ def plan(cfg: DenoiseConfig) -> Plan:
         "model_digest": digest,
         "channel_ranges": [list(r) for r in ranges],
     }
+    if noise is not None:
+        params["channel_noise"] = [list(n) for n in noise]
     spec, resumed = _open_or_create(cfg, out, source, chunks, params, metadata.name, digest)
     stray = spec.clean_temporaries()
     done = set(spec.done_rows())
@@ -129,10 +152,36 @@ def plan(cfg: DenoiseConfig) -> Plan:
         precision=cfg.precision,
         reference=reference.spec if reference is not None else None,
         data_range=data_range,
+        protocol=cfg.protocol,
+        channel_noise=noise,
     )
     pending = [b for b in blocks if b.id not in done]
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
-    return Plan(cfg, source, job, blocks, pending, resumed, token, stray)
+    return Plan(cfg, source, job, blocks, pending, resumed, token, stray, notes)
+
+
+def _estimate_noise(source: ImageSource) -> tuple[tuple[float, float], ...]:
+    """GAT parameters per channel, from one pooled estimate each (see ``channel_noise``)."""
+    estimates = channel_noise(source.array, source.meta.axes, name=source.spec.describe())
+    return tuple(gat_parameters(e) for e in estimates)
+
+
+def _stored_noise(
+    cfg: DenoiseConfig, out: Path, digest: str
+) -> tuple[tuple[float, float], ...] | None:
+    """The vst (a, b) stored in an existing OUT planned with the same parameters.
+
+    A resume then uses exactly the values of the first run (a fresh estimate could differ
+    in the last bits on another machine). None when there is no such OUT, or when
+    ``overwrite`` asks for a fresh run.
+    """
+    if cfg.overwrite or not out.exists():
+        return None
+    old = (read_provenance(out) or {}).get("parameters") or {}
+    same = {**cfg.output_parameters(), "model_digest": digest}
+    if any(old.get(k) != v for k, v in same.items()) or "channel_noise" not in old:
+        return None
+    return tuple((float(a), float(b)) for a, b in old["channel_noise"])
 
 
 def _open_or_create(

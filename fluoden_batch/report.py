@@ -10,10 +10,13 @@ import pandas as pd
 
 
 def _weighted(metrics: pd.DataFrame, column: str) -> float | None:
-    if column not in metrics or metrics[column].isna().all():
+    if column not in metrics:
         return None
-    ok = metrics[column].notna()
-    return float(np.average(metrics.loc[ok, column], weights=metrics.loc[ok, "pixels"]))
+    values = pd.to_numeric(metrics[column], errors="coerce")
+    ok = values.notna() & np.isfinite(values)
+    if not ok.any():
+        return None
+    return float(np.average(values[ok], weights=metrics.loc[ok, "pixels"]))
 
 
 def _global_psnr(metrics: pd.DataFrame, which: str, data_range: float | None) -> float | None:
@@ -33,8 +36,9 @@ def summarise(
     """Summary of a run from its per-block metrics.
 
     PSNR is computed from the summed squared errors over all blocks (the PSNR of the
-    whole dataset, not a mean of per-block PSNRs); SSIM and noise estimates are means
-    weighted by block pixels.
+    whole dataset, not a mean of per-block PSNRs); SSIM and noise estimates (``sigma``,
+    and the Poisson-Gaussian ``a``, ``b``) are means weighted by block pixels over the
+    blocks that have a value.
 
     Returns
     -------
@@ -51,6 +55,8 @@ def summarise(
         task_seconds=round(float(metrics["seconds"].sum()), 3),
         noise_sigma_in=_weighted(metrics, "noise_sigma_in"),
         noise_sigma_out=_weighted(metrics, "noise_sigma_out"),
+        noise_a=_weighted(metrics, "noise_a"),
+        noise_b=_weighted(metrics, "noise_b"),
         saturated_fraction=_weighted(metrics, "saturated_fraction"),
         missing_chunks=int(metrics["missing_chunks"].sum()),
     )
@@ -72,6 +78,8 @@ SUMMARY_LABELS = {
     "mpx_per_s": ("throughput this run (Mpx/s)", "{:.2f}"),
     "noise_sigma_in": ("noise sigma before", "{:.4g}"),
     "noise_sigma_out": ("noise sigma after", "{:.4g}"),
+    "noise_a": ("noise gain a before", "{:.4g}"),
+    "noise_b": ("noise variance b before", "{:.4g}"),
     "saturated_fraction": ("saturated input pixels", "{:.3%}"),
     "missing_chunks": ("missing input chunks (read as fill value)", "{:d}"),
     "psnr_in": ("PSNR before (dB)", "{:.2f}"),

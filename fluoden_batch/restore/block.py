@@ -1,5 +1,9 @@
 """One task: read a block plus halo, denoise each Y/X plane, write its chunks, then a marker.
 
+Each plane goes through the run's protocol (:mod:`fluoden_batch.restore.protocols`); the
+block's own Poisson-Gaussian parameters are estimated on its input for the metrics row
+(never used for denoising: per-block values would leave seams).
+
 This module runs on the Dask workers. The model is loaded once per worker process from
 its weights file (keyed by path and digest) and kept between blocks; nothing heavy is
 pickled into the task graph, only the small :class:`JobSpec` and :class:`Block`.
@@ -20,9 +24,9 @@ from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.io.store import OutputSpec
 from fluoden_batch.metrics import noise_sigma, ssim
-from fluoden_batch.models.normalise import denormalise, normalise
 from fluoden_batch.models.weights import LoadedModel, load_model
-from fluoden_batch.restore.inference import infer_plane
+from fluoden_batch.noise import estimate
+from fluoden_batch.restore.protocols import PlaneParams, get_protocol
 from fluoden_batch.restore.tiles import Block, halo_window
 
 _MODELS: dict[tuple[str, str, str], LoadedModel] = {}
@@ -45,7 +49,8 @@ class JobSpec:
         Torch device for inference (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``);
         ``"auto"`` picks CUDA on workers that have it.
     channel_ranges : tuple of (float, float)
-        Normalisation (lo, hi) per channel index (one entry when there is no ``c`` axis).
+        Normalisation (lo, hi) per channel index (one entry when there is no ``c`` axis),
+        in the units the model is fed (GAT units for ``vst``).
     tile : int or None
         Forward-pass tile size inside a block.
     out_dtype : str
@@ -56,6 +61,10 @@ class JobSpec:
         Clean reference array of the same shape, for PSNR/SSIM.
     data_range : float or None
         Peak-to-peak range used for PSNR/SSIM against the reference.
+    protocol : str
+        Per-plane protocol, a key of :data:`fluoden_batch.restore.protocols.PROTOCOLS`.
+    channel_noise : tuple of (float, float) or None
+        GAT parameters (a, b) per channel index (``vst``), estimated once at planning.
     """
 
     source: SourceSpec
@@ -70,6 +79,16 @@ class JobSpec:
     precision: str = "fp32"
     reference: SourceSpec | None = None
     data_range: float | None = None
+    protocol: str = "whole"
+    channel_noise: tuple[tuple[float, float], ...] | None = None
+
+    def plane_params(self, channel: int) -> PlaneParams:
+        """The protocol's parameters for channel index ``channel``."""
+        lo, hi = self.channel_ranges[channel]
+        if self.channel_noise is None:
+            return PlaneParams(lo, hi)
+        a, b = self.channel_noise[channel]
+        return PlaneParams(lo, hi, a, b)
 
 
 def worker_model(path: str, digest: str, device: str) -> LoadedModel:
@@ -119,6 +138,23 @@ def _sigma_or_nan(plane: np.ndarray) -> float:
         return float("nan")
 
 
+def _noise_or_none(plane: np.ndarray) -> tuple[float, float] | None:
+    """``(a, b)`` of a plane, None where it cannot be estimated (tiny, flat, ...).
+
+    Metrics only: whatever goes wrong in the estimator must not fail the block.
+    """
+    try:
+        est = estimate(plane)
+    except Exception:  # NoiseEstimationError, or anything else: a diagnostic, not the job
+        return None
+    return est.a, est.b
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
 def _planes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return list(itertools.product(*(range(n) for n in shape[:-2])))
 
@@ -145,17 +181,23 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
     t_read = time.perf_counter()
 
     c_axis = job.axes.find("c")
+    protocol = get_protocol(job.protocol)
     out = np.empty(block.shape, dtype=np.float32)
-    sig_in, sig_out = [], []
+    sig_in, sig_out, noise_in = [], [], []
+    t_noise = 0.0
     for idx in _planes(region.shape):
         channel = block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0
-        lo, hi = job.channel_ranges[channel]
-        x = normalise(region[idx], lo, hi)
-        y = denormalise(infer_plane(model.module, x, job.tile, job.precision), lo, hi)[window.crop]
+        params = job.plane_params(channel)
+        plane_in = region[idx][window.crop]
+        t = time.perf_counter()
+        noise_in.append(_noise_or_none(plane_in))
+        t_noise += time.perf_counter() - t
+        y = protocol(model.module, region[idx], params, job.tile, job.precision)[window.crop]
         out[idx] = y
-        sig_in.append(_sigma_or_nan(region[idx][window.crop]))
+        sig_in.append(_sigma_or_nan(plane_in))
         sig_out.append(_sigma_or_nan(y))
     t_compute = time.perf_counter()
+    known = [n for n in noise_in if n is not None]
 
     dtype = np.dtype(job.out_dtype)
     written = cast_output(out, dtype)
@@ -176,10 +218,14 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         "seconds_read": t_read - t0,
         "seconds_compute": t_compute - t_read,
         "seconds_write": t_write - t_compute,
+        "seconds_noise": t_noise,
         "input_mean": float(inner.mean()),
         "input_std": float(inner.std()),
-        "noise_sigma_in": float(np.nanmean(sig_in)) if np.isfinite(sig_in).any() else None,
-        "noise_sigma_out": float(np.nanmean(sig_out)) if np.isfinite(sig_out).any() else None,
+        "noise_sigma_in": _mean_or_none(sig_in),
+        "noise_sigma_out": _mean_or_none(sig_out),
+        "noise_a": _mean_or_none([n[0] for n in known]),
+        "noise_b": _mean_or_none([n[1] for n in known]),
+        "noise_planes": len(known),
         "saturated_fraction": saturated,
         "missing_chunks": job.source.missing_chunks(block.slices),
         "model": model.metadata.name,

@@ -1,0 +1,114 @@
+"""Denoising protocols: how one Y/X plane goes from data units through the model and back.
+
+Every protocol has the same signature, ``protocol(module, plane, params, tile, precision)``
+-> float32 plane in data units, and is built from pixel-wise maps around
+:func:`~fluoden_batch.restore.inference.infer_plane` with parameters fixed per channel
+for the whole run (:class:`PlaneParams`). Pixel-wise maps commute with cropping, so a
+block read with its halo gives exactly the pixels of whole-image application.
+
+- ``whole``: ``normalise -> model -> denormalise`` (the model sees raw intensities).
+- ``vst``: ``gat_forward(z, a, b) -> normalise -> model -> denormalise ->
+  gat_inverse(exact_unbiased)``: the generalized Anscombe transform makes
+  Poisson-Gaussian noise close to unit-variance Gaussian, so a Gaussian denoiser serves
+  it, and the exact unbiased inverse (Makitalo & Foi 2013) maps the denoised values back
+  without the bias of the algebraic inverse. ``(a, b)`` come from one estimate per
+  channel made at planning, never per block (per-block values would differ between
+  neighbouring blocks and leave seams).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fluoden_batch.errors import InputError
+from fluoden_batch.models.dncnn import DnCNN
+from fluoden_batch.models.normalise import denormalise, normalise
+from fluoden_batch.noise import gat_forward, gat_inverse
+from fluoden_batch.restore.inference import infer_plane
+
+__all__ = ["PROTOCOLS", "PlaneParams", "Protocol", "get_protocol", "vst", "whole"]
+
+
+@dataclass(frozen=True)
+class PlaneParams:
+    """Per-channel parameters of a protocol (small, picklable).
+
+    Attributes
+    ----------
+    lo, hi : float
+        Normalisation window in the units the model is fed (data units for ``whole``,
+        GAT units for ``vst``).
+    a, b : float or None
+        Poisson-Gaussian parameters for the GAT (``vst`` only), data units.
+    """
+
+    lo: float
+    hi: float
+    a: float | None = None
+    b: float | None = None
+
+
+Protocol = Callable[[DnCNN, np.ndarray, PlaneParams, int | None, str], np.ndarray]
+
+
+def whole(
+    module: DnCNN,
+    plane: np.ndarray,
+    params: PlaneParams,
+    tile: int | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Denoise a plane of raw intensities: normalise, model, denormalise.
+
+    Parameters
+    ----------
+    module : DnCNN
+        Inference model.
+    plane : ndarray, shape (H, W)
+        Intensities in data units.
+    params : PlaneParams
+        ``lo``/``hi`` of the normalisation in data units.
+    tile, precision
+        As in :func:`~fluoden_batch.restore.inference.infer_plane`.
+
+    Returns
+    -------
+    ndarray, shape (H, W), float32, data units
+    """
+    x = normalise(plane, params.lo, params.hi)
+    return denormalise(infer_plane(module, x, tile, precision), params.lo, params.hi)
+
+
+def vst(
+    module: DnCNN,
+    plane: np.ndarray,
+    params: PlaneParams,
+    tile: int | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Denoise a plane in the variance-stabilised domain and map the result back.
+
+    ``params.lo``/``params.hi`` are percentiles of the *transformed* data and
+    ``params.a``/``params.b`` the GAT parameters (``a > 0``). Same arguments and result
+    as :func:`whole`.
+    """
+    if params.a is None or params.b is None:
+        raise InputError("the vst protocol needs the noise parameters a and b")
+    d = gat_forward(plane, params.a, params.b)
+    x = normalise(d, params.lo, params.hi)
+    den = denormalise(infer_plane(module, x, tile, precision), params.lo, params.hi)
+    return gat_inverse(den, params.a, params.b, method="exact_unbiased").astype(np.float32)
+
+
+PROTOCOLS: dict[str, Protocol] = {"whole": whole, "vst": vst}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol function called ``name``; :class:`InputError` for an unknown one."""
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise InputError(f"unknown protocol {name!r}; available: {', '.join(PROTOCOLS)}") from None
