@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fluoden_batch import __version__
 from fluoden_batch.errors import FluodenError
+from fluoden_batch.segment_cli import segment_command
 
 app = typer.Typer(
     name="fluoden",
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List and inspect denoising models (shipped and your own).")
 app.add_typer(models_app, name="models")
+app.command("segment")(segment_command)
 console = Console(stderr=True)
 out = Console()
 
@@ -466,7 +468,7 @@ def info(path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIF
     from fluoden_batch.io.store import read_provenance
 
     with _errors():
-        src = open_image(path)
+        src = open_image(path, dtypes=None)
         table = Table(title=str(path), show_header=False)
         table.add_row("shape", str(src.shape))
         table.add_row("dtype", str(src.dtype))
@@ -480,7 +482,9 @@ def info(path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIF
             table.add_row(
                 "written by", f"fluoden-batch {prov.get('version')} ({prov.get('created')})"
             )
-            table.add_row("model", f"{prov['model']['name']} {prov['model']['digest'][:19]}")
+            if "model" in prov:
+                model = prov["model"]
+                table.add_row("model", f"{model['name']} {model['digest'][:19]}")
             table.add_row("complete", str(prov.get("complete")))
         out.print(table)
 

@@ -127,7 +127,9 @@ class ImageSource:
         return tuple(self.array.chunks)
 
 
-def open_image(path: str | Path, axes: str | None = None) -> ImageSource:
+def open_image(
+    path: str | Path, axes: str | None = None, dtypes: tuple[type, ...] | None = SUPPORTED_DTYPES
+) -> ImageSource:
     """Open and validate an input image.
 
     Parameters
@@ -137,6 +139,9 @@ def open_image(path: str | Path, axes: str | None = None) -> ImageSource:
     axes : str, optional
         Axis names for inputs without metadata (plain arrays, TIFF without axes), e.g.
         ``"cyx"``. Default: the last ``ndim`` letters of ``tczyx``.
+    dtypes : tuple of numpy types, optional
+        Accepted dtypes (default: what the denoiser takes); None accepts any, e.g. to
+        inspect a label image.
 
     Raises
     ------
@@ -151,7 +156,7 @@ def open_image(path: str | Path, axes: str | None = None) -> ImageSource:
         source = _open_tiff(p, axes)
     else:
         source = _open_zarr(p, axes)
-    _validate(source)
+    _validate(source, dtypes)
     return source
 
 
@@ -246,10 +251,10 @@ def _ome_tiff_scale(xml: str, axes: str) -> tuple[list[float], dict[str, str]]:
     return scale, units
 
 
-def _validate(source: ImageSource) -> None:
+def _validate(source: ImageSource, dtypes: tuple[type, ...] | None) -> None:
     name = source.spec.describe()
-    if source.dtype not in [np.dtype(d) for d in SUPPORTED_DTYPES]:
-        supported = ", ".join(np.dtype(d).name for d in SUPPORTED_DTYPES)
+    if dtypes is not None and source.dtype not in [np.dtype(d) for d in dtypes]:
+        supported = ", ".join(np.dtype(d).name for d in dtypes)
         raise InputError(
             f"{name}: dtype {source.dtype} is not supported (use one of {supported}); "
             "convert it first, e.g. with dask.array .astype('float32') and to_zarr"

@@ -108,3 +108,17 @@ def test_bad_config_values_are_named(small_input, tmp_path):
     assert result.exit_code == 2
     text = " ".join(result.output.split())
     assert "tile" in text and "unknown_key" in text
+
+
+@pytest.mark.distributed
+def test_info_describes_denoised_and_label_outputs(small_input, tiny_weights, tmp_path):
+    out = tmp_path / "den.zarr"
+    args = ["--workers", "1", "--dashboard-address", "127.0.0.1:0"]
+    assert runner.invoke(app, ["denoise", str(small_input), str(out), "--model",
+                               str(tiny_weights), *args]).exit_code == 0  # fmt: skip
+    labels = tmp_path / "labels.zarr"
+    assert runner.invoke(app, ["segment", str(small_input), str(labels), *args]).exit_code == 0
+    for path, phrase in ((out, "tiny-test"), (labels, "int32")):
+        result = runner.invoke(app, ["info", str(path)])
+        assert result.exit_code == 0, result.output
+        assert phrase in result.output and "written by" in result.output

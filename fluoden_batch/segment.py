@@ -1,0 +1,299 @@
+"""``fluoden segment IN OUT``: clustering segmentation of a large image, block by block.
+
+K-means has no seams: the cluster centres are fitted once per channel at planning, on the
+pooled intensities of a deterministic spread of blocks, and stored in OUT's provenance;
+each task then gives every pixel the label of its nearest centre (labels ordered by
+increasing intensity, 0 = darkest). A pixel's label does not depend on its block.
+DBSCAN and HDBSCAN cluster each Y/X plane of each block on its own
+(:func:`~fluoden_batch.clustering.cluster_image`), so labels can change at block borders.
+
+OUT is an OME-Zarr label image (int32, -1 = noise) with the input's axes, scales and
+chunks, ``image-label`` metadata, provenance, per-block markers and ``metrics.parquet``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from distributed import Client, as_completed
+from pydantic import BaseModel, ConfigDict, Field
+
+from fluoden_batch import __version__
+from fluoden_batch.clustering import cluster_image, cluster_quality, select_backend
+from fluoden_batch.errors import BlockError, OutputError
+from fluoden_batch.io import store
+from fluoden_batch.io.ngff import NGFFVersion
+from fluoden_batch.io.source import ImageSource, SourceSpec, open_image
+from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
+
+if TYPE_CHECKING:
+    from fluoden_batch.pipeline import RunResult
+
+METRICS_FILE = "metrics.parquet"
+SAMPLE_BLOCKS = 8  # blocks per channel pooled to fit the K-means centres
+PALETTE = bytes.fromhex("e6194b3cb44bffe1194363d8f58231911eb446f0f0f032e6bcf60cfabebe")  # RGB
+
+
+class SegmentConfig(BaseModel):
+    """Parameters of ``fluoden segment`` (those in :meth:`output_parameters` decide OUT)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Path
+    output: Path
+    method: Literal["kmeans", "dbscan", "hdbscan"] = "kmeans"
+    k: int = Field(3, ge=1)
+    eps: float | None = Field(None, gt=0)
+    min_samples: int | None = Field(None, ge=1)
+    min_cluster_size: int | None = Field(None, ge=2)
+    backend: Literal["auto", "gpu", "cpu"] = "auto"
+    block_min: int = Field(512, ge=1)
+    ngff_version: NGFFVersion = "0.5"
+    axes: str | None = None
+    workers: int | None = Field(None, ge=1)
+    scheduler: str | None = None
+    dashboard_address: str = "127.0.0.1:8787"
+    overwrite: bool = False
+    quality: bool = True
+
+    def output_parameters(self) -> dict[str, Any]:
+        skip = {"output", "backend", "workers", "scheduler", "dashboard_address", "overwrite"}
+        return self.model_dump(mode="json", exclude=skip)
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """What every task gets (picklable, small)."""
+
+    source: SourceSpec
+    output: store.OutputSpec
+    axes: str
+    cluster: dict[str, Any]  # cluster_image keywords (backend: the choice resolved at planning)
+    centres: tuple[tuple[float, ...], ...] | None  # K-means: per channel, increasing
+    quality: bool
+
+
+@dataclass
+class SegmentPlan:
+    """A validated run: the job, all blocks, those still to do, the backend reason."""
+
+    config: SegmentConfig
+    source: ImageSource
+    job: SegmentJob
+    blocks: list[Block]
+    pending: list[Block]
+    resumed: bool
+    token: str
+    backend_reason: str
+    notes: list[str] = field(default_factory=list)
+
+
+def assign_nearest(plane: np.ndarray, centres: tuple[float, ...] | np.ndarray) -> np.ndarray:
+    """Label of the nearest of the increasing ``centres`` for every pixel (int32); a value
+    exactly midway between two centres goes to the lower one."""
+    c = np.asarray(centres, dtype=np.float64)
+    mid = (c[:-1] + c[1:]) / 2
+    return np.searchsorted(mid, np.asarray(plane, dtype=np.float64), side="left").astype(np.int32)
+
+
+def fit_centres(source: ImageSource, blocks: list[Block], k: int, backend: str) -> list:
+    """K-means centres per channel (increasing) from the pooled intensities of up to
+    ``SAMPLE_BLOCKS`` blocks spread evenly over the plan (deterministic)."""
+    from fluoden_batch.restore.sampling import _sample, _spread  # client side only (torch)
+
+    c, centres = source.meta.axes.find("c"), []
+    for ch in range(source.shape[c] if c >= 0 else 1):
+        sel = tuple(slice(ch, ch + 1) if i == c else None for i in range(len(source.shape)))
+        pool = [b for b in blocks if c < 0 or b.start[c] <= ch < b.stop[c]]
+        values = _sample(source.array, _spread(pool, SAMPLE_BLOCKS), sel)
+        result = cluster_image(values.reshape(1, -1), "kmeans", k=k, backend=backend, seed=0)
+        centres.append([float(m) for m in result.means])
+    return centres
+
+
+def set_image_label(out: Path, version: NGFFVersion, n_labels: int, image: Path) -> None:
+    """Write NGFF ``image-label`` metadata: a colour per label 0..n_labels-1 (noise, -1,
+    transparent) and the source image relative to OUT; in 0.5 it sits in ``attrs["ome"]``
+    (whose ``version`` applies), in 0.4 at the top level with its own ``version``."""
+    import zarr
+
+    colors = [{"label-value": -1, "rgba": [0, 0, 0, 0]}] + [
+        {"label-value": i, "rgba": [*PALETTE[i % 10 * 3 :][:3], 255]} for i in range(n_labels)
+    ]
+    source = {"image": os.path.relpath(image.expanduser().resolve(), out)}
+    group = zarr.open_group(str(out), mode="r+")
+    if version == "0.4":
+        group.attrs["image-label"] = {"version": "0.4", "colors": colors, "source": source}
+    else:
+        label = {"colors": colors, "source": source}
+        group.attrs["ome"] = {**dict(group.attrs["ome"]), "image-label": label}
+
+
+def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
+    """Validate, pick the backend, fit K-means centres, create or reopen OUT, list blocks."""
+    source = open_image(cfg.input, cfg.axes)
+    out = store.check_output_path(cfg.output, [cfg.input])
+    engine, reason = select_backend(cfg.backend)
+    resolved = "gpu" if engine.name == "cuml" else "cpu"
+    blocks = plan_blocks(source.shape, block_shape(source.shape, source.chunks, cfg.block_min))
+    params = cfg.output_parameters()
+    old = (store.read_provenance(out) or {}).get("parameters") if out.exists() else None
+    centres = None
+    if cfg.method == "kmeans":
+        same = old is not None and not cfg.overwrite and "centres" in old
+        same = same and all(old.get(k) == v for k, v in params.items())
+        centres = old["centres"] if same else fit_centres(source, blocks, cfg.k, resolved)
+        params["centres"] = centres
+    spec, resumed = _open_or_create(cfg, out, source, params)
+    spec.clean_temporaries()
+    done = set(spec.done_rows())
+    keys = ("method", "k", "eps", "min_samples", "min_cluster_size")
+    cluster = {k: getattr(cfg, k) for k in keys} | {"backend": resolved, "seed": 0}
+    fixed = None if centres is None else tuple(tuple(c) for c in centres)
+    job = SegmentJob(source.spec, spec, source.meta.axes, cluster, fixed, cfg.quality)
+    text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres or [])
+    note = f"{cfg.method} clusters each block alone: labels can change at block borders"
+    notes = [f"K-means centres per channel (seam-free): {text}" if centres else note]
+    pending = [b for b in blocks if b.id not in done]
+    token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
+    return SegmentPlan(cfg, source, job, blocks, pending, resumed, token, reason, notes)
+
+
+def _open_or_create(
+    cfg: SegmentConfig, out: Path, source: ImageSource, params: dict[str, Any]
+) -> tuple[store.OutputSpec, bool]:
+    if out.exists():
+        prov = store.read_provenance(out)
+        if prov is None:
+            raise OutputError(f"{out} exists and is not a fluoden output; choose another OUT")
+        if prov.get("parameters") == params and not cfg.overwrite:
+            return store.OutputSpec(str(out)), True
+        if not cfg.overwrite:
+            old = prov.get("parameters", {})
+            changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+            raise OutputError(
+                f"{out} holds a run with other parameters ({', '.join(changed)}); "
+                "pass --overwrite to replace it or choose another OUT"
+            )
+        store.remove_output(out)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    provenance = dict(tool="fluoden-batch", version=__version__, command="segment")
+    provenance |= dict(created=created, parameters=params, complete=False)
+    meta = dataclasses.replace(source.meta, omero=None)
+    spec = store.create_output(
+        out, meta, source.shape, source.chunks, np.dtype("int32"), cfg.ngff_version, provenance
+    )
+    set_image_label(out, cfg.ngff_version, cfg.k, cfg.input)
+    return spec, False
+
+
+def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
+    """Label one block, write exactly its chunks, then its marker (the metrics row)."""
+    from threadpoolctl import threadpool_limits
+
+    t0, c = time.perf_counter(), job.axes.find("c")
+    data = np.asarray(job.source.open()[block.slices])
+    labels, rows, backend = (
+        np.empty(data.shape, dtype=np.int32),
+        [],
+        "numpy",
+    )  # K-means: nearest of the centres fitted at planning
+    with threadpool_limits(1):
+        for lead in np.ndindex(*data.shape[:-2]):
+            plane = data[lead]
+            if job.centres is not None:
+                ch = block.start[c] + lead[c] if c >= 0 else 0
+                lab = assign_nearest(plane, job.centres[ch])
+            else:
+                res = cluster_image(plane, **job.cluster)
+                lab, backend = res.labels, res.backend
+            labels[lead] = lab
+            if job.quality:
+                rows.append(cluster_quality(plane, lab).as_row())
+    job.output.open()[block.slices] = labels
+    values, counts = np.unique(labels, return_counts=True)
+    row: dict[str, Any] = {"block": block.id, "method": job.cluster["method"], "backend": backend}
+    row |= {f"start_{a}": int(s) for a, s in zip(job.axes, block.start, strict=True)}
+    row |= dict(height=block.shape[-2], width=block.shape[-1], planes=math.prod(block.shape[:-2]))
+    n_noise = int(counts[values < 0].sum())
+    row |= dict(n_clusters=int(np.count_nonzero(values >= 0)), n_noise=n_noise)
+    row["cluster_sizes"] = json.dumps({str(v): int(n) for v, n in zip(values, counts, strict=True)})
+    if rows:  # scores averaged over the block's planes (NaN ones left out), WSS summed
+        for col in ("silhouette", "davies_bouldin"):
+            good = [r[col] for r in rows if not math.isnan(r[col])]
+            row[col] = float(np.mean(good)) if good else math.nan
+        row["wss"] = float(sum(r["wss"] for r in rows))
+        row["quality_note"] = "; ".join(sorted({str(r["quality_note"]) for r in rows} - {""}))
+    row["seconds"] = time.perf_counter() - t0
+    job.output.write_marker(block.id, row)
+    return row
+
+
+def execute_segment(p: SegmentPlan, client: Client, on_block: Any = None) -> RunResult:
+    """Run the pending blocks; ``on_block(done, total)`` after each. Failures do not stop
+    the others: they are raised together as a :class:`BlockError` after the metrics."""
+    t0 = time.perf_counter()
+    run = uuid.uuid4().hex[:8]
+    keys = [f"fluoden-segment-{p.token}-{run}-block-{b.id}" for b in p.pending]
+    futures = client.map(segment_block, p.pending, job=p.job, key=keys, pure=False)
+    by_key = {f.key: b for f, b in zip(futures, p.pending, strict=True)}
+    failed: dict[str, str] = {}
+    done = len(p.blocks) - len(p.pending)
+    try:
+        for future in as_completed(futures):
+            if future.status == "error":
+                exc = future.exception()
+                failed[by_key[future.key].id] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            done += 1
+            if on_block is not None:
+                on_block(done, len(p.blocks))
+    except BaseException:
+        client.cancel(futures)
+        raise
+    result = finish_segment(p, time.perf_counter() - t0, failed)
+    if failed:
+        lines = "\n".join(f"  block {k}: {v}" for k, v in failed.items())
+        raise BlockError(
+            f"{len(failed)} of {len(p.blocks)} blocks failed; finished blocks are kept and a "
+            f"rerun of the same command retries only these:\n{lines}"
+        )
+    return result
+
+
+def finish_segment(p: SegmentPlan, seconds: float, failed: dict[str, str]) -> RunResult:
+    """Write metrics.parquet, the colours for every label seen, and the summary."""
+    out = Path(p.job.output.path)
+    ran = [b for b in p.pending if b.id not in failed]
+    metrics = pd.DataFrame(list(p.job.output.done_rows().values()))
+    summary: dict[str, Any] = {"blocks": len(metrics), "blocks_total": len(p.blocks)}
+    if not metrics.empty:
+        order = metrics["block"].map(lambda s: tuple(int(i) for i in s.split(".")))
+        metrics = metrics.iloc[sorted(range(len(order)), key=order.__getitem__)]
+        metrics = metrics.reset_index(drop=True)
+        metrics.to_parquet(out / METRICS_FILE, index=False)
+        summary["max_clusters"] = int(metrics["n_clusters"].max())
+        scores = [c for c in ("silhouette", "davies_bouldin", "wss", "seconds") if c in metrics]
+        summary |= {f"mean_{c}": float(metrics[c].mean()) for c in scores}
+        n_labels = max(p.config.k, summary["max_clusters"])
+        set_image_label(out, p.config.ngff_version, n_labels, p.config.input)
+    summary = {k: None if v != v else v for k, v in summary.items()}  # NaN -> null in JSON
+    last_run = dict(finished=datetime.now(UTC).isoformat(timespec="seconds"), failed=failed)
+    last_run |= dict(config=p.config.model_dump(mode="json"), backend=p.backend_reason)
+    complete = len(metrics) == len(p.blocks)
+    store.update_provenance(out, summary=summary, complete=complete, last_run=last_run)
+    from fluoden_batch.pipeline import RunResult  # the same fields as denoise's
+
+    skipped = len(p.blocks) - len(p.pending)
+    return RunResult(out, len(p.blocks), len(ran), skipped, seconds, metrics, summary, failed)

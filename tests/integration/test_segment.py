@@ -1,0 +1,179 @@
+"""``fluoden segment``: seam-free tiled K-means, label-image output, metrics, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+import zarr
+from typer.testing import CliRunner
+
+from conftest import write_image
+from fluoden_batch.io.ngff import ImageMeta, read_meta
+from fluoden_batch.io.store import MARKER_DIR, read_provenance
+from fluoden_batch.segment import (
+    SegmentConfig,
+    assign_nearest,
+    execute_segment,
+    plan_segment,
+)
+from fluoden_batch.segment_cli import segment_command
+
+pytestmark = pytest.mark.distributed
+
+
+def _blobs(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Three intensity populations (background, cells, bright spots) with noise."""
+    rng = np.random.default_rng(seed)
+    level = rng.choice([20.0, 90.0, 200.0], size=shape, p=[0.6, 0.3, 0.1])
+    return (level + rng.normal(0, 6, shape)).astype(np.float32)
+
+
+def _labels(out):
+    """Label array and NGFF metadata of OUT (``open_image`` takes only intensity dtypes,
+    uint8/uint16/float32/float64, so the int32 labels are read with the same NGFF parser)."""
+    group = zarr.open_group(str(out), mode="r")
+    meta, path, _ = read_meta(group.attrs.asdict(), group["0"].ndim)
+    return group[path], meta
+
+
+def _run(client, inp, out, **kw):
+    cfg = SegmentConfig(input=inp, output=out, backend="cpu", block_min=1, **kw)
+    p = plan_segment(cfg)
+    return p, execute_segment(p, client)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tiled_kmeans_equals_whole_image_assignment(client, tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    shape = (2, int(rng.integers(37, 70)), int(rng.integers(37, 70)))  # c, y, x
+    chunks = (1 + seed % 2, int(rng.integers(9, 23)), int(rng.integers(9, 23)))  # uneven
+    data = _blobs(shape, seed)
+    data[1] *= 3  # the second channel gets its own centres
+    inp = write_image(tmp_path / "in.zarr", data, "cyx", chunks)
+    p, result = _run(client, inp, tmp_path / "out.zarr")
+    assert result.blocks_run == len(p.blocks) > 4 and not result.failed
+    centres = read_provenance(tmp_path / "out.zarr")["parameters"]["centres"]
+    assert len(centres) == 2 and all(len(c) == 3 and c == sorted(c) for c in centres)
+    labels = _labels(tmp_path / "out.zarr")[0][:]
+    for ch in range(2):
+        whole = assign_nearest(data[ch], centres[ch])
+        brute = np.argmin(np.abs(data[ch][..., None] - np.array(centres[ch])), axis=-1)
+        np.testing.assert_array_equal(labels[ch], whole)
+        np.testing.assert_array_equal(labels[ch], brute)
+    assert labels.dtype == np.int32 and set(np.unique(labels)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_output_is_a_label_image_with_metrics(client, tmp_path, version):
+    data = _blobs((50, 45), 3)
+    meta = ImageMeta("yx", [0.25, 0.5], units={"y": "micrometer", "x": "micrometer"})
+    inp = write_image(tmp_path / "in.zarr", data, "yx", (20, 16), meta=meta)
+    out = tmp_path / "seg.zarr"
+    p, result = _run(client, inp, out, ngff_version=version)
+    array, labels_meta = _labels(out)
+    assert labels_meta.axes == "yx" and labels_meta.scale == [0.25, 0.5]
+    assert labels_meta.units == {"y": "micrometer", "x": "micrometer"}
+    assert array.chunks == (20, 16) and array.shape == data.shape and array.dtype == np.int32
+    attrs = zarr.open_group(str(out), mode="r").attrs.asdict()
+    label = attrs["image-label"] if version == "0.4" else attrs["ome"]["image-label"]
+    assert ("version" in label) == (version == "0.4")
+    assert {c["label-value"] for c in label["colors"]} >= {0, 1, 2}
+    assert (out / label["source"]["image"]).resolve() == inp.resolve()
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    nodes = list(Reader(parse_url(str(out)))())  # ome-zarr-py: a label of its source image
+    assert any(isinstance(sp, Label) for sp in nodes[-1].specs) and len(nodes) == 2
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert len(metrics) == len(p.blocks) == 9
+    assert list(metrics["block"]) == [b.id for b in p.blocks]
+    for col in ("silhouette", "davies_bouldin", "wss", "seconds", "n_clusters", "start_y"):
+        assert col in metrics
+    assert metrics["silhouette"].between(-1, 1).all() and (metrics["wss"] >= 0).all()
+    sizes = metrics["cluster_sizes"].map(json.loads)
+    assert (sizes.map(lambda d: sum(d.values())) == metrics["height"] * metrics["width"]).all()
+    assert result.summary["mean_silhouette"] > 0.5
+
+
+def test_resume_skips_finished_blocks_and_refuses_changes(client, tmp_path):
+    data = _blobs((40, 40), 4)
+    inp = write_image(tmp_path / "in.zarr", data, "yx", (16, 16))
+    out = tmp_path / "seg.zarr"
+    p, _ = _run(client, inp, out)
+    first = _labels(out)[0][:]
+    markers = sorted((out / MARKER_DIR).glob("*.json"))
+    for m in markers[:3]:  # as if the run had been killed before these blocks
+        m.unlink()
+    p2 = plan_segment(SegmentConfig(input=inp, output=out, backend="cpu", block_min=1))
+    assert p2.resumed and len(p2.pending) == 3
+    assert p2.job.centres == p.job.centres  # reused from the provenance
+    result = execute_segment(p2, client)
+    assert result.blocks_run == 3 and result.blocks_skipped == len(p.blocks) - 3
+    np.testing.assert_array_equal(_labels(out)[0][:], first)
+    from fluoden_batch.errors import OutputError
+
+    with pytest.raises(OutputError, match="--overwrite"):
+        plan_segment(SegmentConfig(input=inp, output=out, k=4, backend="cpu", block_min=1))
+    p3 = plan_segment(
+        SegmentConfig(input=inp, output=out, k=4, backend="cpu", block_min=1, overwrite=True)
+    )
+    assert not p3.resumed and len(p3.pending) == len(p3.blocks)
+
+
+@pytest.mark.parametrize("method", ["dbscan", "hdbscan"])
+def test_density_methods_complete(client, tmp_path, method):
+    data = np.round(_blobs((40, 36), 5)).astype(np.uint16)
+    inp = write_image(tmp_path / "in.zarr", data, "yx", (20, 18))
+    out = tmp_path / "seg.zarr"
+    _, result = _run(client, inp, out, method=method)
+    assert result.blocks_run == 4 and not result.failed
+    labels = _labels(out)[0][:]
+    assert labels.min() >= -1 and (labels >= 0).any()
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert (metrics["method"] == method).all() and (metrics["backend"] == "sklearn").all()
+    assert (metrics["n_clusters"] >= 1).all()
+
+
+runner = CliRunner()
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("segment")(segment_command)
+    app.command("other")(lambda: None)  # two commands: "segment" stays a subcommand
+    return app
+
+
+def test_cli_help_and_errors(tmp_path):
+    app = _app()
+    result = runner.invoke(app, ["segment", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for phrase in (
+        "seam-free",
+        "--min-cluster-size",
+        "--cluster-backend",
+        "--no-quality",
+        "label image",
+    ):
+        assert phrase in text
+    missing = runner.invoke(app, ["segment", str(tmp_path / "nope.zarr"), str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "nope.zarr" in " ".join(missing.output.split())
+    assert not (tmp_path / "o").exists()
+    inp = write_image(tmp_path / "in.zarr", _blobs((8, 8), 0), "yx", (8, 8))
+    bad = runner.invoke(app, ["segment", str(inp), str(tmp_path / "o"), "--method", "nope"])
+    assert bad.exit_code == 2 and "--method" in bad.output
+
+
+def test_cli_runs_on_the_test_cluster(client, tmp_path):
+    inp = write_image(tmp_path / "in.zarr", _blobs((32, 32), 6), "yx", (16, 16))
+    out = tmp_path / "seg.zarr"
+    args = ["segment", str(inp), str(out), "--block-min", "16", "--cluster-backend", "cpu"]
+    result = runner.invoke(_app(), [*args, "--scheduler", client.scheduler.address])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "scikit-learn" in text and "mean silhouette" in text and "4 of 4" in text
