@@ -22,14 +22,14 @@ from distributed.scheduler import KilledWorker
 
 from fluoden_batch import __version__
 from fluoden_batch.config import DenoiseConfig
-from fluoden_batch.errors import BlockError, InputError, OutputError
+from fluoden_batch.errors import BlockError, InputError
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.store import (
     OutputSpec,
     check_output_path,
     create_output,
     read_provenance,
-    remove_output,
+    resume_or_clear,
     update_provenance,
 )
 from fluoden_batch.models.weights import file_digest, read_metadata, resolve_weights
@@ -193,20 +193,8 @@ def _open_or_create(
     model_name: str,
     digest: str,
 ) -> tuple[OutputSpec, bool]:
-    if out.exists():
-        prov = read_provenance(out)
-        if prov is None:
-            raise OutputError(f"{out} exists and is not a fluoden output; choose another OUT")
-        if prov.get("parameters") == params and not cfg.overwrite:
-            return OutputSpec(str(out)), True
-        if not cfg.overwrite:
-            old = prov.get("parameters", {})
-            changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
-            raise OutputError(
-                f"{out} holds a run with other parameters ({', '.join(changed)}); "
-                "pass --overwrite to replace it or choose another OUT"
-            )
-        remove_output(out)
+    if resume_or_clear(out, params, cfg.overwrite):
+        return OutputSpec(str(out)), True
     provenance = {
         "tool": "fluoden-batch",
         "version": __version__,

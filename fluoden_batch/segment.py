@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fluoden_batch import __version__
 from fluoden_batch.clustering import cluster_image, cluster_quality, select_backend
-from fluoden_batch.errors import BlockError, OutputError
+from fluoden_batch.errors import BlockError
 from fluoden_batch.io import store
 from fluoden_batch.io.ngff import NGFFVersion
 from fluoden_batch.io.source import ImageSource, SourceSpec, open_image
@@ -174,20 +174,8 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
 def _open_or_create(
     cfg: SegmentConfig, out: Path, source: ImageSource, params: dict[str, Any]
 ) -> tuple[store.OutputSpec, bool]:
-    if out.exists():
-        prov = store.read_provenance(out)
-        if prov is None:
-            raise OutputError(f"{out} exists and is not a fluoden output; choose another OUT")
-        if prov.get("parameters") == params and not cfg.overwrite:
-            return store.OutputSpec(str(out)), True
-        if not cfg.overwrite:
-            old = prov.get("parameters", {})
-            changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
-            raise OutputError(
-                f"{out} holds a run with other parameters ({', '.join(changed)}); "
-                "pass --overwrite to replace it or choose another OUT"
-            )
-        store.remove_output(out)
+    if store.resume_or_clear(out, params, cfg.overwrite):
+        return store.OutputSpec(str(out)), True
     created = datetime.now(UTC).isoformat(timespec="seconds")
     provenance = dict(tool="fluoden-batch", version=__version__, command="segment")
     provenance |= dict(created=created, parameters=params, complete=False)

@@ -143,6 +143,37 @@ def update_provenance(out: Path, **fields: Any) -> None:
     group.attrs[PROVENANCE_KEY] = prov
 
 
+def resume_or_clear(out: Path, params: dict[str, Any], overwrite: bool) -> bool:
+    """Decide what to do with an existing ``out`` before a run with ``params``.
+
+    Returns True when ``out`` holds a run with the same parameters (resume it). Returns
+    False when there is nothing there, or when ``overwrite`` removed a previous fluoden
+    output (start afresh).
+
+    Raises
+    ------
+    OutputError
+        ``out`` exists but is not a fluoden output (never deleted), or it holds a run with
+        other parameters and ``overwrite`` is off (the changed parameters are named).
+    """
+    if not out.exists():
+        return False
+    prov = read_provenance(out)
+    if prov is None:
+        raise OutputError(f"{out} exists and is not a fluoden output; choose another OUT")
+    if prov.get("parameters") == params and not overwrite:
+        return True
+    if not overwrite:
+        old = prov.get("parameters", {})
+        changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+        raise OutputError(
+            f"{out} holds a run with other parameters ({', '.join(changed)}); "
+            "pass --overwrite to replace it or choose another OUT"
+        )
+    remove_output(out)
+    return False
+
+
 def remove_output(out: Path) -> None:
     """Delete a previous fluoden output (only ever called on one, for ``--overwrite``)."""
     if read_provenance(out) is None:
