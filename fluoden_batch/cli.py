@@ -17,6 +17,7 @@ from rich.table import Table
 from fluoden_batch import __version__
 from fluoden_batch.errors import FluodenError
 from fluoden_batch.segment_cli import segment_command
+from fluoden_batch.train.cli import train_command
 
 app = typer.Typer(
     name="fluoden",
@@ -29,6 +30,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="List and inspect denoising models (shipped and your own).")
 app.add_typer(models_app, name="models")
 app.command("segment")(segment_command)
+app.command("train")(train_command)
 console = Console(stderr=True)
 out = Console()
 

@@ -1,5 +1,6 @@
-"""The training loop: Adam on the MSE of the denoised patch, LR decay, validation PSNR,
-exact-resume checkpoints and a weights file with honest metadata at the end."""
+"""The training loop: Adam on the MSE of the denoised patch (or, self-supervised, of the
+blind-spot pixels), LR decay, validation PSNR, exact-resume checkpoints and a weights file
+with honest metadata at the end."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,29 +22,19 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from fluoden_batch import __version__
 from fluoden_batch.errors import FluodenError, ModelError
-from fluoden_batch.metrics import psnr
 from fluoden_batch.models.dncnn import DnCNN
-from fluoden_batch.models.normalise import denormalise, normalise, percentile_range
-from fluoden_batch.models.weights import Architecture, ModelMetadata, save_weights
+from fluoden_batch.models.weights import ModelMetadata, file_digest, load_trainable, save_weights
 from fluoden_batch.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     read_state,
     save_checkpoint,
 )
-from fluoden_batch.train.config import TrainConfig
-from fluoden_batch.train.data import (
-    NORMALISATION,
-    PatchSampler,
-    TrainImage,
-    ValImage,
-    load_images,
-    load_pairs,
-    split_validation,
-    validation_images,
-)
+from fluoden_batch.train.config import TrainConfig, TrainConfigError
+from fluoden_batch.train.inference import denoise_whole, resolve_device, validation_psnr
+from fluoden_batch.train.metadata import training_metadata
+from fluoden_batch.train.sources import load_data
 
 __all__ = ["TrainResult", "denoise_whole", "resolve_device", "train", "validation_psnr"]
 
@@ -66,8 +56,9 @@ class TrainResult:
     model : DnCNN
         The trained module as trained (batch norm not folded), on CPU, in eval mode.
     losses : list of float
-        Training loss (MSE in normalised units) of every step since the run began,
-        including steps done before a resume.
+        Training loss (MSE in normalised units; at the blind-spot pixels in
+        self-supervised mode) of every step since the run began, including steps done
+        before a resume.
     val_psnr : list of (step, dB)
         Mean validation PSNR in the data's units, after each validation.
     step : int
@@ -88,76 +79,6 @@ class TrainResult:
     metadata: ModelMetadata | None = None
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; an unavailable CUDA is an error."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise FluodenError(f"device {spec!r} requested but CUDA is not available")
-    return torch.device(spec)
-
-
-@torch.no_grad()
-def denoise_whole(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    *,
-    clip: tuple[float, float] | None = None,
-    device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """Whole-image inference: percentile-normalise ``image``, run ``model``, map back.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A denoiser on ``device``; run in eval mode (its mode is restored afterwards).
-    image : ndarray, shape (H, W)
-        Noisy plane in data units.
-    clip : (float, float), optional
-        Clip the result to this range (e.g. (0, 255) for 8-bit data).
-
-    Returns
-    -------
-    ndarray, float32, shape (H, W), in data units.
-    """
-    lo, hi = percentile_range(image, NORMALISATION.low, NORMALISATION.high)
-    x = torch.from_numpy(normalise(image, lo, hi))[None, None].to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        y = model(x)[0, 0].float().cpu().numpy()
-    finally:
-        model.train(was_training)
-    out = denormalise(y, lo, hi)
-    return np.clip(out, *clip) if clip is not None else out
-
-
-def validation_psnr(
-    model: torch.nn.Module, images: list[ValImage], device: torch.device | str = "cpu"
-) -> float:
-    """Mean PSNR (dB, each image's own data range) of whole-image denoising of ``images``."""
-    values = [
-        psnr(denoise_whole(model, v.noisy, clip=v.clip, device=device), v.clean, v.data_range)
-        for v in images
-    ]
-    return float(np.mean(values))
-
-
-def _load_data(config: TrainConfig) -> tuple[list[TrainImage], list[ValImage]]:
-    if config.mode == "supervised":
-        assert config.noisy_dir is not None
-        images = load_pairs(
-            config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob
-        )
-    else:
-        images = load_images(config.clean_dir, config.clean_glob)
-    train_images, val = split_validation(images, config.val_keys)
-    val_images = validation_images(
-        val, seed=config.seed, a_range=config.a_range, b_range=config.b_range
-    )
-    return train_images, val_images
-
-
 def _scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer
 ) -> torch.optim.lr_scheduler.LRScheduler:
@@ -172,12 +93,33 @@ def _scheduler(
 
 def _check_resumable(path: Path, saved: dict[str, Any], config: TrainConfig) -> None:
     now = config.model_dump(mode="json")
-    differ = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
+    fields = TrainConfig.model_fields
+    # a checkpoint written before a field existed ran with that field's default
+    old = {k: saved.get(k, fields[k].default if k in fields else None) for k in now}
+    differ = sorted(k for k in now if k not in _RESUME_FREE and old[k] != now[k])
     if differ:
         raise ModelError(
             f"{path}: checkpoint was written by a different configuration "
             f"(fields {differ} differ); use another checkpoint_dir or resume=False"
         )
+
+
+def _init_model(config: TrainConfig) -> tuple[DnCNN, str | None]:
+    """A fresh DnCNN, or the one in ``config.init_weights`` (with that file's digest)."""
+    model = DnCNN(config.depth, config.width, 1, config.batch_norm)
+    if config.init_weights is None:
+        return model, None
+    start, meta = load_trainable(config.init_weights)
+    arch = meta.architecture
+    ours = (config.depth, config.width, config.batch_norm)
+    if (arch.depth, arch.width, arch.batch_norm) != ours:
+        raise TrainConfigError(
+            f"field 'init_weights': {config.init_weights} is depth {arch.depth}, width "
+            f"{arch.width}, batch_norm {arch.batch_norm}; the config asks for depth "
+            f"{ours[0]}, width {ours[1]}, batch_norm {ours[2]}"
+        )
+    model.load_state_dict(start.state_dict())
+    return model, file_digest(config.init_weights)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -191,6 +133,12 @@ def _progress(enabled: bool) -> Progress:
         TimeRemainingColumn(),
         disable=not enabled,
     )
+
+
+def _loss(output: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """MSE over all pixels, or over the masked (blind-spot) pixels only."""
+    squared = (output.float() - targets) ** 2
+    return squared.mean() if mask is None else (squared * mask).sum() / mask.sum()
 
 
 def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = None) -> TrainResult:
@@ -221,15 +169,10 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
         raise FluodenError(f"amp={config.amp!r} needs a CUDA device, got {device}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    train_images, val_images = _load_data(config)
-    sampler = PatchSampler(
-        train_images,
-        config.patch_size,
-        synthetic_fraction=1.0 if config.mode == "synthetic" else config.synthetic_fraction,
-        a_range=config.a_range,
-        b_range=config.b_range,
-    )
-    model = DnCNN(config.depth, config.width, 1, config.batch_norm).to(device)
+    sampler, n_train, val_images = load_data(config)
+    model, init_digest = _init_model(config)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = _scheduler(config, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
@@ -278,12 +221,14 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
     with _progress(progress) as bar:
         task = bar.add_task("train", total=config.steps, completed=step, loss="-", val=last_val)
         while step < end:
-            inputs, targets = (
-                torch.from_numpy(a).to(device) for a in sampler.sample(config.batch_size, rng)
+            arrays = sampler.sample(config.batch_size, rng)
+            inputs, targets, *rest = (
+                torch.from_numpy(a).to(device, memory_format=memory_format) for a in arrays
             )
+            mask = rest[0] if rest else None
             with autocast:
                 output = model(inputs)
-            loss = F.mse_loss(output.float(), targets)
+            loss = _loss(output, targets, mask)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -302,68 +247,21 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
                 checkpoint()
     seconds += time.perf_counter() - started
 
-    model = model.cpu().eval()
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     result = TrainResult(model, losses, val_log, step, seconds)
     if step == config.steps:
-        result.metadata = _metadata(config, device, result, train_images, val_images)
+        result.metadata = training_metadata(
+            config,
+            device,
+            step=step,
+            seconds=seconds,
+            losses=losses,
+            val_psnr=val_log,
+            n_train=n_train,
+            val=val_images,
+            init_digest=init_digest,
+        )
         result.digest = save_weights(model, config.output, result.metadata)
         result.output = config.output
         log.info("wrote %s (%s)", config.output, result.digest)
     return result
-
-
-def _metadata(
-    config: TrainConfig,
-    device: torch.device,
-    result: TrainResult,
-    train_images: list[TrainImage],
-    val: list[ValImage],
-) -> ModelMetadata:
-    """Describe the finished run: data, schedule, noise model, time and final PSNR."""
-    noisy_in = [
-        psnr(np.clip(v.noisy, *v.clip) if v.clip else v.noisy, v.clean, v.data_range) for v in val
-    ]
-    training = {
-        "mode": config.mode,
-        "clean": f"{config.clean_dir}/{config.clean_glob}",
-        "noisy": f"{config.noisy_dir}/{config.noisy_glob}" if config.noisy_dir else None,
-        "train_images": len(train_images),
-        "val_keys": config.val_keys,
-        "steps": result.step,
-        "batch_size": config.batch_size,
-        "patch_size": config.patch_size,
-        "augmentation": "random flips and 90-degree rotations",
-        "loss": "MSE of the denoised patch (normalised units)",
-        "optimizer": f"Adam lr={config.lr}",
-        "lr_schedule": config.lr_schedule,
-        "seed": config.seed,
-        "device": str(device),
-        "amp": config.amp,
-        "seconds": round(result.seconds, 1),
-        "final_loss": float(np.mean(result.losses[-50:])),
-        "final_val_psnr_db": result.val_psnr[-1][1] if result.val_psnr else None,
-        "val_noisy_psnr_db": float(np.mean(noisy_in)) if noisy_in else None,
-        "software": f"fluoden-batch {__version__}, torch {torch.__version__}",
-    }
-    noise_model: dict[str, Any] = {
-        "real_pairs": config.mode == "supervised",
-        "synthetic_fraction": 1.0 if config.mode == "synthetic" else config.synthetic_fraction,
-    }
-    if config.uses_synthetic:
-        noise_model |= {
-            "kind": "poisson-gaussian",
-            "a_range": list(config.a_range or ()),
-            "a_sampling": "log-uniform per patch",
-            "b_range": list(config.b_range or ()),
-            "b_sampling": "uniform per patch",
-            "units": "grey levels of the clean images; clipped to the dtype range",
-        }
-    return ModelMetadata(
-        name=config.name,
-        description=config.description,
-        architecture=Architecture(
-            depth=config.depth, width=config.width, in_channels=1, batch_norm=config.batch_norm
-        ),
-        training=training,
-        noise_model=noise_model,
-    )

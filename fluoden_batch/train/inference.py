@@ -1,0 +1,68 @@
+"""Whole-image inference during and after training: device choice, denoising, PSNR."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fluoden_batch.errors import FluodenError
+from fluoden_batch.metrics import psnr
+from fluoden_batch.models.normalise import denormalise, normalise, percentile_range
+from fluoden_batch.train.data import NORMALISATION, ValImage
+
+__all__ = ["denoise_whole", "resolve_device", "validation_psnr"]
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; an unavailable CUDA is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise FluodenError(f"device {spec!r} requested but CUDA is not available")
+    return torch.device(spec)
+
+
+@torch.no_grad()
+def denoise_whole(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    clip: tuple[float, float] | None = None,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Whole-image inference: percentile-normalise ``image``, run ``model``, map back.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A denoiser on ``device``; run in eval mode (its mode is restored afterwards).
+    image : ndarray, shape (H, W)
+        Noisy plane in data units.
+    clip : (float, float), optional
+        Clip the result to this range (e.g. (0, 255) for 8-bit data).
+
+    Returns
+    -------
+    ndarray, float32, shape (H, W), in data units.
+    """
+    lo, hi = percentile_range(image, NORMALISATION.low, NORMALISATION.high)
+    x = torch.from_numpy(normalise(image, lo, hi))[None, None].to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        y = model(x)[0, 0].float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    out = denormalise(y, lo, hi)
+    return np.clip(out, *clip) if clip is not None else out
+
+
+def validation_psnr(
+    model: torch.nn.Module, images: list[ValImage], device: torch.device | str = "cpu"
+) -> float:
+    """Mean PSNR (dB, each image's own data range) of whole-image denoising of ``images``."""
+    values = [
+        psnr(denoise_whole(model, v.noisy, clip=v.clip, device=device), v.clean, v.data_range)
+        for v in images
+    ]
+    return float(np.mean(values))

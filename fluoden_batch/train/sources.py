@@ -1,0 +1,67 @@
+"""Where a run's data comes from: the patch sampler of each mode and the validation set."""
+
+from __future__ import annotations
+
+from fluoden_batch.train.blindspot import BlindSpotSampler, load_noisy
+from fluoden_batch.train.config import TrainConfig
+from fluoden_batch.train.data import (
+    PatchSampler,
+    TrainImage,
+    ValImage,
+    load_images,
+    load_pairs,
+    split_validation,
+    validation_images,
+)
+
+__all__ = ["Sampler", "load_data"]
+
+Sampler = PatchSampler | BlindSpotSampler
+
+
+def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
+    """The patch sampler, the number of training images and the validation images.
+
+    Self-supervised mode trains on the noisy images only; clean references, when given,
+    only become validation images (all of them with ``val_in_training``).
+    """
+    if config.mode == "self_supervised":
+        assert config.noisy_dir is not None
+        if config.clean_dir is None:  # no references: no validation (val_keys is empty)
+            noisy = [image for _, image in load_noisy(config.noisy_dir, config.noisy_glob)]
+            val: list[TrainImage] = []
+        else:  # references score the val_keys images only; the loss never sees them
+            pairs = load_pairs(
+                config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob
+            )
+            held = set(config.val_keys)
+            unknown = held - {im.key for im in pairs}
+            if unknown or not config.val_in_training:
+                pairs_train, val = split_validation(pairs, config.val_keys)
+            else:
+                pairs_train, val = pairs, [im for im in pairs if im.key in held]
+            noisy = [im.noisy for im in pairs_train if im.noisy is not None]
+        sampler: Sampler = BlindSpotSampler(
+            noisy, config.patch_size, config.mask_fraction, config.mask_radius
+        )
+        return sampler, len(noisy), validation_images(val, seed=config.seed)
+    if config.mode == "supervised":
+        assert config.noisy_dir is not None and config.clean_dir is not None
+        images = load_pairs(
+            config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob
+        )
+    else:
+        assert config.clean_dir is not None
+        images = load_images(config.clean_dir, config.clean_glob)
+    train_images, val = split_validation(images, config.val_keys)
+    val_images = validation_images(
+        val, seed=config.seed, a_range=config.a_range, b_range=config.b_range
+    )
+    sampler = PatchSampler(
+        train_images,
+        config.patch_size,
+        synthetic_fraction=1.0 if config.mode == "synthetic" else config.synthetic_fraction,
+        a_range=config.a_range,
+        b_range=config.b_range,
+    )
+    return sampler, len(train_images), val_images
