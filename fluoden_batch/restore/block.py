@@ -130,6 +130,16 @@ def cast_output(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return y
 
 
+STATS_SIDE = 512  # per-block noise statistics use the central STATS_SIDE^2 pixels
+
+
+def _central(plane: np.ndarray) -> np.ndarray:
+    """The central ``STATS_SIDE`` x ``STATS_SIDE`` crop (the whole plane if smaller)."""
+    y0 = max(0, (plane.shape[0] - STATS_SIDE) // 2)
+    x0 = max(0, (plane.shape[1] - STATS_SIDE) // 2)
+    return plane[y0 : y0 + STATS_SIDE, x0 : x0 + STATS_SIDE]
+
+
 def _sigma_or_nan(plane: np.ndarray) -> float:
     """Noise std estimate, NaN (an empty cell in the table) for planes too small for it."""
     try:
@@ -188,14 +198,14 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
     for idx in _planes(region.shape):
         channel = block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0
         params = job.plane_params(channel)
-        plane_in = region[idx][window.crop]
+        plane_in = _central(region[idx][window.crop])
         t = time.perf_counter()
         noise_in.append(_noise_or_none(plane_in))
         t_noise += time.perf_counter() - t
         y = protocol(model.module, region[idx], params, job.tile, job.precision)[window.crop]
         out[idx] = y
         sig_in.append(_sigma_or_nan(plane_in))
-        sig_out.append(_sigma_or_nan(y))
+        sig_out.append(_sigma_or_nan(_central(y)))
     t_compute = time.perf_counter()
     known = [n for n in noise_in if n is not None]
 

@@ -100,11 +100,22 @@ def halo_window(
 def tile_windows(
     plane: tuple[int, int], tile: int, halo: int
 ) -> Iterator[tuple[Window, tuple[slice, slice]]]:
-    """Tiles of size ``tile`` covering a plane, each with its halo window and output slices."""
+    """Tiles of at most ``tile`` px covering a plane, with their halo windows and output slices.
+
+    Each axis is split into ``ceil(n / tile)`` near-equal parts (e.g. 1044 px with
+    ``tile=384`` gives 348 + 348 + 348, not 384 + 384 + 276): fewer distinct shapes for
+    the convolution library and no small, inefficient last tile.
+    """
     if tile <= 0:
         raise InputError(f"tile size must be positive, got {tile}")
     h, w = plane
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            y1, x1 = min(y + tile, h), min(x + tile, w)
+    for y, y1 in _even_parts(h, tile):
+        for x, x1 in _even_parts(w, tile):
             yield halo_window((y, x), (y1, x1), plane, halo), (slice(y, y1), slice(x, x1))
+
+
+def _even_parts(n: int, most: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of ``ceil(n / most)`` near-equal parts of ``range(n)``."""
+    parts = max(1, math.ceil(n / most))
+    edges = [round(i * n / parts) for i in range(parts + 1)]
+    return list(itertools.pairwise(edges))

@@ -12,6 +12,7 @@ import zarr
 from typer.testing import CliRunner
 
 from conftest import write_image
+from fluoden_batch.cli_segment import segment_command
 from fluoden_batch.io.ngff import ImageMeta, read_meta
 from fluoden_batch.io.store import MARKER_DIR, read_provenance
 from fluoden_batch.segment import (
@@ -20,7 +21,6 @@ from fluoden_batch.segment import (
     execute_segment,
     plan_segment,
 )
-from fluoden_batch.segment_cli import segment_command
 
 pytestmark = pytest.mark.distributed
 

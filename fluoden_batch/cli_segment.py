@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from fluoden_batch.cli_common import console, errors, fail, interrupted, out, sigterm_as_interrupt
+
 
 def segment_command(
     input: Annotated[
@@ -93,22 +95,21 @@ def segment_command(
     """
     from pydantic import ValidationError
 
-    from fluoden_batch.cli import _errors, _fail, _interrupted, _sigterm_as_interrupt
     from fluoden_batch.segment import SegmentConfig
 
-    _sigterm_as_interrupt()
+    sigterm_as_interrupt()
     flags = dict(locals())
     flags = {k: flags[k] for k in SegmentConfig.model_fields if k in flags}
     try:
         cfg = SegmentConfig(**flags)
     except ValidationError as exc:
         problems = "; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise _fail(problems.replace("_", "-")) from None
-    with _errors():
+        raise fail(problems.replace("_", "-")) from None
+    with errors():
         try:
             result = run_segment(cfg)
         except KeyboardInterrupt:
-            raise _interrupted(output) from None
+            raise interrupted(output) from None
         print_segment_summary(result)
 
 
@@ -122,7 +123,6 @@ def run_segment(cfg: Any) -> Any:
         TimeRemainingColumn,
     )
 
-    from fluoden_batch.cli import console
     from fluoden_batch.compute import dask_client
     from fluoden_batch.segment import execute_segment, finish_segment, plan_segment
 
@@ -158,8 +158,6 @@ def run_segment(cfg: Any) -> Any:
 def print_segment_summary(result: Any) -> None:
     """Print the run's summary table to stdout."""
     from rich.table import Table
-
-    from fluoden_batch.cli import out
 
     s = result.summary
 
