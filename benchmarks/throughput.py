@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--tile", type=int, default=384, help="pipeline forward-pass tile")
-    parser.add_argument("--block-min", type=int, default=1024)
+    parser.add_argument("--block-min", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.md")
     args = parser.parse_args()
     cores = args.workers

@@ -258,7 +258,7 @@ def demo(
         Path | None,
         typer.Option(help="Where to write the demo data and output [default: a temp folder]."),
     ] = None,
-    planes: Annotated[int, typer.Option(help="Number of Z planes.")] = 3,
+    planes: Annotated[int, typer.Option(help="Number of Z planes.")] = 4,
     size: Annotated[int, typer.Option(help="Plane size in pixels (Y = X).")] = 2048,
     workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name or weights path.")] = None,

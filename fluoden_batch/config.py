@@ -35,7 +35,7 @@ class DenoiseConfig(BaseModel):
     )
     dtype: Literal["same", "uint8", "uint16", "float32", "float64"] = "same"
     chunks: tuple[int, int] | None = Field(None, description="output chunk size in Y/X")
-    block_min: int = Field(1024, ge=16, description="minimum block size in Y/X, pixels")
+    block_min: int = Field(2048, ge=16, description="minimum block size in Y/X, pixels")
     tile: int = Field(384, ge=32, description="forward-pass tile size in pixels")
     ngff_version: Literal["0.4", "0.5"] = "0.5"
     axes: str | None = None

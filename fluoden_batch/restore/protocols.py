@@ -97,9 +97,7 @@ def vst(
     """
     if params.a is None or params.b is None:
         raise InputError("the vst protocol needs the noise parameters a and b")
-    d = gat_forward(plane, params.a, params.b)
-    x = normalise(d, params.lo, params.hi)
-    den = denormalise(infer_plane(module, x, tile, precision), params.lo, params.hi)
+    den = whole(module, gat_forward(plane, params.a, params.b), params, tile, precision)
     return gat_inverse(den, params.a, params.b, method="exact_unbiased").astype(np.float32)
 
 
