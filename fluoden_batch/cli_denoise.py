@@ -288,5 +288,8 @@ def demo(
         except KeyboardInterrupt:
             raise interrupted(output) from None
         print_summary(result)
-        out.print(f"denoised image: {output}\nnoisy input: {noisy}\nclean reference: {clean}")
-        out.print(f"view it: napari --plugin napari-ome-zarr {output}")
+        out.print(
+            f"denoised image: {output}\nnoisy input: {noisy}\nclean reference: {clean}",
+            soft_wrap=True,
+        )
+        out.print(f"view it: napari --plugin napari-ome-zarr {output}", soft_wrap=True)
