@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 from sklearn.cluster import DBSCAN, KMeans
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
@@ -274,21 +274,9 @@ def real_data(quick: bool) -> list[str]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     import sklearn
 
-    return (
-        f"{cpu}; {os.cpu_count()} logical CPUs visible (shared); {platform.system()} "
-        f"{platform.release()}; Python {platform.python_version()}, NumPy {np.__version__}, "
-        f"scikit-learn {sklearn.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
-        "threadpoolctl limit 1"
-    )
+    return describe({"scikit-learn": sklearn.__version__}, "threadpoolctl limit 1")
 
 
 def main() -> None:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 from scipy import ndimage
 
 from fluoden_batch.noise import estimate, simulate
@@ -199,20 +199,9 @@ def speed(quick: bool) -> tuple[list[str], dict]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     import scipy
 
-    return (
-        f"{cpu}; {os.cpu_count()} logical CPUs visible; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}, NumPy {np.__version__}, SciPy {scipy.__version__}; "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
-    )
+    return describe({"SciPy": scipy.__version__})
 
 
 def main(argv: list[str] | None = None) -> int:
