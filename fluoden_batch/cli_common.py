@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,6 +14,18 @@ from fluoden_batch.errors import FluodenError
 
 console = Console(stderr=True)
 out = Console()
+
+# Options shared by several commands (same name, meaning and help everywhere).
+AxesOption = Annotated[
+    str | None, typer.Option(help="Axis names for inputs without metadata, e.g. 'cyx'.")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Local worker processes (default: one per core).")
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(help="Address of a running Dask scheduler to use instead of a local cluster."),
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

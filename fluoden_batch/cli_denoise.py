@@ -12,6 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fluoden_batch.cli_common import (
+    AxesOption,
+    SchedulerOption,
+    WorkersOption,
     console,
     errors,
     interrupted,
@@ -117,14 +120,14 @@ def denoise(
     ] = None,
     data_range: Annotated[
         float | None,
-        typer.Option(help="Peak-to-peak range for PSNR/SSIM [default: the reference's range]."),
+        typer.Option(help="Peak-to-peak range for PSNR/SSIM (default: the reference's range)."),
     ] = None,
     dtype: Annotated[
         str | None,
-        typer.Option(help="Output dtype: same|uint8|uint16|float32|float64 [default: same]."),
+        typer.Option(help="Output dtype: same|uint8|uint16|float32|float64 (default: same)."),
     ] = None,
     chunks: Annotated[
-        str | None, typer.Option(help="Output chunk size in Y/X as 'Y,X' [default: the input's].")
+        str | None, typer.Option(help="Output chunk size in Y/X as 'Y,X' (default: the input's).")
     ] = None,
     block_min: Annotated[
         int | None,
@@ -133,32 +136,26 @@ def denoise(
         ),
     ] = None,
     tile: Annotated[
-        int | None, typer.Option(help="Forward-pass tile size in pixels [default: 384].")
+        int | None, typer.Option(help="Forward-pass tile size in pixels (default: 384).")
     ] = None,
     ngff_version: Annotated[
         str | None, typer.Option(help="Output NGFF version: 0.5 (default) or 0.4 (Fiji).")
     ] = None,
-    axes: Annotated[
-        str | None, typer.Option(help="Axis names for inputs without metadata, e.g. 'cyx'.")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Local worker processes [default: one per core].")
-    ] = None,
+    axes: AxesOption = None,
+    workers: WorkersOption = None,
     threads_per_worker: Annotated[
-        int | None, typer.Option(help="Threads (and torch threads) per worker [default: 1].")
+        int | None, typer.Option(help="Threads (and torch threads) per worker (default: 1).")
     ] = None,
     memory_limit: Annotated[
         str | None, typer.Option(help="Memory limit per local worker, e.g. '4GiB'.")
     ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Address of a running Dask scheduler to use instead of a local cluster."),
-    ] = None,
+    scheduler: SchedulerOption = None,
     dashboard_address: Annotated[
-        str | None, typer.Option(help="Dashboard address of the local cluster [127.0.0.1:8787].")
+        str | None,
+        typer.Option(help="Dashboard address of the local cluster (default: 127.0.0.1:8787)."),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="Torch device: auto|cpu|cuda|cuda:N [default: auto].")
+        str | None, typer.Option(help="Torch device: auto|cpu|cuda|cuda:N (default: auto).")
     ] = None,
     precision: Annotated[
         str | None,
@@ -256,11 +253,11 @@ def _print_dry_run(profile: Path | None, workers: int | None, tls: bool | Path |
 def demo(
     folder: Annotated[
         Path | None,
-        typer.Option(help="Where to write the demo data and output [default: a temp folder]."),
+        typer.Option(help="Where to write the demo data and output (default: a temp folder)."),
     ] = None,
     planes: Annotated[int, typer.Option(help="Number of Z planes.")] = 4,
     size: Annotated[int, typer.Option(help="Plane size in pixels (Y = X).")] = 2048,
-    workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
+    workers: WorkersOption = None,
     model: Annotated[str | None, typer.Option(help="Model name or weights path.")] = None,
 ) -> None:
     """Make a synthetic noisy dataset with its clean reference, denoise it, print the scores.

@@ -8,7 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fluoden_batch.cli_common import console, errors, out
+from fluoden_batch.cli_common import (
+    AxesOption,
+    console,
+    errors,
+    out,
+)
 
 
 def estimate_noise(
@@ -18,9 +23,7 @@ def estimate_noise(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print JSON (one object per plane) to stdout only.")
     ] = False,
-    axes: Annotated[
-        str | None, typer.Option(help="Axis names for inputs without metadata, e.g. 'cyx'.")
-    ] = None,
+    axes: AxesOption = None,
     max_blocks: Annotated[
         int,
         typer.Option(

@@ -8,7 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from fluoden_batch.cli_common import console, errors, fail, interrupted, out, sigterm_as_interrupt
+from fluoden_batch.cli_common import (
+    AxesOption,
+    SchedulerOption,
+    WorkersOption,
+    console,
+    errors,
+    fail,
+    interrupted,
+    out,
+    sigterm_as_interrupt,
+)
 
 
 def segment_command(
@@ -62,16 +72,9 @@ def segment_command(
     ngff_version: Annotated[
         str, typer.Option(help="Output NGFF version: 0.5 (default) or 0.4 (Fiji).")
     ] = "0.5",
-    axes: Annotated[
-        str | None, typer.Option(help="Axis names for inputs without metadata, e.g. 'cyx'.")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Local worker processes (default: one per core).")
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Address of a running Dask scheduler to use instead of a local cluster."),
-    ] = None,
+    axes: AxesOption = None,
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = None,
     dashboard_address: Annotated[
         str, typer.Option(help="Dashboard address of the local cluster.")
     ] = "127.0.0.1:8787",

@@ -18,6 +18,7 @@ runner = CliRunner()
     [
         ([], "Denoise large fluorescence"),
         (["denoise", "--help"], "resumes"),
+        (["denoise", "--help"], "(default: 384)"),  # not swallowed as rich markup
         (["demo", "--help"], "synthetic"),
         (["ingest", "--help"], "OME-Zarr"),
         (["models", "--help"], "shipped"),
