@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from distributed import Client, as_completed
-from distributed.scheduler import KilledWorker
+from distributed import Client
 
 from fluoden_batch import __version__
 from fluoden_batch.config import DenoiseConfig
-from fluoden_batch.errors import BlockError, InputError
+from fluoden_batch.errors import InputError
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.store import (
     OutputSpec,
@@ -42,6 +39,7 @@ from fluoden_batch.restore.sampling import (
     peak_to_peak,
 )
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
+from fluoden_batch.submit import ProgressHook, block_error, run_blocks
 
 METRICS_FILE = "metrics.parquet"
 
@@ -211,9 +209,6 @@ def _open_or_create(
     return spec, False
 
 
-ProgressHook = Callable[[int, int], None]
-
-
 def execute(
     p: Plan,
     client: Client,
@@ -229,38 +224,20 @@ def execute(
     fusion.
     """
     t0 = time.perf_counter()
-    run = uuid.uuid4().hex[:8]  # fresh keys: a scheduler may still hold a failed earlier try
-    futures = client.map(
+    failed = run_blocks(
+        client,
         process_block,
         p.pending,
-        job=p.job,
-        key=[f"fluoden-{p.token}-{run}-block-{b.id}" for b in p.pending],
-        pure=False,
+        p.job,
+        prefix=f"fluoden-{p.token}",
+        total=len(p.blocks),
+        memory_limit=p.config.memory_limit,
+        on_block=on_block,
         resources=resources,
     )
-    by_key = {f.key: b for f, b in zip(futures, p.pending, strict=True)}
-    failed: dict[str, str] = {}
-    done = len(p.blocks) - len(p.pending)
-    try:
-        for future in as_completed(futures):
-            if future.status == "error":
-                failed[by_key[future.key].id] = _describe_failure(future.exception(), p.config)
-            done += 1
-            if on_block is not None:
-                on_block(done, len(p.blocks))
-    except BaseException:
-        client.cancel(futures)
-        raise
-    seconds = time.perf_counter() - t0
-    result = finish(p, seconds, failed)
+    result = finish(p, time.perf_counter() - t0, failed)
     if failed:
-        lines = "\n".join(
-            f"  block {k} of {p.job.source.describe()}: {v}" for k, v in failed.items()
-        )
-        raise BlockError(
-            f"{len(failed)} of {len(p.blocks)} blocks failed; finished blocks are kept and a "
-            f"rerun of the same command retries only these:\n{lines}"
-        )
+        raise block_error(failed, len(p.blocks), p.job.source.describe())
     return result
 
 
@@ -301,14 +278,3 @@ def finish(p: Plan, seconds: float, failed: dict[str, str]) -> RunResult:
 
 def _block_order(block_id: str) -> tuple[int, ...]:
     return tuple(int(i) for i in block_id.split("."))
-
-
-def _describe_failure(exc: BaseException, cfg: DenoiseConfig) -> str:
-    """One line on why a block failed, with a hint where the cause is a dying worker."""
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    if isinstance(exc, KilledWorker):
-        text += (
-            f" - every worker that ran it died (out of memory? --memory-limit is "
-            f"{cfg.memory_limit}; a smaller --tile or --block-min lowers the need)"
-        )
-    return text

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,16 +26,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from distributed import Client, as_completed
+from distributed import Client
 from pydantic import BaseModel, ConfigDict, Field
 
 from fluoden_batch import __version__
 from fluoden_batch.clustering import cluster_image, cluster_quality, select_backend
-from fluoden_batch.errors import BlockError
 from fluoden_batch.io import store
 from fluoden_batch.io.ngff import NGFFVersion
 from fluoden_batch.io.source import ImageSource, SourceSpec, open_image
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
+from fluoden_batch.submit import block_error, run_blocks
 
 if TYPE_CHECKING:
     from fluoden_batch.pipeline import RunResult
@@ -233,30 +232,19 @@ def execute_segment(p: SegmentPlan, client: Client, on_block: Any = None) -> Run
     """Run the pending blocks; ``on_block(done, total)`` after each. Failures do not stop
     the others: they are raised together as a :class:`BlockError` after the metrics."""
     t0 = time.perf_counter()
-    run = uuid.uuid4().hex[:8]
-    keys = [f"fluoden-segment-{p.token}-{run}-block-{b.id}" for b in p.pending]
-    futures = client.map(segment_block, p.pending, job=p.job, key=keys, pure=False)
-    by_key = {f.key: b for f, b in zip(futures, p.pending, strict=True)}
-    failed: dict[str, str] = {}
-    done = len(p.blocks) - len(p.pending)
-    try:
-        for future in as_completed(futures):
-            if future.status == "error":
-                exc = future.exception()
-                failed[by_key[future.key].id] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            done += 1
-            if on_block is not None:
-                on_block(done, len(p.blocks))
-    except BaseException:
-        client.cancel(futures)
-        raise
+    failed = run_blocks(
+        client,
+        segment_block,
+        p.pending,
+        p.job,
+        prefix=f"fluoden-segment-{p.token}",
+        total=len(p.blocks),
+        memory_limit="auto",
+        on_block=on_block,
+    )
     result = finish_segment(p, time.perf_counter() - t0, failed)
     if failed:
-        lines = "\n".join(f"  block {k}: {v}" for k, v in failed.items())
-        raise BlockError(
-            f"{len(failed)} of {len(p.blocks)} blocks failed; finished blocks are kept and a "
-            f"rerun of the same command retries only these:\n{lines}"
-        )
+        raise block_error(failed, len(p.blocks), p.job.source.describe())
     return result
 
 
