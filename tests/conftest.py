@@ -34,6 +34,15 @@ def make_tiny_weights(path: Path, depth: int = 4, width: int = 8, seed: int = 0)
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (training tests: deterministic and fair to others)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 from safetensors.torch import save_file
 from skimage import io
 
+from conftest import DATA
 from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.metrics import psnr
 from fluoden_batch.models import DnCNN, ModelMetadata, load_model, load_trainable, save_weights
@@ -22,16 +22,10 @@ from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, denoise_whole, train
 from fluoden_batch.train.data import PatchSampler, load_images, load_pairs, match_pairs
 
-DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 SIZE = 48
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _clean_image(rng: np.random.Generator) -> np.ndarray:
