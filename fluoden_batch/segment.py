@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fluoden_batch import __version__
 from fluoden_batch.clustering import cluster_image, cluster_quality, select_backend
+from fluoden_batch.clustering.masked import label_by_centres
 from fluoden_batch.io import store
 from fluoden_batch.io.ngff import NGFFVersion
 from fluoden_batch.io.source import ImageSource, SourceSpec, open_image
@@ -97,14 +98,6 @@ class SegmentPlan:
     token: str
     backend_reason: str
     notes: list[str] = field(default_factory=list)
-
-
-def assign_nearest(plane: np.ndarray, centres: tuple[float, ...] | np.ndarray) -> np.ndarray:
-    """Label of the nearest of the increasing ``centres`` for every pixel (int32); a value
-    exactly midway between two centres goes to the lower one."""
-    c = np.asarray(centres, dtype=np.float64)
-    mid = (c[:-1] + c[1:]) / 2
-    return np.searchsorted(mid, np.asarray(plane, dtype=np.float64), side="left").astype(np.int32)
 
 
 def fit_centres(source: ImageSource, blocks: list[Block], k: int, backend: str) -> list:
@@ -202,7 +195,7 @@ def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
             plane = data[lead]
             if job.centres is not None:
                 ch = block.start[c] + lead[c] if c >= 0 else 0
-                lab = assign_nearest(plane, job.centres[ch])
+                lab = label_by_centres(plane, job.centres[ch])
             else:
                 res = cluster_image(plane, **job.cluster)
                 lab, backend = res.labels, res.backend

@@ -35,7 +35,7 @@ from pydantic import (
 
 from fluoden_batch.errors import InputError
 
-__all__ = ["TrainConfig", "TrainConfigError", "load_train_config"]
+__all__ = ["PairSource", "TrainConfig", "TrainConfigError", "load_train_config"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 PATH_FIELDS = ("output", "clean_dir", "noisy_dir", "checkpoint_dir", "init_weights")
@@ -43,6 +43,28 @@ PATH_FIELDS = ("output", "clean_dir", "noisy_dir", "checkpoint_dir", "init_weigh
 
 class TrainConfigError(InputError):
     """A training configuration (file or flags) is invalid; the message names the field."""
+
+
+class PairSource(BaseModel):
+    """One more folder pair of noisy/clean images for supervised training.
+
+    Its image keys are ``"<name>/<key>"`` (``name`` defaults to the noisy folder's name),
+    so several noise levels of the same fields of view (e.g. FMD ``raw/`` and ``avg4/``
+    against one ``gt/``) stay distinct and can be named in ``val_keys``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    noisy_dir: Path
+    noisy_glob: str = "*.tif"
+    clean_dir: Path
+    clean_glob: str = "*.tif"
+    name: str | None = Field(None, min_length=1, description="key prefix (default: folder)")
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of this source's images."""
+        return self.name or self.noisy_dir.name
 
 
 class TrainConfig(BaseModel):
@@ -72,6 +94,10 @@ class TrainConfig(BaseModel):
     clean_glob: str = "*.tif"
     noisy_dir: Path | None = None
     noisy_glob: str = "*.tif"
+    extra_pairs: list[PairSource] = Field(
+        default_factory=list,
+        description="supervised mode: more noisy/clean folder pairs (keys '<name>/<key>')",
+    )
     val_keys: list[str] = Field(
         default_factory=list,
         description="image keys (wildcard parts of the globs) held out for validation",
@@ -157,6 +183,11 @@ class TrainConfig(BaseModel):
                 )
         elif self.val_in_training:
             raise ValueError("val_in_training is for mode 'self_supervised' only")
+        if self.extra_pairs and self.mode != "supervised":
+            raise ValueError("extra_pairs is for mode 'supervised' only")
+        prefixes = [src.prefix for src in self.extra_pairs]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(f"extra_pairs need distinct names, got {prefixes}")
         if self.uses_synthetic and (self.a_range is None or self.b_range is None):
             raise ValueError("synthetic noise needs a_range and b_range")
         if self.a_range is not None and self.a_range[0] <= 0:
@@ -206,7 +237,7 @@ def load_train_config(path: Path | None, **overrides: Any) -> TrainConfig:
     """Build a :class:`TrainConfig` from a TOML/YAML file and overrides (``None`` = unset).
 
     Relative paths in the file (``output``, ``clean_dir``, ``noisy_dir``,
-    ``checkpoint_dir``, ``init_weights``) are taken relative to the file's folder, so a
+    ``checkpoint_dir``, ``init_weights`` and the folders of ``extra_pairs``) are taken relative to the file's folder, so a
     config works from any working directory; paths given as overrides are used as given
     (relative to the working directory).
 
@@ -223,6 +254,11 @@ def load_train_config(path: Path | None, **overrides: Any) -> TrainConfig:
             if isinstance(values.get(key), str):
                 p = Path(values[key]).expanduser()
                 values[key] = p if p.is_absolute() else (base / p).resolve()
+        for source in values.get("extra_pairs") or []:
+            for key in ("noisy_dir", "clean_dir"):
+                if isinstance(source, dict) and isinstance(source.get(key), str):
+                    p = Path(source[key]).expanduser()
+                    source[key] = p if p.is_absolute() else (base / p).resolve()
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return TrainConfig.model_validate(values)

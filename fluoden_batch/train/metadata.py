@@ -73,6 +73,10 @@ def training_metadata(
         "mode": config.mode,
         "clean": None if self_sup else clean,
         "noisy": f"{config.noisy_dir}/{config.noisy_glob}" if config.noisy_dir else None,
+        "extra_pairs": [
+            f"{src.prefix}: {src.noisy_dir}/{src.noisy_glob} -> {src.clean_dir}/{src.clean_glob}"
+            for src in config.extra_pairs
+        ],
         "train_images": n_train,
         "val_keys": config.val_keys,
         "steps": step,

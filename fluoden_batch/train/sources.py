@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fluoden_batch.train.blindspot import BlindSpotSampler, load_noisy
 from fluoden_batch.train.config import TrainConfig
 from fluoden_batch.train.data import (
@@ -50,6 +52,13 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
         images = load_pairs(
             config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob
         )
+        for source in config.extra_pairs:
+            images += [
+                replace(im, key=f"{source.prefix}/{im.key}")
+                for im in load_pairs(
+                    source.noisy_dir, source.noisy_glob, source.clean_dir, source.clean_glob
+                )
+            ]
     else:
         assert config.clean_dir is not None
         images = load_images(config.clean_dir, config.clean_glob)

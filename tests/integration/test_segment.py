@@ -15,12 +15,8 @@ from conftest import write_image
 from fluoden_batch.cli_segment import segment_command
 from fluoden_batch.io.ngff import ImageMeta, read_meta
 from fluoden_batch.io.store import MARKER_DIR, read_provenance
-from fluoden_batch.segment import (
-    SegmentConfig,
-    assign_nearest,
-    execute_segment,
-    plan_segment,
-)
+from fluoden_batch.clustering.masked import label_by_centres
+from fluoden_batch.segment import SegmentConfig, execute_segment, plan_segment
 
 pytestmark = pytest.mark.distributed
 
@@ -60,7 +56,7 @@ def test_tiled_kmeans_equals_whole_image_assignment(client, tmp_path, seed):
     assert len(centres) == 2 and all(len(c) == 3 and c == sorted(c) for c in centres)
     labels = _labels(tmp_path / "out.zarr")[0][:]
     for ch in range(2):
-        whole = assign_nearest(data[ch], centres[ch])
+        whole = label_by_centres(data[ch], centres[ch])
         brute = np.argmin(np.abs(data[ch][..., None] - np.array(centres[ch])), axis=-1)
         np.testing.assert_array_equal(labels[ch], whole)
         np.testing.assert_array_equal(labels[ch], brute)

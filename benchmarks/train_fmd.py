@@ -1,0 +1,198 @@
+"""Train the shipped default model on FMD and W2S pairs, with leave-types-out folds.
+
+The six ``fmd_dev`` sample types are split into two groups, one type of each microscope
+in each group:
+
+- group A: Confocal_MICE, TwoPhoton_BPAE_G, WideField_BPAE_B
+- group B: Confocal_BPAE_B, TwoPhoton_BPAE_R, WideField_BPAE_G
+
+``--fold A`` trains on group A and is scored (``eval_fmd.py --types``) on group B only;
+``--fold B`` the other way round; ``--fold all`` trains on all six types: that is the
+shipped model, and its honest quality estimate on unseen sample types is the pair of
+out-of-fold scores (the hidden half of FMD's twelve types is never in ``fmd_dev``).
+
+Training data of one run (supervised, DnCNN, percentile normalisation per image):
+
+- FMD pairs of the fold's types: every noise level (raw, avg2, avg4, avg8, avg16) of the
+  four captures -> ``gt`` (so the model also sees nearly clean inputs and learns to leave
+  them alone), except ``raw/<Type>_4`` of each type, held out for validation;
+- W2S widefield pairs, channel 0 of FOV 001-040: ``avg1`` -> ``avg400``;
+- a share ``--synthetic`` of the patches gets simulated Poisson-Gaussian noise on the
+  clean image instead (a log-uniform in (0.05, 8), b uniform in (0, 50), grey levels).
+
+Usage (the commands that produced the shipped weights are in results/train_fmd_*.md)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/train_fmd.py --fold A \\
+        runs/dncnn-fmd-A.safetensors --steps 4000 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from fluoden_batch.train import TrainConfig, train
+from fluoden_batch.train.config import PairSource
+
+DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+LEVELS = ["raw", "avg2", "avg4", "avg8", "avg16"]
+GROUPS = {
+    "A": ["Confocal_MICE", "TwoPhoton_BPAE_G", "WideField_BPAE_B"],
+    "B": ["Confocal_BPAE_B", "TwoPhoton_BPAE_R", "WideField_BPAE_G"],
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def fold_types(fold: str) -> list[str]:
+    """The FMD sample types a fold trains on."""
+    return GROUPS["A"] + GROUPS["B"] if fold == "all" else GROUPS[fold]
+
+
+def held_out_types(fold: str) -> list[str]:
+    """The FMD sample types a fold never sees (empty for ``all``)."""
+    return [] if fold == "all" else GROUPS["B" if fold == "A" else "A"]
+
+
+def make_config(
+    fold: str,
+    output: Path,
+    steps: int,
+    checkpoint_dir: Path | None,
+    *,
+    depth: int,
+    width: int,
+    synthetic: float,
+) -> TrainConfig:
+    """The training configuration of one fold."""
+    fmd, w2s = DATA / "fmd_dev", DATA / "w2s_train"
+    types = fold_types(fold)
+    extra = [
+        PairSource(
+            name=f"{level}-{kind}",
+            noisy_dir=fmd / level,
+            noisy_glob=f"{kind}_*.png",
+            clean_dir=fmd / "gt",
+            clean_glob=f"{kind}_*.png",
+        )
+        for level in LEVELS
+        for kind in types
+    ]
+    return TrainConfig(
+        name="dncnn-fmd" if fold == "all" else f"dncnn-fmd-fold{fold}",
+        description=(
+            f"DnCNN {depth}x{width} trained on FMD pairs (all noise levels -> 50-frame mean) "
+            f"of {', '.join(types)} and W2S widefield pairs, {synthetic:.0%} synthetic "
+            "Poisson-Gaussian patches. Whole-image protocol, percentile normalisation per "
+            "plane."
+        ),
+        output=output,
+        depth=depth,
+        width=width,
+        mode="supervised",
+        noisy_dir=w2s / "avg1",
+        noisy_glob="input_avg1_*_0.tif",
+        clean_dir=w2s / "avg400",
+        clean_glob="target_avg400_*_0.tif",
+        extra_pairs=extra,
+        val_keys=[f"raw-{kind}/4" for kind in types],
+        synthetic_fraction=synthetic,
+        a_range=(0.05, 8.0),
+        b_range=(0.0, 50.0),
+        steps=steps,
+        batch_size=16,
+        patch_size=64,
+        lr=1e-3,
+        lr_schedule="cosine",
+        lr_min_ratio=0.02,
+        seed=0,
+        device="auto",
+        channels_last=True,
+        val_every=250,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=250,
+    )
+
+
+def write_report(fold: str, config: TrainConfig, result, command: str, wall: float) -> Path:
+    """Write results/train_fmd_<fold>.md and return its path."""
+    t = result.metadata.training if result.metadata else {}
+    rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in result.val_psnr)
+    held = held_out_types(fold)
+    path = RESULTS / f"train_fmd_{fold}.md"
+    path.write_text(
+        f"""# Training `{config.name}` (fold {fold})
+
+Command (repository root):
+
+```
+{command}
+```
+
+- Output: `{config.output}` ({result.digest})
+- Architecture: DnCNN depth {config.depth}, width {config.width}, batch norm (folded at load)
+- FMD types trained on: {", ".join(fold_types(fold))}; held out: {", ".join(held) or "none"}
+- Data: {t.get("train_images")} training images (FMD levels raw..avg16 -> gt of those types,
+  W2S channel-0 pairs avg1 -> avg400); {config.synthetic_fraction:.0%} of the patches get
+  synthetic Poisson-Gaussian noise on the clean image instead (a {config.a_range}
+  log-uniform, b {config.b_range} uniform, grey levels, clipped to 0..255)
+- Validation (held out, real raw frame): {", ".join(config.val_keys)}
+- Steps {result.step}, batch {config.batch_size} x {config.patch_size}x{config.patch_size},
+  Adam lr {config.lr} with cosine decay to {config.lr * config.lr_min_ratio:g}, seed {config.seed}
+- Device {t.get("device")}, torch threads {torch.get_num_threads()}
+- Time in the training loop: {result.seconds / 60:.1f} min (whole script {wall / 60:.1f} min)
+- Final training loss (mean of last 50 steps): {t.get("final_loss", float("nan")):.5f}
+- Validation PSNR (whole 512x512 images, 0..255): noisy input
+  {t.get("val_noisy_psnr_db", 0):.2f} dB, denoised {t.get("final_val_psnr_db", 0):.2f} dB
+
+| step | val PSNR (dB) |
+|---:|---:|
+{rows}
+"""
+    )
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("output", type=Path, help="weights file (.safetensors)")
+    parser.add_argument("--fold", choices=["A", "B", "all"], required=True)
+    parser.add_argument("--steps", type=int, required=True, help="optimisation steps")
+    parser.add_argument("--depth", type=int, default=10)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--synthetic", type=float, default=0.3, help="synthetic patch share")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="resume from here")
+    parser.add_argument("--no-progress", action="store_true", help="log lines only")
+    args = parser.parse_args()
+    if not (DATA / "fmd_dev" / "gt").is_dir():
+        raise SystemExit(f"FMD data not found under {DATA} (set FLUODEN_DATA)")
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    config = make_config(
+        args.fold,
+        args.output,
+        args.steps,
+        args.checkpoint_dir,
+        depth=args.depth,
+        width=args.width,
+        synthetic=args.synthetic,
+    )
+    result = train(config, progress=not args.no_progress)
+    command = (
+        f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/train_fmd.py "
+        f"{args.output} --fold {args.fold} --steps {args.steps} --depth {args.depth} "
+        f"--width {args.width} --synthetic {args.synthetic} --threads {args.threads}"
+    )
+    path = write_report(args.fold, config, result, command, time.perf_counter() - started)
+    logging.info("done: %s", path)
+
+
+if __name__ == "__main__":
+    main()
