@@ -237,9 +237,9 @@ def load_train_config(path: Path | None, **overrides: Any) -> TrainConfig:
     """Build a :class:`TrainConfig` from a TOML/YAML file and overrides (``None`` = unset).
 
     Relative paths in the file (``output``, ``clean_dir``, ``noisy_dir``,
-    ``checkpoint_dir``, ``init_weights`` and the folders of ``extra_pairs``) are taken relative to the file's folder, so a
-    config works from any working directory; paths given as overrides are used as given
-    (relative to the working directory).
+    ``checkpoint_dir``, ``init_weights`` and the folders of ``extra_pairs``) are taken
+    relative to the file's folder, so a config works from any working directory; paths
+    given as overrides are used as given (relative to the working directory).
 
     Raises
     ------

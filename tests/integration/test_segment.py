@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from conftest import write_image
 from fluoden_batch.cli_segment import segment_command
+from fluoden_batch.clustering.masked import label_by_centres
 from fluoden_batch.io.ngff import ImageMeta, read_meta
 from fluoden_batch.io.store import MARKER_DIR, read_provenance
-from fluoden_batch.clustering.masked import label_by_centres
 from fluoden_batch.segment import SegmentConfig, execute_segment, plan_segment
 
 pytestmark = pytest.mark.distributed
