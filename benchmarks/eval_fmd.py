@@ -48,8 +48,9 @@ def nlm(image: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255)
 
 
-def evaluate(weights: str, fmd: Path) -> tuple[dict, str, float]:
-    """Score noisy input, model and (raw only) NLM for every image.
+def evaluate(weights: str, fmd: Path, types: list[str] | None = None) -> tuple[dict, str, float]:
+    """Score noisy input, model and (raw only) NLM for every image (of ``types`` only,
+    when given: the held-out types of a leave-types-out fold).
 
     Returns
     -------
@@ -66,6 +67,8 @@ def evaluate(weights: str, fmd: Path) -> tuple[dict, str, float]:
     for level in LEVELS:
         for path in sorted((fmd / level).glob("*.png")):
             kind = path.stem.rsplit("_", 1)[0]
+            if types is not None and kind not in types:
+                continue
             noisy = io.imread(path).astype(np.float64)
             gt = io.imread(fmd / "gt" / path.name).astype(np.float64)
             t0 = time.perf_counter()
@@ -146,18 +149,23 @@ def main() -> None:
     parser.add_argument("weights", help="shipped model name or .safetensors path")
     parser.add_argument("--data", type=Path, default=DATA / "fmd_dev", help="fmd_dev folder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--types", default=None, help="comma list of sample types to score")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    types = args.types.split(",") if args.types else None
     if not (args.data / "gt").is_dir():
         raise SystemExit(f"FMD data not found at {args.data} (set FLUODEN_DATA or --data)")
-    scores, name, seconds = evaluate(args.weights, args.data)
+    scores, name, seconds = evaluate(args.weights, args.data, types)
     command = (
         f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/eval_fmd.py "
         f"{args.weights} --threads {args.threads}"
+        + (f" --types {args.types}" if args.types else "")
+        + (f" --tag {args.tag}" if args.tag else "")
     )
     text = report(scores, name, args.weights, seconds, command)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"eval_fmd_{name}.md"
+    out = RESULTS / f"eval_fmd_{name}{args.tag}.md"
     out.write_text(text)
     print(text)
     print(f"wrote {out}")

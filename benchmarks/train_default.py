@@ -37,20 +37,31 @@ VAL_KEYS = ["010_0", "020_1", "030_2", "040_0"]
 RESULTS = Path(__file__).resolve().parent / "results" / "train_default.md"
 
 
-def make_config(output: Path, steps: int, checkpoint_dir: Path | None) -> TrainConfig:
-    """The placeholder's training configuration."""
+def make_config(
+    output: Path, steps: int, checkpoint_dir: Path | None, masked: bool = False
+) -> TrainConfig:
+    """The placeholder's training configuration (``masked``: its masked-protocol twin,
+    ``dncnn-small-masked``, same data, architecture and budget; K in 2..4, sigma 1)."""
     w2s = DATA / "w2s_train"
+    protocol = (
+        "Masked protocol (K-means intensity clusters, K 2..4, labels smoothed with sigma 1 "
+        "px; each part denoised with the rest set to its cluster centre)"
+        if masked
+        else "Whole-image protocol"
+    )
+    extra = {"clusters": [2, 3, 4], "mask_sigma": 1.0} if masked else {}
     return TrainConfig(
-        name="dncnn-small",
+        name="dncnn-small-masked" if masked else "dncnn-small",
         description=(
             "Placeholder DnCNN (depth 10, width 32) trained briefly on one CPU thread on W2S "
             "widefield pairs (avg1 -> avg400) plus synthetic Poisson-Gaussian noise on the "
-            "avg400 images. Whole-image protocol, percentile normalisation per plane."
+            f"avg400 images. {protocol}, percentile normalisation per plane."
         ),
         output=output,
         depth=10,
         width=32,
-        mode="supervised",
+        mode="masked" if masked else "supervised",
+        **extra,
         noisy_dir=w2s / "avg1",
         noisy_glob="input_avg1_*.tif",
         clean_dir=w2s / "avg400",
@@ -85,13 +96,23 @@ def calibrate_steps(minutes: float, output: Path) -> int:
     return max(1, int(minutes * 60 / per_step / 1.07))  # ~7% for validation and checkpoints
 
 
-def write_report(config: TrainConfig, result, command: str, wall: float) -> None:
-    """Write results/train_default.md."""
+def write_report(config: TrainConfig, result, command: str, wall: float) -> Path:
+    """Write results/train_default.md (``train_default_masked.md`` for the masked twin)."""
     t = result.metadata.training if result.metadata else {}
     rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in result.val_psnr)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        f"""# Training the placeholder `dncnn-small`
+    masked = config.mode == "masked"
+    path = RESULTS.with_name("train_default_masked.md") if masked else RESULTS
+    protocol = (
+        f"\n- Masked mode: K drawn per patch from {config.clusters}, labels smoothed with "
+        f"sigma {config.mask_sigma} px; validation runs the masked protocol with "
+        f"K={config.val_clusters}"
+        if masked
+        else ""
+    )
+    lr_min = config.lr * config.lr_min_ratio
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"""# Training the placeholder `{config.name}`
 
 Command (repository root, one CPU thread):
 
@@ -106,20 +127,21 @@ Command (repository root, one CPU thread):
   log-uniform, b {config.b_range} uniform, grey levels, clipped to 0..255)
 - Validation (held out, real avg1 input): W2S {", ".join(config.val_keys)}
 - Steps {result.step}, batch {config.batch_size} x {config.patch_size}x{config.patch_size},
-  Adam lr {config.lr} with cosine decay to {config.lr * config.lr_min_ratio:g}, seed {config.seed}
+  Adam lr {config.lr} with cosine decay to {lr_min:g}, seed {config.seed}{protocol}
 - Device {t.get("device")}, torch threads {torch.get_num_threads()}
 - Time in the training loop: {result.seconds / 60:.1f} min (whole script {wall / 60:.1f} min)
 - Final training loss (mean of last 50 steps): {t.get("final_loss", float("nan")):.5f}
 - Validation PSNR (4 W2S pairs, 0..255): noisy input {t.get("val_noisy_psnr_db", 0):.2f} dB,
   denoised {t.get("final_val_psnr_db", 0):.2f} dB
 
-FMD (`fmd_dev`) was not used for training or validation; see `eval_fmd_dncnn-small.md`.
+FMD (`fmd_dev`) was not used for training or validation; see `eval_fmd_{config.name}.md`.
 
 | step | val PSNR (dB) |
 |---:|---:|
 {rows}
 """
     )
+    return path
 
 
 def main() -> None:
@@ -131,6 +153,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="resume from here")
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
+    parser.add_argument(
+        "--masked", action="store_true", help="train the masked twin dncnn-small-masked"
+    )
     args = parser.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -138,14 +163,15 @@ def main() -> None:
     started = time.perf_counter()
     steps = args.steps if args.steps else calibrate_steps(args.minutes, args.output)
     logging.info("training for %d steps", steps)
-    config = make_config(args.output, steps, args.checkpoint_dir)
+    config = make_config(args.output, steps, args.checkpoint_dir, args.masked)
     result = train(config, progress=not args.no_progress)
     command = (
         f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/train_default.py "
         f"{args.output} --steps {steps} --threads {args.threads}"
+        + (" --masked" if args.masked else "")
     )
-    write_report(config, result, command, time.perf_counter() - started)
-    logging.info("done: %s", RESULTS)
+    path = write_report(config, result, command, time.perf_counter() - started)
+    logging.info("done: %s", path)
 
 
 if __name__ == "__main__":

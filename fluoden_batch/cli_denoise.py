@@ -104,16 +104,55 @@ def denoise(
         Path, typer.Argument(help="Output OME-Zarr image (created; or resumed if it exists).")
     ],
     model: Annotated[
-        str | None, typer.Option(help="Shipped model name or path to a .safetensors file.")
+        str | None,
+        typer.Option(
+            help="Shipped model name or path to a .safetensors file (default: dncnn-small; "
+            "with --protocol masked: dncnn-small-masked where it is installed)."
+        ),
     ] = None,
     protocol: Annotated[
         str | None,
         typer.Option(
-            help="whole (default): the model sees normalised raw intensities; vst: "
-            "generalized Anscombe transform with one (a, b) per channel estimated from the "
-            "data, the model, then the exact unbiased inverse."
+            help="whole|vst|masked (default: whole). whole: the model sees normalised raw "
+            "intensities; vst: generalized Anscombe transform with one (a, b) per channel "
+            "estimated from the data, the model, then the exact unbiased inverse; masked: "
+            "pixels are labelled by the nearest of K intensity centres (fitted once per "
+            "channel) on the smoothed plane, each cluster is denoised with everything else "
+            "set to its centre, and each pixel comes from its own cluster's pass (K passes "
+            "per plane)."
         ),
     ] = None,
+    clusters: Annotated[
+        int | None,
+        typer.Option(
+            help="Number of intensity clusters K, 1 to 16, for --protocol masked and "
+            "--save-labels; K = 1 is the whole protocol (default: 3)."
+        ),
+    ] = None,
+    mask_sigma: Annotated[
+        float | None,
+        typer.Option(
+            help="Gaussian smoothing (sigma, pixels, >= 0) of the plane before labelling, so "
+            "masks do not break into speckle where noise straddles two centres; 0 = none; "
+            "each block reads about 4 sigma more halo (default: 1.0)."
+        ),
+    ] = None,
+    cluster_backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the K-means centres are fitted: auto (cuML when it imports and a GPU "
+            "is present, else scikit-learn), gpu (cuML or an error) or cpu (scikit-learn); "
+            "the centres are stored, so the output does not depend on it (default: auto)."
+        ),
+    ] = None,
+    save_labels: Annotated[
+        bool,
+        typer.Option(
+            "--save-labels",
+            help="Also write the cluster labels (0 = darkest) as the NGFF label image "
+            "OUTPUT/labels/clusters, with cluster sizes and scores per block in the metrics.",
+        ),
+    ] = False,
     reference: Annotated[
         Path | None,
         typer.Option(help="Clean array of the same shape: adds PSNR/SSIM to the metrics."),
@@ -212,6 +251,10 @@ def denoise(
                 output=output,
                 model=model,
                 protocol=protocol,
+                clusters=clusters,
+                mask_sigma=mask_sigma,
+                cluster_backend=cluster_backend,
+                save_labels=save_labels or None,
                 reference=reference,
                 data_range=data_range,
                 dtype=dtype,

@@ -16,23 +16,39 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fluoden_batch.errors import FluodenError
 
 DEFAULT_MODEL = "dncnn-small"
+DEFAULT_MASKED_MODEL = "dncnn-small-masked"  # the default of --protocol masked when shipped
+MAX_CLUSTERS = 16
 
 
 class DenoiseConfig(BaseModel):
     """Parameters of ``fluoden denoise``.
 
-    Only the fields in :meth:`output_parameters` decide the output's pixels; a rerun with
-    the same values resumes, a rerun with others is refused unless ``overwrite``.
+    Only the fields in :meth:`output_parameters` decide the output; a rerun with the same
+    values resumes, a rerun with others is refused unless ``overwrite``. ``model = None``
+    means the protocol's default (:data:`DEFAULT_MODEL`, or :data:`DEFAULT_MASKED_MODEL`
+    for ``masked`` where it is shipped), resolved at planning.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     input: Path
     output: Path
-    model: str = DEFAULT_MODEL
-    protocol: Literal["whole", "vst"] = Field(
-        "whole", description="per-plane protocol: whole (raw intensities) or vst (GAT)"
+    model: str | None = Field(None, description="shipped model name or .safetensors path")
+    protocol: Literal["whole", "vst", "masked"] = Field(
+        "whole",
+        description="per-plane protocol: whole (raw intensities), vst (GAT) or masked "
+        "(one pass per intensity cluster, merged by the cluster labels)",
     )
+    clusters: int = Field(
+        3, ge=1, le=MAX_CLUSTERS, description="K, intensity clusters per channel (masked, labels)"
+    )
+    mask_sigma: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="label smoothing (Gaussian sigma), pixels"
+    )
+    cluster_backend: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", description="where the K-means centres are fitted; does not change the output"
+    )
+    save_labels: bool = Field(False, description="write the cluster labels to OUT/labels")
     dtype: Literal["same", "uint8", "uint16", "float32", "float64"] = "same"
     chunks: tuple[int, int] | None = Field(None, description="output chunk size in Y/X")
     block_min: int = Field(2048, ge=16, description="minimum block size in Y/X, pixels")
@@ -66,9 +82,20 @@ class DenoiseConfig(BaseModel):
         """What :func:`fluoden_batch.compute.dask_client` takes as ``tls``."""
         return self.tls_dir or (True if self.tls else None)
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the run computes cluster labels (``masked`` or ``save_labels``)."""
+        return self.protocol == "masked" or self.save_labels
+
     def output_parameters(self) -> dict[str, Any]:
-        """The parameters that determine the output, as JSON-compatible values."""
-        keys = (
+        """The parameters that determine the output, as JSON-compatible values.
+
+        ``clusters`` and ``mask_sigma`` are included only when the run computes labels
+        (they change nothing otherwise, so a ``whole`` run resumes whatever they are);
+        ``save_labels`` always (it decides whether OUT holds labels for every block).
+        ``cluster_backend`` is left out: the centres it fits are stored and reused.
+        """
+        keys = [
             "precision",
             "model",
             "protocol",
@@ -80,7 +107,10 @@ class DenoiseConfig(BaseModel):
             "axes",
             "reference",
             "data_range",
-        )
+            "save_labels",
+        ]
+        if self.labelled:
+            keys += ["clusters", "mask_sigma"]
         data = self.model_dump(mode="json", include=set(keys))
         data["input"] = str(self.input.expanduser().resolve())
         return data

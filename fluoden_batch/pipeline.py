@@ -20,28 +20,25 @@ from distributed import Client
 from fluoden_batch import __version__
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import InputError
+from fluoden_batch.io.labels import create_label_image
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.store import (
     OutputSpec,
     check_output_path,
     create_output,
-    read_provenance,
     resume_or_clear,
     update_provenance,
 )
 from fluoden_batch.models.weights import file_digest, read_metadata, resolve_weights
+from fluoden_batch.planning import choose_model, cluster_centres, vst_noise
 from fluoden_batch.report import summarise
 from fluoden_batch.restore.block import JobSpec, process_block
-from fluoden_batch.restore.sampling import (
-    channel_noise,
-    channel_ranges,
-    gat_parameters,
-    peak_to_peak,
-)
+from fluoden_batch.restore.sampling import channel_ranges, peak_to_peak
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
 from fluoden_batch.submit import ProgressHook, block_error, run_blocks
 
 METRICS_FILE = "metrics.parquet"
+LABELS = "clusters"  # --save-labels writes OUT/labels/clusters
 
 
 @dataclass
@@ -88,9 +85,11 @@ def plan(cfg: DenoiseConfig) -> Plan:
 
     Raises
     ------
-    InputError, OutputError, ModelError
+    InputError, OutputError, ModelError, ClusterBackendError
         Before anything is scheduled, naming the file/array/value at fault.
     """
+    model, notes = choose_model(cfg)
+    cfg = cfg.model_copy(update={"model": model})
     source = open_image(cfg.input, cfg.axes)
     inputs = [cfg.input] + ([cfg.reference] if cfg.reference else [])
     out = check_output_path(cfg.output, inputs)
@@ -101,26 +100,20 @@ def plan(cfg: DenoiseConfig) -> Plan:
             raise InputError(
                 f"reference {cfg.reference} has shape {reference.shape}, input {source.shape}"
             )
-    weights = resolve_weights(cfg.model)
+    weights = resolve_weights(model)
     metadata = read_metadata(weights)
     digest = file_digest(weights)
 
     chunks = _output_chunks(cfg, source)
     blocks = plan_blocks(source.shape, block_shape(source.shape, chunks, cfg.block_min))
     norm = metadata.normalisation
-    notes = []
     if metadata.protocol != cfg.protocol:
         notes.append(
             f"warning: model {metadata.name} was trained for the {metadata.protocol!r} "
             f"protocol; running {cfg.protocol!r} feeds it data it was not trained on"
         )
-    noise = None
-    if cfg.protocol == "vst":
-        noise = _stored_noise(cfg, out, digest) or _estimate_noise(source)
-        notes.append(
-            "vst noise parameters (a, b) per channel: "
-            + ", ".join(f"({a:.4g}, {b:.4g})" for a, b in noise)
-        )
+    noise = vst_noise(cfg, out, digest, source, notes) if cfg.protocol == "vst" else None
+    centres = cluster_centres(cfg, out, digest, source, blocks, notes) if cfg.labelled else None
     ranges = channel_ranges(
         source.array, source.meta.axes, blocks, norm.low, norm.high, noise=noise
     )
@@ -134,7 +127,15 @@ def plan(cfg: DenoiseConfig) -> Plan:
     }
     if noise is not None:
         params["channel_noise"] = [list(n) for n in noise]
+    if centres is not None:
+        params["channel_centres"] = [list(c) for c in centres]
     spec, resumed = _open_or_create(cfg, out, source, chunks, params, metadata.name, digest)
+    labels = None
+    if cfg.save_labels:
+        labels = OutputSpec(str(out), f"labels/{LABELS}/0")
+        if not resumed:
+            version, k = cfg.ngff_version, cfg.clusters
+            create_label_image(out, LABELS, source.meta, source.shape, chunks, version, k)
     stray = spec.clean_temporaries()
     done = set(spec.done_rows())
     job = JobSpec(
@@ -152,34 +153,13 @@ def plan(cfg: DenoiseConfig) -> Plan:
         data_range=data_range,
         protocol=cfg.protocol,
         channel_noise=noise,
+        channel_centres=centres,
+        mask_sigma=cfg.mask_sigma,
+        labels=labels,
     )
     pending = [b for b in blocks if b.id not in done]
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
     return Plan(cfg, source, job, blocks, pending, resumed, token, stray, notes)
-
-
-def _estimate_noise(source: ImageSource) -> tuple[tuple[float, float], ...]:
-    """GAT parameters per channel, from one pooled estimate each (see ``channel_noise``)."""
-    estimates = channel_noise(source.array, source.meta.axes, name=source.spec.describe())
-    return tuple(gat_parameters(e) for e in estimates)
-
-
-def _stored_noise(
-    cfg: DenoiseConfig, out: Path, digest: str
-) -> tuple[tuple[float, float], ...] | None:
-    """The vst (a, b) stored in an existing OUT planned with the same parameters.
-
-    A resume then uses exactly the values of the first run (a fresh estimate could differ
-    in the last bits on another machine). None when there is no such OUT, or when
-    ``overwrite`` asks for a fresh run.
-    """
-    if cfg.overwrite or not out.exists():
-        return None
-    old = (read_provenance(out) or {}).get("parameters") or {}
-    same = {**cfg.output_parameters(), "model_digest": digest}
-    if any(old.get(k) != v for k, v in same.items()) or "channel_noise" not in old:
-        return None
-    return tuple((float(a), float(b)) for a, b in old["channel_noise"])
 
 
 def _open_or_create(

@@ -36,14 +36,16 @@ def summarise(
     """Summary of a run from its per-block metrics.
 
     PSNR is computed from the summed squared errors over all blocks (the PSNR of the
-    whole dataset, not a mean of per-block PSNRs); SSIM and noise estimates (``sigma``,
-    and the Poisson-Gaussian ``a``, ``b``) are means weighted by block pixels over the
-    blocks that have a value.
+    whole dataset, not a mean of per-block PSNRs); SSIM, noise estimates (``sigma``,
+    and the Poisson-Gaussian ``a``, ``b``) and cluster scores (silhouette,
+    Davies-Bouldin; with labels only) are means weighted by block pixels over the blocks
+    that have a value.
 
     Returns
     -------
     dict
-        JSON-compatible: blocks, pixels, seconds, Mpx/s, noise before/after, PSNR/SSIM.
+        JSON-compatible: blocks, pixels, seconds, Mpx/s, noise before/after, PSNR/SSIM,
+        cluster scores.
     """
     summary: dict[str, Any] = {"blocks_total": blocks_total, "blocks_done": len(metrics)}
     if metrics.empty:
@@ -60,6 +62,9 @@ def summarise(
         saturated_fraction=_weighted(metrics, "saturated_fraction"),
         missing_chunks=int(metrics["missing_chunks"].sum()),
     )
+    for column in ("cluster_silhouette", "cluster_davies_bouldin"):
+        if column in metrics:
+            summary[column] = _weighted(metrics, column)
     if data_range is not None:
         summary.update(
             data_range=data_range,
@@ -87,6 +92,8 @@ SUMMARY_LABELS = {
     "ssim_in": ("SSIM before", "{:.4f}"),
     "ssim_out": ("SSIM after", "{:.4f}"),
     "data_range": ("PSNR/SSIM data range", "{:.6g}"),
+    "cluster_silhouette": ("mean cluster silhouette", "{:.3f}"),
+    "cluster_davies_bouldin": ("mean cluster Davies-Bouldin", "{:.3f}"),
 }
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,9 +28,11 @@ from distributed import Client
 from pydantic import BaseModel, ConfigDict, Field
 
 from fluoden_batch import __version__
-from fluoden_batch.clustering import cluster_image, cluster_quality, select_backend
+from fluoden_batch.clustering import cluster_image, select_backend
 from fluoden_batch.clustering.masked import label_by_centres
+from fluoden_batch.clustering.rows import block_quality
 from fluoden_batch.io import store
+from fluoden_batch.io.labels import set_image_label
 from fluoden_batch.io.ngff import NGFFVersion
 from fluoden_batch.io.source import ImageSource, SourceSpec, open_image
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     from fluoden_batch.pipeline import RunResult
 
 METRICS_FILE = "metrics.parquet"
-SAMPLE_BLOCKS = 8  # blocks per channel pooled to fit the K-means centres
-PALETTE = bytes.fromhex("e6194b3cb44bffe1194363d8f58231911eb446f0f0f032e6bcf60cfabebe")  # RGB
 
 
 class SegmentConfig(BaseModel):
@@ -100,39 +98,6 @@ class SegmentPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def fit_centres(source: ImageSource, blocks: list[Block], k: int, backend: str) -> list:
-    """K-means centres per channel (increasing) from the pooled intensities of up to
-    ``SAMPLE_BLOCKS`` blocks spread evenly over the plan (deterministic)."""
-    from fluoden_batch.restore.sampling import _sample, _spread  # client side only (torch)
-
-    c, centres = source.meta.axes.find("c"), []
-    for ch in range(source.shape[c] if c >= 0 else 1):
-        sel = tuple(slice(ch, ch + 1) if i == c else None for i in range(len(source.shape)))
-        pool = [b for b in blocks if c < 0 or b.start[c] <= ch < b.stop[c]]
-        values = _sample(source.array, _spread(pool, SAMPLE_BLOCKS), sel)
-        result = cluster_image(values.reshape(1, -1), "kmeans", k=k, backend=backend, seed=0)
-        centres.append([float(m) for m in result.means])
-    return centres
-
-
-def set_image_label(out: Path, version: NGFFVersion, n_labels: int, image: Path) -> None:
-    """Write NGFF ``image-label`` metadata: a colour per label 0..n_labels-1 (noise, -1,
-    transparent) and the source image relative to OUT; in 0.5 it sits in ``attrs["ome"]``
-    (whose ``version`` applies), in 0.4 at the top level with its own ``version``."""
-    import zarr
-
-    colors = [{"label-value": -1, "rgba": [0, 0, 0, 0]}] + [
-        {"label-value": i, "rgba": [*PALETTE[i % 10 * 3 :][:3], 255]} for i in range(n_labels)
-    ]
-    source = {"image": os.path.relpath(image.expanduser().resolve(), out)}
-    group = zarr.open_group(str(out), mode="r+")
-    if version == "0.4":
-        group.attrs["image-label"] = {"version": "0.4", "colors": colors, "source": source}
-    else:
-        label = {"colors": colors, "source": source}
-        group.attrs["ome"] = {**dict(group.attrs["ome"]), "image-label": label}
-
-
 def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     """Validate, pick the backend, fit K-means centres, create or reopen OUT, list blocks."""
     source = open_image(cfg.input, cfg.axes)
@@ -146,7 +111,7 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     if cfg.method == "kmeans":
         same = old is not None and not cfg.overwrite and "centres" in old
         same = same and all(old.get(k) == v for k, v in params.items())
-        centres = old["centres"] if same else fit_centres(source, blocks, cfg.k, resolved)
+        centres = old["centres"] if same else _fit_centres(source, blocks, cfg.k, resolved)
         params["centres"] = centres
     spec, resumed = _open_or_create(cfg, out, source, params)
     spec.clean_temporaries()
@@ -161,6 +126,14 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     pending = [b for b in blocks if b.id not in done]
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
     return SegmentPlan(cfg, source, job, blocks, pending, resumed, token, reason, notes)
+
+
+def _fit_centres(source: ImageSource, blocks: list[Block], k: int, backend: str) -> list:
+    """K-means centres per channel as JSON lists (:func:`~fluoden_batch.restore.sampling.
+    channel_centres`, imported here only: it pulls in torch, which the tasks never need)."""
+    from fluoden_batch.restore.sampling import channel_centres
+
+    return [list(c) for c in channel_centres(source.array, source.meta.axes, blocks, k, backend)]
 
 
 def _open_or_create(
@@ -185,37 +158,21 @@ def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
 
     t0, c = time.perf_counter(), job.axes.find("c")
     data = np.asarray(job.source.open()[block.slices])
-    labels, rows, backend = (
-        np.empty(data.shape, dtype=np.int32),
-        [],
-        "numpy",
-    )  # K-means: nearest of the centres fitted at planning
+    labels, backend = np.empty(data.shape, dtype=np.int32), "numpy"
     with threadpool_limits(1):
         for lead in np.ndindex(*data.shape[:-2]):
-            plane = data[lead]
-            if job.centres is not None:
+            if job.centres is not None:  # K-means: nearest of the centres fitted at planning
                 ch = block.start[c] + lead[c] if c >= 0 else 0
-                lab = label_by_centres(plane, job.centres[ch])
+                labels[lead] = label_by_centres(data[lead], job.centres[ch])
             else:
-                res = cluster_image(plane, **job.cluster)
-                lab, backend = res.labels, res.backend
-            labels[lead] = lab
-            if job.quality:
-                rows.append(cluster_quality(plane, lab).as_row())
+                res = cluster_image(data[lead], **job.cluster)
+                labels[lead], backend = res.labels, res.backend
+        quality = block_quality(data, labels, job.quality)
     job.output.open()[block.slices] = labels
-    values, counts = np.unique(labels, return_counts=True)
     row: dict[str, Any] = {"block": block.id, "method": job.cluster["method"], "backend": backend}
     row |= {f"start_{a}": int(s) for a, s in zip(job.axes, block.start, strict=True)}
     row |= dict(height=block.shape[-2], width=block.shape[-1], planes=math.prod(block.shape[:-2]))
-    n_noise = int(counts[values < 0].sum())
-    row |= dict(n_clusters=int(np.count_nonzero(values >= 0)), n_noise=n_noise)
-    row["cluster_sizes"] = json.dumps({str(v): int(n) for v, n in zip(values, counts, strict=True)})
-    if rows:  # scores averaged over the block's planes (NaN ones left out), WSS summed
-        for col in ("silhouette", "davies_bouldin"):
-            good = [r[col] for r in rows if not math.isnan(r[col])]
-            row[col] = float(np.mean(good)) if good else math.nan
-        row["wss"] = float(sum(r["wss"] for r in rows))
-        row["quality_note"] = "; ".join(sorted({str(r["quality_note"]) for r in rows} - {""}))
+    row |= quality  # sizes, and scores averaged over the block's planes (WSS summed)
     row["seconds"] = time.perf_counter() - t0
     job.output.write_marker(block.id, row)
     return row

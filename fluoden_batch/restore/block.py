@@ -2,7 +2,11 @@
 
 Each plane goes through the run's protocol (:mod:`fluoden_batch.restore.protocols`); the
 block's own Poisson-Gaussian parameters are estimated on its input for the metrics row
-(never used for denoising: per-block values would leave seams).
+(never used for denoising: per-block values would leave seams). Where the run has cluster
+centres (``masked``, ``--save-labels``) the halo grows by the label smoothing's reach, the
+labels are computed on the halo region and cropped (so they equal the whole plane's), the
+block's cluster sizes and scores join the row, and ``--save-labels`` writes the labels'
+chunks before the marker too.
 
 This module runs on the Dask workers. The model is loaded once per worker process from
 its weights file (keyed by path and digest) and kept between blocks; nothing heavy is
@@ -20,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fluoden_batch.clustering.masked import masked_labels, smoothing_radius
+from fluoden_batch.clustering.rows import block_quality
 from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.io.store import OutputSpec
@@ -65,6 +71,13 @@ class JobSpec:
         Per-plane protocol, a key of :data:`fluoden_batch.restore.protocols.PROTOCOLS`.
     channel_noise : tuple of (float, float) or None
         GAT parameters (a, b) per channel index (``vst``), estimated once at planning.
+    channel_centres : tuple of tuple of float or None
+        Increasing K-means intensity centres per channel index, data units, fitted once
+        at planning (``masked``, ``--save-labels``); None: no labels.
+    mask_sigma : float
+        Label smoothing width, pixels (with ``channel_centres``).
+    labels : OutputSpec or None
+        Where to write the labels (``--save-labels``), same chunks as ``output``.
     """
 
     source: SourceSpec
@@ -81,14 +94,21 @@ class JobSpec:
     data_range: float | None = None
     protocol: str = "whole"
     channel_noise: tuple[tuple[float, float], ...] | None = None
+    channel_centres: tuple[tuple[float, ...], ...] | None = None
+    mask_sigma: float = 0.0
+    labels: OutputSpec | None = None
 
     def plane_params(self, channel: int) -> PlaneParams:
         """The protocol's parameters for channel index ``channel``."""
         lo, hi = self.channel_ranges[channel]
-        if self.channel_noise is None:
-            return PlaneParams(lo, hi)
-        a, b = self.channel_noise[channel]
-        return PlaneParams(lo, hi, a, b)
+        a, b = (None, None) if self.channel_noise is None else self.channel_noise[channel]
+        centres = None if self.channel_centres is None else self.channel_centres[channel]
+        return PlaneParams(lo, hi, a, b, centres, self.mask_sigma)
+
+    @property
+    def halo(self) -> int:
+        """Pixels read around a block beyond the model's receptive radius (label smoothing)."""
+        return 0 if self.channel_centres is None else smoothing_radius(self.mask_sigma)
 
 
 def worker_model(path: str, digest: str, device: str) -> LoadedModel:
@@ -165,6 +185,14 @@ def _mean_or_none(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
+def _cluster_columns(data: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """``fluoden segment``'s cluster columns of the block (sizes, silhouette, Davies-Bouldin,
+    WSS: :func:`~fluoden_batch.clustering.rows.block_quality`), each name starting with
+    ``cluster_`` (``cluster_silhouette``, ``cluster_n_clusters``, ``cluster_sizes``, ...)."""
+    quality = block_quality(data, labels)
+    return {k if k.startswith("cluster") else f"cluster_{k}": v for k, v in quality.items()}
+
+
 def _planes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return list(itertools.product(*(range(n) for n in shape[:-2])))
 
@@ -179,7 +207,8 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
     model = worker_model(job.model_path, job.model_digest, job.device)
     src = job.source.open()
     lead = block.slices[:-2]
-    window = halo_window(block.start[-2:], block.stop[-2:], src.shape[-2:], model.receptive_radius)
+    halo = model.receptive_radius + job.halo
+    window = halo_window(block.start[-2:], block.stop[-2:], src.shape[-2:], halo)
     name = f"{job.source.describe()} block {block.id} (start {block.start})"
     try:
         region = np.asarray(src[(*lead, *window.read)])
@@ -193,6 +222,7 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
     c_axis = job.axes.find("c")
     protocol = get_protocol(job.protocol)
     out = np.empty(block.shape, dtype=np.float32)
+    labels = None if job.channel_centres is None else np.empty(block.shape, dtype=np.uint8)
     sig_in, sig_out, noise_in = [], [], []
     t_noise = 0.0
     for idx in _planes(region.shape):
@@ -204,14 +234,19 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         t_noise += time.perf_counter() - t
         y = protocol(model.module, region[idx], params, job.tile, job.precision)[window.crop]
         out[idx] = y
+        if labels is not None:  # on the halo region, then cropped: the whole plane's labels
+            labels[idx] = masked_labels(region[idx], params.centres, params.sigma)[window.crop]
         sig_in.append(_sigma_or_nan(plane_in))
         sig_out.append(_sigma_or_nan(_central(y)))
+    clusters = {} if labels is None else _cluster_columns(region[(..., *window.crop)], labels)
     t_compute = time.perf_counter()
     known = [n for n in noise_in if n is not None]
 
     dtype = np.dtype(job.out_dtype)
     written = cast_output(out, dtype)
     job.output.open()[block.slices] = written
+    if job.labels is not None and labels is not None:
+        job.labels.open()[block.slices] = labels
     t_write = time.perf_counter()
 
     inner = region[(Ellipsis, *window.crop)]
@@ -241,6 +276,7 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         "model": model.metadata.name,
         "model_digest": model.digest,
     }
+    row.update(clusters)
     if job.reference is not None:
         row.update(_reference_scores(job, block, inner, written))
     job.output.write_marker(block.id, row)

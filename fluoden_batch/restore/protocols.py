@@ -14,6 +14,12 @@ block read with its halo gives exactly the pixels of whole-image application.
   without the bias of the algebraic inverse. ``(a, b)`` come from one estimate per
   channel made at planning, never per block (per-block values would differ between
   neighbouring blocks and leave seams).
+- ``masked``: labels from ``K`` intensity centres fixed per channel on the
+  Gaussian-smoothed plane, one ``whole`` pass per cluster present on the plane with
+  everything outside the cluster set to its centre, each pixel taken from its own
+  cluster's pass (definition in :mod:`fluoden_batch.clustering.masked`). Not pixel-wise:
+  the smoothing reaches :func:`~fluoden_batch.clustering.masked.smoothing_radius` pixels,
+  which the block's halo adds to the model's receptive radius.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fluoden_batch.clustering.masked import masked_denoise, masked_labels
 from fluoden_batch.errors import InputError
 from fluoden_batch.models.dncnn import DnCNN
 from fluoden_batch.models.normalise import denormalise, normalise
 from fluoden_batch.noise import gat_forward, gat_inverse
 from fluoden_batch.restore.inference import infer_plane
 
-__all__ = ["PROTOCOLS", "PlaneParams", "Protocol", "get_protocol", "vst", "whole"]
+__all__ = ["PROTOCOLS", "PlaneParams", "Protocol", "get_protocol", "masked", "vst", "whole"]
 
 
 @dataclass(frozen=True)
@@ -43,12 +50,19 @@ class PlaneParams:
         GAT units for ``vst``).
     a, b : float or None
         Poisson-Gaussian parameters for the GAT (``vst`` only), data units.
+    centres : tuple of float or None
+        Increasing cluster centres, data units (``masked``, and the labels of
+        ``--save-labels``).
+    sigma : float
+        Label smoothing width, pixels (with ``centres``).
     """
 
     lo: float
     hi: float
     a: float | None = None
     b: float | None = None
+    centres: tuple[float, ...] | None = None
+    sigma: float = 0.0
 
 
 Protocol = Callable[[DnCNN, np.ndarray, PlaneParams, int | None, str], np.ndarray]
@@ -101,7 +115,30 @@ def vst(
     return gat_inverse(den, params.a, params.b, method="exact_unbiased").astype(np.float32)
 
 
-PROTOCOLS: dict[str, Protocol] = {"whole": whole, "vst": vst}
+def masked(
+    module: DnCNN,
+    plane: np.ndarray,
+    params: PlaneParams,
+    tile: int | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Denoise a plane cluster by cluster and merge the parts by the cluster labels.
+
+    Labels come from ``params.centres`` on the plane smoothed with ``params.sigma``
+    (:func:`~fluoden_batch.clustering.masked.masked_labels`); each cluster present is
+    denoised with :func:`whole` (``lo``/``hi`` in data units), so a plane of one cluster
+    costs one pass and gives the :func:`whole` result, and ``K`` clusters cost ``K``.
+    Same arguments and result as :func:`whole`.
+    """
+    if params.centres is None:
+        raise InputError("the masked protocol needs the cluster centres")
+    labels = masked_labels(plane, params.centres, params.sigma)
+    return masked_denoise(
+        lambda part: whole(module, part, params, tile, precision), plane, labels, params.centres
+    )
+
+
+PROTOCOLS: dict[str, Protocol] = {"whole": whole, "vst": vst, "masked": masked}
 
 
 def get_protocol(name: str) -> Protocol:

@@ -5,7 +5,9 @@ exact), so the percentiles are computed once per channel from up to ``max_blocks
 spread evenly over the plan, and stored in the output's provenance. The ``vst`` protocol
 needs the noise parameters ``(a, b)`` for the same reason: one estimate per channel, pooled
 from a spread of regions over all of its planes (:func:`channel_noise`), and the
-percentiles of the *transformed* sample (``channel_ranges(..., noise=...)``).
+percentiles of the *transformed* sample (``channel_ranges(..., noise=...)``). K-means
+intensity centres (``fluoden segment``, the ``masked`` protocol and ``--save-labels``) are
+fitted once per channel on a pooled sample for the same reason (:func:`channel_centres`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
+from fluoden_batch.clustering import BackendChoice, ClusterBackend, cluster_image
 from fluoden_batch.errors import InputError, NoiseEstimationError
 from fluoden_batch.models.normalise import percentile_range
 from fluoden_batch.noise import NoiseEstimate, gat_forward
@@ -85,6 +88,53 @@ def channel_ranges(
             values = gat_forward(values, *noise[ch])
         ranges.append(percentile_range(values, low, high))
     return tuple(ranges)
+
+
+def channel_centres(
+    array: zarr.Array,
+    axes: str,
+    blocks: list[Block],
+    k: int,
+    backend: BackendChoice | ClusterBackend = "cpu",
+    max_blocks: int = 8,
+) -> tuple[tuple[float, ...], ...]:
+    """K-means intensity centres per channel, increasing, from a pooled sample of blocks.
+
+    The intensities of up to ``max_blocks`` blocks per channel, spread evenly over the
+    plan, are pooled (:func:`_sample`) and clustered once with K-means (intensity only,
+    seed 0: deterministic). Nearest-centre labels then do not depend on the block.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        The input (level 0).
+    axes : str
+        Its axis names; one tuple per index of the ``c`` axis, or one tuple if none.
+    blocks : list of Block
+        The run's block plan.
+    k : int
+        Clusters asked for, >= 1.
+    backend : {"auto", "gpu", "cpu"} or ClusterBackend
+        Clustering backend (see :func:`fluoden_batch.clustering.select_backend`).
+    max_blocks : int
+        Blocks sampled per channel.
+
+    Returns
+    -------
+    tuple of tuple of float
+        Per channel, strictly increasing centres in data units; fewer than ``k`` where
+        the sample holds fewer distinct levels (one for a constant channel).
+    """
+    c = axes.find("c")
+    n_channels = array.shape[c] if c >= 0 else 1
+    centres = []
+    for ch in range(n_channels):
+        sel = tuple(slice(ch, ch + 1) if i == c else None for i in range(len(axes)))
+        pool = [b for b in blocks if c < 0 or b.start[c] <= ch < b.stop[c]]
+        values = _sample(array, _spread(pool, max_blocks), sel)
+        fit = cluster_image(values.reshape(1, -1), "kmeans", k=k, backend=backend, seed=0)
+        centres.append(tuple(float(m) for m in np.unique(fit.means)))
+    return tuple(centres)
 
 
 def channel_noise(

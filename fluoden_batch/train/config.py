@@ -1,6 +1,6 @@
 """Configuration of one training run (:class:`TrainConfig`) and its TOML/YAML loader.
 
-Three modes:
+Four modes:
 
 - ``"supervised"``: pairs of real noisy and clean images, matched by the wildcard parts of
   ``noisy_glob`` and ``clean_glob``; optionally a share ``synthetic_fraction`` of the
@@ -10,6 +10,11 @@ Three modes:
 - ``"self_supervised"``: noisy images only (Noise2Void blind-spot masking, Krull et al.
   2019, see :mod:`fluoden_batch.train.blindspot`). ``clean_dir`` is optional and, when
   given, only scores the ``val_keys`` images; it never enters the loss.
+- ``"masked"``: a model for the masked protocol (:mod:`fluoden_batch.clustering.masked`):
+  data as in ``"supervised"`` (pairs, ``extra_pairs``, ``synthetic_fraction``) or, without
+  ``noisy_dir``, as in ``"synthetic"``; every patch becomes one cluster part of the
+  protocol, with ``K`` drawn from ``clusters`` and labels smoothed by ``mask_sigma``
+  (:mod:`fluoden_batch.train.masked`).
 
 Intensity units of ``a_range`` / ``b_range`` are those of the clean images as stored
 (grey levels, e.g. 0..255 for uint8): ``Var[z | y] = a * y + b``.
@@ -39,6 +44,7 @@ __all__ = ["PairSource", "TrainConfig", "TrainConfigError", "load_train_config"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 PATH_FIELDS = ("output", "clean_dir", "noisy_dir", "checkpoint_dir", "init_weights")
+MAX_CLUSTERS = 16  # largest K of masked training
 
 
 class TrainConfigError(InputError):
@@ -46,7 +52,7 @@ class TrainConfigError(InputError):
 
 
 class PairSource(BaseModel):
-    """One more folder pair of noisy/clean images for supervised training.
+    """One more folder pair of noisy/clean images for supervised or masked training.
 
     Its image keys are ``"<name>/<key>"`` (``name`` defaults to the noisy folder's name),
     so several noise levels of the same fields of view (e.g. FMD ``raw/`` and ``avg4/``
@@ -89,14 +95,14 @@ class TrainConfig(BaseModel):
     )
 
     # data
-    mode: Literal["supervised", "synthetic", "self_supervised"] = "supervised"
+    mode: Literal["supervised", "synthetic", "self_supervised", "masked"] = "supervised"
     clean_dir: Path | None = None
     clean_glob: str = "*.tif"
     noisy_dir: Path | None = None
     noisy_glob: str = "*.tif"
     extra_pairs: list[PairSource] = Field(
         default_factory=list,
-        description="supervised mode: more noisy/clean folder pairs (keys '<name>/<key>')",
+        description="supervised/masked modes: more noisy/clean folder pairs (keys '<name>/<key>')",
     )
     val_keys: list[str] = Field(
         default_factory=list,
@@ -108,7 +114,11 @@ class TrainConfig(BaseModel):
         "references only score, never train): fit on the very images you denoise",
     )
     synthetic_fraction: float = Field(
-        0.0, ge=0.0, le=1.0, description="supervised mode: share of synthetic-noise patches"
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="supervised/masked modes: share of the patches of real pairs given "
+        "synthetic noise instead",
     )
     a_range: tuple[float, float] | None = Field(
         None, description="Poisson gain range (image units), sampled log-uniformly per patch"
@@ -125,6 +135,17 @@ class TrainConfig(BaseModel):
     )
     mask_radius: int = Field(
         2, ge=1, le=8, description="self_supervised: replacement neighbour window radius"
+    )
+    clusters: list[int] = Field(
+        default_factory=lambda: [2, 3, 4],
+        description=f"masked: values of K (1..{MAX_CLUSTERS}, distinct), one drawn per "
+        "patch; validation uses the middle one",
+    )
+    mask_sigma: float = Field(
+        1.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="masked: label smoothing width in pixels; use the one of inference",
     )
 
     # optimisation
@@ -165,11 +186,22 @@ class TrainConfig(BaseModel):
             raise ValueError(f"range must satisfy 0 <= low <= high, got {v}")
         return v
 
+    @field_validator("clusters")
+    @classmethod
+    def _check_clusters(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("clusters needs at least one value of K")
+        if not all(1 <= k <= MAX_CLUSTERS for k in v):
+            raise ValueError(f"every K in clusters must be 1..{MAX_CLUSTERS}, got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"clusters must be distinct, got {v}")
+        return v
+
     @model_validator(mode="after")
     def _check_mode(self) -> TrainConfig:
         if self.mode in ("supervised", "self_supervised") and self.noisy_dir is None:
             raise ValueError(f"mode {self.mode!r} needs noisy_dir")
-        if self.mode in ("supervised", "synthetic") and self.clean_dir is None:
+        if self.mode in ("supervised", "synthetic", "masked") and self.clean_dir is None:
             raise ValueError(f"mode {self.mode!r} needs clean_dir")
         if self.mode == "synthetic" and self.noisy_dir is not None:
             raise ValueError("mode 'synthetic' uses clean images only; drop noisy_dir")
@@ -183,8 +215,30 @@ class TrainConfig(BaseModel):
                 )
         elif self.val_in_training:
             raise ValueError("val_in_training is for mode 'self_supervised' only")
-        if self.extra_pairs and self.mode != "supervised":
-            raise ValueError("extra_pairs is for mode 'supervised' only")
+        if self.extra_pairs and self.mode not in ("supervised", "masked"):
+            raise ValueError("extra_pairs is for modes 'supervised' and 'masked' only")
+        if self.extra_pairs and self.clean_only:
+            raise ValueError(
+                "extra_pairs in mode 'masked' need noisy_dir (without it the data are clean "
+                "images only)"
+            )
+        fields = type(self).model_fields
+        changed = [
+            name
+            for name in ("clusters", "mask_sigma")
+            if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+        ]
+        if self.mode != "masked" and changed:
+            raise ValueError(f"{' and '.join(changed)}: for mode 'masked' only")
+        if (
+            self.mode == "masked"
+            and self.noisy_dir is None
+            and (self.a_range is None or self.b_range is None)
+        ):
+            raise ValueError(
+                "mode 'masked' without noisy_dir puts synthetic noise on every patch: it "
+                "needs a_range and b_range"
+            )
         prefixes = [src.prefix for src in self.extra_pairs]
         if len(set(prefixes)) != len(prefixes):
             raise ValueError(f"extra_pairs need distinct names, got {prefixes}")
@@ -197,7 +251,18 @@ class TrainConfig(BaseModel):
     @property
     def uses_synthetic(self) -> bool:
         """Whether any training patch gets simulated noise."""
-        return self.mode == "synthetic" or self.synthetic_fraction > 0
+        return self.clean_only or self.synthetic_fraction > 0
+
+    @property
+    def clean_only(self) -> bool:
+        """Whether the data are clean images only, every patch with synthetic noise."""
+        return self.mode == "synthetic" or (self.mode == "masked" and self.noisy_dir is None)
+
+    @property
+    def val_clusters(self) -> int:
+        """Masked mode: the K of validation, the middle of the sorted ``clusters`` (the
+        upper middle for an even count)."""
+        return sorted(self.clusters)[len(self.clusters) // 2]
 
 
 def _describe(error: dict[str, Any]) -> str:

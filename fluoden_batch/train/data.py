@@ -23,6 +23,7 @@ from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.noise import simulate
 
 __all__ = [
+    "PatchDraw",
     "PatchSampler",
     "TrainImage",
     "ValImage",
@@ -239,6 +240,45 @@ def validation_images(
     return out
 
 
+@dataclass(frozen=True)
+class PatchDraw:
+    """Where one training patch comes from (see :meth:`PatchSampler.draw`).
+
+    Attributes
+    ----------
+    index : int
+        Index of the training image.
+    noisy : ndarray, shape (H, W)
+        The whole noisy image, image units: the real one, or a fresh synthetic draw
+        (float64) on the clean image.
+    synthetic : bool
+        Whether ``noisy`` is synthetic.
+    lo, hi : float
+        Normalisation range (image units): percentiles of ``noisy``.
+    y, x : int
+        Top-left corner of the patch, pixels.
+    rot : int
+        Quarter turns (``np.rot90``) applied to the patch, 0..3.
+    flip : bool
+        Whether the rotated patch is then mirrored left-right.
+    """
+
+    index: int
+    noisy: np.ndarray
+    synthetic: bool
+    lo: float
+    hi: float
+    y: int
+    x: int
+    rot: int
+    flip: bool
+
+    def orient(self, patch: np.ndarray) -> np.ndarray:
+        """``patch`` (shape (P, P)) rotated and flipped as drawn (a view)."""
+        turned = np.rot90(patch, self.rot)
+        return turned[:, ::-1] if self.flip else turned
+
+
 class PatchSampler:
     """Random normalised training patches with the 8 flips/rotations of the square.
 
@@ -278,6 +318,30 @@ class PatchSampler:
             None if im.noisy is None else percentile_range(im.noisy, *_PCT) for im in images
         ]
 
+    def draw(self, rng: np.random.Generator) -> PatchDraw:
+        """Draw where the next patch comes from, using (and advancing) ``rng``.
+
+        The draws, in this order: image, real or synthetic noise (and its ``a``, ``b``
+        and pixels), patch corner, rotation, flip.
+        """
+        p = self.patch_size
+        j = int(rng.integers(len(self.images)))
+        im = self.images[j]
+        if im.noisy is None or rng.random() < self.synthetic_fraction:
+            assert self.a_range is not None and self.b_range is not None
+            a, b = _draw_noise_params(rng, self.a_range, self.b_range)
+            noisy = simulate(im.clean, a, b, clip=im.clip, rng=rng)
+            lo, hi = percentile_range(noisy, *_PCT)
+            synthetic = True
+        else:
+            noisy = im.noisy
+            lo, hi = self._ranges[j]  # type: ignore[misc]
+            synthetic = False
+        h, w = im.clean.shape
+        y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
+        k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+        return PatchDraw(j, noisy, synthetic, lo, hi, y, x, k, flip)
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw a batch using (and advancing) ``rng``.
 
@@ -290,20 +354,8 @@ class PatchSampler:
         inputs = np.empty((batch_size, 1, p, p), np.float32)
         targets = np.empty_like(inputs)
         for i in range(batch_size):
-            j = int(rng.integers(len(self.images)))
-            im = self.images[j]
-            if im.noisy is None or rng.random() < self.synthetic_fraction:
-                assert self.a_range is not None and self.b_range is not None
-                a, b = _draw_noise_params(rng, self.a_range, self.b_range)
-                noisy = simulate(im.clean, a, b, clip=im.clip, rng=rng)
-                lo, hi = percentile_range(noisy, *_PCT)
-            else:
-                noisy = im.noisy
-                lo, hi = self._ranges[j]  # type: ignore[misc]
-            h, w = im.clean.shape
-            y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
-            k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
-            for src, dst in ((noisy, inputs), (im.clean, targets)):
-                patch = np.rot90(src[y : y + p, x : x + p], k)
-                dst[i, 0] = normalise(patch[:, ::-1] if flip else patch, lo, hi)
+            d = self.draw(rng)
+            window = (slice(d.y, d.y + p), slice(d.x, d.x + p))
+            for src, dst in ((d.noisy, inputs), (self.images[d.index].clean, targets)):
+                dst[i, 0] = normalise(d.orient(src[window]), d.lo, d.hi)
         return inputs, targets

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -10,7 +12,10 @@ from fluoden_batch.metrics import psnr
 from fluoden_batch.models.normalise import denormalise, normalise, percentile_range
 from fluoden_batch.train.data import NORMALISATION, ValImage
 
-__all__ = ["denoise_whole", "resolve_device", "validation_psnr"]
+__all__ = ["PlaneDenoiser", "denoise_whole", "resolve_device", "validation_psnr"]
+
+# (model, noisy plane, *, clip=, device=) -> denoised plane, image units
+PlaneDenoiser = Callable[..., np.ndarray]
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -29,6 +34,7 @@ def denoise_whole(
     *,
     clip: tuple[float, float] | None = None,
     device: torch.device | str = "cpu",
+    norm: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Whole-image inference: percentile-normalise ``image``, run ``model``, map back.
 
@@ -40,12 +46,17 @@ def denoise_whole(
         Noisy plane in data units.
     clip : (float, float), optional
         Clip the result to this range (e.g. (0, 255) for 8-bit data).
+    norm : (float, float), optional
+        Normalisation range ``(lo, hi)`` in image units; default: the percentiles of
+        ``image`` itself. The masked protocol passes those of the whole plane for a part.
 
     Returns
     -------
     ndarray, float32, shape (H, W), in data units.
     """
-    lo, hi = percentile_range(image, NORMALISATION.low, NORMALISATION.high)
+    if norm is None:
+        norm = percentile_range(image, NORMALISATION.low, NORMALISATION.high)
+    lo, hi = norm
     x = torch.from_numpy(normalise(image, lo, hi))[None, None].to(device)
     was_training = model.training
     model.eval()
@@ -58,11 +69,16 @@ def denoise_whole(
 
 
 def validation_psnr(
-    model: torch.nn.Module, images: list[ValImage], device: torch.device | str = "cpu"
+    model: torch.nn.Module,
+    images: list[ValImage],
+    device: torch.device | str = "cpu",
+    *,
+    denoise: PlaneDenoiser = denoise_whole,
 ) -> float:
-    """Mean PSNR (dB, each image's own data range) of whole-image denoising of ``images``."""
+    """Mean PSNR (dB, each image's own data range) of denoising ``images`` with
+    ``denoise(model, noisy, clip=, device=)``: whole-image inference by default."""
     values = [
-        psnr(denoise_whole(model, v.noisy, clip=v.clip, device=device), v.clean, v.data_range)
+        psnr(denoise(model, v.noisy, clip=v.clip, device=device), v.clean, v.data_range)
         for v in images
     ]
     return float(np.mean(values))

@@ -33,6 +33,7 @@ from fluoden_batch.train.checkpoint import (
 )
 from fluoden_batch.train.config import TrainConfig, TrainConfigError
 from fluoden_batch.train.inference import denoise_whole, resolve_device, validation_psnr
+from fluoden_batch.train.masked import MaskedDenoiser
 from fluoden_batch.train.metadata import training_metadata
 from fluoden_batch.train.sources import load_data
 
@@ -60,7 +61,8 @@ class TrainResult:
         self-supervised mode) of every step since the run began, including steps done
         before a resume.
     val_psnr : list of (step, dB)
-        Mean validation PSNR in the data's units, after each validation.
+        Mean validation PSNR in the data's units, after each validation (masked mode:
+        of the whole masked protocol, see :class:`~fluoden_batch.train.masked.MaskedDenoiser`).
     step : int
         Optimisation steps done.
     seconds : float
@@ -170,6 +172,11 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     sampler, n_train, val_images = load_data(config)
+    val_denoise = (
+        MaskedDenoiser(config.val_clusters, config.mask_sigma)
+        if config.mode == "masked"
+        else denoise_whole
+    )
     model, init_digest = _init_model(config)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
@@ -237,7 +244,8 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
             step += 1
             losses.append(float(loss.item()))
             if val_images and (step % config.val_every == 0 or step == config.steps):
-                val_log.append((step, validation_psnr(model, val_images, device)))
+                psnr_db = validation_psnr(model, val_images, device, denoise=val_denoise)
+                val_log.append((step, psnr_db))
                 last_val = f"{val_log[-1][1]:.2f} dB"
                 log.info("step %d loss %.5f val %s", step, np.mean(losses[-50:]), last_val)
             bar.update(task, advance=1, loss=f"{np.mean(losses[-20:]):.4g}", val=last_val)

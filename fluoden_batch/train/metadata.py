@@ -21,6 +21,8 @@ _LOSS = {
     "synthetic": "MSE of the denoised patch (normalised units)",
     "self_supervised": "MSE at the blind-spot pixels against their own noisy values "
     "(normalised units; Noise2Void)",
+    "masked": "MSE of the denoised cluster part against the clean image inside the part's "
+    "cluster and the cluster centre outside (normalised units; masked protocol)",
 }
 
 
@@ -36,8 +38,8 @@ def _noise_model(config: TrainConfig) -> dict[str, Any]:
             "pixel itself nor another masked pixel",
         }
     noise_model: dict[str, Any] = {
-        "real_pairs": config.mode == "supervised",
-        "synthetic_fraction": 1.0 if config.mode == "synthetic" else config.synthetic_fraction,
+        "real_pairs": not config.clean_only,
+        "synthetic_fraction": 1.0 if config.clean_only else config.synthetic_fraction,
     }
     if config.uses_synthetic:
         noise_model |= {
@@ -98,6 +100,16 @@ def training_metadata(
     if self_sup:
         training["val_references"] = clean  # scored the val_keys images only
         training["val_in_training"] = config.val_in_training
+    if config.mode == "masked":
+        training["clusters"] = config.clusters
+        training["mask_sigma"] = config.mask_sigma
+        training["centres"] = (
+            "K-means on each training image's intensities (the real noisy image; the clean "
+            "image for synthetic-noise patches), K drawn per patch from clusters"
+        )
+        training["validation"] = (
+            f"masked protocol, K={config.val_clusters} centres fitted on each validation image"
+        )
     if config.init_weights is not None:
         training["init_weights"] = {"path": str(config.init_weights), "digest": init_digest}
     return ModelMetadata(
@@ -106,6 +118,7 @@ def training_metadata(
         architecture=Architecture(
             depth=config.depth, width=config.width, in_channels=1, batch_norm=config.batch_norm
         ),
+        protocol="masked" if config.mode == "masked" else "whole",
         training=training,
         noise_model=_noise_model(config),
     )

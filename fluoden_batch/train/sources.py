@@ -15,6 +15,7 @@ from fluoden_batch.train.data import (
     split_validation,
     validation_images,
 )
+from fluoden_batch.train.masked import MaskedPatchSampler
 
 __all__ = ["Sampler", "load_data"]
 
@@ -25,7 +26,9 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
     """The patch sampler, the number of training images and the validation images.
 
     Self-supervised mode trains on the noisy images only; clean references, when given,
-    only become validation images (all of them with ``val_in_training``).
+    only become validation images (all of them with ``val_in_training``). Masked mode
+    loads the data of supervised mode (or, without ``noisy_dir``, of synthetic mode) and
+    samples masked-protocol parts (:class:`~fluoden_batch.train.masked.MaskedPatchSampler`).
     """
     if config.mode == "self_supervised":
         assert config.noisy_dir is not None
@@ -47,30 +50,41 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
             noisy, config.patch_size, config.mask_fraction, config.mask_radius
         )
         return sampler, len(noisy), validation_images(val, seed=config.seed)
-    if config.mode == "supervised":
+    if config.clean_only:
+        assert config.clean_dir is not None
+        images = load_images(config.clean_dir, config.clean_glob)
+    else:
         assert config.noisy_dir is not None and config.clean_dir is not None
         images = load_pairs(
             config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob
         )
-        for source in config.extra_pairs:
-            images += [
-                replace(im, key=f"{source.prefix}/{im.key}")
-                for im in load_pairs(
-                    source.noisy_dir, source.noisy_glob, source.clean_dir, source.clean_glob
-                )
-            ]
-    else:
-        assert config.clean_dir is not None
-        images = load_images(config.clean_dir, config.clean_glob)
+    for source in config.extra_pairs:
+        images += [
+            replace(im, key=f"{source.prefix}/{im.key}")
+            for im in load_pairs(
+                source.noisy_dir, source.noisy_glob, source.clean_dir, source.clean_glob
+            )
+        ]
     train_images, val = split_validation(images, config.val_keys)
     val_images = validation_images(
         val, seed=config.seed, a_range=config.a_range, b_range=config.b_range
     )
-    sampler = PatchSampler(
-        train_images,
-        config.patch_size,
-        synthetic_fraction=1.0 if config.mode == "synthetic" else config.synthetic_fraction,
-        a_range=config.a_range,
-        b_range=config.b_range,
-    )
+    if config.mode == "masked":
+        sampler = MaskedPatchSampler(
+            train_images,
+            config.patch_size,
+            clusters=config.clusters,
+            sigma=config.mask_sigma,
+            synthetic_fraction=config.synthetic_fraction,
+            a_range=config.a_range,
+            b_range=config.b_range,
+        )
+    else:
+        sampler = PatchSampler(
+            train_images,
+            config.patch_size,
+            synthetic_fraction=1.0 if config.mode == "synthetic" else config.synthetic_fraction,
+            a_range=config.a_range,
+            b_range=config.b_range,
+        )
     return sampler, len(train_images), val_images

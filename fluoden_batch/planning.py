@@ -1,0 +1,108 @@
+"""Values ``fluoden denoise`` fixes once per run at planning, and reuses on resume.
+
+- the model: the one asked for, else the protocol's default (:func:`choose_model`);
+- ``vst``: the GAT parameters ``(a, b)`` per channel (:func:`vst_noise`);
+- ``masked`` and ``--save-labels``: the K-means intensity centres per channel
+  (:func:`cluster_centres`).
+
+Per-block values would differ between neighbouring blocks and leave seams, so each is
+fitted once on a sample of the whole input and stored in OUT's provenance parameters
+(``channel_noise``, ``channel_centres``). A resume reads them back (:func:`stored`)
+instead of fitting again: a fresh fit on another machine or clustering backend could
+differ in the last bits; a changed value makes the parameters differ, and the run is
+refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fluoden_batch.clustering import select_backend
+from fluoden_batch.config import DEFAULT_MASKED_MODEL, DEFAULT_MODEL, DenoiseConfig
+from fluoden_batch.io.source import ImageSource
+from fluoden_batch.io.store import read_provenance
+from fluoden_batch.models.weights import shipped_models
+from fluoden_batch.restore.sampling import channel_centres, channel_noise, gat_parameters
+from fluoden_batch.restore.tiles import Block
+
+__all__ = ["choose_model", "cluster_centres", "stored", "vst_noise"]
+
+
+def choose_model(cfg: DenoiseConfig) -> tuple[str, list[str]]:
+    """The model to run (``cfg.model``, else the protocol's default) and plan notes.
+
+    ``masked`` defaults to :data:`~fluoden_batch.config.DEFAULT_MASKED_MODEL` where it is
+    shipped, and otherwise falls back to :data:`~fluoden_batch.config.DEFAULT_MODEL`
+    (trained on whole images) with a note saying so.
+    """
+    if cfg.model is not None:
+        return cfg.model, []
+    if cfg.protocol != "masked":
+        return DEFAULT_MODEL, []
+    if DEFAULT_MASKED_MODEL in shipped_models():
+        return DEFAULT_MASKED_MODEL, []
+    return DEFAULT_MODEL, [
+        f"note: the masked-trained model {DEFAULT_MASKED_MODEL!r} is not installed; "
+        f"using {DEFAULT_MODEL!r} (pass --model to choose another)"
+    ]
+
+
+def stored(cfg: DenoiseConfig, out: Path, digest: str, key: str) -> Any:
+    """The value ``key`` of the provenance parameters of an OUT planned with the same
+    parameters (``cfg.output_parameters()`` and model ``digest``); None when there is no
+    such OUT, or when ``overwrite`` asks for a fresh run."""
+    if cfg.overwrite or not out.exists():
+        return None
+    old = (read_provenance(out) or {}).get("parameters") or {}
+    same = {**cfg.output_parameters(), "model_digest": digest}
+    if any(old.get(k) != v for k, v in same.items()):
+        return None
+    return old.get(key)
+
+
+def vst_noise(
+    cfg: DenoiseConfig, out: Path, digest: str, source: ImageSource, notes: list[str]
+) -> tuple[tuple[float, float], ...]:
+    """GAT ``(a, b)`` per channel: stored, else one pooled estimate per channel
+    (:func:`~fluoden_batch.restore.sampling.channel_noise`); appends a note."""
+    old = stored(cfg, out, digest, "channel_noise")
+    if old:
+        noise = tuple((float(a), float(b)) for a, b in old)
+    else:
+        found = channel_noise(source.array, source.meta.axes, name=source.spec.describe())
+        noise = tuple(gat_parameters(e) for e in found)
+    text = ", ".join(f"({a:.4g}, {b:.4g})" for a, b in noise)
+    notes.append(f"vst noise parameters (a, b) per channel: {text}")
+    return noise
+
+
+def cluster_centres(
+    cfg: DenoiseConfig,
+    out: Path,
+    digest: str,
+    source: ImageSource,
+    blocks: list[Block],
+    notes: list[str],
+) -> tuple[tuple[float, ...], ...]:
+    """K-means centres per channel, increasing, data units: stored, else fitted on a
+    sample of ``blocks`` (:func:`~fluoden_batch.restore.sampling.channel_centres`) on the
+    backend ``cfg.cluster_backend`` picks. Appends notes: the backend and why, the
+    centres, and the channels with fewer than ``cfg.clusters`` distinct centres."""
+    old = stored(cfg, out, digest, "channel_centres")
+    if old:
+        centres = tuple(tuple(float(v) for v in c) for c in old)
+        notes.append("cluster backend: not needed (centres reused from the run being resumed)")
+    else:
+        engine, reason = select_backend(cfg.cluster_backend)
+        notes.append(f"cluster backend: {reason}")
+        centres = channel_centres(source.array, source.meta.axes, blocks, cfg.clusters, engine)
+    text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres)
+    notes.append(f"K-means centres per channel (K={cfg.clusters}): {text}")
+    fewer = [str(ch) for ch, c in enumerate(centres) if len(c) < cfg.clusters]
+    if fewer:
+        notes.append(
+            f"note: channel(s) {', '.join(fewer)} hold fewer than {cfg.clusters} distinct "
+            "intensity levels in the sampled blocks; fewer clusters are used there"
+        )
+    return centres

@@ -1,0 +1,131 @@
+"""The masked protocol's pieces: recombination, one cluster = whole, local labels, centres,
+the default model and the configuration."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+from pydantic import ValidationError
+from scipy import ndimage
+
+from fluoden_batch.clustering.masked import masked_denoise, masked_labels, smoothing_radius
+from fluoden_batch.clustering.masks import recombine
+from fluoden_batch.config import DEFAULT_MASKED_MODEL, DEFAULT_MODEL, DenoiseConfig
+from fluoden_batch.errors import InputError
+from fluoden_batch.models import load_model, weights
+from fluoden_batch.planning import choose_model
+from fluoden_batch.restore.protocols import PlaneParams, get_protocol, masked, whole
+from fluoden_batch.restore.sampling import channel_centres
+from fluoden_batch.restore.tiles import halo_window, plan_blocks
+
+
+def textured(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Smooth blobs at three intensity levels with Gaussian noise (float32)."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=shape), 4.0)
+    levels = np.digitize(field, np.quantile(field, [0.5, 0.85])) * 1000.0 + 200.0
+    return (levels + rng.normal(0, 120, shape)).astype(np.float32)
+
+
+def test_recombine_takes_every_pixel_from_its_own_part_exactly_once():
+    labels = np.random.default_rng(0).integers(0, 4, (37, 29))
+    parts = {k: np.full(labels.shape, 10.0 * k + 1) for k in range(5)}  # 4: absent, ignored
+    np.testing.assert_array_equal(recombine(parts, labels), 10.0 * labels + 1)
+
+    # through masked_denoise: part k is 0 inside cluster k and c_k elsewhere, so a
+    # "denoiser" returning the part's maximum everywhere marks every pixel with its part
+    centres = (3.0, 5.0, 7.0, 11.0)
+    calls = []
+
+    def mark(part: np.ndarray) -> np.ndarray:
+        calls.append(part.max())
+        return np.full(part.shape, part.max(), dtype=np.float32)
+
+    got = masked_denoise(mark, np.zeros(labels.shape, np.float32), labels, centres)
+    np.testing.assert_array_equal(got, np.asarray(centres, np.float32)[labels])
+    assert sorted(calls) == list(centres)  # one pass per cluster present, no more
+
+
+def test_one_cluster_is_exactly_the_whole_protocol(tiny_weights):
+    module = load_model(tiny_weights).module
+    plane = textured((50, 61), 1)
+    base = PlaneParams(float(plane.min()), float(plane.max()))
+    expected = whole(module, plane, base, tile=32)
+    for centres in ((1000.0,), (-1e6, 1000.0, 1e6)):  # K = 1; K = 3 with one cluster present
+        params = PlaneParams(base.lo, base.hi, centres=centres, sigma=1.0)
+        assert set(np.unique(masked_labels(plane, centres, 1.0))) == {len(centres) // 2}
+        np.testing.assert_array_equal(masked(module, plane, params, tile=32), expected)
+    assert get_protocol("masked") is masked
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.7, 1.5, 3.0])
+def test_labels_are_local_to_the_smoothing_radius(sigma):
+    plane = textured((80, 90), 2)
+    centres = (200.0, 1200.0, 2200.0)
+    full = masked_labels(plane, centres, sigma)
+    assert set(np.unique(full)) == {0, 1, 2}
+    r = smoothing_radius(sigma)
+    assert r == round(4 * sigma)
+    for start, stop in [((20, 25), (50, 61)), ((0, 0), (17, 90)), ((63, 70), (80, 90))]:
+        w = halo_window(start, stop, plane.shape, r)  # clipped at the image border
+        crop = masked_labels(plane[w.read], centres, sigma)[w.crop]
+        np.testing.assert_array_equal(crop, full[start[0] : stop[0], start[1] : stop[1]])
+
+
+def test_bad_sigma_and_centres_raise(tiny_weights):
+    plane = textured((16, 16), 3)
+    for bad in ([], [3.0, 1.0], [1.0, 1.0], [[1.0, 2.0]]):
+        with pytest.raises(InputError, match="increasing"):
+            masked_labels(plane, bad, 1.0)
+    for sigma in (-1.0, math.nan, math.inf):
+        with pytest.raises(InputError, match="sigma"):
+            masked_labels(plane, [1.0, 2.0], sigma)
+    module = load_model(tiny_weights).module
+    with pytest.raises(InputError, match="centres"):
+        masked(module, plane, PlaneParams(0.0, 1.0))
+    for field, value in (("clusters", 0), ("clusters", 17), ("mask_sigma", -0.5)):
+        with pytest.raises(ValidationError, match=field):
+            DenoiseConfig(input="i", output="o", **{field: value})
+    with pytest.raises(ValidationError, match="mask_sigma"):
+        DenoiseConfig(input="i", output="o", mask_sigma=math.inf)
+
+
+def test_channel_centres_are_increasing_and_deduplicated():
+    rng = np.random.default_rng(4)
+    data = np.empty((3, 40, 50), dtype=np.uint16)
+    data[0] = 7  # constant: one centre
+    data[1] = rng.choice([10, 50], size=(40, 50))  # two levels for K = 3: two centres
+    data[2] = rng.choice([100, 1000, 3000], size=(40, 50)) + rng.integers(0, 20, (40, 50))
+    array = zarr.create_array(store={}, shape=data.shape, chunks=(1, 20, 25), dtype=data.dtype)
+    array[:] = data
+    blocks = plan_blocks(data.shape, (1, 20, 25))
+    c0, c1, c2 = channel_centres(array, "cyx", blocks, k=3)
+    assert c0 == (7.0,) and c1 == (10.0, 50.0)
+    assert len(c2) == 3 and list(c2) == sorted(c2)
+    np.testing.assert_allclose(c2, [109.5, 1009.5, 3009.5], atol=2)
+    assert channel_centres(array, "cyx", blocks, k=3) == (c0, c1, c2)  # deterministic
+
+
+def test_default_model_of_the_masked_protocol(tmp_path, monkeypatch, tiny_weights):
+    cfg = DenoiseConfig(input="i", output="o", protocol="masked")
+    model, notes = choose_model(cfg)  # not shipped yet: fall back, and say so
+    assert model == DEFAULT_MODEL and "not installed" in notes[0]
+    assert choose_model(cfg.model_copy(update={"protocol": "whole"})) == (DEFAULT_MODEL, [])
+    assert choose_model(cfg.model_copy(update={"model": "x.safetensors"})) == ("x.safetensors", [])
+    shutil.copy(tiny_weights, tmp_path / f"{DEFAULT_MASKED_MODEL}.safetensors")
+    monkeypatch.setattr(weights, "SHIPPED_DIR", tmp_path)
+    assert choose_model(cfg) == (DEFAULT_MASKED_MODEL, [])
+
+
+def test_output_parameters_hold_the_cluster_options_only_where_they_act():
+    base = DenoiseConfig(input="i", output="o", clusters=5, cluster_backend="cpu")
+    plain = base.output_parameters()
+    assert plain["save_labels"] is False and "clusters" not in plain and "mask_sigma" not in plain
+    for update in ({"protocol": "masked"}, {"save_labels": True}):
+        params = base.model_copy(update=update).output_parameters()
+        assert params["clusters"] == 5 and params["mask_sigma"] == 1.0
+        assert "cluster_backend" not in params
