@@ -29,11 +29,14 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+# The benchmark suite (benchmarks/run_suite.py): every experiment, tables and plots in
+# benchmarks/results/ (hours on 2 cores); bench-quick: minutes, into benchmarks/results/quick/,
+# real-data parts skipped with a message where ../shared/data is absent.
 bench: $(STAMP)
-	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/run_suite.py
 
 bench-quick: $(STAMP)
-	$(PY) benchmarks/throughput.py --quick
+	$(PY) benchmarks/run_suite.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

@@ -67,8 +67,11 @@ def make_config(
     depth: int,
     width: int,
     synthetic: float,
+    init: Path | None = None,
+    lr: float = 1e-3,
 ) -> TrainConfig:
-    """The training configuration of one fold."""
+    """The training configuration of one fold (``init``: fine-tune from these weights,
+    which must not have seen FMD for the folds to stay honest)."""
     fmd, w2s = DATA / "fmd_dev", DATA / "w2s_train"
     types = fold_types(fold)
     extra = [
@@ -106,8 +109,9 @@ def make_config(
         steps=steps,
         batch_size=16,
         patch_size=64,
-        lr=1e-3,
+        lr=lr,
         lr_schedule="cosine",
+        init_weights=init,
         lr_min_ratio=0.02,
         seed=0,
         device="auto",
@@ -135,6 +139,7 @@ Command (repository root):
 
 - Output: `{config.output}` ({result.digest})
 - Architecture: DnCNN depth {config.depth}, width {config.width}, batch norm (folded at load)
+- Initialisation: {f"fine-tuned from `{config.init_weights}`" if config.init_weights else "random"}
 - FMD types trained on: {", ".join(fold_types(fold))}; held out: {", ".join(held) or "none"}
 - Data: {t.get("train_images")} training images (FMD levels raw..avg16 -> gt of those types,
   W2S channel-0 pairs avg1 -> avg400); {config.synthetic_fraction:.0%} of the patches get
@@ -166,6 +171,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--synthetic", type=float, default=0.3, help="synthetic patch share")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--init", type=Path, default=None, help="fine-tune from these weights")
+    parser.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="resume from here")
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
@@ -183,12 +190,15 @@ def main() -> None:
         depth=args.depth,
         width=args.width,
         synthetic=args.synthetic,
+        init=args.init,
+        lr=args.lr,
     )
     result = train(config, progress=not args.no_progress)
     command = (
         f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/train_fmd.py "
         f"{args.output} --fold {args.fold} --steps {args.steps} --depth {args.depth} "
         f"--width {args.width} --synthetic {args.synthetic} --threads {args.threads}"
+        + (f" --init {args.init} --lr {args.lr}" if args.init else f" --lr {args.lr}")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)
     logging.info("done: %s", path)

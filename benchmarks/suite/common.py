@@ -566,3 +566,48 @@ def describe_protocols(ctx: Context) -> list[str]:
         f"inference (no tiles), CPU, {ctx.threads} torch thread(s)",
     ]
     return lines
+
+
+# ----------------------------------------------------------------- crop-safe keys
+
+
+def fmd_crops(
+    level: str,
+    types: Sequence[str] | None = None,
+    per_type: int | None = None,
+    crop: int | None = None,
+) -> list[Image]:
+    """:func:`fmd_images` whose keys name the crop (``.../Confocal_MICE_1@128``), so the
+    memo of :func:`score` never mixes a crop with the full frame or another crop size."""
+    from dataclasses import replace
+
+    images = fmd_images(level, types, per_type, crop)
+    return [replace(im, key=f"{im.key}@{crop}") for im in images] if crop else images
+
+
+def score_all(
+    images: Sequence[Image], protos: dict[str, Denoise]
+) -> tuple[list[Image], dict[str, list[Score]], list[str]]:
+    """Every protocol on every image, keeping only the images where all of them run.
+
+    Returns the kept images, per protocol their scores (in the order of the kept images),
+    and one message per image left out (e.g. a crop too flat for noise estimation), so
+    that the protocols are always compared on the same images.
+    """
+    from fluoden_batch.errors import FluodenError
+
+    kept, per, left_out = [], {name: [] for name in protos}, []
+    for im in images:
+        try:
+            row = {name: score(im, name, fn) for name, fn in protos.items()}
+        except FluodenError as exc:
+            failed = next(n for n in protos if (im.key, n) not in _MEMO)
+            left_out.append(
+                f"{im.key} left out of every protocol: {failed} failed "
+                f"({type(exc).__name__}: {exc})."
+            )
+            continue
+        kept.append(im)
+        for name, s in row.items():
+            per[name].append(s)
+    return kept, per, left_out
