@@ -163,14 +163,35 @@ def write_index(ctx, summary, total: float) -> None:
         "| # | experiment | status | wall s | results | notes |",
         "|---:|---|---|---:|---|---|",
     ]
+    rows = _earlier_rows(ctx.out / "suite.md", {number for number, *_ in summary})
     for number, name, status, seconds, files, notes in summary:
         links = ", ".join(f"[{f.name}]({f.name})" for f in files) or "-"
-        lines.append(
+        rows[number] = (
             f"| {number} | {name} | {status} | {seconds:.0f} | {links} | "
             + "<br>".join(n.replace("|", "/") for n in notes)
             + " |"
         )
+    lines += [rows[n] for n in sorted(rows)]
     (ctx.out / "suite.md").write_text("\n".join(lines) + "\n")
+
+
+def _earlier_rows(index: Path, rerun: set[int]) -> dict[int, str]:
+    """Rows of an existing index for the experiments not run this time (``--only``), so
+    that runs of different experiments into one folder keep one index; each such row is
+    marked with the command line of its own run."""
+    if not index.exists():
+        return {}
+    text = index.read_text()
+    command = next((ln for ln in text.splitlines() if ln.startswith("Command: ")), "")
+    rows = {}
+    for line in text.splitlines():
+        cells = line.split("|")
+        if len(cells) > 2 and cells[1].strip().isdigit() and int(cells[1]) not in rerun:
+            note = command.removeprefix("Command: ").strip().rstrip()
+            if note and "(earlier run:" not in line:
+                line = line.rstrip().removesuffix("|").rstrip() + f" (earlier run: {note}) |"
+            rows[int(cells[1])] = line
+    return rows
 
 
 if __name__ == "__main__":
