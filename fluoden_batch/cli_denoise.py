@@ -118,8 +118,8 @@ def denoise(
             "estimated from the data, the model, then the exact unbiased inverse; masked: "
             "pixels are labelled by the nearest of K intensity centres (fitted once per "
             "channel) on the smoothed plane, each cluster is denoised with everything else "
-            "set to its centre, and each pixel comes from its own cluster's pass (K passes "
-            "per plane)."
+            "set to the smoothed plane clipped to the cluster's intensity band, and each "
+            "pixel comes from its own cluster's pass (K passes per plane)."
         ),
     ] = None,
     clusters: Annotated[

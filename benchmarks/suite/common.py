@@ -351,18 +351,17 @@ def dncnn_vst(models: ModelSet) -> Denoise:
 
 def dncnn_masked(models: ModelSet, k: int, sigma: float) -> Denoise:
     """The masked protocol of ``fluoden_batch/clustering/masked.py``: K-means centres of
-    the plane, labels of the smoothed plane, centre-filled parts through the whole
+    the plane, labels of the smoothed plane, band-filled parts through the whole
     protocol (normalisation of the full plane), merged by label. K = 1 is ``whole``."""
     from fluoden_batch.clustering import cluster_image
-    from fluoden_batch.clustering.masked import masked_denoise, masked_labels
+    from fluoden_batch.clustering.masked import masked_denoise
     from fluoden_batch.restore.protocols import whole
 
     def run(image: Image) -> np.ndarray:
         module = models.module_for(image.kind)
         params = _plane_params(models, image.noisy)
         centres = cluster_image(image.noisy, "kmeans", k=k, seed=0, backend="cpu").means
-        labels = masked_labels(image.noisy, centres, sigma)
-        return masked_denoise(lambda p: whole(module, p, params), image.noisy, labels, centres)
+        return masked_denoise(lambda p: whole(module, p, params), image.noisy, centres, sigma)
 
     return run
 

@@ -16,10 +16,11 @@ block read with its halo gives exactly the pixels of whole-image application.
   neighbouring blocks and leave seams).
 - ``masked``: labels from ``K`` intensity centres fixed per channel on the
   Gaussian-smoothed plane, one ``whole`` pass per cluster present on the plane with
-  everything outside the cluster set to its centre, each pixel taken from its own
-  cluster's pass (definition in :mod:`fluoden_batch.clustering.masked`). Not pixel-wise:
-  the smoothing reaches :func:`~fluoden_batch.clustering.masked.smoothing_radius` pixels,
-  which the block's halo adds to the model's receptive radius.
+  everything outside the cluster set to the smoothed plane clipped to the cluster's
+  intensity band, each pixel taken from its own cluster's pass (definition in
+  :mod:`fluoden_batch.clustering.masked`). Not pixel-wise: the smoothing reaches
+  :func:`~fluoden_batch.clustering.masked.smoothing_radius` pixels, which the block's
+  halo adds to the model's receptive radius.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fluoden_batch.clustering.masked import masked_denoise, masked_labels
+from fluoden_batch.clustering.masked import masked_denoise
 from fluoden_batch.errors import InputError
 from fluoden_batch.models.dncnn import DnCNN
 from fluoden_batch.models.normalise import denormalise, normalise
@@ -132,9 +133,11 @@ def masked(
     """
     if params.centres is None:
         raise InputError("the masked protocol needs the cluster centres")
-    labels = masked_labels(plane, params.centres, params.sigma)
     return masked_denoise(
-        lambda part: whole(module, part, params, tile, precision), plane, labels, params.centres
+        lambda part: whole(module, part, params, tile, precision),
+        plane,
+        params.centres,
+        params.sigma,
     )
 
 

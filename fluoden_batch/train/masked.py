@@ -1,9 +1,10 @@
 """Masked training: patches of the masked protocol's parts, and its validation.
 
 The masked protocol (:mod:`fluoden_batch.clustering.masked`) denoises each cluster part
-``z_k = where(L == k, z, c_k)`` of a plane separately, so a model for it must learn to
-denoise such parts: mostly flat at a centre value, with the real noisy pixels of one
-intensity cluster inside. Each training patch of :class:`MaskedPatchSampler`:
+``z_k = where(L == k, z, clip(s, B_k))`` of a plane separately (``s`` the smoothed plane,
+``B_k`` the cluster's intensity band), so a model for it must learn to denoise such parts:
+the real noisy pixels of one intensity cluster, flat band-edge values outside. Each
+training patch of :class:`MaskedPatchSampler`:
 
 1. is drawn like a :class:`~fluoden_batch.train.data.PatchSampler` patch (image, real or
    synthetic noise, corner, rotation, flip; same normalisation: the percentile range of
@@ -13,12 +14,12 @@ intensity cluster inside. Each training patch of :class:`MaskedPatchSampler`:
    patch, of the clean image (a fresh noise draw per patch would need a fit per patch;
    the clean image's centres are close to the noisy ones where it matters, the cluster
    cores). Centres are cached per (image, K, real/synthetic);
-3. labels its noisy pixels with :func:`~fluoden_batch.clustering.masked.masked_labels`
-   computed on the patch plus a margin of the smoothing radius (:func:`patch_labels`), so
-   they equal the labels of the whole image;
+3. labels its noisy pixels and smooths the noisy image on the patch plus a margin of the
+   smoothing radius (:func:`patch_masks`), so both equal those of the whole image;
 4. picks one cluster ``k`` present in the patch, uniformly, and returns
-   ``input = z_k`` and ``target = where(L == k, clean, c_k)``: outside the cluster both
-   are the normalised centre, inside the model learns the clean image.
+   ``input = z_k`` and ``target = where(L == k, clean, clip(s, B_k))``: outside the
+   cluster both hold the same fill (from the noisy image, as at inference), inside the
+   model learns the clean image.
 
 A patch holding one cluster only (or ``K = 1``) is left whole, as inference leaves a block
 of one cluster whole; with ``clusters = [1]`` the sampler gives exactly the patches of a
@@ -34,9 +35,10 @@ import torch
 
 from fluoden_batch.clustering import cluster_image
 from fluoden_batch.clustering.masked import (
+    label_by_centres,
     masked_denoise,
-    masked_labels,
     masked_part,
+    smooth,
     smoothing_radius,
 )
 from fluoden_batch.errors import InputError
@@ -44,7 +46,7 @@ from fluoden_batch.models.normalise import normalise, percentile_range
 from fluoden_batch.train.data import NORMALISATION, PatchSampler, TrainImage
 from fluoden_batch.train.inference import denoise_whole
 
-__all__ = ["MaskedDenoiser", "MaskedPatchSampler", "fit_centres", "patch_labels"]
+__all__ = ["MaskedDenoiser", "MaskedPatchSampler", "fit_centres", "patch_masks"]
 
 
 def fit_centres(image: np.ndarray, k: int) -> np.ndarray:
@@ -68,14 +70,15 @@ def fit_centres(image: np.ndarray, k: int) -> np.ndarray:
     return np.unique(result.means)
 
 
-def patch_labels(
+def patch_masks(
     plane: np.ndarray, y: int, x: int, size: int, centres: np.ndarray, sigma: float
-) -> np.ndarray:
-    """Masked-protocol labels of the patch ``plane[y:y+size, x:x+size]``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masked-protocol labels and smoothed plane of the patch ``plane[y:y+size, x:x+size]``.
 
     Computed on the patch plus a margin of :func:`smoothing_radius` pixels (cut at the
     image borders, where the smoothing mirrors the plane as it does on the whole plane),
-    so the result equals ``masked_labels(plane, centres, sigma)[y:y+size, x:x+size]``.
+    so they equal ``masked_labels(plane, centres, sigma)`` and ``smooth(plane, sigma)``
+    of the whole image, cropped to the patch.
 
     Parameters
     ----------
@@ -92,14 +95,15 @@ def patch_labels(
 
     Returns
     -------
-    ndarray, shape (size, size), int32, values 0..n-1
+    labels : ndarray, shape (size, size), int32, values 0..n-1
+    smoothed : ndarray, shape (size, size), float64, image units
     """
     m = smoothing_radius(sigma)
     h, w = plane.shape
     top, left = max(y - m, 0), max(x - m, 0)
     region = plane[top : min(y + size + m, h), left : min(x + size + m, w)]
-    labels = masked_labels(region, centres, sigma)
-    return labels[y - top : y - top + size, x - left : x - left + size]
+    smoothed = smooth(region, sigma)[y - top : y - top + size, x - left : x - left + size]
+    return label_by_centres(smoothed, centres), smoothed
 
 
 class MaskedPatchSampler(PatchSampler):
@@ -176,12 +180,12 @@ class MaskedPatchSampler(PatchSampler):
             noisy, clean = d.noisy[window], self.images[d.index].clean[window]
             if k > 1:
                 centres = self.centres(d.index, k, d.synthetic)
-                labels = patch_labels(d.noisy, d.y, d.x, p, centres, self.sigma)
+                labels, smoothed = patch_masks(d.noisy, d.y, d.x, p, centres, self.sigma)
                 present = np.flatnonzero(np.bincount(labels.ravel(), minlength=len(centres)))
                 if len(present) > 1:
                     part = int(present[rng.integers(len(present))])
-                    noisy = masked_part(noisy, labels, centres, part)
-                    clean = masked_part(clean, labels, centres, part)
+                    noisy = masked_part(noisy, labels, smoothed, centres, part)
+                    clean = masked_part(clean, labels, smoothed, centres, part)
             inputs[i, 0] = normalise(d.orient(noisy), d.lo, d.hi)
             targets[i, 0] = normalise(d.orient(clean), d.lo, d.hi)
         return inputs, targets
@@ -218,11 +222,10 @@ class MaskedDenoiser:
         """Denoise ``image`` (shape (H, W), image units); float32 (H, W), image units."""
         norm = percentile_range(image, NORMALISATION.low, NORMALISATION.high)
         centres = fit_centres(image, self.clusters)
-        labels = masked_labels(image, centres, self.sigma)
         out = masked_denoise(
             lambda part: denoise_whole(model, part, norm=norm, device=device),
             image,
-            labels,
             centres,
+            self.sigma,
         )
         return np.clip(out, *clip) if clip is not None else out

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from conftest import write_image
 from fluoden_batch.cli import app
 from fluoden_batch.clustering.masked import masked_labels
-from fluoden_batch.config import DEFAULT_MASKED_MODEL, DenoiseConfig
+from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import OutputError
 from fluoden_batch.io.store import MARKER_DIR, read_provenance
-from fluoden_batch.models import load_model, shipped_models
+from fluoden_batch.models import load_model
 from fluoden_batch.noise import simulate
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.restore.protocols import PROTOCOLS, PlaneParams, whole
@@ -145,13 +145,6 @@ def border_jump(image: np.ndarray, labels: np.ndarray) -> float:
     return float(np.concatenate(jumps).mean())
 
 
-@pytest.mark.xfail(
-    DEFAULT_MASKED_MODEL not in shipped_models(),
-    reason="the default model for masked is dncnn-small, trained on whole images: it leaves "
-    "seams at mask borders (mean jump about 10x the unmasked output's); expected to pass "
-    "with the masked-trained dncnn-small-masked",
-    strict=True,
-)
 def test_masked_output_has_no_seams_at_mask_borders(client, tmp_path):
     """On a smooth ramp under Poisson-Gaussian noise the mask borders are arbitrary lines
     through a featureless image, so the output must not jump there: the mean jump across

@@ -12,7 +12,14 @@ import zarr
 from pydantic import ValidationError
 from scipy import ndimage
 
-from fluoden_batch.clustering.masked import masked_denoise, masked_labels, smoothing_radius
+from fluoden_batch.clustering.masked import (
+    band,
+    masked_denoise,
+    masked_labels,
+    masked_part,
+    smooth,
+    smoothing_radius,
+)
 from fluoden_batch.clustering.masks import recombine
 from fluoden_batch.config import DEFAULT_MASKED_MODEL, DEFAULT_MODEL, DenoiseConfig
 from fluoden_batch.errors import InputError
@@ -36,18 +43,37 @@ def test_recombine_takes_every_pixel_from_its_own_part_exactly_once():
     parts = {k: np.full(labels.shape, 10.0 * k + 1) for k in range(5)}  # 4: absent, ignored
     np.testing.assert_array_equal(recombine(parts, labels), 10.0 * labels + 1)
 
-    # through masked_denoise: part k is 0 inside cluster k and c_k elsewhere, so a
-    # "denoiser" returning the part's maximum everywhere marks every pixel with its part
+    # through masked_denoise (sigma 0, the plane at the centres, so its labels are
+    # `labels`): one pass per cluster present, in label order; each pixel comes from the
+    # pass of its own label, and each part holds the plane inside its cluster and values
+    # of the cluster's band outside it
     centres = (3.0, 5.0, 7.0, 11.0)
-    calls = []
+    plane = np.asarray(centres, np.float32)[labels]
+    parts: list[np.ndarray] = []
 
     def mark(part: np.ndarray) -> np.ndarray:
-        calls.append(part.max())
-        return np.full(part.shape, part.max(), dtype=np.float32)
+        parts.append(part.copy())
+        return np.full(part.shape, len(parts) - 1, dtype=np.float32)
 
-    got = masked_denoise(mark, np.zeros(labels.shape, np.float32), labels, centres)
-    np.testing.assert_array_equal(got, np.asarray(centres, np.float32)[labels])
-    assert sorted(calls) == list(centres)  # one pass per cluster present, no more
+    got = masked_denoise(mark, plane, centres, 0.0)
+    np.testing.assert_array_equal(got, labels)
+    assert len(parts) == 4
+    for k, part in enumerate(parts):
+        lo, hi = band(centres, k)
+        np.testing.assert_array_equal(part[labels == k], plane[labels == k])
+        assert np.all((part >= lo) & (part <= hi))
+
+
+def test_parts_continue_across_mask_borders():
+    """On a smooth ramp the band fill meets the cluster's own intensities at its border:
+    the step across any label border of a part is within the ramp's own step there."""
+    ramp = np.tile(np.linspace(0.0, 300.0, 301, dtype=np.float32), (8, 1))
+    centres = (50.0, 150.0, 250.0)
+    labels = masked_labels(ramp, centres, 0.0)
+    smoothed = smooth(ramp, 0.0)
+    for k in range(3):
+        part = masked_part(ramp, labels, smoothed, centres, k)
+        assert np.abs(np.diff(part, axis=1)).max() <= 1.0 + 1e-4  # the ramp step is 1.0
 
 
 def test_one_cluster_is_exactly_the_whole_protocol(tiny_weights):
@@ -112,13 +138,13 @@ def test_channel_centres_are_increasing_and_deduplicated():
 
 def test_default_model_of_the_masked_protocol(tmp_path, monkeypatch, tiny_weights):
     cfg = DenoiseConfig(input="i", output="o", protocol="masked")
-    model, notes = choose_model(cfg)  # not shipped yet: fall back, and say so
-    assert model == DEFAULT_MODEL and "not installed" in notes[0]
+    assert choose_model(cfg) == (DEFAULT_MASKED_MODEL, [])  # shipped
     assert choose_model(cfg.model_copy(update={"protocol": "whole"})) == (DEFAULT_MODEL, [])
     assert choose_model(cfg.model_copy(update={"model": "x.safetensors"})) == ("x.safetensors", [])
-    shutil.copy(tiny_weights, tmp_path / f"{DEFAULT_MASKED_MODEL}.safetensors")
-    monkeypatch.setattr(weights, "SHIPPED_DIR", tmp_path)
-    assert choose_model(cfg) == (DEFAULT_MASKED_MODEL, [])
+    shutil.copy(tiny_weights, tmp_path / f"{DEFAULT_MODEL}.safetensors")
+    monkeypatch.setattr(weights, "SHIPPED_DIR", tmp_path)  # an install without it
+    model, notes = choose_model(cfg)  # falls back, and says so
+    assert model == DEFAULT_MODEL and "not installed" in notes[0]
 
 
 def test_output_parameters_hold_the_cluster_options_only_where_they_act():

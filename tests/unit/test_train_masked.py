@@ -10,13 +10,13 @@ import pytest
 import tifffile
 from pydantic import ValidationError
 
-from fluoden_batch.clustering.masked import masked_labels
+from fluoden_batch.clustering.masked import band, masked_labels, smooth
 from fluoden_batch.models import load_model
 from fluoden_batch.models.normalise import normalise, percentile_range
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, train
 from fluoden_batch.train.data import PatchSampler, load_pairs
-from fluoden_batch.train.masked import MaskedDenoiser, MaskedPatchSampler, fit_centres, patch_labels
+from fluoden_batch.train.masked import MaskedDenoiser, MaskedPatchSampler, fit_centres, patch_masks
 
 SIZE = 64
 
@@ -66,29 +66,32 @@ def test_patch_labels_equal_the_whole_image_labels(pair_dirs, sigma: float) -> N
     image = _images(pair_dirs)[0]
     centres = fit_centres(image.noisy, 3)
     whole = masked_labels(image.noisy, centres, sigma)
+    whole_s = smooth(image.noisy, sigma)
     for y, x in ((0, 0), (5, 17), (SIZE - 20, SIZE - 20), (30, 0)):
-        np.testing.assert_array_equal(
-            patch_labels(image.noisy, y, x, 20, centres, sigma), whole[y : y + 20, x : x + 20]
-        )
+        labels, smoothed = patch_masks(image.noisy, y, x, 20, centres, sigma)
+        np.testing.assert_array_equal(labels, whole[y : y + 20, x : x + 20])
+        np.testing.assert_allclose(smoothed, whole_s[y : y + 20, x : x + 20], rtol=1e-12)
 
 
-def test_masked_patches_are_one_cluster_part_with_the_centre_outside(pair_dirs) -> None:
+def test_masked_patches_are_one_cluster_part_with_the_band_fill_outside(pair_dirs) -> None:
     """Full-size patches (no crop, so each is a flip/rotation of the image): outside the
-    part's cluster input and target both hold the normalised centre; inside, the input
-    is the noisy image and the target the clean one, under the noisy image's map."""
+    part's cluster input and target both hold the same fill (the noisy image smoothed and
+    clipped to the cluster's band); inside, the input is the noisy image and the target
+    the clean one, under the noisy image's map."""
     image = _images(pair_dirs)[0]
     sampler = MaskedPatchSampler([image], SIZE, clusters=[3], sigma=1.0)
     centres = sampler.centres(0, 3, synthetic=False)
     labels = masked_labels(image.noisy, centres, 1.0)
+    smoothed = smooth(image.noisy, 1.0)
     lo, hi = percentile_range(image.noisy, 0.1, 99.9)
     inputs, targets = sampler.sample(12, np.random.default_rng(0))
     seen = set()
     for inp, tgt in zip(inputs[:, 0], targets[:, 0], strict=True):
         found = None
         for k in range(len(centres)):
-            c = np.float32(centres[k])
-            want_in = normalise(np.where(labels == k, image.noisy, c), lo, hi)
-            want_tgt = normalise(np.where(labels == k, image.clean, c), lo, hi)
+            fill = np.clip(smoothed, *band(centres, k)).astype(np.float32)
+            want_in = normalise(np.where(labels == k, image.noisy, fill), lo, hi)
+            want_tgt = normalise(np.where(labels == k, image.clean, fill), lo, hi)
             for flip in (False, True):
                 for r in range(4):
 
@@ -96,11 +99,12 @@ def test_masked_patches_are_one_cluster_part_with_the_centre_outside(pair_dirs) 
                         return np.rot90(a[:, ::-1] if flip else a, r)
 
                     if np.allclose(inp, orient(want_in), atol=1e-6):
-                        found = (k, orient(want_tgt), normalise(c, lo, hi))
+                        found = (k, orient(want_tgt), orient(labels) != k)
         assert found is not None
-        k, want_tgt, fill = found
+        k, want_tgt, outside = found
         np.testing.assert_allclose(tgt, want_tgt, atol=1e-6)
-        assert np.isclose(inp, fill).mean() > 0.05  # a part, not the whole image
+        assert outside.mean() > 0.05  # a part, not the whole image
+        np.testing.assert_array_equal(inp[outside], tgt[outside])  # the same fill
         seen.add(k)
     assert len(seen) >= 2  # parts of several clusters are drawn
 
