@@ -167,7 +167,7 @@ class MaskedPatchSampler(PatchSampler):
         -------
         inputs, targets : ndarray, float32, shape (batch_size, 1, P, P)
             Normalised masked noisy parts and the clean image inside the part's cluster
-            (its centre outside), under the same map.
+            (the part's own fill outside), under the same map.
         """
         p = self.patch_size
         inputs = np.empty((batch_size, 1, p, p), np.float32)

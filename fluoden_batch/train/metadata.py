@@ -22,7 +22,8 @@ _LOSS = {
     "self_supervised": "MSE at the blind-spot pixels against their own noisy values "
     "(normalised units; Noise2Void)",
     "masked": "MSE of the denoised cluster part against the clean image inside the part's "
-    "cluster and the cluster centre outside (normalised units; masked protocol)",
+    "cluster and the part's fill (the smoothed noisy image clipped to the cluster's "
+    "intensity band) outside (normalised units; masked protocol)",
 }
 
 
