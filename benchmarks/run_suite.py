@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra DnCNNs for whole-protocol rows in exp 5 (comma-separated)",
     )
     parser.add_argument("--k", type=int, default=3, help="clusters of the masked protocol")
-    parser.add_argument("--mask-sigma", type=float, default=1.0, help="label smoothing, px")
+    parser.add_argument("--mask-sigma", type=float, default=2.0, help="label smoothing, px")
     parser.add_argument(
         "--nlm-h", type=float, default=0.8, help="VST+NLM h in units of the unit noise std"
     )

@@ -45,7 +45,8 @@ def make_config(
     w2s = DATA / "w2s_train"
     protocol = (
         "Masked protocol (K-means intensity clusters, K 2..4, labels smoothed with sigma 1 "
-        "px; each part denoised with the rest set to its cluster centre)"
+        "px; each part denoised with the rest set to the smoothed plane clipped to the "
+        "cluster's intensity band)"
         if masked
         else "Whole-image protocol"
     )
@@ -134,7 +135,8 @@ Command (repository root, one CPU thread):
 - Validation PSNR (4 W2S pairs, 0..255): noisy input {t.get("val_noisy_psnr_db", 0):.2f} dB,
   denoised {t.get("final_val_psnr_db", 0):.2f} dB
 
-FMD (`fmd_dev`) was not used for training or validation; see `eval_fmd_{config.name}.md`.
+FMD (`fmd_dev`) was not used for training or validation; see `eval_fmd_dncnn-small.md`
+and, for the masked twin, the benchmark suite (exp2, exp4, exp5).
 
 | step | val PSNR (dB) |
 |---:|---:|

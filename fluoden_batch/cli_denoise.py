@@ -134,7 +134,7 @@ def denoise(
         typer.Option(
             help="Gaussian smoothing (sigma, pixels, >= 0) of the plane before labelling, so "
             "masks do not break into speckle where noise straddles two centres; 0 = none; "
-            "each block reads about 4 sigma more halo (default: 1.0)."
+            "each block reads about 4 sigma more halo (default: 2.0)."
         ),
     ] = None,
     cluster_backend: Annotated[

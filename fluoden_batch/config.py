@@ -43,7 +43,7 @@ class DenoiseConfig(BaseModel):
         3, ge=1, le=MAX_CLUSTERS, description="K, intensity clusters per channel (masked, labels)"
     )
     mask_sigma: float = Field(
-        1.0, ge=0, allow_inf_nan=False, description="label smoothing (Gaussian sigma), pixels"
+        2.0, ge=0, allow_inf_nan=False, description="label smoothing (Gaussian sigma), pixels"
     )
     cluster_backend: Literal["auto", "gpu", "cpu"] = Field(
         "auto", description="where the K-means centres are fitted; does not change the output"

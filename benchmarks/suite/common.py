@@ -46,7 +46,7 @@ class Context:
     masked_model: str = "dncnn-small-masked"
     baseline_models: tuple[str, ...] = ("dncnn-small",)
     k: int = 3
-    mask_sigma: float = 1.0
+    mask_sigma: float = 2.0
     nlm_h: float = 0.8
     steps: int = 1500
     threads: int = 1

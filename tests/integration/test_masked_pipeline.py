@@ -126,7 +126,7 @@ def test_resume_reuses_the_centres_and_changed_cluster_options_are_refused(
     np.testing.assert_array_equal(image[:], before[0])
     np.testing.assert_array_equal(labels[:], before[1])
 
-    for update, name in (({"clusters": 4}, "clusters"), ({"mask_sigma": 2.0}, "mask_sigma")):
+    for update, name in (({"clusters": 4}, "clusters"), ({"mask_sigma": 1.0}, "mask_sigma")):
         with pytest.raises(OutputError, match=f"{name}.*--overwrite"):
             plan(cfg.model_copy(update=update))
     with pytest.raises(OutputError, match="save_labels"):
@@ -173,7 +173,7 @@ def test_masked_output_has_no_seams_at_mask_borders(client, tmp_path):
 def test_cli_options_and_errors(client, tiny_weights, tmp_path):
     text = " ".join(runner.invoke(app, ["denoise", "--help"]).output.split())
     for phrase in ("whole|vst|masked", "--clusters", "(default: 3)", "--mask-sigma",
-                   "(default: 1.0)", "--cluster-backend", "(default: auto)", "--save-labels",
+                   "(default: 2.0)", "--cluster-backend", "(default: auto)", "--save-labels",
                    "OUTPUT/labels/clusters", "dncnn-small-masked"):  # fmt: skip
         assert phrase in text, phrase
     inp = write_image(tmp_path / "in.zarr", populations((64, 64), 6), "yx", (32, 32))

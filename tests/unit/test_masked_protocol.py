@@ -153,5 +153,5 @@ def test_output_parameters_hold_the_cluster_options_only_where_they_act():
     assert plain["save_labels"] is False and "clusters" not in plain and "mask_sigma" not in plain
     for update in ({"protocol": "masked"}, {"save_labels": True}):
         params = base.model_copy(update=update).output_parameters()
-        assert params["clusters"] == 5 and params["mask_sigma"] == 1.0
+        assert params["clusters"] == 5 and params["mask_sigma"] == 2.0
         assert "cluster_backend" not in params
