@@ -2,7 +2,7 @@
 
 For K = 1..8 every image is denoised with the masked protocol of
 ``fluoden_batch/clustering/masked.py``: K-means centres of the plane, labels of the
-Gaussian-smoothed plane (sigma 1 px), each cluster's part (the plane inside the cluster,
+Gaussian-smoothed plane (sigma 2 px by default), each cluster's part (the plane inside the cluster,
 the smoothed plane clipped to the cluster's intensity band outside) through the DnCNN
 with the normalisation of the full plane, merged by label. K = 1 is the whole-image
 protocol. The masked-trained model is added where its weights exist.
