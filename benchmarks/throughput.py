@@ -6,9 +6,12 @@ Run: ``python benchmarks/throughput.py`` (about 64 Mpx, a few minutes on 2 cores
 
 What is measured
 ----------------
-1. GEMM ceiling: GFLOP/s of a 4096x4096 fp32 matmul with torch on all cores (and on one).
+1. GEMM ceiling: GFLOP/s of a large fp32 matmul on all cores (and on one), the faster of
+   torch's BLAS matmul (4096^2) and oneDNN's (a 1x1 convolution of 1024 channels).
 2. Model-only: forward passes of the chosen DnCNN on one in-memory tile (plus halo),
-   channels-last fp32, for several tile sizes: Mpx/s (of the tile, halo excluded) and
+   channels-last fp32, fused convolution + ReLU (:class:`fluoden_batch.models.FusedDnCNN`,
+   as ``fluoden denoise`` runs it; once also eager PyTorch for comparison), for several
+   tile sizes: Mpx/s (of the tile, halo excluded) and
    GFLOP/s (conv FLOPs, 2 x MACs, over tile plus halo), on one thread (the per-worker
    setting) and on all cores in one process; the same architecture at the paper's size
    (17x64) for comparison; and the pipeline's ceiling: model-only on every worker of the
@@ -22,7 +25,6 @@ What is measured
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import tempfile
 import time
@@ -30,39 +32,76 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe
 
 from fluoden_batch.compute import dask_client, default_workers
 from fluoden_batch.config import DEFAULT_MODEL, DenoiseConfig
-from fluoden_batch.models import DnCNN, load_model
+from fluoden_batch.models import DnCNN, FusedDnCNN, load_model
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.restore.inference import infer_plane
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def gemm_gflops(threads: int, n: int = 4096, repeats: int = 3) -> float:
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
+def _rate(run, flops: float, repeats: int) -> float:
+    run()
     t = time.perf_counter()
     for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+        run()
+    return flops * repeats / (time.perf_counter() - t) / 1e9
+
+
+@torch.inference_mode()
+def gemm_parts(threads: int, n: int = 4096, repeats: int = 3) -> dict[str, float]:
+    """GFLOP/s of a large fp32 matmul done two ways on ``threads`` threads.
+
+    ``blas``: ``torch.matmul`` of two n x n matrices (the BLAS torch was built with, MKL
+    here). ``onednn``: the same kind of product as oneDNN runs it, a 1x1 convolution of
+    n/4 channels over 64 x 64 channels-last pixels (a (4096 x n/4) @ (n/4 x n/4) GEMM).
+    MKL's sgemm falls well short of oneDNN on some CPUs (AMD EPYC here), so a ceiling
+    from BLAS alone would flatter the convolutions measured against it.
+    """
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    c = n // 4
+    x = torch.randn(1, c, 64, 64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c, c, 1, 1).contiguous(memory_format=torch.channels_last)
+    return {
+        "blas": _rate(lambda: a @ b, 2 * n**3, repeats),
+        "onednn": _rate(lambda: torch.nn.functional.conv2d(x, w), 2 * 64 * 64 * c * c, repeats),
+    }
+
+
+def gemm_gflops(threads: int, n: int = 4096, repeats: int = 3) -> float:
+    """GEMM ceiling: the faster of the two large fp32 matmuls of :func:`gemm_parts`."""
+    return max(gemm_parts(threads, n, repeats).values())
 
 
 def model_only(
-    model_name: str, tile: int, threads: int, repeats: int = 3, arch: tuple[int, int] | None = None
+    model_name: str,
+    tile: int,
+    threads: int,
+    repeats: int = 3,
+    arch: tuple[int, int] | None = None,
+    fused: bool = True,
 ) -> tuple[float, float]:
     """(Mpx/s, GFLOP/s) of forward passes on a tile of ``tile`` px plus its halo.
 
     ``arch=(depth, width)`` measures a randomly initialised DnCNN of that shape instead
-    (the speed of a convolution does not depend on its weights).
+    (the speed of a convolution does not depend on its weights). ``fused=False`` runs the
+    eager PyTorch forward (convolution and ReLU separately) instead of
+    :class:`~fluoden_batch.models.FusedDnCNN`, the one ``fluoden denoise`` uses.
     """
     torch.set_num_threads(threads)
     if arch is None:
         module = load_model(model_name).module
     else:
-        module = DnCNN(*arch, batch_norm=False).eval().to(memory_format=torch.channels_last)
+        module = FusedDnCNN(DnCNN(*arch, batch_norm=False).eval())
+    if not fused:
+        eager = DnCNN(module.depth, module.width, module.in_channels, batch_norm=False)
+        eager.load_state_dict(module.state_dict())
+        module = eager.eval()
+    module.to(memory_format=torch.channels_last)
     halo = module.receptive_radius
     side = tile + 2 * halo
     x = np.random.default_rng(0).random((side, side), dtype=np.float32)
@@ -134,17 +173,21 @@ def main() -> None:
     lines = [
         "# Throughput",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {cores} cores used, "
-        f"torch {torch.__version__}, model `{args.model}`.",
+        f"Machine: {describe({'torch': torch.__version__})}; {cores} cores used, "
+        f"model `{args.model}`, fp32, channels-last.",
         f"Command: `python benchmarks/throughput.py{' --quick' if args.quick else ''}`",
         "",
     ]
-    g_all, g_one = gemm_gflops(cores), gemm_gflops(1)
+    parts = {threads: gemm_parts(threads) for threads in (cores, 1)}
+    g_all, g_one = (max(parts[threads].values()) for threads in (cores, 1))
     lines += [
-        "| ceiling | GFLOP/s |",
-        "|---|---|",
-        f"| fp32 GEMM 4096^2, {cores} threads | {g_all:.1f} |",
-        f"| fp32 GEMM 4096^2, 1 thread | {g_one:.1f} |",
+        "| ceiling: fp32 GEMM | threads | BLAS matmul 4096^2 | oneDNN 1x1 conv, 1024 ch | "
+        "ceiling (the faster) |",
+        "|---|---|---|---|---|",
+        *(
+            f"| GFLOP/s | {threads} | {p['blas']:.1f} | {p['onednn']:.1f} | {max(p.values()):.1f} |"
+            for threads, p in parts.items()
+        ),
         "",
         "| model-only (tile + halo) | threads | Mpx/s | GFLOP/s | % of GEMM ceiling |",
         "|---|---|---|---|---|",
@@ -158,6 +201,11 @@ def main() -> None:
         lines.append(
             f"| {tile} px, one process | {cores} | {mpx:.3f} | {gf:.1f} | {100 * gf / g_all:.0f}% |"
         )
+    mpx1, gf1 = model_only(args.model, args.tile, 1, fused=False)
+    lines.append(
+        f"| {args.tile} px, eager PyTorch (conv and ReLU apart), one process | 1 | {mpx1:.3f} "
+        f"| {gf1:.1f} | {100 * gf1 / g_one:.0f}% |"
+    )
     for depth, width in ((10, 32), (17, 64)):
         mpx1, gf1 = model_only(args.model, args.tile, 1, arch=(depth, width))
         lines.append(

@@ -21,7 +21,7 @@ from typing import Any
 from fluoden_batch.clustering import select_backend
 from fluoden_batch.config import DEFAULT_MASKED_MODEL, DEFAULT_MODEL, DenoiseConfig
 from fluoden_batch.io.source import ImageSource
-from fluoden_batch.io.store import read_provenance
+from fluoden_batch.io.store import stored_parameter
 from fluoden_batch.models.weights import shipped_models
 from fluoden_batch.restore.sampling import channel_centres, channel_noise, gat_parameters
 from fluoden_batch.restore.tiles import Block
@@ -52,13 +52,8 @@ def stored(cfg: DenoiseConfig, out: Path, digest: str, key: str) -> Any:
     """The value ``key`` of the provenance parameters of an OUT planned with the same
     parameters (``cfg.output_parameters()`` and model ``digest``); None when there is no
     such OUT, or when ``overwrite`` asks for a fresh run."""
-    if cfg.overwrite or not out.exists():
-        return None
-    old = (read_provenance(out) or {}).get("parameters") or {}
     same = {**cfg.output_parameters(), "model_digest": digest}
-    if any(old.get(k) != v for k, v in same.items()):
-        return None
-    return old.get(key)
+    return stored_parameter(out, same, key, cfg.overwrite)
 
 
 def vst_noise(

@@ -106,12 +106,10 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     resolved = "gpu" if engine.name == "cuml" else "cpu"
     blocks = plan_blocks(source.shape, block_shape(source.shape, source.chunks, cfg.block_min))
     params = cfg.output_parameters()
-    old = (store.read_provenance(out) or {}).get("parameters") if out.exists() else None
     centres = None
     if cfg.method == "kmeans":
-        same = old is not None and not cfg.overwrite and "centres" in old
-        same = same and all(old.get(k) == v for k, v in params.items())
-        centres = old["centres"] if same else _fit_centres(source, blocks, cfg.k, resolved)
+        centres = store.stored_parameter(out, params, "centres", cfg.overwrite)
+        centres = centres or _fit_centres(source, blocks, cfg.k, resolved)
         params["centres"] = centres
     spec, resumed = _open_or_create(cfg, out, source, params)
     spec.clean_temporaries()

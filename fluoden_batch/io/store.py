@@ -101,6 +101,19 @@ def read_provenance(out: Path) -> dict[str, Any] | None:
     return dict(prov) if isinstance(prov, dict) else None
 
 
+def stored_parameter(out: Path, parameters: dict[str, Any], key: str, overwrite: bool) -> Any:
+    """The provenance parameter ``key`` of an existing OUT written with the same
+    ``parameters`` (every item equal), so that a rerun reuses what it fitted (centres,
+    noise); None when there is no such OUT, it lacks ``key``, or ``overwrite`` asks for
+    a fresh run."""
+    if overwrite or not out.exists():
+        return None
+    old = (read_provenance(out) or {}).get("parameters") or {}
+    if any(old.get(k) != v for k, v in parameters.items()):
+        return None
+    return old.get(key)
+
+
 def create_output(
     out: Path,
     meta: ImageMeta,

@@ -1,6 +1,7 @@
 """Denoising networks and their weights files."""
 
 from fluoden_batch.models.dncnn import DnCNN, fold_batch_norm
+from fluoden_batch.models.fused import FusedDnCNN
 from fluoden_batch.models.weights import (
     Architecture,
     LoadedModel,
@@ -17,6 +18,7 @@ from fluoden_batch.models.weights import (
 __all__ = [
     "Architecture",
     "DnCNN",
+    "FusedDnCNN",
     "LoadedModel",
     "ModelMetadata",
     "Normalisation",

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from fluoden_batch.errors import ModelError
 from fluoden_batch.models.dncnn import DnCNN, fold_batch_norm
+from fluoden_batch.models.fused import FusedDnCNN
 
 METADATA_KEY = "fluoden"
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
@@ -174,10 +175,14 @@ def load_trainable(path: Path) -> tuple[DnCNN, ModelMetadata]:
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load weights for inference: eval mode, batch norm folded, channels-last on ``device``."""
+    """Load weights for inference: eval mode, batch norm folded, channels-last on ``device``.
+
+    The module is a :class:`~fluoden_batch.models.fused.FusedDnCNN`: on CPU each
+    convolution runs with its ReLU in one oneDNN call.
+    """
     path = resolve_weights(name_or_path)
     model, metadata = load_trainable(path)
-    module = fold_batch_norm(model.eval()) if model.batch_norm else model.eval()
+    module = FusedDnCNN(fold_batch_norm(model.eval()) if model.batch_norm else model.eval())
     # channels-last weights and inputs: about 2x faster oneDNN convolutions on CPU
     module.to(device=device, memory_format=torch.channels_last)
     return LoadedModel(module=module, metadata=metadata, digest=file_digest(path), path=path)
