@@ -35,6 +35,7 @@ from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from fluoden_batch.clustering import (
+    ClusterResult,
     FeatureSpec,
     SklearnBackend,
     cluster_image,
@@ -75,6 +76,20 @@ def synthetic_plane(size: int = 2048, seed: int = 0) -> np.ndarray:
 def noise_as_cluster(labels: np.ndarray) -> np.ndarray:
     """Labels with noise (-1) made one more cluster (a convention some studies use)."""
     return np.where(labels < 0, labels.max() + 1, labels)
+
+
+def scored_clustering(
+    image: np.ndarray, method: str, features: FeatureSpec | None = None
+) -> tuple[ClusterResult, tuple[float, ...]]:
+    """Cluster ``image`` on the CPU (seed 0) and score it: the result and (silhouette,
+    silhouette with the noise points as one more cluster, Davies-Bouldin, WSS, seconds,
+    clusters, noise %)."""
+    r = cluster_image(image, method, features=features, backend="cpu", seed=0)
+    q = cluster_quality(image, r.labels)
+    q_all = cluster_quality(image, noise_as_cluster(r.labels)) if r.n_noise else q
+    noise = 100 * r.n_noise / image.size
+    row = (q.silhouette, q_all.silhouette, q.davies_bouldin, q.wss, r.seconds, r.n_clusters)
+    return r, (*row, noise)
 
 
 def speed(plane: np.ndarray, sizes: list[int], repeats: int) -> list[str]:
@@ -228,24 +243,12 @@ def real_data(quick: bool) -> list[str]:
     for f in files:
         image = io.imread(f)
         for method in METHODS:
-            r = cluster_image(image, method, backend="cpu")
-            q = cluster_quality(image, r.labels)
-            q_all = cluster_quality(image, noise_as_cluster(r.labels)) if r.n_noise else q
-            rows[method].append(
-                (
-                    q.silhouette,
-                    q_all.silhouette,
-                    q.davies_bouldin,
-                    q.wss,
-                    r.seconds,
-                    r.n_clusters,
-                    100 * r.n_noise / image.size,
-                )
-            )
+            r, row = scored_clustering(image, method)
+            sil, sil_all, db, wss, seconds, _, noise = row
+            rows[method].append(row)
             detail.append(
-                f"| {f.stem} | {method} | {r.n_clusters} | {100 * r.n_noise / image.size:.1f} | "
-                f"{fmt(q.silhouette)} | {fmt(q_all.silhouette)} | {fmt(q.davies_bouldin)} | "
-                f"{q.wss:.4g} | {r.seconds:.3f} |"
+                f"| {f.stem} | {method} | {r.n_clusters} | {noise:.1f} | {fmt(sil)} | "
+                f"{fmt(sil_all)} | {fmt(db)} | {wss:.4g} | {seconds:.3f} |"
             )
     summary = [
         f"{len(files)} FMD raw frames (uint8, 512^2), default parameters. Means over the images "

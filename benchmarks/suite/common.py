@@ -543,6 +543,26 @@ def protocol_set(ctx: Context, *, baselines: bool = False) -> tuple[dict[str, De
     return protos, skipped
 
 
+def protocol_report(
+    ctx: Context, name: str, title: str, *, baselines: bool = False
+) -> tuple[Report, dict[str, Denoise]]:
+    """A report for the protocols of :func:`protocol_set` (those skipped noted), with the
+    parameter lines that describe the protocols and the models."""
+    rep = Report(ctx, name, title)
+    protos, skipped = protocol_set(ctx, baselines=baselines)
+    for why in skipped:
+        rep.skip(why)
+    models, _ = try_model(ctx.model)
+    masked, _ = try_model(ctx.masked_model)
+    line = f"models: {models.describe()}"
+    if masked:
+        line += f"; masked-trained {masked.describe()}"
+    if baselines and [b for b in ctx.baseline_models if b != ctx.model]:
+        line += f"; baselines (whole protocol): {', '.join(ctx.baseline_models)}"
+    rep.params += [*describe_protocols(ctx), line]
+    return rep, protos
+
+
 def describe_protocols(ctx: Context) -> list[str]:
     """Parameter lines for the reports."""
     lines = [

@@ -11,7 +11,7 @@ compare like with like; the feature-space silhouette is given for the local feat
 from __future__ import annotations
 
 import numpy as np
-from clustering_speed import METHODS, SEED_STUDY, noise_as_cluster
+from clustering_speed import METHODS, SEED_STUDY, scored_clustering
 from common import (
     W2S,
     Context,
@@ -48,7 +48,7 @@ def w2s_images(n_fov: int, crop: int | None) -> list[Image]:
 def cluster_rows(images: list[Image], feature: str) -> dict[str, np.ndarray]:
     """Per method, one row per image: sil, sil(noise as cluster), DB, WSS, s, clusters,
     noise %, feature-space sil."""
-    from fluoden_batch.clustering import FeatureSpec, cluster_image, cluster_quality, pixel_features
+    from fluoden_batch.clustering import FeatureSpec, cluster_quality, pixel_features
 
     spec = FeatureSpec(FEATURES[feature], window=7)
     rows: dict[str, list] = {m: [] for m in METHODS}
@@ -56,22 +56,10 @@ def cluster_rows(images: list[Image], feature: str) -> dict[str, np.ndarray]:
         data = im.noisy.astype(np.uint16) if im.peak > 255 else im.noisy.astype(np.uint8)
         feats = None if spec.intensity_only else pixel_features(data, spec).x
         for method in METHODS:
-            r = cluster_image(data, method, features=spec, backend="cpu", seed=0)
-            q = cluster_quality(data, r.labels)
-            q_all = cluster_quality(data, noise_as_cluster(r.labels)) if r.n_noise else q
-            q_feat = cluster_quality(feats, r.labels.ravel()) if feats is not None else q
-            rows[method].append(
-                (
-                    q.silhouette,
-                    q_all.silhouette,
-                    q.davies_bouldin,
-                    q.wss,
-                    r.seconds,
-                    r.n_clusters,
-                    100 * r.n_noise / data.size,
-                    q_feat.silhouette,
-                )
-            )
+            r, row = scored_clustering(data, method, spec)
+            in_features = None if feats is None else cluster_quality(feats, r.labels.ravel())
+            sil_feat = row[0] if in_features is None else in_features.silhouette
+            rows[method].append((*row, sil_feat))
     return {m: np.array(v, dtype=float) for m, v in rows.items()}
 
 

@@ -23,18 +23,16 @@ from common import (
     Image,
     Report,
     Score,
-    describe_protocols,
     fmd_crops,
     fmd_missing,
     fmd_types,
     fmt,
     mean_scores,
-    protocol_set,
+    protocol_report,
     pyplot,
     score_all,
     synthetic_image,
     table,
-    try_model,
 )
 
 NAME = "exp4_robustness"
@@ -86,17 +84,9 @@ def _datasets(ctx: Context, rep: Report) -> dict[str, dict[str, list[Image]]]:
 
 
 def run(ctx: Context) -> Report:
-    rep = Report(ctx, NAME, TITLE)
-    protos, skipped = protocol_set(ctx)
-    for why in skipped:
-        rep.skip(why)
+    rep, protos = protocol_report(ctx, NAME, TITLE)
     datasets = _datasets(ctx, rep)
-    models, _ = try_model(ctx.model)
-    masked_models, _ = try_model(ctx.masked_model)
     rep.params += [
-        *describe_protocols(ctx),
-        f"models: {models.describe()}"
-        + (f"; masked-trained {masked_models.describe()}" if masked_models else ""),
         "mean over the images of a level; gain = protocol PSNR - noisy-input PSNR (same "
         "images); spread = max - min of the gain over the levels of a data set (0 = "
         "equally useful at every noise level)",

@@ -26,17 +26,15 @@ from common import (
     ModelSet,
     Report,
     Score,
-    describe_protocols,
     dncnn_whole,
     fmd_crops,
     fmd_missing,
     mean_scores,
-    protocol_set,
+    protocol_report,
     pyplot,
     score_all,
     synthetic_image,
     table,
-    try_model,
 )
 
 NAME = "exp5_protocols"
@@ -97,22 +95,9 @@ def _self_supervised(ctx: Context, rep: Report, protos: dict) -> str | None:
 
 
 def run(ctx: Context) -> Report:
-    rep = Report(ctx, NAME, TITLE)
-    protos, skipped = protocol_set(ctx, baselines=True)
-    for why in skipped:
-        rep.skip(why)
+    rep, protos = protocol_report(ctx, NAME, TITLE, baselines=True)
     datasets = _datasets(ctx, rep)
-    models, _ = try_model(ctx.model)
-    masked_models, _ = try_model(ctx.masked_model)
     rep.params += [
-        *describe_protocols(ctx),
-        f"models: {models.describe()}"
-        + (f"; masked-trained {masked_models.describe()}" if masked_models else "")
-        + (
-            f"; baselines (whole protocol): {', '.join(ctx.baseline_models)}"
-            if [b for b in ctx.baseline_models if b != ctx.model]
-            else ""
-        ),
         "seconds per megapixel: wall time of one protocol call on one image (noise "
         "estimation, clustering, inference and inverse transforms included; image reading "
         "and scoring excluded) over the image's megapixels, total over the images of a data "
