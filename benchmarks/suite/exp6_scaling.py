@@ -223,10 +223,12 @@ def run(ctx: Context) -> Report:
         f"model `{model}`: DnCNN {module.depth}x{module.width}, receptive radius (halo) "
         f"{halo} px, {fpp} FLOP per output pixel (2 x MACs)"
         + ("; only the first of the fold models is timed" if "," in ctx.model else ""),
-        f"GEMM: fp32 {s['gemm_n']}^2 matmul, torch (`throughput.gemm_gflops`: mean of 3 "
-        f"after one warm-up), best of {s['gemm_tries']} calls, "
+        f"GEMM: fp32, the faster of torch's BLAS matmul ({s['gemm_n']}^2) and oneDNN's (a "
+        f"1x1 convolution of {s['gemm_n'] // 4} channels) (`throughput.gemm_gflops`: mean of "
+        f"3 after one warm-up), best of {s['gemm_tries']} calls, "
         "with 1 thread and with as many threads as workers",
-        f"model-only: `throughput.model_only`, forward passes of one (tile + 2 x {halo})^2 "
+        f"model-only: `throughput.model_only` (the fused CPU forward of `fluoden denoise`), "
+        f"forward passes of one (tile + 2 x {halo})^2 "
         f"input, mean of {s['repeats']} after a warm-up, 1 thread and {s['cores']} threads "
         "in this process; Mpx/s counts the tile without halo",
         "pipeline: the steps of `throughput.pipeline` (`fluoden denoise`, whole protocol, "
