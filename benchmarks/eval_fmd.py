@@ -30,6 +30,7 @@ from skimage.restoration import denoise_nl_means, estimate_sigma
 
 from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model
+from fluoden_batch.restore.inference import Dihedral
 from fluoden_batch.train import denoise_whole
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
@@ -48,9 +49,12 @@ def nlm(image: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255)
 
 
-def evaluate(weights: str, fmd: Path, types: list[str] | None = None) -> tuple[dict, str, float]:
+def evaluate(
+    weights: str, fmd: Path, types: list[str] | None = None, tta: bool = False
+) -> tuple[dict, str, float]:
     """Score noisy input, model and (raw only) NLM for every image (of ``types`` only,
-    when given: the held-out types of a leave-types-out fold).
+    when given: the held-out types of a leave-types-out fold); ``tta``: the model's mean
+    over the 8 flips/rotations (``fluoden denoise --tta``).
 
     Returns
     -------
@@ -62,6 +66,7 @@ def evaluate(weights: str, fmd: Path, types: list[str] | None = None) -> tuple[d
         Mean model inference time per 512x512 image.
     """
     loaded = load_model(weights)
+    module = Dihedral(loaded.module) if tta else loaded.module
     scores: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
     infer = []
     for level in LEVELS:
@@ -72,7 +77,7 @@ def evaluate(weights: str, fmd: Path, types: list[str] | None = None) -> tuple[d
             noisy = io.imread(path).astype(np.float64)
             gt = io.imread(fmd / "gt" / path.name).astype(np.float64)
             t0 = time.perf_counter()
-            out = denoise_whole(loaded.module, noisy, clip=(0.0, 255.0))
+            out = denoise_whole(module, noisy, clip=(0.0, 255.0))
             infer.append(time.perf_counter() - t0)
             scores[(level, kind, "noisy")].append(fmd_scores(noisy, gt, 255.0))
             scores[(level, kind, "model")].append(fmd_scores(out, gt, 255.0))
@@ -151,21 +156,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--types", default=None, help="comma list of sample types to score")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    parser.add_argument("--tta", action="store_true", help="8 flips/rotations (denoise --tta)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     types = args.types.split(",") if args.types else None
     if not (args.data / "gt").is_dir():
         raise SystemExit(f"FMD data not found at {args.data} (set FLUODEN_DATA or --data)")
-    scores, name, seconds = evaluate(args.weights, args.data, types)
+    scores, name, seconds = evaluate(args.weights, args.data, types, args.tta)
     command = (
         f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/eval_fmd.py "
         f"{args.weights} --threads {args.threads}"
         + (f" --types {args.types}" if args.types else "")
         + (f" --tag {args.tag}" if args.tag else "")
+        + (" --tta" if args.tta else "")
     )
-    text = report(scores, name, args.weights, seconds, command)
+    text = report(
+        scores, name + (" with --tta" if args.tta else ""), args.weights, seconds, command
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"eval_fmd_{name}{args.tag}.md"
+    out = RESULTS / f"eval_fmd_{name}{args.tag}{'_tta' if args.tta else ''}.md"
     out.write_text(text)
     print(text)
     print(f"wrote {out}")

@@ -14,7 +14,7 @@ scored against gt and compared with VST + NLM on the same images.
   step's weights are used, no model selection).
 - Scoring: FMD protocol (``fluoden_batch.metrics.fmd_scores``: four 256x256 crops, peak
   255), whole-image inference clipped to 0..255; also the mean over the 8 flips/rotations
-  of the input (test-time augmentation, not available in ``fluoden denoise``).
+  of the input (test-time augmentation, ``fluoden denoise --tta``).
 - VST + NLM: generalized Anscombe with ``(a, b)`` estimated on each raw image, scikit-image
   ``denoise_nl_means`` (5x5 patches, 13x13 search, fast mode, ``sigma=1``) in the
   stabilised domain, ``gat_inverse(method="exact_unbiased")``, clipped to 0..255. ``h`` is
@@ -47,6 +47,7 @@ from skimage.restoration import denoise_nl_means
 from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model, resolve_weights
 from fluoden_batch.noise import estimate, gat_forward, gat_inverse
+from fluoden_batch.restore.inference import Dihedral
 from fluoden_batch.train import TrainConfig, denoise_whole, train
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
@@ -145,16 +146,6 @@ def calibrate(kind: str, minutes: float, output: Path) -> int:
         train(probe, progress=False, stop_at=n)
         times.append(time.perf_counter() - t0)
     return max(1, int(minutes * 60 / ((times[1] - times[0]) / 10) / 1.05))
-
-
-def tta(model: torch.nn.Module, raw: np.ndarray) -> np.ndarray:
-    """Mean of the denoised 8 flips/rotations, mapped back."""
-    outs = []
-    for k, flip in itertools.product(range(4), (False, True)):
-        x = np.rot90(raw[:, ::-1] if flip else raw, k)
-        y = np.rot90(denoise_whole(model, np.ascontiguousarray(x)), -k)
-        outs.append(y[:, ::-1] if flip else y)
-    return np.clip(np.mean(outs, axis=0), 0, 255)
 
 
 def report(kind, rows, scores, h_means, result, command) -> str:
@@ -256,7 +247,7 @@ def main() -> None:
         s = {
             "noisy": fmd_scores(raw, gt),
             "n2v": fmd_scores(denoise_whole(model, raw, clip=(0.0, 255.0)), gt),
-            "tta": fmd_scores(tta(model, raw), gt),
+            "tta": fmd_scores(denoise_whole(Dihedral(model), raw, clip=(0.0, 255.0)), gt),
         }
         s |= {f"nlm{h}": fmd_scores(vst_nlm(raw, h), gt) for h in H_GRID}
         scores[path.stem] = s

@@ -60,6 +60,7 @@ class DenoiseConfig(BaseModel):
     overwrite: bool = False
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    tta: bool = Field(False, description="mean over the 8 flips/rotations of each plane")
     workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str = "auto"
@@ -94,6 +95,7 @@ class DenoiseConfig(BaseModel):
         (they change nothing otherwise, so a ``whole`` run resumes whatever they are);
         ``save_labels`` always (it decides whether OUT holds labels for every block).
         ``cluster_backend`` is left out: the centres it fits are stored and reused.
+        ``tta`` only when on, so outputs written before it existed resume unchanged.
         """
         keys = [
             "precision",
@@ -111,6 +113,8 @@ class DenoiseConfig(BaseModel):
         ]
         if self.labelled:
             keys += ["clusters", "mask_sigma"]
+        if self.tta:
+            keys.append("tta")
         data = self.model_dump(mode="json", include=set(keys))
         data["input"] = str(self.input.expanduser().resolve())
         return data

@@ -156,6 +156,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         channel_centres=centres,
         mask_sigma=cfg.mask_sigma,
         labels=labels,
+        tta=cfg.tta,
     )
     pending = [b for b in blocks if b.id not in done]
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]

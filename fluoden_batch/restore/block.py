@@ -32,6 +32,7 @@ from fluoden_batch.io.store import OutputSpec
 from fluoden_batch.metrics import noise_sigma, ssim
 from fluoden_batch.models.weights import LoadedModel, load_model
 from fluoden_batch.noise import estimate
+from fluoden_batch.restore.inference import Dihedral
 from fluoden_batch.restore.protocols import PlaneParams, get_protocol
 from fluoden_batch.restore.tiles import Block, halo_window
 
@@ -78,6 +79,9 @@ class JobSpec:
         Label smoothing width, pixels (with ``channel_centres``).
     labels : OutputSpec or None
         Where to write the labels (``--save-labels``), same chunks as ``output``.
+    tta : bool
+        Test-time augmentation: each plane's result is the mean over its 8 flips and
+        rotations (:class:`~fluoden_batch.restore.inference.Dihedral`).
     """
 
     source: SourceSpec
@@ -97,6 +101,7 @@ class JobSpec:
     channel_centres: tuple[tuple[float, ...], ...] | None = None
     mask_sigma: float = 0.0
     labels: OutputSpec | None = None
+    tta: bool = False
 
     def plane_params(self, channel: int) -> PlaneParams:
         """The protocol's parameters for channel index ``channel``."""
@@ -221,6 +226,7 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
 
     c_axis = job.axes.find("c")
     protocol = get_protocol(job.protocol)
+    network = Dihedral(model.module) if job.tta else model.module
     out = np.empty(block.shape, dtype=np.float32)
     labels = None if job.channel_centres is None else np.empty(block.shape, dtype=np.uint8)
     sig_in, sig_out, noise_in = [], [], []
@@ -232,7 +238,7 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         t = time.perf_counter()
         noise_in.append(_noise_or_none(plane_in))
         t_noise += time.perf_counter() - t
-        y = protocol(model.module, region[idx], params, job.tile, job.precision)[window.crop]
+        y = protocol(network, region[idx], params, job.tile, job.precision)[window.crop]
         out[idx] = y
         if labels is not None:  # on the halo region, then cropped: the whole plane's labels
             labels[idx] = masked_labels(region[idx], params.centres, params.sigma)[window.crop]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from fluoden_batch.errors import InputError
 from fluoden_batch.models.dncnn import DnCNN
@@ -12,7 +13,46 @@ from fluoden_batch.restore.tiles import tile_windows
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _forward(module: DnCNN, x: np.ndarray, precision: str) -> np.ndarray:
+class Dihedral(nn.Module):
+    """Test-time augmentation: the mean of a model over the 8 flips and rotations.
+
+    ``forward(x)`` is ``mean_g g^-1(model(g x))`` over the dihedral group of the square
+    (4 rotations by 90 degrees, each with and without a left-right flip), so it costs 8
+    forward passes. A DnCNN commutes with translations and its zero padding is the same on
+    every side, so tiles with a halo of ``receptive_radius`` still equal whole-plane
+    inference.
+
+    Parameters
+    ----------
+    model : DnCNN
+        Inference model.
+    """
+
+    def __init__(self, model: DnCNN) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def receptive_radius(self) -> int:
+        """The wrapped model's receptive radius, pixels."""
+        return self.model.receptive_radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over the 8 transforms of ``x`` (N, C, H, W), mapped back; same shape."""
+        total = torch.zeros_like(x, dtype=torch.float32)
+        for k in range(4):
+            for flip in (False, True):
+                t = torch.rot90(x.flip(-1) if flip else x, k, (-2, -1))
+                y = self.model(t.contiguous(memory_format=torch.channels_last))
+                y = torch.rot90(y, -k, (-2, -1))
+                total += (y.flip(-1) if flip else y).float()
+        return total / 8
+
+
+Network = DnCNN | Dihedral
+
+
+def _forward(module: Network, x: np.ndarray, precision: str) -> np.ndarray:
     device = next(module.parameters()).device
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None].to(device)
     t = t.contiguous(memory_format=torch.channels_last)
@@ -27,14 +67,15 @@ def _forward(module: DnCNN, x: np.ndarray, precision: str) -> np.ndarray:
 
 @torch.inference_mode()
 def infer_plane(
-    module: DnCNN, plane: np.ndarray, tile: int | None = None, precision: str = "fp32"
+    module: Network, plane: np.ndarray, tile: int | None = None, precision: str = "fp32"
 ) -> np.ndarray:
     """Denoise one normalised plane.
 
     Parameters
     ----------
-    module : DnCNN
-        Inference model (eval mode); its ``receptive_radius`` is the halo.
+    module : DnCNN or Dihedral
+        Inference model (eval mode), or it wrapped for test-time augmentation; its
+        ``receptive_radius`` is the halo.
     plane : ndarray, shape (H, W), float32
         Input in model units (see :mod:`fluoden_batch.models.normalise`).
     tile : int, optional

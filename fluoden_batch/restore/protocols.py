@@ -32,10 +32,9 @@ import numpy as np
 
 from fluoden_batch.clustering.masked import masked_denoise
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.dncnn import DnCNN
 from fluoden_batch.models.normalise import denormalise, normalise
 from fluoden_batch.noise import gat_forward, gat_inverse
-from fluoden_batch.restore.inference import infer_plane
+from fluoden_batch.restore.inference import Network, infer_plane
 
 __all__ = ["PROTOCOLS", "PlaneParams", "Protocol", "get_protocol", "masked", "vst", "whole"]
 
@@ -66,11 +65,11 @@ class PlaneParams:
     sigma: float = 0.0
 
 
-Protocol = Callable[[DnCNN, np.ndarray, PlaneParams, int | None, str], np.ndarray]
+Protocol = Callable[[Network, np.ndarray, PlaneParams, int | None, str], np.ndarray]
 
 
 def whole(
-    module: DnCNN,
+    module: Network,
     plane: np.ndarray,
     params: PlaneParams,
     tile: int | None = None,
@@ -80,8 +79,9 @@ def whole(
 
     Parameters
     ----------
-    module : DnCNN
-        Inference model.
+    module : DnCNN or Dihedral
+        Inference model (:class:`~fluoden_batch.restore.inference.Dihedral`: with
+        test-time augmentation).
     plane : ndarray, shape (H, W)
         Intensities in data units.
     params : PlaneParams
@@ -98,7 +98,7 @@ def whole(
 
 
 def vst(
-    module: DnCNN,
+    module: Network,
     plane: np.ndarray,
     params: PlaneParams,
     tile: int | None = None,
@@ -117,7 +117,7 @@ def vst(
 
 
 def masked(
-    module: DnCNN,
+    module: Network,
     plane: np.ndarray,
     params: PlaneParams,
     tile: int | None = None,

@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 
 from conftest import write_image
 from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.errors import FluodenError
 from fluoden_batch.io.ngff import ImageMeta
 from fluoden_batch.io.source import open_image
 from fluoden_batch.models import load_model
 from fluoden_batch.models.normalise import denormalise, normalise
 from fluoden_batch.pipeline import execute, plan
-from fluoden_batch.restore.inference import infer_plane
+from fluoden_batch.restore.inference import Dihedral, infer_plane
 
 pytestmark = pytest.mark.distributed
 
@@ -194,3 +195,24 @@ def test_tiff_input_and_ingest(client, tiny_weights, tmp_path):
     assert a.blocks_total == b.blocks_total
     got_a = zarr.open_array(str(a.output), path="0")[:]
     assert (got_a == zarr.open_array(str(b.output), path="0")[:]).all()
+
+
+def test_tta_run_equals_whole_image_tta_and_is_a_recorded_parameter(client, tiny_weights, tmp_path):
+    data = (np.random.default_rng(5).random((2, 70, 90)) * 1000).astype(np.float32)
+    inp = write_image(tmp_path / "in.zarr", data, "zyx", (1, 32, 32))
+    out = tmp_path / "out.zarr"
+    cfg = dict(
+        input=inp, output=out, model=str(tiny_weights), dtype="float32", block_min=32, tile=40
+    )
+    p = plan(DenoiseConfig(**cfg, tta=True))
+    execute(p, client)
+    got = zarr.open_array(str(out), path="0")[:]
+    tta = Dihedral(load_model(tiny_weights).module)
+    lo, hi = p.job.channel_ranges[0]
+    expected = np.stack([denormalise(infer_plane(tta, normalise(z, lo, hi)), lo, hi) for z in data])
+    plain = whole_image_reference(tiny_weights, data, "zyx", p.job.channel_ranges)
+    assert np.abs(got - expected).max() < 1e-4 * np.ptp(data)
+    assert np.abs(got - plain).max() > 1e-3 * np.ptp(data)  # TTA changed the result
+    assert zarr.open_group(str(out)).attrs["fluoden"]["parameters"]["tta"] is True
+    with pytest.raises(FluodenError, match="tta"):
+        plan(DenoiseConfig(**cfg))  # resuming without --tta would mix two results
