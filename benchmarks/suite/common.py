@@ -329,12 +329,15 @@ def _plane_params(models: ModelSet, plane: np.ndarray, noise: tuple[float, float
     return PlaneParams(*percentile_range(gat_forward(plane, *noise), low, high), *noise)
 
 
-def dncnn_whole(models: ModelSet) -> Denoise:
+def dncnn_whole(models: ModelSet, tta: bool = False) -> Denoise:
+    """The whole protocol; ``tta``: the mean over the 8 flips/rotations (``--tta``)."""
+    from fluoden_batch.restore.inference import Dihedral
     from fluoden_batch.restore.protocols import whole
 
     def run(image: Image) -> np.ndarray:
         params = _plane_params(models, image.noisy)
-        return whole(models.module_for(image.kind), image.noisy, params, tile=None)
+        module = models.module_for(image.kind)
+        return whole(Dihedral(module) if tta else module, image.noisy, params, tile=None)
 
     return run
 
@@ -500,7 +503,8 @@ def protocol_set(ctx: Context, *, baselines: bool = False) -> tuple[dict[str, De
     Classical: noisy input, NLM, VST+NLM, wavelet, BM3D and VST+BM3D (only where the
     optional ``bm3d`` package imports). DnCNN (``ctx.model``): whole, masked (K =
     ``ctx.k``), VST; the masked-trained ``ctx.masked_model`` with the masked protocol where
-    its weights exist; with ``baselines``, ``ctx.baseline_models`` with the whole protocol.
+    its weights exist; with ``baselines``, ``ctx.model`` whole with test-time augmentation
+    and ``ctx.baseline_models`` with the whole protocol.
     """
     protos: dict[str, Denoise] = {
         "noisy input": noisy_input,
@@ -532,6 +536,7 @@ def protocol_set(ctx: Context, *, baselines: bool = False) -> tuple[dict[str, De
             masked_models, ctx.k, ctx.mask_sigma
         )
     if baselines:
+        protos[f"DnCNN whole + TTA [{tag}]"] = dncnn_whole(models, tta=True)
         for spec in ctx.baseline_models:
             if spec == ctx.model:
                 continue
@@ -560,6 +565,11 @@ def protocol_report(
     if baselines and [b for b in ctx.baseline_models if b != ctx.model]:
         line += f"; baselines (whole protocol): {', '.join(ctx.baseline_models)}"
     rep.params += [*describe_protocols(ctx), line]
+    if baselines:
+        rep.params.append(
+            "DnCNN whole + TTA: `fluoden denoise --tta`, the whole protocol's mean over the 8 "
+            "flips/rotations of the plane (`restore.inference.Dihedral`), 8x the model time"
+        )
     return rep, protos
 
 

@@ -233,6 +233,14 @@ def _conclusions(res: dict, quick: dict[str, list[Image]] | None) -> list[str]:
             + (f"; not better than the noisy input: {', '.join(worse)}" if worse else "")
             + "."
         )
+        for n, s in denoisers.items():
+            base = denoisers.get(n.replace(" + TTA", ""))
+            if " + TTA" in n and base is not None:
+                lines.append(
+                    f"- {dname}: test-time augmentation ({n}) changes PSNR by "
+                    f"{s.psnr - base.psnr:+.2f} dB and SSIM by {s.ssim - base.ssim:+.3f} at "
+                    f"{s.s_per_mpx / base.s_per_mpx:.1f}x the time per megapixel."
+                )
         front = _pareto(denoisers)
         lines.append(
             f"- {dname}, best trade-offs (no other protocol both faster and higher PSNR), "
