@@ -497,8 +497,11 @@ def noisy_input(image: Image) -> np.ndarray:
     return image.noisy
 
 
-def protocol_set(ctx: Context, *, baselines: bool = False) -> tuple[dict[str, Denoise], list[str]]:
-    """The compared protocols, in table order, and what was skipped and why.
+def protocol_set(
+    ctx: Context, *, baselines: bool = False
+) -> tuple[dict[str, Denoise], list[str], str]:
+    """The compared protocols in table order, what was skipped and why, and a report line
+    describing the models loaded for them.
 
     Classical: noisy input, NLM, VST+NLM, wavelet, BM3D and VST+BM3D (only where the
     optional ``bm3d`` package imports). DnCNN (``ctx.model``): whole, masked (K =
@@ -535,6 +538,11 @@ def protocol_set(ctx: Context, *, baselines: bool = False) -> tuple[dict[str, De
         protos[f"DnCNN masked K={ctx.k} [{masked_models.label}, masked-trained]"] = dncnn_masked(
             masked_models, ctx.k, ctx.mask_sigma
         )
+    line = f"models: {models.describe()}"
+    if masked_models:
+        line += f"; masked-trained {masked_models.describe()}"
+    if baselines and [b for b in ctx.baseline_models if b != ctx.model]:
+        line += f"; baselines (whole protocol): {', '.join(ctx.baseline_models)}"
     if baselines:
         protos[f"DnCNN whole + TTA [{tag}]"] = dncnn_whole(models, tta=True)
         for spec in ctx.baseline_models:
@@ -545,7 +553,7 @@ def protocol_set(ctx: Context, *, baselines: bool = False) -> tuple[dict[str, De
                 skipped.append(f"Baseline `{spec}` skipped ({why}).")
             else:
                 protos[f"DnCNN whole [{extra.label}]"] = dncnn_whole(extra)
-    return protos, skipped
+    return protos, skipped, line
 
 
 def protocol_report(
@@ -554,16 +562,9 @@ def protocol_report(
     """A report for the protocols of :func:`protocol_set` (those skipped noted), with the
     parameter lines that describe the protocols and the models."""
     rep = Report(ctx, name, title)
-    protos, skipped = protocol_set(ctx, baselines=baselines)
+    protos, skipped, line = protocol_set(ctx, baselines=baselines)
     for why in skipped:
         rep.skip(why)
-    models, _ = try_model(ctx.model)
-    masked, _ = try_model(ctx.masked_model)
-    line = f"models: {models.describe()}"
-    if masked:
-        line += f"; masked-trained {masked.describe()}"
-    if baselines and [b for b in ctx.baseline_models if b != ctx.model]:
-        line += f"; baselines (whole protocol): {', '.join(ctx.baseline_models)}"
     rep.params += [*describe_protocols(ctx), line]
     if baselines:
         rep.params.append(
