@@ -77,7 +77,9 @@ def evaluate(
             noisy = io.imread(path).astype(np.float64)
             gt = io.imread(fmd / "gt" / path.name).astype(np.float64)
             t0 = time.perf_counter()
-            out = denoise_whole(module, noisy, clip=(0.0, 255.0))
+            out = denoise_whole(
+                module, noisy, clip=(0.0, 255.0), normalisation=loaded.metadata.normalisation
+            )
             infer.append(time.perf_counter() - t0)
             scores[(level, kind, "noisy")].append(fmd_scores(noisy, gt, 255.0))
             scores[(level, kind, "model")].append(fmd_scores(out, gt, 255.0))

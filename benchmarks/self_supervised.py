@@ -104,6 +104,7 @@ def make_config(
     output: Path,
     checkpoint_dir: Path | None,
     init_weights: Path | None = None,
+    normalisation: str = "percentile",
 ) -> TrainConfig:
     """The experiment's training configuration (gt only scores the curve)."""
     start = f", starting from {init_weights.name}" if init_weights else ""
@@ -123,6 +124,7 @@ def make_config(
         val_in_training=True,
         mask_fraction=0.02,
         mask_radius=2,
+        normalisation=normalisation,
         steps=steps,
         batch_size=16,
         patch_size=64,
@@ -197,7 +199,8 @@ def report(kind, rows, scores, h_means, result, command) -> str:
         f"- {result.step} steps, batch 16 x 64x64, mask share {1 / 49:.4f} (one pixel per 7x7 "
         "cell), replacement radius 2, Adam lr 1e-3 cosine to 1e-5, seed 0",
         f"- DnCNN depth 10 width 32 with batch norm, CPU, {torch.get_num_threads()} thread, "
-        "channels-last",
+        f"channels-last, {result.metadata.normalisation.method if result.metadata else '?'} "
+        "input normalisation",
         *(
             [f"- Fine-tuned from `{t['init_weights']['path']}` ({t['init_weights']['digest']})"]
             if t.get("init_weights")
@@ -228,6 +231,12 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--init-weights", default=None, help="fine-tune: model name or path")
     parser.add_argument("--results", type=Path, default=RESULTS, help="markdown written here")
+    parser.add_argument(
+        "--normalisation",
+        choices=["percentile", "noise"],
+        default="percentile",
+        help="model input normalisation (models.weights.Normalisation)",
+    )
     args = parser.parse_args()
     if not (FMD / "gt").is_dir():
         raise SystemExit(f"FMD data not found at {FMD} (set FLUODEN_DATA)")
@@ -238,16 +247,19 @@ def main() -> None:
     steps = args.steps or calibrate(kind, args.minutes, args.output)
     logging.info("type %s, %d steps", kind, steps)
     init = resolve_weights(args.init_weights) if args.init_weights else None
-    config = make_config(kind, steps, args.output, args.checkpoint_dir, init)
+    config = make_config(kind, steps, args.output, args.checkpoint_dir, init, args.normalisation)
     result = train(config, progress=not args.no_progress)
-    model = load_model(args.output).module
+    loaded = load_model(args.output)
+    model, norm = loaded.module, loaded.metadata.normalisation
     scores: dict[str, dict] = {}
     for path in sorted((FMD / "raw").glob(f"{kind}_*.png")):
         raw, gt = _read(path), _read(FMD / "gt" / path.name)
         s = {
             "noisy": fmd_scores(raw, gt),
-            "n2v": fmd_scores(denoise_whole(model, raw, clip=(0.0, 255.0)), gt),
-            "tta": fmd_scores(denoise_whole(Dihedral(model), raw, clip=(0.0, 255.0)), gt),
+            "n2v": fmd_scores(denoise_whole(model, raw, clip=(0, 255), normalisation=norm), gt),
+            "tta": fmd_scores(
+                denoise_whole(Dihedral(model), raw, clip=(0, 255), normalisation=norm), gt
+            ),
         }
         s |= {f"nlm{h}": fmd_scores(vst_nlm(raw, h), gt) for h in H_GRID}
         scores[path.stem] = s
@@ -258,6 +270,7 @@ def main() -> None:
         f"--type {kind} --steps {steps} --threads {args.threads}"
         + (f" --checkpoint-dir {args.checkpoint_dir}" if args.checkpoint_dir else "")
         + (f" --init-weights {args.init_weights}" if args.init_weights else "")
+        + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
     )
     text = report(kind, rows, scores, h_means, result, command)
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,7 @@ def make_config(
     synthetic: float,
     init: Path | None = None,
     lr: float = 1e-3,
+    normalisation: str = "percentile",
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD for the folds to stay honest)."""
@@ -90,8 +91,8 @@ def make_config(
         description=(
             f"DnCNN {depth}x{width} trained on FMD pairs (all noise levels -> 50-frame mean) "
             f"of {', '.join(types)} and W2S widefield pairs, {synthetic:.0%} synthetic "
-            "Poisson-Gaussian patches. Whole-image protocol, percentile normalisation per "
-            "plane."
+            f"Poisson-Gaussian patches. Whole-image protocol, {normalisation} normalisation "
+            "per plane."
         ),
         output=output,
         depth=depth,
@@ -102,6 +103,7 @@ def make_config(
         clean_dir=w2s / "avg400",
         clean_glob="target_avg400_*_0.tif",
         extra_pairs=extra,
+        normalisation=normalisation,
         val_keys=[f"raw-{kind}/4" for kind in types],
         synthetic_fraction=synthetic,
         a_range=(0.05, 8.0),
@@ -127,7 +129,8 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     t = result.metadata.training if result.metadata else {}
     rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in result.val_psnr)
     held = held_out_types(fold)
-    path = RESULTS / f"train_fmd_{fold}.md"
+    suffix = "" if config.normalisation == "percentile" else f"_{config.normalisation}"
+    path = RESULTS / f"train_fmd_{fold}{suffix}.md"
     path.write_text(
         f"""# Training `{config.name}` (fold {fold})
 
@@ -139,6 +142,7 @@ Command (repository root):
 
 - Output: `{config.output}` ({result.digest})
 - Architecture: DnCNN depth {config.depth}, width {config.width}, batch norm (folded at load)
+- Input normalisation: {config.normalisation} (`models.weights.Normalisation`)
 - Initialisation: {f"fine-tuned from `{config.init_weights}`" if config.init_weights else "random"}
 - FMD types trained on: {", ".join(fold_types(fold))}; held out: {", ".join(held) or "none"}
 - Data: {t.get("train_images")} training images (FMD levels raw..avg16 -> gt of those types,
@@ -174,6 +178,12 @@ def main() -> None:
     parser.add_argument("--init", type=Path, default=None, help="fine-tune from these weights")
     parser.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="resume from here")
+    parser.add_argument(
+        "--normalisation",
+        choices=["percentile", "noise"],
+        default="percentile",
+        help="model input normalisation (noise: the window is 40 noise sigmas)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
     if not (DATA / "fmd_dev" / "gt").is_dir():
@@ -192,6 +202,7 @@ def main() -> None:
         synthetic=args.synthetic,
         init=args.init,
         lr=args.lr,
+        normalisation=args.normalisation,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -199,6 +210,7 @@ def main() -> None:
         f"{args.output} --fold {args.fold} --steps {args.steps} --depth {args.depth} "
         f"--width {args.width} --synthetic {args.synthetic} --threads {args.threads}"
         + (f" --init {args.init} --lr {args.lr}" if args.init else f" --lr {args.lr}")
+        + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)
     logging.info("done: %s", path)

@@ -105,11 +105,11 @@ def models_list() -> None:
     from fluoden_batch.models.weights import read_metadata, shipped_models
 
     with errors():
-        table = Table("name", "architecture", "protocol", "description")
+        table = Table("name", "architecture", "protocol", "normalisation", "description")
         for name, path in shipped_models().items():
             m = read_metadata(path)
             arch = f"DnCNN {m.architecture.depth}x{m.architecture.width}"
-            table.add_row(name, arch, m.protocol, m.description)
+            table.add_row(name, arch, m.protocol, m.normalisation.method, m.description)
         out.print(table)
 
 

@@ -114,9 +114,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         )
     noise = vst_noise(cfg, out, digest, source, notes) if cfg.protocol == "vst" else None
     centres = cluster_centres(cfg, out, digest, source, blocks, notes) if cfg.labelled else None
-    ranges = channel_ranges(
-        source.array, source.meta.axes, blocks, norm.low, norm.high, noise=noise
-    )
+    ranges = channel_ranges(source.array, source.meta.axes, blocks, norm, noise=noise)
     data_range = cfg.data_range
     if reference is not None and data_range is None:
         data_range = peak_to_peak(reference.array, blocks)

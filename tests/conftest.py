@@ -14,12 +14,14 @@ import torch
 import zarr
 
 from fluoden_batch.io.ngff import ImageMeta, NGFFVersion, write_attrs
-from fluoden_batch.models import Architecture, DnCNN, ModelMetadata, save_weights
+from fluoden_batch.models import Architecture, DnCNN, ModelMetadata, Normalisation, save_weights
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def make_tiny_weights(path: Path, depth: int = 4, width: int = 8, seed: int = 0) -> Path:
+def make_tiny_weights(
+    path: Path, depth: int = 4, width: int = 8, seed: int = 0, normalisation: str = "percentile"
+) -> Path:
     """A small DnCNN with random weights and non-trivial batch-norm statistics."""
     torch.manual_seed(seed)
     model = DnCNN(depth, width)
@@ -29,7 +31,11 @@ def make_tiny_weights(path: Path, depth: int = 4, width: int = 8, seed: int = 0)
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.1, 0.1)
-    meta = ModelMetadata(name="tiny-test", architecture=Architecture(depth=depth, width=width))
+    meta = ModelMetadata(
+        name="tiny-test",
+        architecture=Architecture(depth=depth, width=width),
+        normalisation=Normalisation(method=normalisation),
+    )
     save_weights(model, path, meta)
     return path
 

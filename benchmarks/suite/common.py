@@ -198,6 +198,8 @@ class ModelSet:
             from train_fmd import GROUPS
 
             a, b = (self.models[p] for p in parts)
+            if a.metadata.normalisation != b.metadata.normalisation:
+                raise SystemExit(f"{spec}: the two folds normalise their inputs differently")
             self.by_type = {t: b for t in GROUPS["A"]} | {t: a for t in GROUPS["B"]}
         self.label = (
             f"{self.first.metadata.name} (out-of-fold)" if self.fold else self.first.metadata.name
@@ -207,9 +209,9 @@ class ModelSet:
         loaded = self.by_type.get(kind, self.first) if self.fold else self.first
         return loaded.module
 
-    def normalisation(self) -> tuple[float, float]:
-        n = self.first.metadata.normalisation
-        return n.low, n.high
+    def normalisation(self):
+        """The models' input normalisation (``models.weights.Normalisation``)."""
+        return self.first.metadata.normalisation
 
     def describe(self) -> str:
         files = ", ".join(f"`{m.path.name}` ({m.digest[:15]})" for m in self.models.values())
@@ -317,16 +319,16 @@ def bm3d_unit(x: np.ndarray) -> np.ndarray:
 
 
 def _plane_params(models: ModelSet, plane: np.ndarray, noise: tuple[float, float] | None = None):
-    """PlaneParams of one plane: the model's percentiles of the plane itself (what
+    """PlaneParams of one plane: the model's normalisation range of the plane itself (what
     ``restore.sampling.channel_ranges`` computes over a channel), of the GAT for vst."""
-    from fluoden_batch.models.normalise import percentile_range
+    from fluoden_batch.models.normalise import normalisation_range
     from fluoden_batch.noise import gat_forward
     from fluoden_batch.restore.protocols import PlaneParams
 
-    low, high = models.normalisation()
+    norm = models.normalisation()
     if noise is None:
-        return PlaneParams(*percentile_range(plane, low, high))
-    return PlaneParams(*percentile_range(gat_forward(plane, *noise), low, high), *noise)
+        return PlaneParams(*normalisation_range(plane, norm))
+    return PlaneParams(*normalisation_range(gat_forward(plane, *noise), norm), *noise)
 
 
 def dncnn_whole(models: ModelSet, tta: bool = False) -> Denoise:

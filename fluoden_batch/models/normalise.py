@@ -1,17 +1,25 @@
 """Intensity normalisation shared by training and inference.
 
-A model sees ``(x - lo) / (hi - lo)`` where ``lo``/``hi`` are percentiles of the data
-(:class:`~fluoden_batch.models.weights.Normalisation`). Training takes them per image;
-batch inference takes them once per channel from a sample, so that every tile of a plane
-uses the same affine map and tiling stays exact.
+A model sees ``(x - lo) / (hi - lo)`` where ``lo``/``hi`` come from the data as its
+weights' :class:`~fluoden_batch.models.weights.Normalisation` says (percentiles, or a
+percentile and the noise level: :func:`normalisation_range`). Training takes them per
+image; batch inference takes them once per channel from a sample, so that every tile of a
+plane uses the same affine map and tiling stays exact.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from skimage.restoration import estimate_sigma
 
 from fluoden_batch.errors import InputError
 
+if TYPE_CHECKING:
+    from fluoden_batch.models.weights import Normalisation
+
+SIGMA_FLOOR = 1e-3  # noise method: sigma is at least this share of the percentile window
 FLOAT32_SAFE = 1e30  # larger magnitudes overflow float32 arithmetic in the network
 OUTLIER_LIMIT = 1e4  # normalised values are clipped to +-this many intensity windows
 
@@ -53,3 +61,43 @@ def denormalise(y: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (np.asarray(y, dtype=np.float32) * np.float32(hi - lo) + np.float32(lo)).astype(
         np.float32, copy=False
     )
+
+
+def noise_sigma(x: np.ndarray) -> float:
+    """Noise standard deviation of an image, in its units (0.0 when it cannot tell).
+
+    The wavelet estimate of scikit-image (``estimate_sigma``: median absolute deviation of
+    the finest diagonal coefficients / 0.6745) of every 2-D plane of ``x`` (shape
+    ``(..., H, W)``), then the median over planes. For Poisson-Gaussian data it is the
+    noise at a typical (median) pixel; its ratio between two noise levels of the same
+    scene follows the noise (e.g. about 4 between one frame and a 16-frame mean).
+    Non-finite pixels are replaced by the plane's finite median first.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim < 2 or min(arr.shape[-2:]) < 2:
+        return 0.0
+    estimates = []
+    for plane in arr.reshape(-1, *arr.shape[-2:]):
+        finite = np.isfinite(plane)
+        if not finite.any():
+            continue
+        if not finite.all():
+            plane = np.where(finite, plane, np.median(plane[finite]))
+        estimates.append(float(estimate_sigma(plane, channel_axis=None)))
+    good = [e for e in estimates if np.isfinite(e)]
+    return float(np.median(good)) if good else 0.0
+
+
+def normalisation_range(x: np.ndarray, norm: Normalisation) -> tuple[float, float]:
+    """``(lo, hi)`` of ``x`` (a plane, or planes ``(..., H, W)``) under ``norm``.
+
+    ``percentile``: the ``low``/``high`` percentiles (:func:`percentile_range`).
+    ``noise``: ``lo`` the ``low`` percentile, ``hi = lo + scale * sigma`` with
+    ``sigma = noise_sigma(x)`` floored at ``SIGMA_FLOOR`` of the percentile window (a
+    noiseless or quantised-flat image would otherwise divide by zero).
+    """
+    lo, hi = percentile_range(x, norm.low, norm.high)
+    if norm.method == "percentile":
+        return lo, hi
+    sigma = max(noise_sigma(x), SIGMA_FLOOR * (hi - lo))
+    return lo, lo + norm.scale * sigma

@@ -40,17 +40,25 @@ class Architecture(BaseModel):
 
 
 class Normalisation(BaseModel):
-    """How raw intensities map to the model's input range.
+    """How raw intensities map to the model's input range: ``x_n = (x - lo) / (hi - lo)``.
 
-    ``x_n = (x - p_low) / (p_high - p_low)`` where ``p_low``/``p_high`` are the
-    ``low``/``high`` percentiles (in %) of the image (training) or of the channel
+    ``lo`` is the ``low`` percentile (in %) of the image (training) or of the channel
     (batch inference, sampled once per run so that every tile uses the same values).
+
+    - ``method="percentile"``: ``hi`` is the ``high`` percentile, so the intensity window
+      maps to 0..1 whatever the noise.
+    - ``method="noise"``: ``hi = lo + scale * sigma`` with ``sigma`` the image's noise
+      standard deviation (wavelet estimate, :func:`~fluoden_batch.models.normalise.noise_sigma`),
+      so the noise has about the same size, ``1 / scale``, in model units at every noise
+      level and a cleaner input simply has more contrast. The model can then tell a
+      16-frame average from a single frame and leave the former alone.
     """
 
     model_config = ConfigDict(extra="forbid")
-    method: Literal["percentile"] = "percentile"
+    method: Literal["percentile", "noise"] = "percentile"
     low: float = Field(0.1, ge=0, lt=100)
     high: float = Field(99.9, gt=0, le=100)
+    scale: float = Field(40.0, gt=0, description="noise method: hi - lo = scale * sigma")
 
 
 class ModelMetadata(BaseModel):

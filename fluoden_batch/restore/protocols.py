@@ -106,7 +106,7 @@ def vst(
 ) -> np.ndarray:
     """Denoise a plane in the variance-stabilised domain and map the result back.
 
-    ``params.lo``/``params.hi`` are percentiles of the *transformed* data and
+    ``params.lo``/``params.hi`` are the normalisation range of the *transformed* data and
     ``params.a``/``params.b`` the GAT parameters (``a > 0``). Same arguments and result
     as :func:`whole`.
     """

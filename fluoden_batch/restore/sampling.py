@@ -1,8 +1,9 @@
 """Per-run statistics taken once on the client from a deterministic sample of blocks.
 
 Normalisation must be the same for every tile of a plane (otherwise tiling would not be
-exact), so the percentiles are computed once per channel from up to ``max_blocks`` blocks
-spread evenly over the plan, and stored in the output's provenance. The ``vst`` protocol
+exact), so the normalisation range (percentiles, or a percentile and the noise level) is
+computed once per channel from up to ``max_blocks`` blocks spread evenly over the plan,
+and stored in the output's provenance. The ``vst`` protocol
 needs the noise parameters ``(a, b)`` for the same reason: one estimate per channel, pooled
 from a spread of regions over all of its planes (:func:`channel_noise`), and the
 percentiles of the *transformed* sample (``channel_ranges(..., noise=...)``). K-means
@@ -17,13 +18,15 @@ import zarr
 
 from fluoden_batch.clustering import BackendChoice, ClusterBackend, cluster_image
 from fluoden_batch.errors import InputError, NoiseEstimationError
-from fluoden_batch.models.normalise import percentile_range
+from fluoden_batch.models.normalise import SIGMA_FLOOR, noise_sigma, percentile_range
+from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.noise import NoiseEstimate, gat_forward
 from fluoden_batch.noise.planes import estimate_region, plane_regions, pool_estimates, spread
 from fluoden_batch.restore.tiles import Block
 
 MAX_VALUES = 1 << 22
 NOISE_SIDE = 1024  # side of the regions sampled for a channel's noise estimate
+NOISE_PLANES = 4  # planes per sampled block in the noise normalisation's estimate
 A_FLOOR = 1e-4  # a is floored at A_FLOOR * sqrt(b) for the GAT (purely Gaussian noise)
 
 
@@ -31,19 +34,36 @@ def _spread(blocks: list[Block], n: int) -> list[Block]:
     return spread(blocks, n)
 
 
-def _sample(array: zarr.Array, blocks: list[Block], channel_slice: tuple) -> np.ndarray:
+def _sample_blocks(
+    array: zarr.Array, blocks: list[Block], channel_slice: tuple
+) -> list[np.ndarray]:
+    """The readable ``blocks`` of ``array`` (restricted by ``channel_slice``), as arrays."""
     parts, errors = [], []
     for b in blocks:
         region = tuple(
             cs if cs is not None else s for cs, s in zip(channel_slice, b.slices, strict=True)
         )
         try:
-            parts.append(np.asarray(array[region]).ravel())
+            parts.append(np.asarray(array[region]))
         except Exception as exc:  # a corrupt chunk: its block's task will fail by name
             errors.append(f"block {b.id}: {type(exc).__name__}: {exc}")
     if not parts:
         raise InputError(f"{array}: no sampled block could be read ({'; '.join(errors)})")
-    values = np.concatenate(parts)
+    return parts
+
+
+def _noise_view(part: np.ndarray) -> np.ndarray:
+    """At most ``NOISE_PLANES`` planes (evenly spread) of a sampled block, cropped to the
+    central ``NOISE_SIDE`` square: enough pixels for a wavelet noise estimate."""
+    planes = part.reshape(-1, *part.shape[-2:])
+    planes = planes[np.unique(np.linspace(0, len(planes) - 1, NOISE_PLANES).round().astype(int))]
+    h, w = planes.shape[-2:]
+    y, x = max(0, (h - NOISE_SIDE) // 2), max(0, (w - NOISE_SIDE) // 2)
+    return planes[:, y : y + NOISE_SIDE, x : x + NOISE_SIDE]
+
+
+def _sample(array: zarr.Array, blocks: list[Block], channel_slice: tuple) -> np.ndarray:
+    values = np.concatenate([p.ravel() for p in _sample_blocks(array, blocks, channel_slice)])
     step = max(1, values.size // MAX_VALUES)
     return values[::step]
 
@@ -52,12 +72,17 @@ def channel_ranges(
     array: zarr.Array,
     axes: str,
     blocks: list[Block],
-    low: float,
-    high: float,
+    norm: Normalisation,
     max_blocks: int = 8,
     noise: tuple[tuple[float, float], ...] | None = None,
 ) -> tuple[tuple[float, float], ...]:
     """Normalisation (lo, hi) per channel from a sample of blocks.
+
+    ``percentile``: the percentiles of the pooled sample. ``noise``: ``lo`` its ``low``
+    percentile and ``hi = lo + scale * sigma``, ``sigma`` the median over the sampled
+    blocks of their :func:`~fluoden_batch.models.normalise.noise_sigma` (y, x are the
+    last two axes), floored as :func:`~fluoden_batch.models.normalise.normalisation_range`
+    floors it.
 
     Parameters
     ----------
@@ -67,12 +92,12 @@ def channel_ranges(
         Its axis names; one range per index of the ``c`` axis, or one range if none.
     blocks : list of Block
         The run's block plan.
-    low, high : float
-        Percentiles in %.
+    norm : Normalisation
+        The model's normalisation (its weights' metadata).
     max_blocks : int
         Blocks sampled per channel.
     noise : tuple of (a, b), optional
-        Per channel: take the percentiles of ``gat_forward(sample, a, b)`` (``vst``).
+        Per channel: take the range of ``gat_forward(sample, a, b)`` (``vst``).
     """
     c = axes.find("c")
     n_channels = array.shape[c] if c >= 0 else 1
@@ -83,10 +108,15 @@ def channel_ranges(
         if c >= 0:
             sel[c] = slice(ch, ch + 1)
             pool = [b for b in blocks if b.start[c] <= ch < b.stop[c]]
-        values = _sample(array, _spread(pool, max_blocks), tuple(sel))
+        parts = _sample_blocks(array, _spread(pool, max_blocks), tuple(sel))
         if noise is not None:
-            values = gat_forward(values, *noise[ch])
-        ranges.append(percentile_range(values, low, high))
+            parts = [gat_forward(p, *noise[ch]) for p in parts]
+        values = np.concatenate([p.ravel() for p in parts])
+        lo, hi = percentile_range(values[:: max(1, values.size // MAX_VALUES)], norm.low, norm.high)
+        if norm.method == "noise":
+            sigma = float(np.median([noise_sigma(_noise_view(p)) for p in parts]))
+            hi = lo + norm.scale * max(sigma, SIGMA_FLOOR * (hi - lo))
+        ranges.append((lo, hi))
     return tuple(ranges)
 
 

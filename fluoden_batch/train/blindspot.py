@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.normalise import normalise, percentile_range
+from fluoden_batch.models.normalise import normalisation_range, normalise
+from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train.data import NORMALISATION, _keyed_files, read_image
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "load_noisy",
 ]
 
-_PCT = (NORMALISATION.low, NORMALISATION.high)
 _MAX_TRIES = 64
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -161,8 +161,9 @@ def load_noisy(folder: Path, glob: str) -> list[tuple[str, np.ndarray]]:
 class BlindSpotSampler:
     """Random blind-spot batches from noisy images, with the 8 flips/rotations.
 
-    Each patch is normalised with the 0.1/99.9 percentiles of its whole noisy image (as
-    inference does); the target is the unmasked normalised noisy patch.
+    Each patch is normalised with the range of its whole noisy image under
+    ``normalisation`` (as inference does); the target is the unmasked normalised noisy
+    patch.
 
     Parameters
     ----------
@@ -174,10 +175,17 @@ class BlindSpotSampler:
         Share of masked pixels per patch (see :func:`grid_step`).
     radius : int
         Replacement window radius.
+    normalisation : Normalisation
+        Model input normalisation (:func:`~fluoden_batch.models.normalise.normalisation_range`).
     """
 
     def __init__(
-        self, images: list[np.ndarray], patch_size: int, mask_fraction: float, radius: int
+        self,
+        images: list[np.ndarray],
+        patch_size: int,
+        mask_fraction: float,
+        radius: int,
+        normalisation: Normalisation = NORMALISATION,
     ) -> None:
         if not images:
             raise InputError("self-supervised training needs at least one noisy image")
@@ -186,7 +194,7 @@ class BlindSpotSampler:
             raise InputError(f"images {small[:5]} are smaller than the {patch_size}px patch")
         self.images, self.patch_size = images, patch_size
         self.mask_fraction, self.radius = mask_fraction, radius
-        self._ranges = [percentile_range(im, *_PCT) for im in images]
+        self._ranges = [normalisation_range(im, normalisation) for im in images]
 
     @property
     def masked_share(self) -> float:

@@ -113,6 +113,12 @@ class TrainConfig(BaseModel):
         description="self_supervised only: also train on the val_keys images (their clean "
         "references only score, never train): fit on the very images you denoise",
     )
+    normalisation: Literal["percentile", "noise"] = Field(
+        "percentile",
+        description="model input range: 'percentile' maps the 0.1..99.9 percentile window to "
+        "0..1; 'noise' maps 40 noise standard deviations to 1, so the model sees how noisy "
+        "the input is (see models.weights.Normalisation)",
+    )
     synthetic_fraction: float = Field(
         0.0,
         ge=0.0,

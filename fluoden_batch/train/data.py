@@ -2,8 +2,9 @@
 
 Images are 2-D planes kept in memory as float32 in their stored units (grey levels).
 Every patch is normalised the way inference normalises a plane: ``lo``/``hi`` are the
-0.1/99.9 percentiles (:class:`~fluoden_batch.models.weights.Normalisation`) of the whole
-NOISY image the patch is cut from, and the clean target goes through the same map.
+normalisation range (:class:`~fluoden_batch.models.weights.Normalisation`: the 0.1/99.9
+percentiles, or the 0.1 percentile plus 40 noise sigmas) of the whole NOISY image the
+patch is cut from, and the clean target goes through the same map.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tifffile
 from skimage import io as skio
 
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.normalise import normalise, percentile_range
+from fluoden_batch.models.normalise import normalisation_range, normalise
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.noise import simulate
 
@@ -35,8 +36,7 @@ __all__ = [
     "validation_images",
 ]
 
-NORMALISATION = Normalisation()
-_PCT = (NORMALISATION.low, NORMALISATION.high)
+NORMALISATION = Normalisation()  # the default (percentile) normalisation
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
@@ -254,7 +254,7 @@ class PatchDraw:
     synthetic : bool
         Whether ``noisy`` is synthetic.
     lo, hi : float
-        Normalisation range (image units): percentiles of ``noisy``.
+        Normalisation range (image units) of ``noisy``.
     y, x : int
         Top-left corner of the patch, pixels.
     rot : int
@@ -294,6 +294,9 @@ class PatchSampler:
     a_range, b_range : (float, float) or None
         Poisson gain (image units, log-uniform) and Gaussian variance (image units squared,
         uniform) ranges, sampled per patch; needed when any patch is synthetic.
+    normalisation : Normalisation
+        How each patch is normalised: with the range of its whole noisy image
+        (:func:`~fluoden_batch.models.normalise.normalisation_range`), as inference does.
     """
 
     def __init__(
@@ -304,6 +307,7 @@ class PatchSampler:
         synthetic_fraction: float = 0.0,
         a_range: tuple[float, float] | None = None,
         b_range: tuple[float, float] | None = None,
+        normalisation: Normalisation = NORMALISATION,
     ) -> None:
         small = [im.key for im in images if min(im.clean.shape) < patch_size]
         if small:
@@ -314,8 +318,10 @@ class PatchSampler:
         self.images, self.patch_size = images, patch_size
         self.synthetic_fraction = synthetic_fraction
         self.a_range, self.b_range = a_range, b_range
+        self.normalisation = normalisation
         self._ranges = [
-            None if im.noisy is None else percentile_range(im.noisy, *_PCT) for im in images
+            None if im.noisy is None else normalisation_range(im.noisy, normalisation)
+            for im in images
         ]
 
     def draw(self, rng: np.random.Generator) -> PatchDraw:
@@ -331,7 +337,7 @@ class PatchSampler:
             assert self.a_range is not None and self.b_range is not None
             a, b = _draw_noise_params(rng, self.a_range, self.b_range)
             noisy = simulate(im.clean, a, b, clip=im.clip, rng=rng)
-            lo, hi = percentile_range(noisy, *_PCT)
+            lo, hi = normalisation_range(noisy, self.normalisation)
             synthetic = True
         else:
             noisy = im.noisy

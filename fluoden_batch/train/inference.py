@@ -9,7 +9,8 @@ import torch
 
 from fluoden_batch.errors import FluodenError
 from fluoden_batch.metrics import psnr
-from fluoden_batch.models.normalise import denormalise, normalise, percentile_range
+from fluoden_batch.models.normalise import denormalise, normalisation_range, normalise
+from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train.data import NORMALISATION, ValImage
 
 __all__ = ["PlaneDenoiser", "denoise_whole", "resolve_device", "validation_psnr"]
@@ -35,8 +36,9 @@ def denoise_whole(
     clip: tuple[float, float] | None = None,
     device: torch.device | str = "cpu",
     norm: tuple[float, float] | None = None,
+    normalisation: Normalisation = NORMALISATION,
 ) -> np.ndarray:
-    """Whole-image inference: percentile-normalise ``image``, run ``model``, map back.
+    """Whole-image inference: normalise ``image``, run ``model``, map back.
 
     Parameters
     ----------
@@ -47,15 +49,17 @@ def denoise_whole(
     clip : (float, float), optional
         Clip the result to this range (e.g. (0, 255) for 8-bit data).
     norm : (float, float), optional
-        Normalisation range ``(lo, hi)`` in image units; default: the percentiles of
-        ``image`` itself. The masked protocol passes those of the whole plane for a part.
+        Normalisation range ``(lo, hi)`` in image units; default: that of ``image`` itself
+        under ``normalisation``. The masked protocol passes the whole plane's for a part.
+    normalisation : Normalisation
+        The model's input normalisation (its weights' metadata); default percentile.
 
     Returns
     -------
     ndarray, float32, shape (H, W), in data units.
     """
     if norm is None:
-        norm = percentile_range(image, NORMALISATION.low, NORMALISATION.high)
+        norm = normalisation_range(image, normalisation)
     lo, hi = norm
     x = torch.from_numpy(normalise(image, lo, hi))[None, None].to(device)
     was_training = model.training

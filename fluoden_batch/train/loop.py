@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ from rich.progress import (
 
 from fluoden_batch.errors import FluodenError, ModelError
 from fluoden_batch.models.dncnn import DnCNN
-from fluoden_batch.models.weights import ModelMetadata, file_digest, load_trainable, save_weights
+from fluoden_batch.models.weights import (
+    ModelMetadata,
+    Normalisation,
+    file_digest,
+    load_trainable,
+    save_weights,
+)
 from fluoden_batch.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -172,10 +179,11 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     sampler, n_train, val_images = load_data(config)
+    normalisation = Normalisation(method=config.normalisation)
     val_denoise = (
-        MaskedDenoiser(config.val_clusters, config.mask_sigma)
+        MaskedDenoiser(config.val_clusters, config.mask_sigma, normalisation)
         if config.mode == "masked"
-        else denoise_whole
+        else partial(denoise_whole, normalisation=normalisation)
     )
     model, init_digest = _init_model(config)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

@@ -7,8 +7,8 @@ the real noisy pixels of one intensity cluster, flat band-edge values outside. E
 training patch of :class:`MaskedPatchSampler`:
 
 1. is drawn like a :class:`~fluoden_batch.train.data.PatchSampler` patch (image, real or
-   synthetic noise, corner, rotation, flip; same normalisation: the percentile range of
-   the whole noisy image, as inference normalises the whole plane, never a part);
+   synthetic noise, corner, rotation, flip; same normalisation: the range of the whole
+   noisy image, as inference normalises the whole plane, never a part);
 2. draws ``K`` from ``clusters``; the centres are K-means means of the image's
    intensities (:func:`fit_centres`): of the real noisy image, or, for a synthetic-noise
    patch, of the clean image (a fresh noise draw per patch would need a fit per patch;
@@ -28,7 +28,7 @@ of one cluster whole; with ``clusters = [1]`` the sampler gives exactly the patc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,7 +42,8 @@ from fluoden_batch.clustering.masked import (
     smoothing_radius,
 )
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.normalise import normalise, percentile_range
+from fluoden_batch.models.normalise import normalisation_range, normalise
+from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train.data import NORMALISATION, PatchSampler, TrainImage
 from fluoden_batch.train.inference import denoise_whole
 
@@ -119,7 +120,7 @@ class MaskedPatchSampler(PatchSampler):
         Values of ``K`` (>= 1), one drawn uniformly per patch.
     sigma : float
         Label smoothing width in pixels (>= 0); the one inference will use.
-    synthetic_fraction, a_range, b_range
+    synthetic_fraction, a_range, b_range, normalisation
         As for :class:`~fluoden_batch.train.data.PatchSampler`.
     """
 
@@ -133,6 +134,7 @@ class MaskedPatchSampler(PatchSampler):
         synthetic_fraction: float = 0.0,
         a_range: tuple[float, float] | None = None,
         b_range: tuple[float, float] | None = None,
+        normalisation: Normalisation = NORMALISATION,
     ) -> None:
         super().__init__(
             images,
@@ -140,6 +142,7 @@ class MaskedPatchSampler(PatchSampler):
             synthetic_fraction=synthetic_fraction,
             a_range=a_range,
             b_range=b_range,
+            normalisation=normalisation,
         )
         if not clusters or min(clusters) < 1:
             raise InputError(f"clusters must be a non-empty list of K >= 1, got {clusters}")
@@ -206,10 +209,13 @@ class MaskedDenoiser:
         K of the centres (>= 1).
     sigma : float
         Label smoothing width, pixels.
+    normalisation : Normalisation
+        The model's input normalisation, taken on the whole image.
     """
 
     clusters: int
     sigma: float
+    normalisation: Normalisation = field(default_factory=Normalisation)
 
     def __call__(
         self,
@@ -220,7 +226,7 @@ class MaskedDenoiser:
         device: torch.device | str = "cpu",
     ) -> np.ndarray:
         """Denoise ``image`` (shape (H, W), image units); float32 (H, W), image units."""
-        norm = percentile_range(image, NORMALISATION.low, NORMALISATION.high)
+        norm = normalisation_range(image, self.normalisation)
         centres = fit_centres(image, self.clusters)
         out = masked_denoise(
             lambda part: denoise_whole(model, part, norm=norm, device=device),

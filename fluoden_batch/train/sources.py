@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train.blindspot import BlindSpotSampler, load_noisy
 from fluoden_batch.train.config import TrainConfig
 from fluoden_batch.train.data import (
@@ -30,6 +31,7 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
     loads the data of supervised mode (or, without ``noisy_dir``, of synthetic mode) and
     samples masked-protocol parts (:class:`~fluoden_batch.train.masked.MaskedPatchSampler`).
     """
+    normalisation = Normalisation(method=config.normalisation)
     if config.mode == "self_supervised":
         assert config.noisy_dir is not None
         if config.clean_dir is None:  # no references: no validation (val_keys is empty)
@@ -47,7 +49,7 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
                 pairs_train, val = pairs, [im for im in pairs if im.key in held]
             noisy = [im.noisy for im in pairs_train if im.noisy is not None]
         sampler: Sampler = BlindSpotSampler(
-            noisy, config.patch_size, config.mask_fraction, config.mask_radius
+            noisy, config.patch_size, config.mask_fraction, config.mask_radius, normalisation
         )
         return sampler, len(noisy), validation_images(val, seed=config.seed)
     if config.clean_only:
@@ -78,6 +80,7 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
             synthetic_fraction=config.synthetic_fraction,
             a_range=config.a_range,
             b_range=config.b_range,
+            normalisation=normalisation,
         )
     else:
         sampler = PatchSampler(
@@ -86,5 +89,6 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
             synthetic_fraction=1.0 if config.mode == "synthetic" else config.synthetic_fraction,
             a_range=config.a_range,
             b_range=config.b_range,
+            normalisation=normalisation,
         )
     return sampler, len(train_images), val_images

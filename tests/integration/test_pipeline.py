@@ -13,13 +13,13 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_image
+from conftest import make_tiny_weights, write_image
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import FluodenError
 from fluoden_batch.io.ngff import ImageMeta
 from fluoden_batch.io.source import open_image
 from fluoden_batch.models import load_model
-from fluoden_batch.models.normalise import denormalise, normalise
+from fluoden_batch.models.normalise import denormalise, normalise, percentile_range
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.restore.inference import Dihedral, infer_plane
 
@@ -216,3 +216,28 @@ def test_tta_run_equals_whole_image_tta_and_is_a_recorded_parameter(client, tiny
     assert zarr.open_group(str(out)).attrs["fluoden"]["parameters"]["tta"] is True
     with pytest.raises(FluodenError, match="tta"):
         plan(DenoiseConfig(**cfg))  # resuming without --tta would mix two results
+
+
+def test_noise_normalised_model_runs_tiled_with_one_window_per_channel(client, tmp_path):
+    """A model whose weights say ``normalisation.method = "noise"``: every tile of a channel
+    uses the window from the sampled noise level, and tiling still equals whole-image."""
+    weights = make_tiny_weights(tmp_path / "noise.safetensors", normalisation="noise")
+    rng = np.random.default_rng(6)
+    clean = np.linspace(50, 200, 2 * 64 * 96).reshape(2, 64, 96)
+    noise = np.stack([rng.normal(0, 2.0, (64, 96)), rng.normal(0, 8.0, (64, 96))])
+    data = (clean + noise).astype(np.float32)  # channel 1 is four times noisier
+    inp = write_image(tmp_path / "in.zarr", data, "cyx", (1, 32, 32))
+    out = tmp_path / "out.zarr"
+    p = plan(
+        DenoiseConfig(
+            input=inp, output=out, model=str(weights), dtype="float32", block_min=32, tile=40
+        )
+    )
+    execute(p, client)
+    (lo0, hi0), (lo1, hi1) = p.job.channel_ranges
+    assert lo0 == percentile_range(data[0], 0.1, 99.9)[0]
+    assert (hi1 - lo1) / (hi0 - lo0) == pytest.approx(4.0, rel=0.25)
+    assert hi0 - lo0 == pytest.approx(40 * 2.0, rel=0.25)
+    got = zarr.open_array(str(out), path="0")[:]
+    expected = whole_image_reference(weights, data, "cyx", p.job.channel_ranges)
+    assert np.abs(got - expected).max() < 1e-4 * np.ptp(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,21 @@ from skimage import io
 from conftest import DATA
 from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.metrics import psnr
-from fluoden_batch.models import DnCNN, ModelMetadata, load_model, load_trainable, save_weights
+from fluoden_batch.models import (
+    DnCNN,
+    ModelMetadata,
+    Normalisation,
+    load_model,
+    load_trainable,
+    read_metadata,
+    save_weights,
+)
 from fluoden_batch.models.normalise import normalise, percentile_range
 from fluoden_batch.models.weights import METADATA_KEY, Architecture, shipped_models
 from fluoden_batch.noise import simulate
-from fluoden_batch.train import TrainConfig, denoise_whole, train
+from fluoden_batch.train import TrainConfig, denoise_whole, train, validation_psnr
 from fluoden_batch.train.data import PatchSampler, load_images, load_pairs, match_pairs
+from fluoden_batch.train.sources import load_data
 
 SIZE = 48
 
@@ -132,6 +142,23 @@ def test_loss_falls_on_synthetic_data(pair_dirs: tuple[Path, Path], tmp_path: Pa
     assert result.metadata.training["final_val_psnr_db"] == result.val_psnr[-1][1]
 
 
+def test_noise_normalisation_is_trained_validated_and_stored(
+    pair_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config = _config(pair_dirs, tmp_path, normalisation="noise", steps=6, val_every=6)
+    result = train(config, progress=False)
+    noise = Normalisation(method="noise")
+    assert result.metadata is not None and result.metadata.normalisation == noise
+    assert read_metadata(result.output).normalisation == noise
+    _, _, val_images = load_data(config)
+    by_noise = validation_psnr(
+        result.model, val_images, denoise=partial(denoise_whole, normalisation=noise)
+    )
+    assert result.val_psnr[-1][1] == pytest.approx(by_noise, abs=1e-9)
+    by_percentile = validation_psnr(result.model, val_images)
+    assert by_percentile != pytest.approx(by_noise, abs=1e-6)  # the two really differ
+
+
 def test_checkpoint_resumes_bit_identically(pair_dirs: tuple[Path, Path], tmp_path: Path) -> None:
     straight = train(_config(pair_dirs, tmp_path / "a"), progress=False)
     split = _config(pair_dirs, tmp_path / "b", checkpoint_dir=tmp_path / "ckpt", checkpoint_every=5)
@@ -198,6 +225,7 @@ def test_shipped_default_improves_fmd_raw() -> None:
         pytest.skip("shipped weights dncnn-small.safetensors not present")
     raw = io.imread(raw_path).astype(np.float32)
     gt = io.imread(DATA / "fmd_dev" / "gt" / raw_path.name).astype(np.float32)
-    model = load_model("dncnn-small").module
-    out = denoise_whole(model, raw, clip=(0.0, 255.0))
+    loaded = load_model("dncnn-small")
+    norm = loaded.metadata.normalisation
+    out = denoise_whole(loaded.module, raw, clip=(0.0, 255.0), normalisation=norm)
     assert psnr(out, gt, 255) > psnr(raw, gt, 255) + 1.0
