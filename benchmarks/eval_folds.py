@@ -9,7 +9,8 @@ Usage::
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/eval_folds.py \\
         runs/dncnn-fmd-A.safetensors runs/dncnn-fmd-B.safetensors --name dncnn-fmd
 
-writes ``benchmarks/results/eval_fmd_<name>_leave_types_out.md``.
+writes ``benchmarks/results/eval_fmd_<name>_leave_types_out.md`` (``--tta``: the mean over
+the 8 flips/rotations, ``..._leave_types_out_tta.md``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="name of the shipped model they estimate")
     parser.add_argument("--data", type=Path, default=DATA / "fmd_dev", help="fmd_dev folder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation (8x)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not (args.data / "gt").is_dir():
@@ -36,22 +38,23 @@ def main() -> None:
     scores: dict = {}
     seconds = []
     for fold, weights in (("A", args.fold_a), ("B", args.fold_b)):
-        part, _, sec = evaluate(weights, args.data, held_out_types(fold))
+        part, _, sec = evaluate(weights, args.data, held_out_types(fold), tta=args.tta)
         scores.update(part)  # disjoint keys: (level, type, method) of the held-out types
         seconds.append(sec)
     command = (
         f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/eval_folds.py "
         f"{args.fold_a} {args.fold_b} --name {args.name} --threads {args.threads}"
+        + (" --tta" if args.tta else "")
     )
     text = report(
         scores,
-        f"{args.name}, leave-types-out",
+        f"{args.name}, leave-types-out" + (", with --tta" if args.tta else ""),
         f"{args.fold_a} (scored on {', '.join(held_out_types('A'))}) and {args.fold_b} "
         f"(scored on {', '.join(held_out_types('B'))})",
         sum(seconds) / len(seconds),
         command,
     )
-    out = RESULTS / f"eval_fmd_{args.name}_leave_types_out.md"
+    out = RESULTS / f"eval_fmd_{args.name}_leave_types_out{'_tta' if args.tta else ''}.md"
     out.write_text(text)
     print(text)
     print(f"wrote {out}")

@@ -106,7 +106,7 @@ def denoise(
     model: Annotated[
         str | None,
         typer.Option(
-            help="Shipped model name or path to a .safetensors file (default: dncnn-small; "
+            help="Shipped model name or path to a .safetensors file (default: dncnn-fmd; "
             "with --protocol masked: dncnn-small-masked where it is installed)."
         ),
     ] = None,

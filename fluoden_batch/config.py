@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fluoden_batch.errors import FluodenError
 
-DEFAULT_MODEL = "dncnn-small"
+DEFAULT_MODEL = "dncnn-fmd"
 DEFAULT_MASKED_MODEL = "dncnn-small-masked"  # the default of --protocol masked when shipped
 MAX_CLUSTERS = 16
 

@@ -216,16 +216,19 @@ def test_mismatched_weights_raise_model_error(tmp_path: Path) -> None:
         load_trainable(pickled)
 
 
-def test_shipped_default_improves_fmd_raw() -> None:
-    """Whole-image inference of the shipped default on one real FMD raw image."""
+@pytest.mark.parametrize(("name", "gain_db"), [("dncnn-small", 1.0), ("dncnn-fmd", 3.0)])
+def test_shipped_models_improve_fmd_raw(name: str, gain_db: float) -> None:
+    """Whole-image inference of a shipped model on one real FMD raw image, under the
+    normalisation its metadata names (``dncnn-fmd`` was trained on fmd_dev's types, so for
+    it this is a smoke test of the shipped file; its out-of-fold figures are in README)."""
     raw_path = DATA / "fmd_dev" / "raw" / "Confocal_BPAE_B_1.png"
     if not raw_path.is_file():
         pytest.skip(f"real data not found at {DATA} (set FLUODEN_DATA)")
-    if "dncnn-small" not in shipped_models():
-        pytest.skip("shipped weights dncnn-small.safetensors not present")
+    if name not in shipped_models():
+        pytest.skip(f"shipped weights {name}.safetensors not present")
     raw = io.imread(raw_path).astype(np.float32)
     gt = io.imread(DATA / "fmd_dev" / "gt" / raw_path.name).astype(np.float32)
-    loaded = load_model("dncnn-small")
+    loaded = load_model(name)
     norm = loaded.metadata.normalisation
     out = denoise_whole(loaded.module, raw, clip=(0.0, 255.0), normalisation=norm)
-    assert psnr(out, gt, 255) > psnr(raw, gt, 255) + 1.0
+    assert psnr(out, gt, 255) > psnr(raw, gt, 255) + gain_db
