@@ -116,22 +116,9 @@ def test_poison_block_fails_alone_and_rerun_retries_only_it(fault_client, datase
     assert chunk_bytes(cfg.output) == chunk_bytes(clean_run)
 
 
-@pytest.fixture(scope="module")
-def slow_model(fault_client, dataset):
-    """Weights heavy enough (DnCNN 17x64) that the 128-block run lasts seconds: with the
-    tiny model the whole run could end before the signal was handled (seen under load).
-    Returns the weights and their uninterrupted output."""
-    tmp, _, inp = dataset
-    weights = make_tiny_weights(tmp / "slow.safetensors", depth=17, width=64)
-    cfg = DenoiseConfig(input=inp, output=tmp / "slow-clean.zarr", model=str(weights), block_min=32)
-    execute(plan(cfg), fault_client)
-    return weights, cfg.output
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_cleanly_and_keeps_finished_blocks(dataset, slow_model, sig, fault_client):
-    tmp, _, inp = dataset
-    weights, clean = slow_model
+def test_signal_stops_cleanly_and_keeps_finished_blocks(dataset, clean_run, sig, fault_client):
+    tmp, weights, inp = dataset
     out = tmp / f"signal-{sig.name}.zarr"
     proc = start_cli_denoise(
         inp, out, weights, 1, 5, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
@@ -143,10 +130,10 @@ def test_signal_stops_cleanly_and_keeps_finished_blocks(dataset, slow_model, sig
     assert "run the same command again" in " ".join(err.split())
     done = len(list(markers.glob("*.json")))
     assert 5 <= done < 128
-    p = plan(DenoiseConfig(input=inp, output=out, model=str(weights), block_min=32))
+    p = plan(config(dataset, out.relative_to(tmp)))
     assert len(p.pending) == 128 - done
     execute(p, fault_client)
-    assert chunk_bytes(out) == chunk_bytes(clean)
+    assert chunk_bytes(out) == chunk_bytes(clean_run)
 
 
 def test_memory_limit_too_small_is_a_clear_failure(tmp_path):
