@@ -99,5 +99,15 @@ def normalisation_range(x: np.ndarray, norm: Normalisation) -> tuple[float, floa
     lo, hi = percentile_range(x, norm.low, norm.high)
     if norm.method == "percentile":
         return lo, hi
-    sigma = max(noise_sigma(x), SIGMA_FLOOR * (hi - lo))
-    return lo, lo + norm.scale * sigma
+    return normalisation_window(lo, hi, noise_sigma(x), norm)
+
+
+def normalisation_window(
+    lo: float, hi: float, sigma: float, norm: Normalisation
+) -> tuple[float, float]:
+    """The model's ``(lo, hi)`` from a percentile window ``lo..hi`` and a noise ``sigma``
+    (image units; ignored by ``percentile``): for ``noise``, ``hi = lo + scale * sigma``
+    with ``sigma`` floored at ``SIGMA_FLOOR`` of the percentile window."""
+    if norm.method == "percentile":
+        return lo, hi
+    return lo, lo + norm.scale * max(sigma, SIGMA_FLOOR * (hi - lo))

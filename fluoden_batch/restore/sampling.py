@@ -18,7 +18,7 @@ import zarr
 
 from fluoden_batch.clustering import BackendChoice, ClusterBackend, cluster_image
 from fluoden_batch.errors import InputError, NoiseEstimationError
-from fluoden_batch.models.normalise import SIGMA_FLOOR, noise_sigma, percentile_range
+from fluoden_batch.models.normalise import noise_sigma, normalisation_window, percentile_range
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.noise import NoiseEstimate, gat_forward
 from fluoden_batch.noise.planes import estimate_region, plane_regions, pool_estimates, spread
@@ -62,10 +62,14 @@ def _noise_view(part: np.ndarray) -> np.ndarray:
     return planes[:, y : y + NOISE_SIDE, x : x + NOISE_SIDE]
 
 
+def _pool(parts: list[np.ndarray]) -> np.ndarray:
+    """The values of ``parts``, flattened and thinned to at most about ``MAX_VALUES``."""
+    values = np.concatenate([p.ravel() for p in parts])
+    return values[:: max(1, values.size // MAX_VALUES)]
+
+
 def _sample(array: zarr.Array, blocks: list[Block], channel_slice: tuple) -> np.ndarray:
-    values = np.concatenate([p.ravel() for p in _sample_blocks(array, blocks, channel_slice)])
-    step = max(1, values.size // MAX_VALUES)
-    return values[::step]
+    return _pool(_sample_blocks(array, blocks, channel_slice))
 
 
 def channel_ranges(
@@ -81,8 +85,7 @@ def channel_ranges(
     ``percentile``: the percentiles of the pooled sample. ``noise``: ``lo`` its ``low``
     percentile and ``hi = lo + scale * sigma``, ``sigma`` the median over the sampled
     blocks of their :func:`~fluoden_batch.models.normalise.noise_sigma` (y, x are the
-    last two axes), floored as :func:`~fluoden_batch.models.normalise.normalisation_range`
-    floors it.
+    last two axes), floored by :func:`~fluoden_batch.models.normalise.normalisation_window`.
 
     Parameters
     ----------
@@ -111,12 +114,11 @@ def channel_ranges(
         parts = _sample_blocks(array, _spread(pool, max_blocks), tuple(sel))
         if noise is not None:
             parts = [gat_forward(p, *noise[ch]) for p in parts]
-        values = np.concatenate([p.ravel() for p in parts])
-        lo, hi = percentile_range(values[:: max(1, values.size // MAX_VALUES)], norm.low, norm.high)
+        lo, hi = percentile_range(_pool(parts), norm.low, norm.high)
+        sigma = 0.0
         if norm.method == "noise":
             sigma = float(np.median([noise_sigma(_noise_view(p)) for p in parts]))
-            hi = lo + norm.scale * max(sigma, SIGMA_FLOOR * (hi - lo))
-        ranges.append((lo, hi))
+        ranges.append(normalisation_window(lo, hi, sigma, norm))
     return tuple(ranges)
 
 

@@ -26,7 +26,7 @@ import difflib
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -39,6 +39,9 @@ from pydantic import (
 )
 
 from fluoden_batch.errors import InputError
+
+if TYPE_CHECKING:
+    from fluoden_batch.models.weights import Normalisation
 
 __all__ = ["PairSource", "TrainConfig", "TrainConfigError", "load_train_config"]
 
@@ -269,6 +272,14 @@ class TrainConfig(BaseModel):
         """Masked mode: the K of validation, the middle of the sorted ``clusters`` (the
         upper middle for an even count)."""
         return sorted(self.clusters)[len(self.clusters) // 2]
+
+    @property
+    def input_normalisation(self) -> Normalisation:
+        """The model input normalisation of ``normalisation``, as stored in the weights
+        (imported here: the config module stays free of torch for a fast CLI start)."""
+        from fluoden_batch.models.weights import Normalisation
+
+        return Normalisation(method=self.normalisation)
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -25,13 +25,7 @@ from rich.progress import (
 
 from fluoden_batch.errors import FluodenError, ModelError
 from fluoden_batch.models.dncnn import DnCNN
-from fluoden_batch.models.weights import (
-    ModelMetadata,
-    Normalisation,
-    file_digest,
-    load_trainable,
-    save_weights,
-)
+from fluoden_batch.models.weights import ModelMetadata, file_digest, load_trainable, save_weights
 from fluoden_batch.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -179,7 +173,7 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     sampler, n_train, val_images = load_data(config)
-    normalisation = Normalisation(method=config.normalisation)
+    normalisation = config.input_normalisation
     val_denoise = (
         MaskedDenoiser(config.val_clusters, config.mask_sigma, normalisation)
         if config.mode == "masked"

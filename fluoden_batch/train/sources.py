@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train.blindspot import BlindSpotSampler, load_noisy
 from fluoden_batch.train.config import TrainConfig
 from fluoden_batch.train.data import (
@@ -31,7 +30,7 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
     loads the data of supervised mode (or, without ``noisy_dir``, of synthetic mode) and
     samples masked-protocol parts (:class:`~fluoden_batch.train.masked.MaskedPatchSampler`).
     """
-    normalisation = Normalisation(method=config.normalisation)
+    normalisation = config.input_normalisation
     if config.mode == "self_supervised":
         assert config.noisy_dir is not None
         if config.clean_dir is None:  # no references: no validation (val_keys is empty)
