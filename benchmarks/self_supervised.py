@@ -1,5 +1,6 @@
-"""Self-supervised (Noise2Void) DnCNN fitted on the raw images of ONE fmd_dev type, no gt,
-scored against gt and compared with VST + NLM on the same images.
+"""Self-supervised DnCNN (Noise2Void, or Noise2Noise on the repeated captures) fitted on
+the raw images of ONE fmd_dev type, no gt, scored against gt and compared with VST + NLM
+on the same images.
 
 - Type choice (``--type auto``, no gt involved): Noise2Void assumes pixel-wise independent
   noise. For every type, the lag-1 correlation of the difference of two raw captures of
@@ -8,7 +9,9 @@ scored against gt and compared with VST + NLM on the same images.
   one with the largest estimated noise std ``sqrt(mean(max(a z + b, 0)))`` (``a, b`` from
   ``fluoden_batch.noise.estimate``) is taken: the noisiest, where a denoiser is needed
   most and the blind spot costs least.
-- Training: ``mode = "self_supervised"`` on ``raw/<Type>_*.png`` only (4 images), DnCNN
+- Training: ``--method n2v`` (``mode = "self_supervised"``, blind-spot masking) or
+  ``--method n2n`` (``mode = "noise2noise"``: each of the 4 raw captures of the field of
+  view against the mean of the other 3) on ``raw/<Type>_*.png`` only (4 images), DnCNN
   depth 10 width 32, one CPU thread, channels-last. The gt images are read only to log a
   validation PSNR curve (``val_in_training``: they never enter the loss, and the last
   step's weights are used, no model selection).
@@ -53,6 +56,10 @@ from fluoden_batch.train import TrainConfig, denoise_whole, train
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 FMD = DATA / "fmd_dev"
 RESULTS = Path(__file__).resolve().parent / "results" / "self_supervised.md"
+METHODS = {
+    "n2v": ("Noise2Void", "N2V", "self_supervised", "blind-spot MSE"),
+    "n2n": ("Noise2Noise", "N2N", "noise2noise", "MSE against the mean of the other captures"),
+}
 H_GRID = (0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 MAX_CORR = 0.1
 
@@ -105,25 +112,26 @@ def make_config(
     checkpoint_dir: Path | None,
     init_weights: Path | None = None,
     normalisation: str = "percentile",
+    method: str = "n2v",
 ) -> TrainConfig:
     """The experiment's training configuration (gt only scores the curve)."""
     start = f", starting from {init_weights.name}" if init_weights else ""
+    long, _, mode, _ = METHODS[method]
     return TrainConfig(
-        name=f"n2v-{kind}",
-        description=f"Noise2Void DnCNN fitted on the 4 raw fmd_dev {kind} images (no gt){start}.",
+        name=f"{method}-{kind}",
+        description=f"{long} DnCNN fitted on the 4 raw fmd_dev {kind} images (no gt){start}.",
         output=output,
         init_weights=init_weights,
         depth=10,
         width=32,
-        mode="self_supervised",
+        mode=mode,
         noisy_dir=FMD / "raw",
         noisy_glob=f"{kind}_*.png",
         clean_dir=FMD / "gt",
         clean_glob=f"{kind}_*.png",
         val_keys=["1", "2", "3", "4"],
         val_in_training=True,
-        mask_fraction=0.02,
-        mask_radius=2,
+        **({"mask_fraction": 0.02, "mask_radius": 2} if method == "n2v" else {}),
         normalisation=normalisation,
         steps=steps,
         batch_size=16,
@@ -139,9 +147,10 @@ def make_config(
     )
 
 
-def calibrate(kind: str, minutes: float, output: Path) -> int:
+def calibrate(kind: str, minutes: float, output: Path, method: str) -> int:
     """Steps that fit in ``minutes``: time 3 and 13 steps, the difference is 10 steps."""
-    probe = make_config(kind, 1000, output, None).model_copy(update={"val_keys": []})
+    probe = make_config(kind, 1000, output, None, method=method)
+    probe = probe.model_copy(update={"val_keys": []})
     times = []
     for n in (3, 13):
         t0 = time.perf_counter()
@@ -150,11 +159,12 @@ def calibrate(kind: str, minutes: float, output: Path) -> int:
     return max(1, int(minutes * 60 / ((times[1] - times[0]) / 10) / 1.05))
 
 
-def report(kind, rows, scores, h_means, result, command) -> str:
+def report(kind, rows, scores, h_means, result, command, method) -> str:
     """Markdown: choice table, per-image scores, h sweep, training facts, PSNR curve."""
     best_h = max(h_means, key=lambda h: h_means[h][0])
+    long, short, _, loss = METHODS[method]
     lines = [
-        f"# Self-supervised (Noise2Void) DnCNN on fmd_dev `{kind}` vs VST + NLM",
+        f"# Self-supervised ({long}) DnCNN on fmd_dev `{kind}` vs VST + NLM",
         "",
         f"Command (repository root, one CPU thread): `{command}`",
         "",
@@ -173,20 +183,20 @@ def report(kind, rows, scores, h_means, result, command) -> str:
         "",
         f"## PSNR (dB) / SSIM, FMD scoring; VST + NLM at h = {best_h}",
         "",
-        "| image | noisy | VST + NLM | N2V DnCNN | N2V DnCNN + 8x TTA |",
+        f"| image | noisy | VST + NLM | {short} DnCNN | {short} DnCNN + 8x TTA |",
         "|---|---:|---:|---:|---:|",
     ]
-    methods = ("noisy", f"nlm{best_h}", "n2v", "tta")
+    methods = ("noisy", f"nlm{best_h}", "model", "tta")
     mean = {m: np.mean([v[m] for v in scores.values()], axis=0) for m in methods}
     for name, s in [*scores.items(), ("**mean**", mean)]:
         cells = " | ".join(f"{s[m][0]:.2f} / {s[m][1]:.3f}" for m in methods)
         lines.append(f"| {name} | {cells} |")
     gain = h_means[best_h][0]
-    n2v = np.mean([v["n2v"][0] for v in scores.values()])
+    fitted = np.mean([v["model"][0] for v in scores.values()])
     lines += [
         "",
-        f"N2V - VST+NLM: **{n2v - gain:+.2f} dB** "
-        + ("(beats it)." if n2v > gain else "(does NOT beat it)."),
+        f"{short} - VST+NLM: **{fitted - gain:+.2f} dB** "
+        + ("(beats it)." if fitted > gain else "(does NOT beat it)."),
         "",
         "VST + NLM mean PSNR over the h grid (h in units of the unit noise std): "
         + ", ".join(f"h={h}: {v[0]:.2f}" for h, v in h_means.items()),
@@ -195,9 +205,13 @@ def report(kind, rows, scores, h_means, result, command) -> str:
         "",
     ]
     t = result.metadata.training if result.metadata else {}
+    data = (
+        f"mask share {1 / 49:.4f} (one pixel per 7x7 cell), replacement radius 2"
+        if method == "n2v"
+        else "each raw capture against the mean of the other 3 (no gt)"
+    )
     lines += [
-        f"- {result.step} steps, batch 16 x 64x64, mask share {1 / 49:.4f} (one pixel per 7x7 "
-        "cell), replacement radius 2, Adam lr 1e-3 cosine to 1e-5, seed 0",
+        f"- {result.step} steps, batch 16 x 64x64, {data}, Adam lr 1e-3 cosine to 1e-5, seed 0",
         f"- DnCNN depth 10 width 32 with batch norm, CPU, {torch.get_num_threads()} thread, "
         f"channels-last, {result.metadata.normalisation.method if result.metadata else '?'} "
         "input normalisation",
@@ -209,7 +223,7 @@ def report(kind, rows, scores, h_means, result, command) -> str:
         f"- Time in the training loop: {result.seconds / 60:.1f} min "
         f"({result.seconds / max(result.step, 1):.2f} s/step, summed over resumed sessions; "
         "the machine's 2 cores were shared with other jobs)",
-        f"- Final training loss (blind-spot MSE, normalised units): {t.get('final_loss', 0):.5f}",
+        f"- Final training loss ({loss}, normalised units): {t.get('final_loss', 0):.5f}",
         "",
         "| step | mean PSNR vs gt, whole 512x512 images (dB) |",
         "|---:|---:|",
@@ -222,6 +236,12 @@ def report(kind, rows, scores, h_means, result, command) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--type", default="auto", help="fmd_dev sample type, or auto")
+    parser.add_argument(
+        "--method",
+        choices=sorted(METHODS),
+        default="n2v",
+        help="n2v: Noise2Void blind spot; n2n: Noise2Noise on the type's 4 raw captures",
+    )
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", type=int, help="optimisation steps")
     budget.add_argument("--minutes", type=float, help="time budget; picks --steps")
@@ -244,10 +264,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = survey()
     kind = choose(rows) if args.type == "auto" else args.type
-    steps = args.steps or calibrate(kind, args.minutes, args.output)
+    steps = args.steps or calibrate(kind, args.minutes, args.output, args.method)
     logging.info("type %s, %d steps", kind, steps)
     init = resolve_weights(args.init_weights) if args.init_weights else None
-    config = make_config(kind, steps, args.output, args.checkpoint_dir, init, args.normalisation)
+    config = make_config(
+        kind, steps, args.output, args.checkpoint_dir, init, args.normalisation, args.method
+    )
     result = train(config, progress=not args.no_progress)
     loaded = load_model(args.output)
     model, norm = loaded.module, loaded.metadata.normalisation
@@ -256,7 +278,7 @@ def main() -> None:
         raw, gt = _read(path), _read(FMD / "gt" / path.name)
         s = {
             "noisy": fmd_scores(raw, gt),
-            "n2v": fmd_scores(denoise_whole(model, raw, clip=(0, 255), normalisation=norm), gt),
+            "model": fmd_scores(denoise_whole(model, raw, clip=(0, 255), normalisation=norm), gt),
             "tta": fmd_scores(
                 denoise_whole(Dihedral(model), raw, clip=(0, 255), normalisation=norm), gt
             ),
@@ -267,12 +289,12 @@ def main() -> None:
     h_means = {h: np.mean([s[f"nlm{h}"] for s in scores.values()], axis=0) for h in H_GRID}
     command = (
         f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/self_supervised.py "
-        f"--type {kind} --steps {steps} --threads {args.threads}"
+        f"--type {kind} --method {args.method} --steps {steps} --threads {args.threads}"
         + (f" --checkpoint-dir {args.checkpoint_dir}" if args.checkpoint_dir else "")
         + (f" --init-weights {args.init_weights}" if args.init_weights else "")
         + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
     )
-    text = report(kind, rows, scores, h_means, result, command)
+    text = report(kind, rows, scores, h_means, result, command, args.method)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(text)
     print(text)

@@ -20,7 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from fluoden_batch.errors import FluodenError
-from fluoden_batch.train.config import TrainConfig, TrainConfigError, load_train_config
+from fluoden_batch.train.config import (
+    NOISY_ONLY_MODES,
+    TrainConfig,
+    TrainConfigError,
+    load_train_config,
+)
 
 __all__ = ["train_app", "train_command"]
 
@@ -43,7 +48,7 @@ def _parse_sets(items: list[str] | None) -> dict[str, Any]:
 
 
 def _describe_run(config: TrainConfig) -> str:
-    source = config.noisy_dir if config.mode == "self_supervised" else config.clean_dir
+    source = config.noisy_dir if config.mode in NOISY_ONLY_MODES else config.clean_dir
     return (
         f"training [bold]{config.name}[/] ({config.mode}, DnCNN depth {config.depth} width "
         f"{config.width}) on {source} for {config.steps} steps -> {config.output}"
@@ -109,7 +114,9 @@ def train_command(
 ) -> None:
     """Train a DnCNN denoiser as CONFIG (TOML or YAML) says; flags override the file.
 
-    Modes: supervised (noisy/clean pairs), synthetic (clean + simulated noise), self_supervised.
+    Modes: supervised (noisy/clean pairs), synthetic (clean + simulated noise),
+    self_supervised (noisy images only, Noise2Void), noise2noise (repeated noisy captures
+    of each field of view, no clean images), masked (the masked protocol).
 
     Relative paths in CONFIG are relative to CONFIG's folder.
 

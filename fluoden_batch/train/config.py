@@ -10,6 +10,10 @@ Four modes:
 - ``"self_supervised"``: noisy images only (Noise2Void blind-spot masking, Krull et al.
   2019, see :mod:`fluoden_batch.train.blindspot`). ``clean_dir`` is optional and, when
   given, only scores the ``val_keys`` images; it never enters the loss.
+- ``"noise2noise"``: noisy images only, several captures of each field of view
+  (Lehtinen et al. 2018): each capture is the input, the mean of the OTHER captures of its
+  field of view the target. ``capture_pattern`` tells which keys are captures of one
+  field of view. ``clean_dir`` and ``val_in_training`` work as in ``"self_supervised"``.
 - ``"masked"``: a model for the masked protocol (:mod:`fluoden_batch.clustering.masked`):
   data as in ``"supervised"`` (pairs, ``extra_pairs``, ``synthetic_fraction``) or, without
   ``noisy_dir``, as in ``"synthetic"``; every patch becomes one cluster part of the
@@ -43,11 +47,19 @@ from fluoden_batch.errors import InputError
 if TYPE_CHECKING:
     from fluoden_batch.models.weights import Normalisation
 
-__all__ = ["PairSource", "TrainConfig", "TrainConfigError", "load_train_config"]
+__all__ = [
+    "NOISY_ONLY_MODES",
+    "PairSource",
+    "TrainConfig",
+    "TrainConfigError",
+    "load_train_config",
+]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 PATH_FIELDS = ("output", "clean_dir", "noisy_dir", "checkpoint_dir", "init_weights")
 MAX_CLUSTERS = 16  # largest K of masked training
+DEFAULT_CAPTURE_PATTERN = r"(.*?)[_-]?\d+"
+NOISY_ONLY_MODES = ("self_supervised", "noise2noise")
 
 
 class TrainConfigError(InputError):
@@ -98,7 +110,9 @@ class TrainConfig(BaseModel):
     )
 
     # data
-    mode: Literal["supervised", "synthetic", "self_supervised", "masked"] = "supervised"
+    mode: Literal["supervised", "synthetic", "self_supervised", "noise2noise", "masked"] = (
+        "supervised"
+    )
     clean_dir: Path | None = None
     clean_glob: str = "*.tif"
     noisy_dir: Path | None = None
@@ -113,8 +127,16 @@ class TrainConfig(BaseModel):
     )
     val_in_training: bool = Field(
         False,
-        description="self_supervised only: also train on the val_keys images (their clean "
-        "references only score, never train): fit on the very images you denoise",
+        description="self_supervised/noise2noise only: also train on the val_keys images "
+        "(their clean references only score, never train): fit on the very images you denoise",
+    )
+    capture_pattern: str = Field(
+        DEFAULT_CAPTURE_PATTERN,
+        min_length=1,
+        description="noise2noise: regular expression matched against each image key (the "
+        "glob's wildcard part); its first group names the field of view, and keys that "
+        "share it are repeated captures of one scene. The default drops a trailing capture "
+        "number: 'cell_3' -> 'cell'",
     )
     normalisation: Literal["percentile", "noise"] = Field(
         "percentile",
@@ -195,6 +217,17 @@ class TrainConfig(BaseModel):
             raise ValueError(f"range must satisfy 0 <= low <= high, got {v}")
         return v
 
+    @field_validator("capture_pattern")
+    @classmethod
+    def _check_capture_pattern(cls, v: str) -> str:
+        try:
+            groups = re.compile(v).groups
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc})") from exc
+        if groups < 1:
+            raise ValueError("needs a group (...) that names the field of view")
+        return v
+
     @field_validator("clusters")
     @classmethod
     def _check_clusters(cls, v: list[int]) -> list[int]:
@@ -208,22 +241,24 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_mode(self) -> TrainConfig:
-        if self.mode in ("supervised", "self_supervised") and self.noisy_dir is None:
+        if self.mode in ("supervised", *NOISY_ONLY_MODES) and self.noisy_dir is None:
             raise ValueError(f"mode {self.mode!r} needs noisy_dir")
         if self.mode in ("supervised", "synthetic", "masked") and self.clean_dir is None:
             raise ValueError(f"mode {self.mode!r} needs clean_dir")
         if self.mode == "synthetic" and self.noisy_dir is not None:
             raise ValueError("mode 'synthetic' uses clean images only; drop noisy_dir")
-        if self.mode == "self_supervised":
+        if self.mode in NOISY_ONLY_MODES:
             if self.synthetic_fraction > 0:
-                raise ValueError("mode 'self_supervised' has no synthetic_fraction")
+                raise ValueError(f"mode {self.mode!r} has no synthetic_fraction")
             if self.val_keys and self.clean_dir is None:
                 raise ValueError(
-                    "val_keys in mode 'self_supervised' need clean_dir (references used "
+                    f"val_keys in mode {self.mode!r} need clean_dir (references used "
                     "only to score the validation images)"
                 )
         elif self.val_in_training:
-            raise ValueError("val_in_training is for mode 'self_supervised' only")
+            raise ValueError("val_in_training is for modes 'self_supervised' and 'noise2noise'")
+        if self.mode != "noise2noise" and self.capture_pattern != DEFAULT_CAPTURE_PATTERN:
+            raise ValueError("capture_pattern is for mode 'noise2noise' only")
         if self.extra_pairs and self.mode not in ("supervised", "masked"):
             raise ValueError("extra_pairs is for modes 'supervised' and 'masked' only")
         if self.extra_pairs and self.clean_only:

@@ -11,7 +11,7 @@ from fluoden_batch import __version__
 from fluoden_batch.metrics import psnr
 from fluoden_batch.models.weights import Architecture, ModelMetadata
 from fluoden_batch.train.blindspot import grid_step
-from fluoden_batch.train.config import TrainConfig
+from fluoden_batch.train.config import NOISY_ONLY_MODES, TrainConfig
 from fluoden_batch.train.data import ValImage
 
 __all__ = ["training_metadata"]
@@ -21,6 +21,8 @@ _LOSS = {
     "synthetic": "MSE of the denoised patch (normalised units)",
     "self_supervised": "MSE at the blind-spot pixels against their own noisy values "
     "(normalised units; Noise2Void)",
+    "noise2noise": "MSE of the denoised capture against the mean of the other captures of "
+    "its field of view (normalised units; Noise2Noise)",
     "masked": "MSE of the denoised cluster part against the clean image inside the part's "
     "cluster and the part's fill (the smoothed noisy image clipped to the cluster's "
     "intensity band) outside (normalised units; masked protocol)",
@@ -37,6 +39,14 @@ def _noise_model(config: TrainConfig) -> dict[str, Any]:
             "mask": f"one pixel per {g}x{g} cell (stratified), share {1 / g**2:.4f}",
             "replacement": f"random neighbour within radius {config.mask_radius}, never the "
             "pixel itself nor another masked pixel",
+        }
+    if config.mode == "noise2noise":
+        return {
+            "real_pairs": False,
+            "self_supervised": "noise2noise",
+            "assumption": "zero-mean noise, independent between captures of a field of view",
+            "captures": f"fields of view by capture_pattern {config.capture_pattern!r}",
+            "target": "mean of the other captures of the field of view",
         }
     noise_model: dict[str, Any] = {
         "real_pairs": not config.clean_only,
@@ -70,7 +80,7 @@ def training_metadata(
     noisy_in = [
         psnr(np.clip(v.noisy, *v.clip) if v.clip else v.noisy, v.clean, v.data_range) for v in val
     ]
-    self_sup = config.mode == "self_supervised"
+    self_sup = config.mode in NOISY_ONLY_MODES
     clean = f"{config.clean_dir}/{config.clean_glob}" if config.clean_dir else None
     training = {
         "mode": config.mode,
@@ -101,6 +111,8 @@ def training_metadata(
     if self_sup:
         training["val_references"] = clean  # scored the val_keys images only
         training["val_in_training"] = config.val_in_training
+    if config.mode == "noise2noise":
+        training["capture_pattern"] = config.capture_pattern
     if config.mode == "masked":
         training["clusters"] = config.clusters
         training["mask_sigma"] = config.mask_sigma

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from fluoden_batch.train.blindspot import BlindSpotSampler, load_noisy
-from fluoden_batch.train.config import TrainConfig
+from fluoden_batch.train.captures import capture_targets
+from fluoden_batch.train.config import NOISY_ONLY_MODES, TrainConfig
 from fluoden_batch.train.data import (
     PatchSampler,
     TrainImage,
     ValImage,
+    _keyed_files,
     load_images,
     load_pairs,
     split_validation,
@@ -20,37 +24,62 @@ from fluoden_batch.train.masked import MaskedPatchSampler
 __all__ = ["Sampler", "load_data"]
 
 Sampler = PatchSampler | BlindSpotSampler
+Capture = tuple[str, np.ndarray, str]  # key, noisy image float32 (H, W), file
+
+
+def _noisy_and_val(config: TrainConfig) -> tuple[list[Capture], list[TrainImage]]:
+    """Noisy-only modes: the training captures and the validation images.
+
+    Without ``clean_dir`` there is no validation. With it, the ``val_keys`` images (noisy
+    and clean) are the validation set and are left out of training, unless
+    ``val_in_training`` keeps their noisy images in it too (the clean ones never train).
+    """
+    assert config.noisy_dir is not None
+    paths = _keyed_files(config.noisy_dir, config.noisy_glob)
+    if config.clean_dir is None:  # no references: no validation (val_keys is empty)
+        captures = [
+            (key, image, str(paths[key]))
+            for key, image in load_noisy(config.noisy_dir, config.noisy_glob)
+        ]
+        return captures, []
+    pairs = load_pairs(config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob)
+    held = set(config.val_keys)
+    unknown = held - {im.key for im in pairs}
+    if unknown or not config.val_in_training:
+        pairs_train, val = split_validation(pairs, config.val_keys)
+    else:
+        pairs_train, val = pairs, [im for im in pairs if im.key in held]
+    captures = [
+        (im.key, im.noisy, str(paths[im.key])) for im in pairs_train if im.noisy is not None
+    ]
+    return captures, val
 
 
 def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
     """The patch sampler, the number of training images and the validation images.
 
-    Self-supervised mode trains on the noisy images only; clean references, when given,
-    only become validation images (all of them with ``val_in_training``). Masked mode
+    Self-supervised and noise2noise modes train on the noisy images only; clean
+    references, when given, only become validation images (see :func:`_noisy_and_val`).
+    Masked mode
     loads the data of supervised mode (or, without ``noisy_dir``, of synthetic mode) and
     samples masked-protocol parts (:class:`~fluoden_batch.train.masked.MaskedPatchSampler`).
     """
     normalisation = config.input_normalisation
-    if config.mode == "self_supervised":
-        assert config.noisy_dir is not None
-        if config.clean_dir is None:  # no references: no validation (val_keys is empty)
-            noisy = [image for _, image in load_noisy(config.noisy_dir, config.noisy_glob)]
-            val: list[TrainImage] = []
-        else:  # references score the val_keys images only; the loss never sees them
-            pairs = load_pairs(
-                config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob
+    if config.mode in NOISY_ONLY_MODES:
+        captures, val = _noisy_and_val(config)
+        sampler: Sampler
+        if config.mode == "noise2noise":
+            train_images = capture_targets(captures, config.capture_pattern)
+            sampler = PatchSampler(train_images, config.patch_size, normalisation=normalisation)
+        else:
+            sampler = BlindSpotSampler(
+                [image for _, image, _ in captures],
+                config.patch_size,
+                config.mask_fraction,
+                config.mask_radius,
+                normalisation,
             )
-            held = set(config.val_keys)
-            unknown = held - {im.key for im in pairs}
-            if unknown or not config.val_in_training:
-                pairs_train, val = split_validation(pairs, config.val_keys)
-            else:
-                pairs_train, val = pairs, [im for im in pairs if im.key in held]
-            noisy = [im.noisy for im in pairs_train if im.noisy is not None]
-        sampler: Sampler = BlindSpotSampler(
-            noisy, config.patch_size, config.mask_fraction, config.mask_radius, normalisation
-        )
-        return sampler, len(noisy), validation_images(val, seed=config.seed)
+        return sampler, len(captures), validation_images(val, seed=config.seed)
     if config.clean_only:
         assert config.clean_dir is not None
         images = load_images(config.clean_dir, config.clean_glob)
