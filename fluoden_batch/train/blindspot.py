@@ -30,7 +30,8 @@ import torch
 from fluoden_batch.errors import InputError
 from fluoden_batch.models.normalise import normalisation_range, normalise
 from fluoden_batch.models.weights import Normalisation
-from fluoden_batch.train.data import NORMALISATION, _keyed_files, read_image
+from fluoden_batch.train.data import NORMALISATION
+from fluoden_batch.train.planes import keyed_images
 
 __all__ = [
     "BlindSpot",
@@ -152,10 +153,15 @@ def apply_blind_spot(patches: ArrayT, spot: BlindSpot) -> ArrayT:
     return out
 
 
-def load_noisy(folder: Path, glob: str) -> list[tuple[str, np.ndarray]]:
-    """Noisy images only, keyed by the glob's wildcard parts: (key, float32 (H, W))."""
-    images = [(key, read_image(path)) for key, path in _keyed_files(folder, glob).items()]
-    return [(key, image.astype(np.float32)) for key, image in sorted(images)]
+def load_noisy(folder: Path, glob: str) -> list[tuple[str, np.ndarray, str]]:
+    """Noisy images only, keyed as :func:`~fluoden_batch.train.planes.keyed_images`.
+
+    Returns
+    -------
+    list of (key, image float32 (H, W), where the image is), sorted by key.
+    """
+    refs = keyed_images(folder, glob)
+    return [(key, ref.read().astype(np.float32), ref.where) for key, ref in refs.items()]
 
 
 class BlindSpotSampler:

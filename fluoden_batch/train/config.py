@@ -20,6 +20,9 @@ Four modes:
   protocol, with ``K`` drawn from ``clusters`` and labels smoothed by ``mask_sigma``
   (:mod:`fluoden_batch.train.masked`).
 
+Images come from folders of 2-D files or from image arrays (Zarr, OME-Zarr, TIFF stacks),
+see :mod:`fluoden_batch.train.planes`.
+
 Intensity units of ``a_range`` / ``b_range`` are those of the clean images as stored
 (grey levels, e.g. 0..255 for uint8): ``Var[z | y] = a * y + b``.
 """
@@ -113,10 +116,16 @@ class TrainConfig(BaseModel):
     mode: Literal["supervised", "synthetic", "self_supervised", "noise2noise", "masked"] = (
         "supervised"
     )
-    clean_dir: Path | None = None
-    clean_glob: str = "*.tif"
-    noisy_dir: Path | None = None
-    noisy_glob: str = "*.tif"
+    clean_dir: Path | None = Field(
+        None,
+        description="clean images: a folder (files matching clean_glob) or an image array "
+        "(Zarr, OME-Zarr or TIFF stack: every Y/X plane is an image, keys like 'c0_z5_t3')",
+    )
+    clean_glob: str = Field("*.tif", description="file pattern in a clean_dir folder")
+    noisy_dir: Path | None = Field(
+        None, description="noisy images: a folder or an image array, as clean_dir"
+    )
+    noisy_glob: str = Field("*.tif", description="file pattern in a noisy_dir folder")
     extra_pairs: list[PairSource] = Field(
         default_factory=list,
         description="supervised/masked modes: more noisy/clean folder pairs (keys '<name>/<key>')",

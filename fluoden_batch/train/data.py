@@ -10,18 +10,16 @@ patch is cut from, and the clean target goes through the same map.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from skimage import io as skio
 
 from fluoden_batch.errors import InputError
 from fluoden_batch.models.normalise import normalisation_range, normalise
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.noise import simulate
+from fluoden_batch.train.planes import ImageRef, describe_location, keyed_images
 
 __all__ = [
     "PatchDraw",
@@ -31,13 +29,11 @@ __all__ = [
     "load_images",
     "load_pairs",
     "match_pairs",
-    "read_image",
     "split_validation",
     "validation_images",
 ]
 
 NORMALISATION = Normalisation()  # the default (percentile) normalisation
-_TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class TrainImage:
         Value range of the stored integer dtype (e.g. (0, 255) for uint8): synthetic noise
         is clipped to it. None for float images.
     source : str
-        Path of the clean file (for the metadata).
+        Where the clean image is (a file, or an array plane), for the metadata.
     """
 
     key: str
@@ -85,24 +81,6 @@ class ValImage:
     clip: tuple[float, float] | None
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read a 2-D grayscale image (TIFF via tifffile, PNG and others via scikit-image).
-
-    Returns the array as stored (dtype kept), shape (H, W).
-    """
-    try:
-        if path.suffix.lower() in _TIFF_SUFFIXES:
-            image = tifffile.imread(path)
-        else:
-            image = skio.imread(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read image ({exc})") from exc
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D grayscale image, got shape {image.shape}")
-    return image
-
-
 def _dtype_clip(dtype: np.dtype) -> tuple[float, float] | None:
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
@@ -110,47 +88,28 @@ def _dtype_clip(dtype: np.dtype) -> tuple[float, float] | None:
     return None
 
 
-def _glob_regex(glob: str) -> re.Pattern[str]:
-    """Regex that matches a file name like ``glob`` and captures its wildcard parts."""
-    if "[" in glob:
-        raise InputError(f"glob {glob!r}: character classes are not supported for pairing")
-    parts = [("(.*)" if c == "*" else "(.)" if c == "?" else re.escape(c)) for c in glob]
-    return re.compile("".join(parts) + r"\Z")
-
-
-def _keyed_files(folder: Path, glob: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder")
-    regex = _glob_regex(glob)
-    files: dict[str, Path] = {}
-    for path in sorted(folder.glob(glob)):
-        match = regex.match(path.name)
-        if match and path.is_file():
-            files["/".join(match.groups()) or path.stem] = path
-    if not files:
-        raise InputError(f"{folder}: no file matches {glob!r}")
-    return files
-
-
 def match_pairs(
     noisy_dir: Path, noisy_glob: str, clean_dir: Path, clean_glob: str
-) -> list[tuple[str, Path, Path]]:
-    """Pair noisy and clean files by the text matched by the globs' wildcards.
+) -> list[tuple[str, ImageRef, ImageRef]]:
+    """Pair noisy and clean images by key (:func:`~fluoden_batch.train.planes.keyed_images`).
 
-    ``input_avg1_*.tif`` and ``target_avg400_*.tif`` pair ``input_avg1_001_0.tif`` with
-    ``target_avg400_001_0.tif`` under the key ``"001_0"``. Every file must have a partner.
+    In folders the key is the text matched by the globs' wildcards: ``input_avg1_*.tif``
+    and ``target_avg400_*.tif`` pair ``input_avg1_001_0.tif`` with
+    ``target_avg400_001_0.tif`` under the key ``"001_0"``. Arrays (Zarr, OME-Zarr, TIFF
+    stacks) pair plane by plane. Every image must have a partner.
 
     Returns
     -------
-    list of (key, noisy path, clean path), sorted by key.
+    list of (key, noisy image, clean image), sorted by key.
     """
-    noisy = _keyed_files(noisy_dir, noisy_glob)
-    clean = _keyed_files(clean_dir, clean_glob)
+    noisy = keyed_images(noisy_dir, noisy_glob)
+    clean = keyed_images(clean_dir, clean_glob)
     lonely = sorted(set(noisy) ^ set(clean))
     if lonely:
         raise InputError(
-            f"{len(lonely)} files have no partner between {noisy_dir}/{noisy_glob} and "
-            f"{clean_dir}/{clean_glob}, e.g. keys {lonely[:5]}"
+            f"{len(lonely)} images have no partner between "
+            f"{describe_location(noisy_dir, noisy_glob)} and "
+            f"{describe_location(clean_dir, clean_glob)}, e.g. keys {lonely[:5]}"
         )
     return [(k, noisy[k], clean[k]) for k in sorted(noisy)]
 
@@ -160,31 +119,33 @@ def load_pairs(
 ) -> list[TrainImage]:
     """Load matched (noisy, clean) pairs; see :func:`match_pairs` for the rule."""
     images = []
-    for key, noisy_path, clean_path in match_pairs(noisy_dir, noisy_glob, clean_dir, clean_glob):
-        noisy, clean = read_image(noisy_path), read_image(clean_path)
+    for key, noisy_ref, clean_ref in match_pairs(noisy_dir, noisy_glob, clean_dir, clean_glob):
+        noisy, clean = noisy_ref.read(), clean_ref.read()
         if noisy.shape != clean.shape:
-            raise InputError(f"{noisy_path} {noisy.shape} and {clean_path} {clean.shape} differ")
+            raise InputError(
+                f"{noisy_ref.where} {noisy.shape} and {clean_ref.where} {clean.shape} differ"
+            )
         images.append(
             TrainImage(
                 key,
                 clean.astype(np.float32),
                 noisy.astype(np.float32),
                 _dtype_clip(clean.dtype),
-                str(clean_path),
+                clean_ref.where,
             )
         )
     return images
 
 
 def load_images(folder: Path, glob: str) -> list[TrainImage]:
-    """Load clean images only (synthetic-noise training), keyed by the glob's wildcards."""
+    """Load clean images only (synthetic-noise training), keyed as :func:`match_pairs`."""
     images = []
-    for key, path in sorted(_keyed_files(folder, glob).items()):
-        image = read_image(path)
+    for key, ref in keyed_images(folder, glob).items():
+        image = ref.read()
         if np.issubdtype(image.dtype, np.floating) and np.nanmin(image) < 0:
-            raise InputError(f"{path}: negative intensities cannot take Poisson noise")
+            raise InputError(f"{ref.where}: negative intensities cannot take Poisson noise")
         images.append(
-            TrainImage(key, image.astype(np.float32), None, _dtype_clip(image.dtype), str(path))
+            TrainImage(key, image.astype(np.float32), None, _dtype_clip(image.dtype), ref.where)
         )
     return images
 

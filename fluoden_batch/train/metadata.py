@@ -13,6 +13,7 @@ from fluoden_batch.models.weights import Architecture, ModelMetadata
 from fluoden_batch.train.blindspot import grid_step
 from fluoden_batch.train.config import NOISY_ONLY_MODES, TrainConfig
 from fluoden_batch.train.data import ValImage
+from fluoden_batch.train.planes import describe_location
 
 __all__ = ["training_metadata"]
 
@@ -81,13 +82,16 @@ def training_metadata(
         psnr(np.clip(v.noisy, *v.clip) if v.clip else v.noisy, v.clean, v.data_range) for v in val
     ]
     self_sup = config.mode in NOISY_ONLY_MODES
-    clean = f"{config.clean_dir}/{config.clean_glob}" if config.clean_dir else None
+    clean = describe_location(config.clean_dir, config.clean_glob) if config.clean_dir else None
     training = {
         "mode": config.mode,
         "clean": None if self_sup else clean,
-        "noisy": f"{config.noisy_dir}/{config.noisy_glob}" if config.noisy_dir else None,
+        "noisy": describe_location(config.noisy_dir, config.noisy_glob)
+        if config.noisy_dir
+        else None,
         "extra_pairs": [
-            f"{src.prefix}: {src.noisy_dir}/{src.noisy_glob} -> {src.clean_dir}/{src.clean_glob}"
+            f"{src.prefix}: {describe_location(src.noisy_dir, src.noisy_glob)} -> "
+            f"{describe_location(src.clean_dir, src.clean_glob)}"
             for src in config.extra_pairs
         ],
         "train_images": n_train,

@@ -13,9 +13,9 @@ from fluoden_batch.train.data import (
     PatchSampler,
     TrainImage,
     ValImage,
-    _keyed_files,
     load_images,
     load_pairs,
+    match_pairs,
     split_validation,
     validation_images,
 )
@@ -35,23 +35,18 @@ def _noisy_and_val(config: TrainConfig) -> tuple[list[Capture], list[TrainImage]
     ``val_in_training`` keeps their noisy images in it too (the clean ones never train).
     """
     assert config.noisy_dir is not None
-    paths = _keyed_files(config.noisy_dir, config.noisy_glob)
     if config.clean_dir is None:  # no references: no validation (val_keys is empty)
-        captures = [
-            (key, image, str(paths[key]))
-            for key, image in load_noisy(config.noisy_dir, config.noisy_glob)
-        ]
-        return captures, []
-    pairs = load_pairs(config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob)
+        return load_noisy(config.noisy_dir, config.noisy_glob), []
+    pairs = match_pairs(config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob)
+    where = {key: noisy.where for key, noisy, _ in pairs}
+    images = load_pairs(config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob)
     held = set(config.val_keys)
-    unknown = held - {im.key for im in pairs}
+    unknown = held - {im.key for im in images}
     if unknown or not config.val_in_training:
-        pairs_train, val = split_validation(pairs, config.val_keys)
+        train_images, val = split_validation(images, config.val_keys)
     else:
-        pairs_train, val = pairs, [im for im in pairs if im.key in held]
-    captures = [
-        (im.key, im.noisy, str(paths[im.key])) for im in pairs_train if im.noisy is not None
-    ]
+        train_images, val = images, [im for im in images if im.key in held]
+    captures = [(im.key, im.noisy, where[im.key]) for im in train_images if im.noisy is not None]
     return captures, val
 
 

@@ -93,7 +93,10 @@ def test_pairs_match_by_wildcard(pair_dirs: tuple[Path, Path], tmp_path: Path) -
     noisy, clean = pair_dirs
     pairs = match_pairs(noisy, "in_*.tif", clean, "gt_*.tif")
     assert [k for k, _, _ in pairs] == [str(k) for k in range(6)]
-    assert all(n.name == f"in_{k}.tif" and c.name == f"gt_{k}.tif" for k, n, c in pairs)
+    assert all(
+        n.where == str(noisy / f"in_{k}.tif") and c.where == str(clean / f"gt_{k}.tif")
+        for k, n, c in pairs
+    )
     (tmp_path / "gt_9.tif").write_bytes((clean / "gt_0.tif").read_bytes())
     with pytest.raises(InputError, match="no partner"):
         match_pairs(noisy, "in_*.tif", tmp_path, "gt_*.tif")
