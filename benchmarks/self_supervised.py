@@ -60,6 +60,7 @@ METHODS = {
     "n2v": ("Noise2Void", "N2V", "self_supervised", "blind-spot MSE"),
     "n2n": ("Noise2Noise", "N2N", "noise2noise", "MSE against the mean of the other captures"),
 }
+OUTPUT = Path("/tmp/n2v_fmd.safetensors")
 H_GRID = (0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 MAX_CORR = 0.1
 
@@ -245,7 +246,7 @@ def main() -> None:
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", type=int, help="optimisation steps")
     budget.add_argument("--minutes", type=float, help="time budget; picks --steps")
-    parser.add_argument("--output", type=Path, default=Path("/tmp/n2v_fmd.safetensors"))
+    parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--checkpoint-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true")
@@ -293,6 +294,8 @@ def main() -> None:
         + (f" --checkpoint-dir {args.checkpoint_dir}" if args.checkpoint_dir else "")
         + (f" --init-weights {args.init_weights}" if args.init_weights else "")
         + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
+        + (f" --output {args.output}" if args.output != OUTPUT else "")
+        + (f" --results {args.results}" if args.results != RESULTS else "")
     )
     text = report(kind, rows, scores, h_means, result, command, args.method)
     args.results.parent.mkdir(parents=True, exist_ok=True)
