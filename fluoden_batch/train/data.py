@@ -53,6 +53,8 @@ class TrainImage:
         is clipped to it. None for float images.
     source : str
         Where the clean image is (a file, or an array plane), for the metadata.
+    noisy_source : str
+        Where the noisy image is ("" without one), for messages.
     """
 
     key: str
@@ -60,6 +62,7 @@ class TrainImage:
     noisy: np.ndarray | None
     clip: tuple[float, float] | None
     source: str
+    noisy_source: str = ""
 
     @property
     def data_range(self) -> float:
@@ -132,6 +135,7 @@ def load_pairs(
                 noisy.astype(np.float32),
                 _dtype_clip(clean.dtype),
                 clean_ref.where,
+                noisy_ref.where,
             )
         )
     return images

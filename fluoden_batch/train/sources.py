@@ -15,7 +15,6 @@ from fluoden_batch.train.data import (
     ValImage,
     load_images,
     load_pairs,
-    match_pairs,
     split_validation,
     validation_images,
 )
@@ -24,7 +23,7 @@ from fluoden_batch.train.masked import MaskedPatchSampler
 __all__ = ["Sampler", "load_data"]
 
 Sampler = PatchSampler | BlindSpotSampler
-Capture = tuple[str, np.ndarray, str]  # key, noisy image float32 (H, W), file
+Capture = tuple[str, np.ndarray, str]  # key, noisy image float32 (H, W), where it is
 
 
 def _noisy_and_val(config: TrainConfig) -> tuple[list[Capture], list[TrainImage]]:
@@ -37,8 +36,6 @@ def _noisy_and_val(config: TrainConfig) -> tuple[list[Capture], list[TrainImage]
     assert config.noisy_dir is not None
     if config.clean_dir is None:  # no references: no validation (val_keys is empty)
         return load_noisy(config.noisy_dir, config.noisy_glob), []
-    pairs = match_pairs(config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob)
-    where = {key: noisy.where for key, noisy, _ in pairs}
     images = load_pairs(config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob)
     held = set(config.val_keys)
     unknown = held - {im.key for im in images}
@@ -46,7 +43,7 @@ def _noisy_and_val(config: TrainConfig) -> tuple[list[Capture], list[TrainImage]
         train_images, val = split_validation(images, config.val_keys)
     else:
         train_images, val = images, [im for im in images if im.key in held]
-    captures = [(im.key, im.noisy, where[im.key]) for im in train_images if im.noisy is not None]
+    captures = [(im.key, im.noisy, im.noisy_source) for im in train_images if im.noisy is not None]
     return captures, val
 
 
@@ -55,9 +52,9 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
 
     Self-supervised and noise2noise modes train on the noisy images only; clean
     references, when given, only become validation images (see :func:`_noisy_and_val`).
-    Masked mode
-    loads the data of supervised mode (or, without ``noisy_dir``, of synthetic mode) and
-    samples masked-protocol parts (:class:`~fluoden_batch.train.masked.MaskedPatchSampler`).
+    Masked mode loads the data of supervised mode (or, without ``noisy_dir``, of synthetic
+    mode) and samples masked-protocol parts
+    (:class:`~fluoden_batch.train.masked.MaskedPatchSampler`).
     """
     normalisation = config.input_normalisation
     if config.mode in NOISY_ONLY_MODES:
