@@ -121,6 +121,15 @@ def _init_model(config: TrainConfig) -> tuple[DnCNN, str | None]:
             f"{arch.width}, batch_norm {arch.batch_norm}; the config asks for depth "
             f"{ours[0]}, width {ours[1]}, batch_norm {ours[2]}"
         )
+    if meta.normalisation.method != config.normalisation:
+        log.warning(
+            "init_weights %s was trained with %r input normalisation, this run uses %r: the "
+            "start is off until it re-adapts (set normalisation = %r to keep it)",
+            config.init_weights,
+            meta.normalisation.method,
+            config.normalisation,
+            meta.normalisation.method,
+        )
     model.load_state_dict(start.state_dict())
     return model, file_digest(config.init_weights)
 

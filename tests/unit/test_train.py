@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from safetensors.torch import save_file
 from skimage import io
 
-from conftest import DATA
+from conftest import DATA, make_tiny_weights
 from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.metrics import psnr
 from fluoden_batch.models import (
@@ -29,6 +29,7 @@ from fluoden_batch.models.normalise import normalise, percentile_range
 from fluoden_batch.models.weights import METADATA_KEY, Architecture, shipped_models
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, denoise_whole, train, validation_psnr
+from fluoden_batch.train.config import TrainConfigError
 from fluoden_batch.train.data import PatchSampler, load_images, load_pairs, match_pairs
 from fluoden_batch.train.sources import load_data
 
@@ -235,3 +236,28 @@ def test_shipped_models_improve_fmd_raw(name: str, gain_db: float) -> None:
     norm = loaded.metadata.normalisation
     out = denoise_whole(loaded.module, raw, clip=(0.0, 255.0), normalisation=norm)
     assert psnr(out, gt, 255) > psnr(raw, gt, 255) + gain_db
+
+
+def test_fine_tuning_starts_from_the_weights(
+    pair_dirs: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """init_weights: zero learning rate keeps the start exactly; another architecture is
+    refused by name; another input normalisation is trained but warned about."""
+    start = make_tiny_weights(tmp_path / "start.safetensors", depth=3, width=8)
+    frozen = train(
+        _config(pair_dirs, tmp_path / "a", init_weights=start, steps=2, lr=1e-30, val_keys=[]),
+        progress=False,
+    )
+    expected, _ = load_trainable(start)
+    got = frozen.model.state_dict()
+    for key, value in expected.state_dict().items():
+        if "running" not in key and "num_batches" not in key:  # batch norm stats move
+            torch.testing.assert_close(got[key], value, rtol=0, atol=1e-20)
+    with pytest.raises(TrainConfigError, match=r"start\.safetensors is depth 3, width 8"):
+        train(_config(pair_dirs, tmp_path / "b", init_weights=start, depth=4), progress=False)
+    with caplog.at_level("WARNING", logger="fluoden_batch.train.loop"):
+        train(
+            _config(pair_dirs, tmp_path / "c", init_weights=start, steps=1, normalisation="noise"),
+            progress=False,
+        )
+    assert "trained with 'percentile' input normalisation, this run uses 'noise'" in caplog.text
