@@ -125,11 +125,13 @@ def make_config(
 
 
 def write_report(fold: str, config: TrainConfig, result, command: str, wall: float) -> Path:
-    """Write results/train_fmd_<fold>.md and return its path."""
+    """Write results/train_fmd_<fold>[_<normalisation>][_<depth>x<width>].md; its path."""
     t = result.metadata.training if result.metadata else {}
     rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in result.val_psnr)
     held = held_out_types(fold)
     suffix = "" if config.normalisation == "percentile" else f"_{config.normalisation}"
+    if (config.depth, config.width) != (10, 32):
+        suffix += f"_{config.depth}x{config.width}"
     path = RESULTS / f"train_fmd_{fold}{suffix}.md"
     path.write_text(
         f"""# Training `{config.name}` (fold {fold})

@@ -115,8 +115,9 @@ def train_command(
     """Train a DnCNN denoiser as CONFIG (TOML or YAML) says; flags override the file.
 
     Modes: supervised (noisy/clean pairs), synthetic (clean + simulated noise),
-    self_supervised (noisy images only, Noise2Void), noise2noise (repeated noisy captures
-    of each field of view, no clean images), masked (the masked protocol).
+    self_supervised (noisy images only, Noise2Void), noise2noise (repeated
+    noisy captures of each field of view, no clean images), masked (the masked
+    protocol). Images: folders of 2-D files, or Zarr / OME-Zarr / TIFF arrays.
 
     Relative paths in CONFIG are relative to CONFIG's folder.
 
