@@ -109,7 +109,9 @@ class TrainConfig(BaseModel):
     width: int = Field(64, ge=1, le=512)
     batch_norm: bool = True
     init_weights: Path | None = Field(
-        None, description="start from these weights (fine-tuning); same depth/width/batch_norm"
+        None,
+        description="start from these weights (fine-tuning): a file or a shipped model name "
+        "(e.g. dncnn-fmd); same depth/width/batch_norm",
     )
 
     # data
@@ -364,8 +366,9 @@ def load_train_config(path: Path | None, **overrides: Any) -> TrainConfig:
 
     Relative paths in the file (``output``, ``clean_dir``, ``noisy_dir``,
     ``checkpoint_dir``, ``init_weights`` and the folders of ``extra_pairs``) are taken
-    relative to the file's folder, so a config works from any working directory; paths
-    given as overrides are used as given (relative to the working directory).
+    relative to the file's folder, so a config works from any working directory (an
+    ``init_weights`` that is a bare name with no such file there is kept: a shipped model
+    name); paths given as overrides are used as given (relative to the working directory).
 
     Raises
     ------
@@ -379,7 +382,10 @@ def load_train_config(path: Path | None, **overrides: Any) -> TrainConfig:
         for key in PATH_FIELDS:
             if isinstance(values.get(key), str):
                 p = Path(values[key]).expanduser()
-                values[key] = p if p.is_absolute() else (base / p).resolve()
+                resolved = p if p.is_absolute() else (base / p).resolve()
+                if key == "init_weights" and not resolved.exists() and p.name == values[key]:
+                    continue  # a bare name: a shipped model (resolved when training starts)
+                values[key] = resolved
         for source in values.get("extra_pairs") or []:
             for key in ("noisy_dir", "clean_dir"):
                 if isinstance(source, dict) and isinstance(source.get(key), str):

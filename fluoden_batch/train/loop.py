@@ -25,7 +25,13 @@ from rich.progress import (
 
 from fluoden_batch.errors import FluodenError, ModelError
 from fluoden_batch.models.dncnn import DnCNN
-from fluoden_batch.models.weights import ModelMetadata, file_digest, load_trainable, save_weights
+from fluoden_batch.models.weights import (
+    ModelMetadata,
+    file_digest,
+    load_trainable,
+    resolve_weights,
+    save_weights,
+)
 from fluoden_batch.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -112,7 +118,8 @@ def _init_model(config: TrainConfig) -> tuple[DnCNN, str | None]:
     model = DnCNN(config.depth, config.width, 1, config.batch_norm)
     if config.init_weights is None:
         return model, None
-    start, meta = load_trainable(config.init_weights)
+    path = resolve_weights(config.init_weights)
+    start, meta = load_trainable(path)
     arch = meta.architecture
     ours = (config.depth, config.width, config.batch_norm)
     if (arch.depth, arch.width, arch.batch_norm) != ours:
@@ -131,7 +138,7 @@ def _init_model(config: TrainConfig) -> tuple[DnCNN, str | None]:
             meta.normalisation.method,
         )
     model.load_state_dict(start.state_dict())
-    return model, file_digest(config.init_weights)
+    return model, file_digest(path)
 
 
 def _progress(enabled: bool) -> Progress:

@@ -26,10 +26,10 @@ from fluoden_batch.models import (
     save_weights,
 )
 from fluoden_batch.models.normalise import normalise, percentile_range
-from fluoden_batch.models.weights import METADATA_KEY, Architecture, shipped_models
+from fluoden_batch.models.weights import METADATA_KEY, Architecture, file_digest, shipped_models
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, denoise_whole, train, validation_psnr
-from fluoden_batch.train.config import TrainConfigError
+from fluoden_batch.train.config import TrainConfigError, load_train_config
 from fluoden_batch.train.data import PatchSampler, load_images, load_pairs, match_pairs
 from fluoden_batch.train.sources import load_data
 
@@ -261,3 +261,24 @@ def test_fine_tuning_starts_from_the_weights(
             progress=False,
         )
     assert "trained with 'percentile' input normalisation, this run uses 'noise'" in caplog.text
+
+
+def test_fine_tuning_from_a_shipped_model_name(
+    pair_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """init_weights = "dncnn-small" in a config file stays a name (no file of that name
+    beside the config) and trains from the shipped file; an unknown name is refused."""
+    config_file = tmp_path / "ft.yaml"
+    config_file.write_text(
+        f"output: out.safetensors\nnoisy_dir: {pair_dirs[0]}\nnoisy_glob: 'in_*.tif'\n"
+        f"clean_dir: {pair_dirs[1]}\nclean_glob: 'gt_*.tif'\ninit_weights: dncnn-small\n"
+        "depth: 10\nwidth: 32\nsteps: 1\nbatch_size: 2\npatch_size: 24\ndevice: cpu\n"
+    )
+    config = load_train_config(config_file)
+    assert config.init_weights == Path("dncnn-small")
+    result = train(config, progress=False)
+    assert result.metadata is not None
+    start = result.metadata.training["init_weights"]
+    assert start["digest"] == file_digest(shipped_models()["dncnn-small"])
+    with pytest.raises(ModelError, match="'no-such-model' is neither a file nor a shipped"):
+        train(config.model_copy(update={"init_weights": Path("no-such-model")}), progress=False)
