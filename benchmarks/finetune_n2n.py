@@ -121,6 +121,10 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
         f"Adam lr {args.lr} cosine to {args.lr / 100:g}, seed 0, one CPU thread. FMD scoring "
         "(four 256x256 crops, peak 255), 4 images per type and level, whole-image inference.",
         "",
+        "The fine-tuned models are fitted on the raw images they are scored on (as a user fits "
+        "on the data they denoise); gt only scores. As in FMD's protocol for every method, "
+        "the raw frames are among the 50 frames averaged into gt.",
+        "",
         "## raw (single frame): PSNR (dB) / SSIM",
         "",
         "| type | captures used | noisy | fold model | fine-tuned | gain | fine-tune time |",
