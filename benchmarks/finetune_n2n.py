@@ -55,7 +55,13 @@ def distinct_captures(raw: Path, kind: str) -> tuple[list[Path], list[str]]:
 
 
 def finetune(
-    weights: Path, kind: str, captures: list[Path], steps: int, lr: float, out: Path
+    weights: Path,
+    kind: str,
+    captures: list[Path],
+    steps: int,
+    lr: float,
+    out: Path,
+    levels: list[int],
 ) -> tuple[Path, float]:
     """Noise2Noise fine-tuning of ``weights`` on ``captures``; (weights file, seconds)."""
     meta = load_model(weights).metadata
@@ -74,6 +80,7 @@ def finetune(
             mode="noise2noise",
             noisy_dir=Path(tmp),
             noisy_glob=f"{kind}_*.png",
+            capture_levels=levels,
             steps=steps,
             batch_size=16,
             patch_size=64,
@@ -117,7 +124,8 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
         f"Fold models: `{args.fold_a}` (never saw {', '.join(held_out_types('A'))}) and "
         f"`{args.fold_b}` (never saw {', '.join(held_out_types('B'))}). Each is fine-tuned "
         f'per held-out type with `mode = "noise2noise"` on that type\'s raw captures only '
-        f"(each against the mean of the others; no gt), {args.steps} steps, batch 16 x 64x64, "
+        f"(inputs: means of {args.levels} captures, each against the mean of the others; "
+        f"no gt), {args.steps} steps, batch 16 x 64x64, "
         f"Adam lr {args.lr} cosine to {args.lr / 100:g}, seed 0, one CPU thread. FMD scoring "
         "(four 256x256 crops, peak 255), 4 images per type and level, whole-image inference.",
         "",
@@ -133,8 +141,10 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     for r in rows:
         n = np.mean(r["before"]["noisy/raw"], axis=0)
         b, a = np.mean(r["before"]["raw"], axis=0), np.mean(r["after"]["raw"], axis=0)
-        used = f"{r['used']}" + (
-            f" ({', '.join(r['dropped'])} dropped: copy)" if r["dropped"] else ""
+        used = (
+            f"{r['used']}"
+            + (f", levels {r['levels']}" if args.levels != [1] else "")
+            + (f" ({', '.join(r['dropped'])} dropped: copy)" if r["dropped"] else "")
         )
         lines.append(
             f"| {r['type']} | {used} | {n[0]:.2f} / {n[1]:.3f} | {b[0]:.2f} / {b[1]:.3f} | "
@@ -192,6 +202,9 @@ def main() -> None:
     parser.add_argument("fold_b", type=Path, help="weights trained with train_fmd.py --fold B")
     parser.add_argument("--steps", type=int, default=400, help="fine-tuning steps per type")
     parser.add_argument("--lr", type=float, default=3e-4, help="initial learning rate")
+    parser.add_argument(
+        "--levels", type=int, nargs="+", default=[1], help="capture_levels of the fine-tuning"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/n2n-finetune"))
     parser.add_argument("--data", type=Path, default=DATA / "fmd_dev", help="fmd_dev folder")
@@ -201,17 +214,19 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.levels == [1] else "_levels" + "-".join(map(str, args.levels))
     rows = []
     for fold, weights in (("A", args.fold_a), ("B", args.fold_b)):
         for kind in held_out_types(fold):
             captures, dropped = distinct_captures(args.data / "raw", kind)
             t0 = time.perf_counter()
-            tuned, seconds = finetune(
-                weights, kind, captures, args.steps, args.lr, args.out_dir / f"{kind}.safetensors"
-            )
+            out = args.out_dir / f"{kind}{suffix}.safetensors"
+            levels = [k for k in args.levels if k < len(captures)]
+            tuned, seconds = finetune(weights, kind, captures, args.steps, args.lr, out, levels)
             row = {
                 "type": kind,
                 "used": len(captures),
+                "levels": levels,
                 "dropped": dropped,
                 "seconds": seconds,
                 "before": score(weights, args.data, kind),
@@ -229,10 +244,11 @@ def main() -> None:
         f"OMP_NUM_THREADS={args.threads} PYTHONPATH=.:benchmarks python "
         f"benchmarks/finetune_n2n.py {args.fold_a} {args.fold_b} --steps {args.steps} "
         f"--lr {args.lr} --threads {args.threads}"
+        + (f" --levels {' '.join(map(str, args.levels))}" if args.levels != [1] else "")
     )
-    out = RESULTS / "finetune_n2n_leave_types_out.md"
-    out.write_text(report(rows, args, command))
-    print(out.read_text())
+    path = RESULTS / f"finetune_n2n_leave_types_out{suffix}.md"
+    path.write_text(report(rows, args, command))
+    print(path.read_text())
 
 
 if __name__ == "__main__":

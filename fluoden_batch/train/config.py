@@ -11,9 +11,10 @@ Four modes:
   2019, see :mod:`fluoden_batch.train.blindspot`). ``clean_dir`` is optional and, when
   given, only scores the ``val_keys`` images; it never enters the loss.
 - ``"noise2noise"``: noisy images only, several captures of each field of view
-  (Lehtinen et al. 2018): each capture is the input, the mean of the OTHER captures of its
-  field of view the target. ``capture_pattern`` tells which keys are captures of one
-  field of view. ``clean_dir`` and ``val_in_training`` work as in ``"self_supervised"``.
+  (Lehtinen et al. 2018): each capture (or, with ``capture_levels``, each mean of a few) is
+  the input, the mean of the OTHER captures of its field of view the target.
+  ``capture_pattern`` tells which keys are captures of one field of view. ``clean_dir``
+  and ``val_in_training`` work as in ``"self_supervised"``.
 - ``"masked"``: a model for the masked protocol (:mod:`fluoden_batch.clustering.masked`):
   data as in ``"supervised"`` (pairs, ``extra_pairs``, ``synthetic_fraction``) or, without
   ``noisy_dir``, as in ``"synthetic"``; every patch becomes one cluster part of the
@@ -149,6 +150,12 @@ class TrainConfig(BaseModel):
         "share it are repeated captures of one scene. The default drops a trailing capture "
         "number: 'cell_3' -> 'cell'",
     )
+    capture_levels: list[int] = Field(
+        default_factory=lambda: [1],
+        description="noise2noise: how many captures each input averages, e.g. [1, 2]: "
+        "single captures and means of 2, each against the mean of the rest of its field of "
+        "view (the model then also meets cleaner, averaged inputs)",
+    )
     normalisation: Literal["percentile", "noise"] = Field(
         "percentile",
         description="model input range: 'percentile' maps the 0.1..99.9 percentile window to "
@@ -239,6 +246,13 @@ class TrainConfig(BaseModel):
             raise ValueError("needs a group (...) that names the field of view")
         return v
 
+    @field_validator("capture_levels")
+    @classmethod
+    def _check_capture_levels(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"capture_levels must be distinct counts >= 1, got {v}")
+        return v
+
     @field_validator("clusters")
     @classmethod
     def _check_clusters(cls, v: list[int]) -> list[int]:
@@ -270,6 +284,8 @@ class TrainConfig(BaseModel):
             raise ValueError("val_in_training is for modes 'self_supervised' and 'noise2noise'")
         if self.mode != "noise2noise" and self.capture_pattern != DEFAULT_CAPTURE_PATTERN:
             raise ValueError("capture_pattern is for mode 'noise2noise' only")
+        if self.mode != "noise2noise" and self.capture_levels != [1]:
+            raise ValueError("capture_levels is for mode 'noise2noise' only")
         if self.extra_pairs and self.mode not in ("supervised", "masked"):
             raise ValueError("extra_pairs is for modes 'supervised' and 'masked' only")
         if self.extra_pairs and self.clean_only:

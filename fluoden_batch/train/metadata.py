@@ -47,6 +47,7 @@ def _noise_model(config: TrainConfig) -> dict[str, Any]:
             "self_supervised": "noise2noise",
             "assumption": "zero-mean noise, independent between captures of a field of view",
             "captures": f"fields of view by capture_pattern {config.capture_pattern!r}",
+            "inputs": f"means of {config.capture_levels} cyclically consecutive captures",
             "target": "mean of the other captures of the field of view",
         }
     noise_model: dict[str, Any] = {

@@ -61,7 +61,7 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
         captures, val = _noisy_and_val(config)
         sampler: Sampler
         if config.mode == "noise2noise":
-            train_images = capture_targets(captures, config.capture_pattern)
+            train_images = capture_targets(captures, config.capture_pattern, config.capture_levels)
             sampler = PatchSampler(train_images, config.patch_size, normalisation=normalisation)
         else:
             sampler = BlindSpotSampler(

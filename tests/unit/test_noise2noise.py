@@ -102,6 +102,25 @@ def test_target_is_the_mean_of_the_other_captures() -> None:
         assert same == (i == 2), i
 
 
+def test_averaged_inputs_against_the_mean_of_the_rest() -> None:
+    """capture_levels [1, 2]: 4 single captures and 4 cyclic pairs; every input and its
+    target average disjoint captures that together are all of them."""
+    rng = np.random.default_rng(1)
+    stack = rng.uniform(0, 255, (4, 6, 6)).astype(np.float32)
+    items = [(f"f_{i}", stack[i], f"f_{i}.tif") for i in range(4)]
+    images = capture_targets(items, r"(.*?)_\d+", levels=(1, 2))
+    pairs = {"f_0+f_1": (0, 1), "f_1+f_2": (1, 2), "f_2+f_3": (2, 3), "f_3+f_0": (3, 0)}
+    assert sorted(im.key for im in images) == sorted([f"f_{i}" for i in range(4)] + list(pairs))
+    for im in images:
+        chosen = pairs.get(im.key, (int(im.key[-1]),))
+        rest = [i for i in range(4) if i not in chosen]
+        np.testing.assert_allclose(im.noisy, stack[list(chosen)].mean(0), rtol=1e-6)
+        np.testing.assert_allclose(im.clean, stack[rest].mean(0), rtol=1e-6)
+    assert images[1].noisy_source == "f_0.tif + f_1.tif"  # sorted keys: f_0, f_0+f_1, ...
+    with pytest.raises(InputError, match=r"'f' has 4 captures, so each level must be 1..3"):
+        capture_targets(items, r"(.*?)_\d+", levels=(1, 4))
+
+
 def test_capture_errors_name_the_files() -> None:
     a = np.zeros((8, 8), np.float32)
     with pytest.raises(InputError, match=r"x_1.tif and x_2.tif are identical"):
@@ -158,5 +177,9 @@ def test_noise2noise_config_errors(captures: tuple[Path, Path], tmp_path: Path) 
         _config(captures, tmp_path, capture_pattern="(fov")
     with pytest.raises(ValidationError, match="capture_pattern is for mode 'noise2noise'"):
         _config(captures, tmp_path, mode="self_supervised", capture_pattern=r"(.*)_\d")
+    with pytest.raises(ValidationError, match="capture_levels must be distinct counts"):
+        _config(captures, tmp_path, capture_levels=[1, 1])
+    with pytest.raises(ValidationError, match="capture_levels is for mode 'noise2noise'"):
+        _config(captures, tmp_path, mode="self_supervised", capture_levels=[2])
     with pytest.raises(InputError, match="one only for"):
         train(_config(captures, tmp_path, capture_pattern=r"(.*)"), progress=False)
