@@ -34,7 +34,8 @@ out = Console()
 
 
 def _parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """``["key=value", ...]`` with YAML-typed values (numbers, booleans, lists)."""
+    """``["key=value", ...]`` with YAML-typed values (numbers, booleans, lists); a value
+    that is not valid YAML (a glob such as ``*.tif``) is taken as the plain string."""
     values: dict[str, Any] = {}
     for item in items or []:
         key, sep, text = item.partition("=")
@@ -42,8 +43,8 @@ def _parse_sets(items: list[str] | None) -> dict[str, Any]:
             raise TrainConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. mask_fraction=0.01")
         try:
             values[key.strip()] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:
-            raise TrainConfigError(f"--set {item!r}: cannot parse the value ({exc})") from exc
+        except yaml.YAMLError:
+            values[key.strip()] = text
     return values
 
 

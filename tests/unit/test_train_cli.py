@@ -114,10 +114,13 @@ def test_yaml_config_and_standalone_app(project: Path, tmp_path: Path) -> None:
         f"mode: self_supervised\noutput: n2v.safetensors\nnoisy_dir: {project / 'clean'}\n"
         "noisy_glob: 'cell_*.tif'\nmask_fraction: 0.01\n"
     )
-    result = CliRunner().invoke(train_app, [str(config), "--check", "--set", "depth=5"])
+    flags = ["--set", "depth=5", "--set", "noisy_glob=*.png", "--set", "a_range=[0.5, 2]"]
+    result = CliRunner().invoke(train_app, [str(config), "--check", *flags])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert shown["mode"] == "self_supervised" and shown["depth"] == 5
+    assert shown["noisy_glob"] == "*.png"  # not YAML (an alias): taken as the string
+    assert shown["a_range"] == [0.5, 2.0]
     assert shown["output"] == str(tmp_path / "n2v.safetensors")
 
 
