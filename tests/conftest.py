@@ -25,6 +25,23 @@ settings.load_profile("fluoden")
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def blobs(
+    rng: np.random.Generator,
+    size: int,
+    count: int = 5,
+    radius: tuple[float, float] = (3.0, 7.0),
+    background: float = 20.0,
+) -> np.ndarray:
+    """A clean test scene: ``count`` Gaussian blobs (peaks 60..160 grey levels, radii in
+    ``radius`` pixels) on ``background``, float64 of shape (size, size), not clipped."""
+    yy, xx = np.mgrid[:size, :size].astype(float)
+    image = np.full((size, size), background)
+    for _ in range(count):
+        (cy, cx), r = rng.uniform(0, size, 2), rng.uniform(*radius)
+        image += rng.uniform(60, 160) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    return image
+
+
 def make_tiny_weights(
     path: Path, depth: int = 4, width: int = 8, seed: int = 0, normalisation: str = "percentile"
 ) -> Path:

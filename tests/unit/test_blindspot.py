@@ -11,6 +11,7 @@ import tifffile
 import torch
 from pydantic import ValidationError
 
+from conftest import blobs
 from fluoden_batch.models import DnCNN, load_trainable
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, train
@@ -109,15 +110,6 @@ def test_sampler_targets_are_the_unmasked_noisy_patches() -> None:
     assert all(np.array_equal(a, b) for a, b in zip((inputs, targets, mask), again, strict=True))
 
 
-def _blobs(rng: np.random.Generator) -> np.ndarray:
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    image = np.full((SIZE, SIZE), 20.0)
-    for _ in range(5):
-        (cy, cx), r = rng.uniform(0, SIZE, 2), rng.uniform(3, 7)
-        image += rng.uniform(60, 160) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-    return np.clip(image, 0, 255)
-
-
 @pytest.fixture(scope="module")
 def noisy_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Five uint8 noisy images raw/n_<k>.tif and their clean references gt/n_<k>.tif."""
@@ -126,7 +118,7 @@ def noisy_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for sub in ("raw", "gt"):
         (root / sub).mkdir()
     for k in range(5):
-        clean = _blobs(rng)
+        clean = np.clip(blobs(rng, SIZE), 0, 255)
         noisy = np.clip(np.rint(simulate(clean, 6.0, 60.0, rng=rng)), 0, 255)
         tifffile.imwrite(root / "raw" / f"n_{k}.tif", noisy.astype(np.uint8))
         tifffile.imwrite(root / "gt" / f"n_{k}.tif", np.rint(clean).astype(np.uint8))

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 from pydantic import ValidationError
 
+from conftest import blobs
 from fluoden_batch.errors import InputError
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, train
@@ -22,15 +23,6 @@ CAPTURES = 3
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _blobs(rng: np.random.Generator) -> np.ndarray:
-    yy, xx = np.mgrid[:SIZE, :SIZE].astype(float)
-    image = np.full((SIZE, SIZE), 20.0)
-    for _ in range(5):
-        (cy, cx), r = rng.uniform(0, SIZE, 2), rng.uniform(3, 7)
-        image += rng.uniform(60, 160) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-    return np.clip(image, 0, 255)
-
-
 @pytest.fixture(scope="module")
 def captures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two fields of view, three uint8 noisy captures each (raw/fov<f>_<c>.tif), and the
@@ -40,7 +32,7 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for sub in ("raw", "gt"):
         (root / sub).mkdir()
     for f in range(2):
-        clean = _blobs(rng)
+        clean = np.clip(blobs(rng, SIZE), 0, 255)
         for c in range(1, CAPTURES + 1):
             noisy = np.clip(np.rint(simulate(clean, 6.0, 60.0, rng=rng)), 0, 255)
             tifffile.imwrite(root / "raw" / f"fov{f}_{c}.tif", noisy.astype(np.uint8))

@@ -10,6 +10,7 @@ import pytest
 import tifffile
 import zarr
 
+from conftest import blobs
 from fluoden_batch.errors import InputError
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, planes, train
@@ -19,15 +20,6 @@ from fluoden_batch.train.planes import keyed_images, plane_key
 SIZE = 40
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _scene(rng: np.random.Generator) -> np.ndarray:
-    yy, xx = np.mgrid[:SIZE, :SIZE].astype(float)
-    image = np.full((SIZE, SIZE), 20.0)
-    for _ in range(4):
-        (cy, cx), r = rng.uniform(0, SIZE, 2), rng.uniform(3, 6)
-        image += rng.uniform(60, 160) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-    return image
 
 
 def _zarr(path: Path, data: np.ndarray) -> Path:
@@ -41,7 +33,9 @@ def zarr_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.
     """Noisy and clean uint8 Zarr arrays of shape (c=2, z=3, 40, 40) (axes czyx)."""
     root = tmp_path_factory.mktemp("zarr_pair")
     rng = np.random.default_rng(2)
-    clean = np.stack([np.stack([_scene(rng) for _ in range(3)]) for _ in range(2)])
+    clean = np.stack(
+        [np.stack([blobs(rng, SIZE, count=4, radius=(3, 6)) for _ in range(3)]) for _ in range(2)]
+    )
     noisy = np.clip(np.rint(simulate(clean, 4.0, 40.0, rng=rng)), 0, 255).astype(np.uint8)
     clean8 = np.rint(clean).astype(np.uint8)
     return _zarr(root / "noisy.zarr", noisy), _zarr(root / "clean.zarr", clean8), noisy
@@ -92,7 +86,7 @@ def test_supervised_training_on_zarr_arrays(
 def test_tiff_time_series_gives_noise2noise_captures(tmp_path: Path) -> None:
     """Four frames of one scene in a TYX stack: keys t0..t3, one field of view."""
     rng = np.random.default_rng(4)
-    scene = _scene(rng)
+    scene = blobs(rng, SIZE, count=4, radius=(3, 6))
     frames = np.stack([simulate(scene, 4.0, 40.0, rng=rng) for _ in range(4)])
     stack = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
     path = tmp_path / "series.tif"
