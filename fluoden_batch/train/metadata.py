@@ -46,7 +46,7 @@ def _noise_model(config: TrainConfig) -> dict[str, Any]:
             "real_pairs": False,
             "self_supervised": "noise2noise",
             "assumption": "zero-mean noise, independent between captures of a field of view",
-            "captures": f"fields of view by capture_pattern {config.capture_pattern!r}",
+            "captures": f"fields of view by capture_pattern {config.capture_pattern}",
             "inputs": f"means of {config.capture_levels} cyclically consecutive captures",
             "target": "mean of the other captures of the field of view",
         }
