@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -31,7 +30,6 @@ from fluoden_batch.errors import InputError
 from fluoden_batch.models.normalise import normalisation_range, normalise
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train.data import NORMALISATION
-from fluoden_batch.train.planes import keyed_images
 
 __all__ = [
     "BlindSpot",
@@ -39,7 +37,6 @@ __all__ = [
     "apply_blind_spot",
     "blind_spot",
     "grid_step",
-    "load_noisy",
 ]
 
 _MAX_TRIES = 64
@@ -151,17 +148,6 @@ def apply_blind_spot(patches: ArrayT, spot: BlindSpot) -> ArrayT:
     out = patches.copy()
     out[spot.batch, 0, spot.y, spot.x] = patches[spot.batch, 0, spot.src_y, spot.src_x]
     return out
-
-
-def load_noisy(folder: Path, glob: str) -> list[tuple[str, np.ndarray, str]]:
-    """Noisy images only, keyed as :func:`~fluoden_batch.train.planes.keyed_images`.
-
-    Returns
-    -------
-    list of (key, image float32 (H, W), where the image is), sorted by key.
-    """
-    refs = keyed_images(folder, glob)
-    return [(key, ref.read().astype(np.float32), ref.where) for key, ref in refs.items()]
 
 
 class BlindSpotSampler:

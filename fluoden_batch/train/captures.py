@@ -14,6 +14,7 @@ that mean, so :class:`~fluoden_batch.train.data.PatchSampler` samples it unchang
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -115,13 +116,12 @@ def capture_targets(
                 f"captures of field of view {fov!r} differ in shape: "
                 + ", ".join(f"{by_key[k][1]} {by_key[k][0].shape}" for k in keys)
             )
-        for i in range(n):
-            for j in range(i + 1, n):
-                if np.array_equal(stack[i], stack[j]):
-                    raise InputError(
-                        f"{by_key[keys[i]][1]} and {by_key[keys[j]][1]} are identical: "
-                        "noise2noise needs captures with independent noise (drop one)"
-                    )
+        for i, j in itertools.combinations(range(n), 2):
+            if np.array_equal(stack[i], stack[j]):
+                raise InputError(
+                    f"{by_key[keys[i]][1]} and {by_key[keys[j]][1]} are identical: "
+                    "noise2noise needs captures with independent noise (drop one)"
+                )
         too_many = [k for k in levels if not 1 <= k < n]
         if too_many:
             raise InputError(

@@ -1,6 +1,6 @@
 """Configuration of one training run (:class:`TrainConfig`) and its TOML/YAML loader.
 
-Four modes:
+Five modes:
 
 - ``"supervised"``: pairs of real noisy and clean images, matched by the wildcard parts of
   ``noisy_glob`` and ``clean_glob``; optionally a share ``synthetic_fraction`` of the
@@ -64,6 +64,11 @@ PATH_FIELDS = ("output", "clean_dir", "noisy_dir", "checkpoint_dir", "init_weigh
 MAX_CLUSTERS = 16  # largest K of masked training
 DEFAULT_CAPTURE_PATTERN = r"(.*?)[_-]?\d+"
 NOISY_ONLY_MODES = ("self_supervised", "noise2noise")
+# fields that only one mode uses: set away from their defaults in another mode, an error
+MODE_FIELDS = {
+    "masked": ("clusters", "mask_sigma"),
+    "noise2noise": ("capture_pattern", "capture_levels"),
+}
 
 
 class TrainConfigError(InputError):
@@ -282,10 +287,6 @@ class TrainConfig(BaseModel):
                 )
         elif self.val_in_training:
             raise ValueError("val_in_training is for modes 'self_supervised' and 'noise2noise'")
-        if self.mode != "noise2noise" and self.capture_pattern != DEFAULT_CAPTURE_PATTERN:
-            raise ValueError("capture_pattern is for mode 'noise2noise' only")
-        if self.mode != "noise2noise" and self.capture_levels != [1]:
-            raise ValueError("capture_levels is for mode 'noise2noise' only")
         if self.extra_pairs and self.mode not in ("supervised", "masked"):
             raise ValueError("extra_pairs is for modes 'supervised' and 'masked' only")
         if self.extra_pairs and self.clean_only:
@@ -294,13 +295,14 @@ class TrainConfig(BaseModel):
                 "images only)"
             )
         fields = type(self).model_fields
-        changed = [
-            name
-            for name in ("clusters", "mask_sigma")
-            if getattr(self, name) != fields[name].get_default(call_default_factory=True)
-        ]
-        if self.mode != "masked" and changed:
-            raise ValueError(f"{' and '.join(changed)}: for mode 'masked' only")
+        for mode, names in MODE_FIELDS.items():
+            changed = [
+                name
+                for name in names
+                if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+            ]
+            if self.mode != mode and changed:
+                raise ValueError(f"{' and '.join(changed)}: for mode {mode!r} only")
         if (
             self.mode == "masked"
             and self.noisy_dir is None

@@ -27,6 +27,7 @@ __all__ = [
     "TrainImage",
     "ValImage",
     "load_images",
+    "load_noisy",
     "load_pairs",
     "match_pairs",
     "split_validation",
@@ -152,6 +153,17 @@ def load_images(folder: Path, glob: str) -> list[TrainImage]:
             TrainImage(key, image.astype(np.float32), None, _dtype_clip(image.dtype), ref.where)
         )
     return images
+
+
+def load_noisy(folder: Path, glob: str) -> list[tuple[str, np.ndarray, str]]:
+    """Noisy images only, keyed as :func:`~fluoden_batch.train.planes.keyed_images`.
+
+    Returns
+    -------
+    list of (key, image float32 (H, W), where the image is), sorted by key.
+    """
+    refs = keyed_images(folder, glob)
+    return [(key, ref.read().astype(np.float32), ref.where) for key, ref in refs.items()]
 
 
 def split_validation(

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from fluoden_batch.train.blindspot import BlindSpotSampler, load_noisy
+from fluoden_batch.train.blindspot import BlindSpotSampler
 from fluoden_batch.train.captures import capture_targets
 from fluoden_batch.train.config import NOISY_ONLY_MODES, TrainConfig
 from fluoden_batch.train.data import (
@@ -14,6 +14,7 @@ from fluoden_batch.train.data import (
     TrainImage,
     ValImage,
     load_images,
+    load_noisy,
     load_pairs,
     split_validation,
     validation_images,

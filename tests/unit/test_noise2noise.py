@@ -167,11 +167,11 @@ def test_noise2noise_config_errors(captures: tuple[Path, Path], tmp_path: Path) 
         _config(captures, tmp_path, capture_pattern=r"fov\d_\d")
     with pytest.raises(ValidationError, match="not a regular expression"):
         _config(captures, tmp_path, capture_pattern="(fov")
-    with pytest.raises(ValidationError, match="capture_pattern is for mode 'noise2noise'"):
+    with pytest.raises(ValidationError, match="capture_pattern: for mode 'noise2noise' only"):
         _config(captures, tmp_path, mode="self_supervised", capture_pattern=r"(.*)_\d")
     with pytest.raises(ValidationError, match="capture_levels must be distinct counts"):
         _config(captures, tmp_path, capture_levels=[1, 1])
-    with pytest.raises(ValidationError, match="capture_levels is for mode 'noise2noise'"):
+    with pytest.raises(ValidationError, match="capture_levels: for mode 'noise2noise' only"):
         _config(captures, tmp_path, mode="self_supervised", capture_levels=[2])
     with pytest.raises(InputError, match="one only for"):
         train(_config(captures, tmp_path, capture_pattern=r"(.*)"), progress=False)
