@@ -50,11 +50,15 @@ def nlm(image: np.ndarray) -> np.ndarray:
 
 
 def evaluate(
-    weights: str, fmd: Path, types: list[str] | None = None, tta: bool = False
+    weights: str | Path,
+    fmd: Path,
+    types: list[str] | None = None,
+    tta: bool = False,
+    nlm_baseline: bool = True,
 ) -> tuple[dict, str, float]:
-    """Score noisy input, model and (raw only) NLM for every image (of ``types`` only,
-    when given: the held-out types of a leave-types-out fold); ``tta``: the model's mean
-    over the 8 flips/rotations (``fluoden denoise --tta``).
+    """Score noisy input, model and (raw only, unless ``nlm_baseline`` is False) NLM for
+    every image (of ``types`` only, when given: the held-out types of a leave-types-out
+    fold); ``tta``: the model's mean over the 8 flips/rotations (``fluoden denoise --tta``).
 
     Returns
     -------
@@ -83,7 +87,7 @@ def evaluate(
             infer.append(time.perf_counter() - t0)
             scores[(level, kind, "noisy")].append(fmd_scores(noisy, gt, 255.0))
             scores[(level, kind, "model")].append(fmd_scores(out, gt, 255.0))
-            if level == "raw":
+            if level == "raw" and nlm_baseline:
                 scores[(level, kind, "nlm")].append(fmd_scores(nlm(noisy), gt, 255.0))
     return scores, loaded.metadata.name, float(np.mean(infer))
 

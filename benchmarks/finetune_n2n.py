@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from eval_fmd import DATA, LEVELS, RESULTS
+from eval_fmd import DATA, LEVELS, RESULTS, evaluate
 from skimage import io
 from train_fmd import held_out_types
 
-from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model
-from fluoden_batch.train import TrainConfig, denoise_whole, train
+from fluoden_batch.train import TrainConfig, train
 
 TARGET = 35.0  # issue 5: raw leave-types-out PSNR of the default model
 
@@ -95,19 +94,13 @@ def finetune(
 
 
 def score(weights: Path, fmd: Path, kind: str) -> dict[str, list[tuple[float, float]]]:
-    """``{level: [(PSNR, SSIM) per image]}`` of ``weights`` and ``{"noisy/<level>": ...}``."""
-    loaded = load_model(weights)
-    scores: dict[str, list[tuple[float, float]]] = {}
-    for level in LEVELS:
-        for path in sorted((fmd / level).glob(f"{kind}_*.png")):
-            noisy = io.imread(path).astype(np.float64)
-            gt = io.imread(fmd / "gt" / path.name).astype(np.float64)
-            out = denoise_whole(
-                loaded.module, noisy, clip=(0.0, 255.0), normalisation=loaded.metadata.normalisation
-            )
-            scores.setdefault(level, []).append(fmd_scores(out, gt, 255.0))
-            scores.setdefault(f"noisy/{level}", []).append(fmd_scores(noisy, gt, 255.0))
-    return scores
+    """``{level: [(PSNR, SSIM) per image]}`` of ``weights`` and ``{"noisy/<level>": ...}``
+    (:func:`eval_fmd.evaluate` on the one type, without its NLM baseline)."""
+    scores, _, _ = evaluate(weights, fmd, [kind], nlm_baseline=False)
+    return {
+        (level if method == "model" else f"noisy/{level}"): values
+        for (level, _, method), values in scores.items()
+    }
 
 
 def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
