@@ -20,6 +20,15 @@ Training data of one run (supervised, DnCNN, percentile normalisation per image)
 - a share ``--synthetic`` of the patches gets simulated Poisson-Gaussian noise on the
   clean image instead (a log-uniform in (0.05, 8), b uniform in (0, 50), grey levels).
 
+``--arch ffdnet`` (the bias-free, noise-map FFDNet of :mod:`fluoden_batch.models.ffdnet`)
+uses a wider recipe, fixed before any out-of-fold score was seen:
+
+- W2S pairs of channels 0, 1 and 2 of FOV 001-036 (FOV 037-040 are held out of every
+  run and scored by ``eval_w2s.py``);
+- synthetic patches on a wider noise range, a log-uniform in (0.02, 16), b uniform in
+  (0, 200) grey levels squared, on 40 % of the patches;
+- noise normalisation, trained from scratch.
+
 Usage (the commands that produced the shipped weights are in results/train_fmd_*.md)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/train_fmd.py --fold A \\
@@ -46,6 +55,7 @@ GROUPS = {
     "B": ["Confocal_BPAE_B", "TwoPhoton_BPAE_R", "WideField_BPAE_G"],
 }
 RESULTS = Path(__file__).resolve().parent / "results"
+W2S_HELD_OUT = ["037", "038", "039", "040"]  # FOVs no ffdnet run trains on
 
 
 def fold_types(fold: str) -> list[str]:
@@ -70,11 +80,13 @@ def make_config(
     init: Path | None = None,
     lr: float = 1e-3,
     normalisation: str = "percentile",
+    arch: str = "dncnn",
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD for the folds to stay honest)."""
     fmd, w2s = DATA / "fmd_dev", DATA / "w2s_train"
     types = fold_types(fold)
+    ffdnet = arch == "ffdnet"
     extra = [
         PairSource(
             name=f"{level}-{kind}",
@@ -86,28 +98,45 @@ def make_config(
         for level in LEVELS
         for kind in types
     ]
+    # W2S: channel 0 of FOV 001-040 (dncnn); channels 0-2 of FOV 001-036 (ffdnet): FOV
+    # 001-009 as the main pair source, the others as extra sources (globs have no ranges)
+    w2s_main = "00?_*" if ffdnet else "*_0"
+    if ffdnet:
+        extra += [
+            PairSource(
+                name=f"w2s-{fovs}",
+                noisy_dir=w2s / "avg1",
+                noisy_glob=f"input_avg1_{fovs}_*.tif",
+                clean_dir=w2s / "avg400",
+                clean_glob=f"target_avg400_{fovs}_*.tif",
+            )
+            for fovs in ["01?", "02?", *(f"{i:03d}" for i in range(30, 37))]
+        ]
+    label = "ffdnet" if ffdnet else "dncnn"
     return TrainConfig(
-        name="dncnn-fmd" if fold == "all" else f"dncnn-fmd-fold{fold}",
+        name=f"{label}-fmd" if fold == "all" else f"{label}-fmd-fold{fold}",
         description=(
-            f"DnCNN {depth}x{width} trained on FMD pairs (all noise levels -> 50-frame mean) "
-            f"of {', '.join(types)} and W2S widefield pairs, {synthetic:.0%} synthetic "
-            f"Poisson-Gaussian patches. Whole-image protocol, {normalisation} normalisation "
-            "per plane."
+            f"{'FFDNet (bias-free, noise map)' if ffdnet else 'DnCNN'} {depth}x{width} trained "
+            f"on FMD pairs (all noise levels -> 50-frame mean) of {', '.join(types)} and W2S "
+            f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches. "
+            f"Whole-image protocol, {normalisation} normalisation per plane."
         ),
         output=output,
+        architecture=arch,
         depth=depth,
         width=width,
+        batch_norm=not ffdnet,
         mode="supervised",
         noisy_dir=w2s / "avg1",
-        noisy_glob="input_avg1_*_0.tif",
+        noisy_glob=f"input_avg1_{w2s_main}.tif",
         clean_dir=w2s / "avg400",
-        clean_glob="target_avg400_*_0.tif",
+        clean_glob=f"target_avg400_{w2s_main}.tif",
         extra_pairs=extra,
         normalisation=normalisation,
         val_keys=[f"raw-{kind}/4" for kind in types],
         synthetic_fraction=synthetic,
-        a_range=(0.05, 8.0),
-        b_range=(0.0, 50.0),
+        a_range=(0.02, 16.0) if ffdnet else (0.05, 8.0),
+        b_range=(0.0, 200.0) if ffdnet else (0.0, 50.0),
         steps=steps,
         batch_size=16,
         patch_size=64,
@@ -130,9 +159,18 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in result.val_psnr)
     held = held_out_types(fold)
     suffix = "" if config.normalisation == "percentile" else f"_{config.normalisation}"
+    ffdnet = config.architecture == "ffdnet"
+    suffix += "_ffdnet" if ffdnet else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
     path = RESULTS / f"train_fmd_{fold}{suffix}.md"
+    arch_text = (
+        f"FFDNet (bias-free, noise map, 2x2 pixel unshuffle) depth {config.depth}, width "
+        f"{config.width}"
+        if ffdnet
+        else f"DnCNN depth {config.depth}, width {config.width}, batch norm (folded at load)"
+    )
+    w2s_text = "channels 0-2 of FOV 001-036" if ffdnet else "channel 0 of FOV 001-040"
     path.write_text(
         f"""# Training `{config.name}` (fold {fold})
 
@@ -143,12 +181,12 @@ Command (repository root):
 ```
 
 - Output: `{config.output}` ({result.digest})
-- Architecture: DnCNN depth {config.depth}, width {config.width}, batch norm (folded at load)
+- Architecture: {arch_text}
 - Input normalisation: {config.normalisation} (`models.weights.Normalisation`)
 - Initialisation: {f"fine-tuned from `{config.init_weights}`" if config.init_weights else "random"}
 - FMD types trained on: {", ".join(fold_types(fold))}; held out: {", ".join(held) or "none"}
 - Data: {t.get("train_images")} training images (FMD levels raw..avg16 -> gt of those types,
-  W2S channel-0 pairs avg1 -> avg400); {config.synthetic_fraction:.0%} of the patches get
+  W2S pairs avg1 -> avg400, {w2s_text}); {config.synthetic_fraction:.0%} of the patches get
   synthetic Poisson-Gaussian noise on the clean image instead (a {config.a_range}
   log-uniform, b {config.b_range} uniform, grey levels, clipped to 0..255)
 - Validation (held out, real raw frame): {", ".join(config.val_keys)}
@@ -186,6 +224,9 @@ def main() -> None:
         default="percentile",
         help="model input normalisation (noise: the window is 40 noise sigmas)",
     )
+    parser.add_argument(
+        "--arch", choices=["dncnn", "ffdnet"], default="dncnn", help="network (ffdnet: v2 data)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
     if not (DATA / "fmd_dev" / "gt").is_dir():
@@ -205,6 +246,7 @@ def main() -> None:
         init=args.init,
         lr=args.lr,
         normalisation=args.normalisation,
+        arch=args.arch,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -213,6 +255,7 @@ def main() -> None:
         f"--width {args.width} --synthetic {args.synthetic} --threads {args.threads}"
         + (f" --init {args.init} --lr {args.lr}" if args.init else f" --lr {args.lr}")
         + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
+        + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)
     logging.info("done: %s", path)

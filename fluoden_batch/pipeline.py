@@ -30,7 +30,7 @@ from fluoden_batch.io.store import (
     update_provenance,
 )
 from fluoden_batch.models.weights import file_digest, read_metadata, resolve_weights
-from fluoden_batch.planning import choose_model, cluster_centres, vst_noise
+from fluoden_batch.planning import choose_model, cluster_centres, planned_noise
 from fluoden_batch.report import summarise
 from fluoden_batch.restore.block import JobSpec, process_block
 from fluoden_batch.restore.sampling import channel_ranges, peak_to_peak
@@ -112,9 +112,14 @@ def plan(cfg: DenoiseConfig) -> Plan:
             f"warning: model {metadata.name} was trained for the {metadata.protocol!r} "
             f"protocol; running {cfg.protocol!r} feeds it data it was not trained on"
         )
-    noise = vst_noise(cfg, out, digest, source, notes) if cfg.protocol == "vst" else None
+    noise = planned_noise(cfg, out, digest, source, notes) if cfg.protocol == "vst" else None
     centres = cluster_centres(cfg, out, digest, source, blocks, notes) if cfg.labelled else None
     ranges = channel_ranges(source.array, source.meta.axes, blocks, norm, noise=noise)
+    if noise is None and metadata.architecture.noise_map:
+        sigmas = None
+        if norm.method == "noise":  # the window is scale sigmas wide
+            sigmas = tuple((hi - lo) / norm.scale for lo, hi in ranges)
+        noise = planned_noise(cfg, out, digest, source, notes, fallback=sigmas)
     data_range = cfg.data_range
     if reference is not None and data_range is None:
         data_range = peak_to_peak(reference.array, blocks)

@@ -1,7 +1,8 @@
 """Values ``fluoden denoise`` fixes once per run at planning, and reuses on resume.
 
 - the model: the one asked for, else the protocol's default (:func:`choose_model`);
-- ``vst``: the GAT parameters ``(a, b)`` per channel (:func:`vst_noise`);
+- ``vst`` and models with a noise map: the Poisson-Gaussian ``(a, b)`` per channel
+  (:func:`planned_noise`);
 - ``masked`` and ``--save-labels``: the K-means intensity centres per channel
   (:func:`cluster_centres`).
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fluoden_batch.clustering import select_backend
+from fluoden_batch.errors import InputError
 from fluoden_batch.config import DEFAULT_MASKED_MODEL, DEFAULT_MODEL, DenoiseConfig
 from fluoden_batch.io.source import ImageSource
 from fluoden_batch.io.store import stored_parameter
@@ -26,7 +28,7 @@ from fluoden_batch.models.weights import shipped_models
 from fluoden_batch.restore.sampling import channel_centres, channel_noise, gat_parameters
 from fluoden_batch.restore.tiles import Block
 
-__all__ = ["choose_model", "cluster_centres", "stored", "vst_noise"]
+__all__ = ["choose_model", "cluster_centres", "planned_noise", "stored"]
 
 
 def choose_model(cfg: DenoiseConfig) -> tuple[str, list[str]]:
@@ -56,19 +58,38 @@ def stored(cfg: DenoiseConfig, out: Path, digest: str, key: str) -> Any:
     return stored_parameter(out, same, key, cfg.overwrite)
 
 
-def vst_noise(
-    cfg: DenoiseConfig, out: Path, digest: str, source: ImageSource, notes: list[str]
+def planned_noise(
+    cfg: DenoiseConfig,
+    out: Path,
+    digest: str,
+    source: ImageSource,
+    notes: list[str],
+    fallback: tuple[float, ...] | None = None,
 ) -> tuple[tuple[float, float], ...]:
-    """GAT ``(a, b)`` per channel: stored, else one pooled estimate per channel
-    (:func:`~fluoden_batch.restore.sampling.channel_noise`); appends a note."""
+    """Poisson-Gaussian ``(a, b)`` per channel, data units: stored, else one pooled
+    estimate per channel (:func:`~fluoden_batch.restore.sampling.channel_noise`), with
+    ``a`` floored for the GAT (:func:`~fluoden_batch.restore.sampling.gat_parameters`);
+    appends a note. Used by ``vst`` and by models with a noise map.
+
+    ``fallback``: a noise sigma per channel (data units). Given, a channel whose noise
+    cannot be estimated gets signal-independent noise ``(0, sigma**2)`` with a warning
+    instead of the error.
+    """
     old = stored(cfg, out, digest, "channel_noise")
     if old:
         noise = tuple((float(a), float(b)) for a, b in old)
     else:
-        found = channel_noise(source.array, source.meta.axes, name=source.spec.describe())
-        noise = tuple(gat_parameters(e) for e in found)
+        try:
+            found = channel_noise(source.array, source.meta.axes, name=source.spec.describe())
+            noise = tuple(gat_parameters(e) for e in found)
+        except InputError as exc:
+            if fallback is None:
+                raise
+            notes.append(f"warning: {exc}; the noise map assumes Gaussian noise of each "
+                         "channel's wavelet sigma")
+            noise = tuple((0.0, float(s) ** 2) for s in fallback)
     text = ", ".join(f"({a:.4g}, {b:.4g})" for a, b in noise)
-    notes.append(f"vst noise parameters (a, b) per channel: {text}")
+    notes.append(f"noise parameters (a, b) per channel: {text}")
     return noise
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from skimage.restoration import estimate_sigma
 
-from fluoden_batch.errors import InputError
+from fluoden_batch.errors import InputError, NoiseEstimationError
+from fluoden_batch.noise.estimate import estimate
 
 if TYPE_CHECKING:
     from fluoden_batch.models.weights import Normalisation
@@ -111,3 +112,41 @@ def normalisation_window(
     if norm.method == "percentile":
         return lo, hi
     return lo, lo + norm.scale * max(sigma, SIGMA_FLOOR * (hi - lo))
+
+
+def map_parameters(a: float, b: float, lo: float, hi: float) -> tuple[float, float]:
+    """Poisson-Gaussian ``(a, b)`` of the data (``Var[z | y] = a y + b``, data units) in
+    model units ``x_n = (x - lo) / (hi - lo)``: ``Var[x_n] = a_n x_n + b_n`` with
+    ``a_n = a / s`` and ``b_n = (a lo + b) / s**2``, ``s = hi - lo``."""
+    s = hi - lo
+    return a / s, (a * lo + b) / (s * s)
+
+
+def noise_map(x: np.ndarray, a_n: float, b_n: float) -> np.ndarray:
+    """Noise standard deviation of every pixel, ``sqrt(max(a_n x + b_n, 0))``, float32.
+
+    ``x`` (any shape) and the result are in model units (:func:`normalise`); ``a_n``,
+    ``b_n`` from :func:`map_parameters`. Pixel-wise, so tiles of it equal the whole.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        var = np.float64(a_n) * np.asarray(x, dtype=np.float64) + np.float64(b_n)
+    return np.sqrt(np.clip(var, 0.0, None)).astype(np.float32)
+
+
+def with_noise_map(x: np.ndarray, a_n: float, b_n: float) -> np.ndarray:
+    """``x`` (shape (H, W), model units) stacked with its :func:`noise_map`: (2, H, W)."""
+    return np.stack([np.asarray(x, dtype=np.float32), noise_map(x, a_n, b_n)])
+
+
+def plane_noise(x: np.ndarray) -> tuple[float, float]:
+    """Poisson-Gaussian ``(a, b)`` of one noisy plane (data units) for its noise map.
+
+    The single-image estimator (:func:`fluoden_batch.noise.estimate`); where it cannot fit
+    (flat, tiny or noiseless images) signal-independent noise of the wavelet
+    :func:`noise_sigma`: ``(0, sigma**2)``.
+    """
+    try:
+        est = estimate(x)
+    except (NoiseEstimationError, InputError, ValueError):
+        return 0.0, noise_sigma(x) ** 2
+    return float(est.a), float(est.b)

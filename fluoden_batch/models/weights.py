@@ -15,28 +15,74 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from fluoden_batch.errors import ModelError
 from fluoden_batch.models.dncnn import DnCNN, fold_batch_norm
+from fluoden_batch.models.ffdnet import FFDNet
 from fluoden_batch.models.fused import FusedDnCNN
 
 METADATA_KEY = "fluoden"
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
+Denoiser = DnCNN | FFDNet
+
 
 class Architecture(BaseModel):
-    """Network shape; enough to rebuild the module before loading tensors."""
+    """Network shape; enough to rebuild the module before loading tensors.
+
+    ``dncnn``: :class:`~fluoden_batch.models.dncnn.DnCNN` (``depth``, ``width``,
+    ``in_channels``, ``batch_norm``). ``ffdnet``: :class:`~fluoden_batch.models.ffdnet.FFDNet`
+    (``depth``, ``width``, ``bias``, ``map_gain``; its input is the image and its noise map,
+    ``in_channels`` 2, no batch norm).
+    """
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["dncnn"] = "dncnn"
+    name: Literal["dncnn", "ffdnet"] = "dncnn"
     depth: int = Field(17, ge=2, le=64)
     width: int = Field(64, ge=1, le=512)
     in_channels: int = Field(1, ge=1)
     batch_norm: bool = True
+    bias: bool = Field(True, description="ffdnet: additive biases (False: bias-free)")
+    map_gain: float | None = Field(None, gt=0, description="ffdnet: factor on the noise map")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Architecture:
+        if self.name == "ffdnet" and (
+            self.batch_norm or self.in_channels != FFDNet.in_channels or self.map_gain is None
+        ):
+            raise ValueError("an ffdnet has no batch norm, 2 input channels and a map_gain")
+        if self.name == "dncnn" and (not self.bias or self.map_gain is not None):
+            raise ValueError("bias and map_gain are ffdnet fields")
+        return self
+
+    @property
+    def noise_map(self) -> bool:
+        """Whether the network takes a noise-level map as its second input channel."""
+        return self.name == "ffdnet"
+
+    @classmethod
+    def of(cls, model: Denoiser) -> Architecture:
+        """The architecture of a module."""
+        if isinstance(model, FFDNet):
+            return cls(
+                name="ffdnet",
+                depth=model.depth,
+                width=model.width,
+                in_channels=model.in_channels,
+                batch_norm=False,
+                bias=model.bias,
+                map_gain=model.map_gain,
+            )
+        return cls(
+            depth=model.depth,
+            width=model.width,
+            in_channels=model.in_channels,
+            batch_norm=model.batch_norm,
+        )
 
 
 class Normalisation(BaseModel):
@@ -79,7 +125,7 @@ class ModelMetadata(BaseModel):
 class LoadedModel:
     """An inference-ready model (eval mode, batch norm folded) and where it came from."""
 
-    module: DnCNN
+    module: Denoiser
     metadata: ModelMetadata
     digest: str
     path: Path
@@ -122,18 +168,13 @@ def resolve_weights(name_or_path: str | Path) -> Path:
     raise ModelError(f"model {str(name_or_path)!r} is neither a file nor a shipped model ({names})")
 
 
-def save_weights(model: DnCNN, path: Path, metadata: ModelMetadata) -> str:
+def save_weights(model: Denoiser, path: Path, metadata: ModelMetadata) -> str:
     """Write ``model``'s tensors and ``metadata`` to a safetensors file.
 
     Returns the file's digest (see :func:`file_digest`).
     """
     arch = metadata.architecture
-    if (arch.depth, arch.width, arch.in_channels, arch.batch_norm) != (
-        model.depth,
-        model.width,
-        model.in_channels,
-        model.batch_norm,
-    ):
+    if arch != Architecture.of(model):
         raise ModelError(f"metadata architecture {arch} does not match the model")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,16 +198,18 @@ def read_metadata(path: Path) -> ModelMetadata:
         raise ModelError(f"{path}: invalid model metadata: {exc}") from exc
 
 
-def build_model(metadata: ModelMetadata) -> DnCNN:
-    """Instantiate the (untrained) module described by ``metadata``."""
-    a = metadata.architecture
+def build_model(a: Architecture) -> Denoiser:
+    """Instantiate the (untrained) module of architecture ``a``."""
+    if a.name == "ffdnet":
+        assert a.map_gain is not None
+        return FFDNet(a.depth, a.width, a.map_gain, a.bias)
     return DnCNN(a.depth, a.width, a.in_channels, a.batch_norm)
 
 
-def load_trainable(path: Path) -> tuple[DnCNN, ModelMetadata]:
+def load_trainable(path: Path) -> tuple[Denoiser, ModelMetadata]:
     """Load a weights file as it was trained (batch norm not folded), e.g. to fine-tune."""
     metadata = read_metadata(path)
-    model = build_model(metadata)
+    model = build_model(metadata.architecture)
     tensors = load_file(str(path))
     expected = set(model.state_dict())
     missing, unexpected = expected - set(tensors), set(tensors) - expected
@@ -185,12 +228,17 @@ def load_trainable(path: Path) -> tuple[DnCNN, ModelMetadata]:
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load weights for inference: eval mode, batch norm folded, channels-last on ``device``.
 
-    The module is a :class:`~fluoden_batch.models.fused.FusedDnCNN`: on CPU each
-    convolution runs with its ReLU in one oneDNN call.
+    A DnCNN becomes a :class:`~fluoden_batch.models.fused.FusedDnCNN`: on CPU each
+    convolution runs with its ReLU in one oneDNN call. An FFDNet (no batch norm) is used
+    as it is.
     """
     path = resolve_weights(name_or_path)
     model, metadata = load_trainable(path)
-    module = FusedDnCNN(fold_batch_norm(model.eval()) if model.batch_norm else model.eval())
+    module: Denoiser
+    if isinstance(model, FFDNet):
+        module = model.eval()
+    else:
+        module = FusedDnCNN(fold_batch_norm(model.eval()) if model.batch_norm else model.eval())
     # channels-last weights and inputs: about 2x faster oneDNN convolutions on CPU
     module.to(device=device, memory_format=torch.channels_last)
     return LoadedModel(module=module, metadata=metadata, digest=file_digest(path), path=path)

@@ -32,7 +32,7 @@ from fluoden_batch.io.store import OutputSpec
 from fluoden_batch.metrics import noise_sigma, ssim
 from fluoden_batch.models.weights import LoadedModel, load_model
 from fluoden_batch.noise import estimate
-from fluoden_batch.restore.inference import Dihedral
+from fluoden_batch.restore.inference import Dihedral, align
 from fluoden_batch.restore.protocols import PlaneParams, get_protocol
 from fluoden_batch.restore.tiles import Block, halo_window
 
@@ -213,7 +213,7 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
     src = job.source.open()
     lead = block.slices[:-2]
     halo = model.receptive_radius + job.halo
-    window = halo_window(block.start[-2:], block.stop[-2:], src.shape[-2:], halo)
+    window = halo_window(block.start[-2:], block.stop[-2:], src.shape[-2:], halo, align(model.module))
     name = f"{job.source.describe()} block {block.id} (start {block.start})"
     try:
         region = np.asarray(src[(*lead, *window.read)])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.dncnn import DnCNN
+from fluoden_batch.models.weights import Denoiser
 from fluoden_batch.restore.tiles import tile_windows
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -24,11 +24,11 @@ class Dihedral(nn.Module):
 
     Parameters
     ----------
-    model : DnCNN
+    model : DnCNN or FFDNet
         Inference model.
     """
 
-    def __init__(self, model: DnCNN) -> None:
+    def __init__(self, model: Denoiser) -> None:
         super().__init__()
         self.model = model
 
@@ -37,24 +37,49 @@ class Dihedral(nn.Module):
         """The wrapped model's receptive radius, pixels."""
         return self.model.receptive_radius
 
+    @property
+    def in_channels(self) -> int:
+        """The wrapped model's input channels."""
+        return self.model.in_channels
+
+    @property
+    def align(self) -> int:
+        """The wrapped model's tile alignment, pixels."""
+        return align(self.model)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean over the 8 transforms of ``x`` (N, C, H, W), mapped back; same shape."""
-        total = torch.zeros_like(x, dtype=torch.float32)
+        """Mean over the 8 transforms of ``x`` (N, C, H, W), mapped back: (N, 1, H, W)."""
+        h, w = x.shape[-2:]
+        step = self.align  # rotate whole 2x2 cells: pad odd sides first, as the model would
+        if h % step or w % step:
+            x = torch.nn.functional.pad(x, (0, -w % step, 0, -h % step), mode="replicate")
+        total = torch.zeros_like(x[:, :1], dtype=torch.float32)
         for k in range(4):
             for flip in (False, True):
                 t = torch.rot90(x.flip(-1) if flip else x, k, (-2, -1))
                 y = self.model(t.contiguous(memory_format=torch.channels_last))
                 y = torch.rot90(y, -k, (-2, -1))
                 total += (y.flip(-1) if flip else y).float()
-        return total / 8
+        return (total / 8)[..., :h, :w]
 
 
-Network = DnCNN | Dihedral
+Network = Denoiser | Dihedral
+
+
+def align(module: Network) -> int:
+    """Pixel grid a network's tiles must start on (2 for the 2x2 cells of an FFDNet)."""
+    return getattr(module, "align", 1)
+
+
+def needs_noise_map(module: Network) -> bool:
+    """Whether ``module`` takes a noise-level map as its second input channel."""
+    return module.in_channels == 2
 
 
 def _forward(module: Network, x: np.ndarray, precision: str) -> np.ndarray:
     device = next(module.parameters()).device
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None].to(device)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    t = (t[None] if t.ndim == 3 else t[None, None]).to(device)
     t = t.contiguous(memory_format=torch.channels_last)
     dtype = PRECISIONS[precision]
     if dtype is None:
@@ -73,11 +98,12 @@ def infer_plane(
 
     Parameters
     ----------
-    module : DnCNN or Dihedral
+    module : DnCNN, FFDNet or Dihedral
         Inference model (eval mode), or it wrapped for test-time augmentation; its
         ``receptive_radius`` is the halo.
-    plane : ndarray, shape (H, W), float32
-        Input in model units (see :mod:`fluoden_batch.models.normalise`).
+    plane : ndarray, shape (H, W) or (C, H, W), float32
+        Input in model units (see :mod:`fluoden_batch.models.normalise`); (2, H, W) for a
+        network with a noise map (the image, then its map).
     tile : int, optional
         Forward passes on ``tile`` x ``tile`` pieces, each read with a halo of the receptive
         radius. The result equals the whole-plane pass (``tile=None``) up to float
@@ -90,9 +116,10 @@ def infer_plane(
     -------
     ndarray, shape (H, W), float32
     """
-    if tile is None or (plane.shape[0] <= tile and plane.shape[1] <= tile):
+    shape = plane.shape[-2:]
+    if tile is None or (shape[0] <= tile and shape[1] <= tile):
         return _forward(module, plane, precision)
-    out = np.empty(plane.shape, dtype=np.float32)
-    for window, dest in tile_windows(plane.shape, tile, module.receptive_radius):
-        out[dest] = _forward(module, plane[window.read], precision)[window.crop]
+    out = np.empty(shape, dtype=np.float32)
+    for window, dest in tile_windows(shape, tile, module.receptive_radius, align(module)):
+        out[dest] = _forward(module, plane[(..., *window.read)], precision)[window.crop]
     return out

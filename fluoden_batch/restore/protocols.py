@@ -6,7 +6,9 @@ Every protocol has the same signature, ``protocol(module, plane, params, tile, p
 for the whole run (:class:`PlaneParams`). Pixel-wise maps commute with cropping, so a
 block read with its halo gives exactly the pixels of whole-image application.
 
-- ``whole``: ``normalise -> model -> denormalise`` (the model sees raw intensities).
+- ``whole``: ``normalise -> model -> denormalise`` (the model sees raw intensities). A
+  network with a noise map (:class:`~fluoden_batch.models.ffdnet.FFDNet`) also gets
+  ``sqrt(max(a x + b, 0))`` of the channel's ``(a, b)`` in model units, pixel by pixel.
 - ``vst``: ``gat_forward(z, a, b) -> normalise -> model -> denormalise ->
   gat_inverse(exact_unbiased)``: the generalized Anscombe transform makes
   Poisson-Gaussian noise close to unit-variance Gaussian, so a Gaussian denoiser serves
@@ -26,15 +28,15 @@ block read with its halo gives exactly the pixels of whole-image application.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from fluoden_batch.clustering.masked import masked_denoise
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.normalise import denormalise, normalise
+from fluoden_batch.models.normalise import denormalise, map_parameters, normalise, with_noise_map
 from fluoden_batch.noise import gat_forward, gat_inverse
-from fluoden_batch.restore.inference import Network, infer_plane
+from fluoden_batch.restore.inference import Network, infer_plane, needs_noise_map
 
 __all__ = ["PROTOCOLS", "PlaneParams", "Protocol", "get_protocol", "masked", "vst", "whole"]
 
@@ -49,7 +51,8 @@ class PlaneParams:
         Normalisation window in the units the model is fed (data units for ``whole``,
         GAT units for ``vst``).
     a, b : float or None
-        Poisson-Gaussian parameters for the GAT (``vst`` only), data units.
+        Poisson-Gaussian parameters, data units: of the GAT (``vst``), or of the noise map
+        of a network that takes one (``whole``; then in the units the model is fed).
     centres : tuple of float or None
         Increasing cluster centres, data units (``masked``, and the labels of
         ``--save-labels``).
@@ -85,7 +88,8 @@ def whole(
     plane : ndarray, shape (H, W)
         Intensities in data units.
     params : PlaneParams
-        ``lo``/``hi`` of the normalisation in data units.
+        ``lo``/``hi`` of the normalisation in data units; ``a``/``b`` for a network with a
+        noise map.
     tile, precision
         As in :func:`~fluoden_batch.restore.inference.infer_plane`.
 
@@ -94,6 +98,10 @@ def whole(
     ndarray, shape (H, W), float32, data units
     """
     x = normalise(plane, params.lo, params.hi)
+    if needs_noise_map(module):
+        if params.a is None or params.b is None:
+            raise InputError("a network with a noise map needs the noise parameters a and b")
+        x = with_noise_map(x, *map_parameters(params.a, params.b, params.lo, params.hi))
     return denormalise(infer_plane(module, x, tile, precision), params.lo, params.hi)
 
 
@@ -112,7 +120,9 @@ def vst(
     """
     if params.a is None or params.b is None:
         raise InputError("the vst protocol needs the noise parameters a and b")
-    den = whole(module, gat_forward(plane, params.a, params.b), params, tile, precision)
+    # in the GAT domain the noise is unit-variance Gaussian: a noise map of (a, b) = (0, 1)
+    stable = replace(params, a=0.0, b=1.0)
+    den = whole(module, gat_forward(plane, params.a, params.b), stable, tile, precision)
     return gat_inverse(den, params.a, params.b, method="exact_unbiased").astype(np.float32)
 
 

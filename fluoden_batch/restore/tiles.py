@@ -86,36 +86,47 @@ class Window:
 
 
 def halo_window(
-    start: tuple[int, int], stop: tuple[int, int], plane: tuple[int, int], halo: int
+    start: tuple[int, int],
+    stop: tuple[int, int],
+    plane: tuple[int, int],
+    halo: int,
+    align: int = 1,
 ) -> Window:
-    """Read/crop slices for the Y/X box ``[start, stop)`` of a plane of shape ``plane``."""
+    """Read/crop slices for the Y/X box ``[start, stop)`` of a plane of shape ``plane``.
+
+    The read region starts on a multiple of ``align`` (a network that works on 2x2 cells
+    needs the plane's cell grid), reading up to ``align - 1`` more pixels than ``halo``.
+    """
     read, crop = [], []
     for a, b, n in zip(start, stop, plane, strict=True):
-        lo, hi = max(0, a - halo), min(n, b + halo)
+        lo, hi = max(0, a - halo) // align * align, min(n, b + halo)
         read.append(slice(lo, hi))
         crop.append(slice(a - lo, a - lo + (b - a)))
     return Window((read[0], read[1]), (crop[0], crop[1]))
 
 
 def tile_windows(
-    plane: tuple[int, int], tile: int, halo: int
+    plane: tuple[int, int], tile: int, halo: int, align: int = 1
 ) -> Iterator[tuple[Window, tuple[slice, slice]]]:
     """Tiles of at most ``tile`` px covering a plane, with their halo windows and output slices.
 
     Each axis is split into ``ceil(n / tile)`` near-equal parts (e.g. 1044 px with
     ``tile=384`` gives 348 + 348 + 348, not 384 + 384 + 276): fewer distinct shapes for
-    the convolution library and no small, inefficient last tile.
+    the convolution library and no small, inefficient last tile. With ``align`` > 1 every
+    tile and read region starts on a multiple of ``align``.
     """
     if tile <= 0:
         raise InputError(f"tile size must be positive, got {tile}")
     h, w = plane
-    for y, y1 in _even_parts(h, tile):
-        for x, x1 in _even_parts(w, tile):
-            yield halo_window((y, x), (y1, x1), plane, halo), (slice(y, y1), slice(x, x1))
+    for y, y1 in _even_parts(h, tile, align):
+        for x, x1 in _even_parts(w, tile, align):
+            window = halo_window((y, x), (y1, x1), plane, halo, align)
+            yield window, (slice(y, y1), slice(x, x1))
 
 
-def _even_parts(n: int, most: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` of ``ceil(n / most)`` near-equal parts of ``range(n)``."""
+def _even_parts(n: int, most: int, align: int = 1) -> list[tuple[int, int]]:
+    """``[start, stop)`` of ``ceil(n / most)`` near-equal parts of ``range(n)``, inner
+    edges rounded to multiples of ``align`` (parts may then exceed ``most`` by ``align``)."""
     parts = max(1, math.ceil(n / most))
-    edges = [round(i * n / parts) for i in range(parts + 1)]
-    return list(itertools.pairwise(edges))
+    edges = [round(i * n / parts / align) * align for i in range(parts)] + [n]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]

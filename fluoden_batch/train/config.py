@@ -49,7 +49,7 @@ from pydantic import (
 from fluoden_batch.errors import InputError
 
 if TYPE_CHECKING:
-    from fluoden_batch.models.weights import Normalisation
+    from fluoden_batch.models.weights import Architecture, Normalisation
 
 __all__ = [
     "NOISY_ONLY_MODES",
@@ -111,9 +111,15 @@ class TrainConfig(BaseModel):
     name: str = Field("dncnn-custom", min_length=1, description="model name (metadata)")
     description: str = ""
     output: Path = Field(description="weights file written at the end (.safetensors)")
+    architecture: Literal["dncnn", "ffdnet"] = Field(
+        "dncnn",
+        description="'dncnn' (Zhang et al. 2017) or 'ffdnet': a bias-free body on 2x2 "
+        "pixel-unshuffled input that is also given the noise map sqrt(a x + b) "
+        "(models.ffdnet); depth/width are its half-resolution layers",
+    )
     depth: int = Field(17, ge=2, le=64)
     width: int = Field(64, ge=1, le=512)
-    batch_norm: bool = True
+    batch_norm: bool = Field(True, description="dncnn only: batch norm in the hidden layers")
     init_weights: Path | None = Field(
         None,
         description="start from these weights (fine-tuning): a file or a shipped model name "
@@ -294,6 +300,11 @@ class TrainConfig(BaseModel):
                 "extra_pairs in mode 'masked' need noisy_dir (without it the data are clean "
                 "images only)"
             )
+        if self.architecture == "ffdnet" and self.mode in ("self_supervised", "masked"):
+            raise ValueError(
+                f"architecture 'ffdnet' trains in modes supervised, synthetic and noise2noise, "
+                f"not {self.mode!r}"
+            )
         fields = type(self).model_fields
         for mode, names in MODE_FIELDS.items():
             changed = [
@@ -344,6 +355,27 @@ class TrainConfig(BaseModel):
         from fluoden_batch.models.weights import Normalisation
 
         return Normalisation(method=self.normalisation)
+
+    @property
+    def model_architecture(self) -> Architecture:
+        """The network of this run as stored in the weights (an ffdnet's noise map is
+        scaled by the normalisation's ``scale``, so a typical pixel's sigma is about 1)."""
+        from fluoden_batch.models.weights import Architecture
+
+        if self.architecture == "ffdnet":
+            scale = self.input_normalisation.scale
+            return Architecture(
+                name="ffdnet",
+                depth=self.depth,
+                width=self.width,
+                in_channels=2,
+                batch_norm=False,
+                bias=False,
+                map_gain=scale,
+            )
+        return Architecture(
+            depth=self.depth, width=self.width, in_channels=1, batch_norm=self.batch_norm
+        )
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.normalise import normalisation_range, normalise
+from fluoden_batch.models.normalise import (
+    map_parameters,
+    noise_map,
+    normalisation_range,
+    normalise,
+    plane_noise,
+)
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.noise import simulate
 from fluoden_batch.train.planes import ImageRef, describe_location, keyed_images
@@ -238,6 +244,9 @@ class PatchDraw:
         Quarter turns (``np.rot90``) applied to the patch, 0..3.
     flip : bool
         Whether the rotated patch is then mirrored left-right.
+    noise : (float, float) or None
+        Poisson-Gaussian ``(a, b)`` of ``noisy`` (data units) for the noise map; None
+        without one.
     """
 
     index: int
@@ -249,6 +258,7 @@ class PatchDraw:
     x: int
     rot: int
     flip: bool
+    noise: tuple[float, float] | None = None
 
     def orient(self, patch: np.ndarray) -> np.ndarray:
         """``patch`` (shape (P, P)) rotated and flipped as drawn (a view)."""
@@ -274,6 +284,12 @@ class PatchSampler:
     normalisation : Normalisation
         How each patch is normalised: with the range of its whole noisy image
         (:func:`~fluoden_batch.models.normalise.normalisation_range`), as inference does.
+    noise_map : bool
+        Give each input a second channel, its noise map
+        (:func:`~fluoden_batch.models.normalise.noise_map`) from the ``(a, b)`` of its whole
+        noisy image: estimated from the image as inference does
+        (:func:`~fluoden_batch.models.normalise.plane_noise`), or the ``(a, b)`` that drew a
+        synthetic patch.
     """
 
     def __init__(
@@ -285,6 +301,7 @@ class PatchSampler:
         a_range: tuple[float, float] | None = None,
         b_range: tuple[float, float] | None = None,
         normalisation: Normalisation = NORMALISATION,
+        noise_map: bool = False,
     ) -> None:
         small = [im.key for im in images if min(im.clean.shape) < patch_size]
         if small:
@@ -299,6 +316,10 @@ class PatchSampler:
         self._ranges = [
             None if im.noisy is None else normalisation_range(im.noisy, normalisation)
             for im in images
+        ]
+        self.noise_map = noise_map
+        self._noise = [
+            None if im.noisy is None or not noise_map else plane_noise(im.noisy) for im in images
         ]
 
     def draw(self, rng: np.random.Generator) -> PatchDraw:
@@ -315,30 +336,35 @@ class PatchSampler:
             a, b = _draw_noise_params(rng, self.a_range, self.b_range)
             noisy = simulate(im.clean, a, b, clip=im.clip, rng=rng)
             lo, hi = normalisation_range(noisy, self.normalisation)
-            synthetic = True
+            synthetic, noise = True, (a, b)
         else:
             noisy = im.noisy
             lo, hi = self._ranges[j]  # type: ignore[misc]
-            synthetic = False
+            synthetic, noise = False, self._noise[j]
         h, w = im.clean.shape
         y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
         k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
-        return PatchDraw(j, noisy, synthetic, lo, hi, y, x, k, flip)
+        return PatchDraw(j, noisy, synthetic, lo, hi, y, x, k, flip, noise)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw a batch using (and advancing) ``rng``.
 
         Returns
         -------
-        inputs, targets : ndarray, float32, shape (batch_size, 1, P, P)
-            Normalised noisy patches and the clean patches under the same map.
+        inputs : ndarray, float32, shape (batch_size, C, P, P)
+            Normalised noisy patches (C = 1), or them and their noise maps (C = 2).
+        targets : ndarray, float32, shape (batch_size, 1, P, P)
+            The clean patches under the same map.
         """
         p = self.patch_size
-        inputs = np.empty((batch_size, 1, p, p), np.float32)
-        targets = np.empty_like(inputs)
+        inputs = np.empty((batch_size, 2 if self.noise_map else 1, p, p), np.float32)
+        targets = np.empty((batch_size, 1, p, p), np.float32)
         for i in range(batch_size):
             d = self.draw(rng)
             window = (slice(d.y, d.y + p), slice(d.x, d.x + p))
             for src, dst in ((d.noisy, inputs), (self.images[d.index].clean, targets)):
                 dst[i, 0] = normalise(d.orient(src[window]), d.lo, d.hi)
+            if self.noise_map:
+                assert d.noise is not None
+                inputs[i, 1] = noise_map(inputs[i, 0], *map_parameters(*d.noise, d.lo, d.hi))
         return inputs, targets

@@ -9,7 +9,14 @@ import torch
 
 from fluoden_batch.errors import FluodenError
 from fluoden_batch.metrics import psnr
-from fluoden_batch.models.normalise import denormalise, normalisation_range, normalise
+from fluoden_batch.models.normalise import (
+    denormalise,
+    map_parameters,
+    normalisation_range,
+    normalise,
+    plane_noise,
+    with_noise_map,
+)
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train.data import NORMALISATION, ValImage
 
@@ -37,6 +44,7 @@ def denoise_whole(
     device: torch.device | str = "cpu",
     norm: tuple[float, float] | None = None,
     normalisation: Normalisation = NORMALISATION,
+    noise: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Whole-image inference: normalise ``image``, run ``model``, map back.
 
@@ -53,6 +61,9 @@ def denoise_whole(
         under ``normalisation``. The masked protocol passes the whole plane's for a part.
     normalisation : Normalisation
         The model's input normalisation (its weights' metadata); default percentile.
+    noise : (float, float), optional
+        Poisson-Gaussian ``(a, b)`` of ``image`` (data units) for a model with a noise map;
+        default: estimated from ``image`` (:func:`~fluoden_batch.models.normalise.plane_noise`).
 
     Returns
     -------
@@ -61,7 +72,11 @@ def denoise_whole(
     if norm is None:
         norm = normalisation_range(image, normalisation)
     lo, hi = norm
-    x = torch.from_numpy(normalise(image, lo, hi))[None, None].to(device)
+    x_n = normalise(image, lo, hi)
+    if getattr(model, "in_channels", 1) == 2:  # the image and its noise map
+        a, b = plane_noise(image) if noise is None else noise
+        x_n = with_noise_map(x_n, *map_parameters(a, b, lo, hi))
+    x = torch.from_numpy(x_n).reshape(1, -1, *image.shape).to(device)
     was_training = model.training
     model.eval()
     try:

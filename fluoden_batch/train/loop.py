@@ -24,9 +24,10 @@ from rich.progress import (
 )
 
 from fluoden_batch.errors import FluodenError, ModelError
-from fluoden_batch.models.dncnn import DnCNN
 from fluoden_batch.models.weights import (
+    Denoiser,
     ModelMetadata,
+    build_model,
     file_digest,
     load_trainable,
     resolve_weights,
@@ -61,7 +62,7 @@ class TrainResult:
 
     Attributes
     ----------
-    model : DnCNN
+    model : DnCNN or FFDNet
         The trained module as trained (batch norm not folded), on CPU, in eval mode.
     losses : list of float
         Training loss (MSE in normalised units; at the blind-spot pixels in
@@ -78,7 +79,7 @@ class TrainResult:
         The weights file, its digest and metadata; None when the run stopped early.
     """
 
-    model: DnCNN
+    model: Denoiser
     losses: list[float]
     val_psnr: list[tuple[int, float]]
     step: int
@@ -113,20 +114,19 @@ def _check_resumable(path: Path, saved: dict[str, Any], config: TrainConfig) -> 
         )
 
 
-def _init_model(config: TrainConfig) -> tuple[DnCNN, str | None]:
-    """A fresh DnCNN, or the one in ``config.init_weights`` (with that file's digest)."""
-    model = DnCNN(config.depth, config.width, 1, config.batch_norm)
+def _init_model(config: TrainConfig) -> tuple[Denoiser, str | None]:
+    """A fresh network, or the one in ``config.init_weights`` (with that file's digest)."""
+    arch = config.model_architecture
+    model = build_model(arch)
     if config.init_weights is None:
         return model, None
     path = resolve_weights(config.init_weights)
     start, meta = load_trainable(path)
-    arch = meta.architecture
-    ours = (config.depth, config.width, config.batch_norm)
-    if (arch.depth, arch.width, arch.batch_norm) != ours:
+    if meta.architecture != arch:
+        theirs = meta.architecture.model_dump(exclude_defaults=True)
+        ours = arch.model_dump(exclude_defaults=True)
         raise TrainConfigError(
-            f"field 'init_weights': {config.init_weights} is depth {arch.depth}, width "
-            f"{arch.width}, batch_norm {arch.batch_norm}; the config asks for depth "
-            f"{ours[0]}, width {ours[1]}, batch_norm {ours[2]}"
+            f"field 'init_weights': {config.init_weights} is {theirs}; the config asks for {ours}"
         )
     if meta.normalisation.method != config.normalisation:
         log.warning(
@@ -161,7 +161,7 @@ def _loss(output: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None
 
 
 def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = None) -> TrainResult:
-    """Train a DnCNN as ``config`` says and write its weights to ``config.output``.
+    """Train a network as ``config`` says and write its weights to ``config.output``.
 
     Seeds torch and NumPy from ``config.seed``; on CPU the same config gives bit-identical
     weights, whether run in one go or stopped and resumed from a checkpoint.

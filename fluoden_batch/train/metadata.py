@@ -9,7 +9,7 @@ import torch
 
 from fluoden_batch import __version__
 from fluoden_batch.metrics import psnr
-from fluoden_batch.models.weights import Architecture, ModelMetadata
+from fluoden_batch.models.weights import ModelMetadata
 from fluoden_batch.train.blindspot import grid_step
 from fluoden_batch.train.config import NOISY_ONLY_MODES, TrainConfig
 from fluoden_batch.train.data import ValImage
@@ -133,9 +133,7 @@ def training_metadata(
     return ModelMetadata(
         name=config.name,
         description=config.description,
-        architecture=Architecture(
-            depth=config.depth, width=config.width, in_channels=1, batch_norm=config.batch_norm
-        ),
+        architecture=config.model_architecture,
         normalisation=config.input_normalisation,
         protocol="masked" if config.mode == "masked" else "whole",
         training=training,

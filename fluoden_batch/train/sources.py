@@ -63,7 +63,12 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
         sampler: Sampler
         if config.mode == "noise2noise":
             train_images = capture_targets(captures, config.capture_pattern, config.capture_levels)
-            sampler = PatchSampler(train_images, config.patch_size, normalisation=normalisation)
+            sampler = PatchSampler(
+                train_images,
+                config.patch_size,
+                normalisation=normalisation,
+                noise_map=config.model_architecture.noise_map,
+            )
         else:
             sampler = BlindSpotSampler(
                 [image for _, image, _ in captures],
@@ -111,5 +116,6 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
             a_range=config.a_range,
             b_range=config.b_range,
             normalisation=normalisation,
+            noise_map=config.model_architecture.noise_map,
         )
     return sampler, len(train_images), val_images
