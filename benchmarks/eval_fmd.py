@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from skimage import io
-from skimage.restoration import denoise_nl_means, estimate_sigma
+from skimage.restoration import estimate_sigma
 
 from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model
+from fluoden_batch.restore import classical
 from fluoden_batch.restore.inference import Dihedral
 from fluoden_batch.train import denoise_whole
 
@@ -41,12 +42,10 @@ PUBLISHED_NOISY = dict(zip(LEVELS, [27.22, 30.08, 32.86, 36.03, 39.70], strict=T
 
 
 def nlm(image: np.ndarray) -> np.ndarray:
-    """Non-local means baseline in grey levels (float64, clipped to 0..255)."""
+    """Non-local means baseline in grey levels (float64, clipped to 0..255):
+    :func:`fluoden_batch.restore.classical.nlm` at the sigma of ``estimate_sigma``."""
     sigma = float(estimate_sigma(image, channel_axis=None))
-    out = denoise_nl_means(
-        image, patch_size=5, patch_distance=6, h=0.8 * sigma, sigma=sigma, fast_mode=True
-    )
-    return np.clip(out, 0, 255)
+    return np.clip(classical.nlm(image, sigma), 0, 255)
 
 
 def evaluate(

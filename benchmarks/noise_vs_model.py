@@ -32,9 +32,9 @@ from fluoden_batch.metrics import psnr, ssim
 from fluoden_batch.models import load_model
 from fluoden_batch.models.normalise import percentile_range
 from fluoden_batch.noise import estimate, gat_forward, gat_inverse, simulate
+from fluoden_batch.pipeline.statistics import channel_noise, gat_parameters
 from fluoden_batch.restore.inference import infer_plane
 from fluoden_batch.restore.protocols import PlaneParams, vst, whole
-from fluoden_batch.restore.sampling import channel_noise, gat_parameters
 
 RESULTS = Path(__file__).resolve().parent / "results" / "noise_vs_model.md"
 MODEL = "dncnn-small"

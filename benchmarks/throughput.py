@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from machine import describe
 
+import fluoden_batch as fb
 from fluoden_batch.compute import dask_client, default_workers
-from fluoden_batch.config import DEFAULT_MODEL, DenoiseConfig
+from fluoden_batch.config import DEFAULT_MODEL
 from fluoden_batch.models import DnCNN, FusedDnCNN, load_model
-from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.restore.inference import infer_plane
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -140,23 +140,13 @@ def _worker_peak_rss_mib() -> float:
 
 def pipeline(dataset: Path, out: Path, model: str, workers: int, tile: int, block_min: int):
     """Model-only on every worker at once (the fair ceiling), then the full pipeline."""
-    cfg = DenoiseConfig(
-        input=dataset,
-        output=out,
-        model=model,
-        workers=workers,
-        tile=tile,
-        block_min=block_min,
-        dashboard_address="127.0.0.1:0",
-    )
-    p = plan(cfg)
     with dask_client(workers=workers, dashboard_address="127.0.0.1:0") as client:
         concurrent = client.run(model_only, model, tile, 1, 5)
-        t = time.perf_counter()
-        result = execute(p, client)
-        seconds = time.perf_counter() - t
+        result = fb.denoise(
+            dataset, out, model=model, tile=tile, block_min=block_min, client=client
+        )  # result.seconds: the blocks' wall time (planning excluded)
         peaks = client.run(_worker_peak_rss_mib)
-    return result, seconds, peaks, concurrent
+    return result, result.seconds, peaks, concurrent
 
 
 def main() -> None:

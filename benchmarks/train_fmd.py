@@ -20,14 +20,16 @@ Training data of one run (supervised, DnCNN, percentile normalisation per image)
 - a share ``--synthetic`` of the patches gets simulated Poisson-Gaussian noise on the
   clean image instead (a log-uniform in (0.05, 8), b uniform in (0, 50), grey levels).
 
-``--arch ffdnet`` (the bias-free, noise-map FFDNet of :mod:`fluoden_batch.models.ffdnet`)
-uses a wider recipe, fixed before any out-of-fold score was seen:
+``--noise-map`` (a DnCNN given the noise map sqrt(a x + b) as a second input channel, no
+batch norm, grown from ``--init`` by :func:`fluoden_batch.models.dncnn.grow`) and
+``--arch ffdnet`` (the bias-free FFDNet of :mod:`fluoden_batch.models.ffdnet`) use a wider
+recipe, fixed before any out-of-fold score was seen:
 
 - W2S pairs of channels 0, 1 and 2 of FOV 001-036 (FOV 037-040 are held out of every
   run and scored by ``eval_w2s.py``);
 - synthetic patches on a wider noise range, a log-uniform in (0.02, 16), b uniform in
   (0, 200) grey levels squared, on 40 % of the patches;
-- noise normalisation, trained from scratch.
+- the normalisation and initialisation given on the command line.
 
 Usage (the commands that produced the shipped weights are in results/train_fmd_*.md)::
 
@@ -45,8 +47,8 @@ from pathlib import Path
 
 import torch
 
+from fluoden_batch.config.train import PairSource
 from fluoden_batch.train import TrainConfig, train
-from fluoden_batch.train.config import PairSource
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 LEVELS = ["raw", "avg2", "avg4", "avg8", "avg16"]
@@ -55,7 +57,7 @@ GROUPS = {
     "B": ["Confocal_BPAE_B", "TwoPhoton_BPAE_R", "WideField_BPAE_G"],
 }
 RESULTS = Path(__file__).resolve().parent / "results"
-W2S_HELD_OUT = ["037", "038", "039", "040"]  # FOVs no ffdnet run trains on
+W2S_HELD_OUT = ["037", "038", "039", "040"]  # FOVs no run of the wide recipe trains on
 
 
 def fold_types(fold: str) -> list[str]:
@@ -81,12 +83,14 @@ def make_config(
     lr: float = 1e-3,
     normalisation: str = "percentile",
     arch: str = "dncnn",
+    noise_map: bool = False,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD for the folds to stay honest)."""
     fmd, w2s = DATA / "fmd_dev", DATA / "w2s_train"
     types = fold_types(fold)
     ffdnet = arch == "ffdnet"
+    wide = ffdnet or noise_map  # the wider data recipe of the noise-map models
     extra = [
         PairSource(
             name=f"{level}-{kind}",
@@ -98,10 +102,10 @@ def make_config(
         for level in LEVELS
         for kind in types
     ]
-    # W2S: channel 0 of FOV 001-040 (dncnn); channels 0-2 of FOV 001-036 (ffdnet): FOV
-    # 001-009 as the main pair source, the others as extra sources (globs have no ranges)
-    w2s_main = "00?_*" if ffdnet else "*_0"
-    if ffdnet:
+    # W2S: channel 0 of FOV 001-040; wide: channels 0-2 of FOV 001-036: FOV 001-009 as the
+    # main pair source, the others as extra sources (globs have no ranges)
+    w2s_main = "00?_*" if wide else "*_0"
+    if wide:
         extra += [
             PairSource(
                 name=f"w2s-{fovs}",
@@ -112,11 +116,12 @@ def make_config(
             )
             for fovs in ["01?", "02?", *(f"{i:03d}" for i in range(30, 37))]
         ]
-    label = "ffdnet" if ffdnet else "dncnn"
+    label = "ffdnet" if ffdnet else "dncnn-map" if noise_map else "dncnn"
     return TrainConfig(
         name=f"{label}-fmd" if fold == "all" else f"{label}-fmd-fold{fold}",
         description=(
-            f"{'FFDNet (bias-free, noise map)' if ffdnet else 'DnCNN'} {depth}x{width} trained "
+            f"{'FFDNet (bias-free, noise map)' if ffdnet else 'DnCNN'}"
+            f"{' with a noise-map input' if noise_map else ''} {depth}x{width} trained "
             f"on FMD pairs (all noise levels -> 50-frame mean) of {', '.join(types)} and W2S "
             f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches. "
             f"Whole-image protocol, {normalisation} normalisation per plane."
@@ -125,7 +130,8 @@ def make_config(
         architecture=arch,
         depth=depth,
         width=width,
-        batch_norm=not ffdnet,
+        batch_norm=not wide,
+        noise_map=noise_map,
         mode="supervised",
         noisy_dir=w2s / "avg1",
         noisy_glob=f"input_avg1_{w2s_main}.tif",
@@ -135,8 +141,8 @@ def make_config(
         normalisation=normalisation,
         val_keys=[f"raw-{kind}/4" for kind in types],
         synthetic_fraction=synthetic,
-        a_range=(0.02, 16.0) if ffdnet else (0.05, 8.0),
-        b_range=(0.0, 200.0) if ffdnet else (0.0, 50.0),
+        a_range=(0.02, 16.0) if wide else (0.05, 8.0),
+        b_range=(0.0, 200.0) if wide else (0.0, 50.0),
         steps=steps,
         batch_size=16,
         patch_size=64,
@@ -160,7 +166,8 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     held = held_out_types(fold)
     suffix = "" if config.normalisation == "percentile" else f"_{config.normalisation}"
     ffdnet = config.architecture == "ffdnet"
-    suffix += "_ffdnet" if ffdnet else ""
+    wide = ffdnet or config.noise_map
+    suffix += "_ffdnet" if ffdnet else "_map" if config.noise_map else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
     path = RESULTS / f"train_fmd_{fold}{suffix}.md"
@@ -168,9 +175,12 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
         f"FFDNet (bias-free, noise map, 2x2 pixel unshuffle) depth {config.depth}, width "
         f"{config.width}"
         if ffdnet
+        else f"DnCNN depth {config.depth}, width {config.width}, noise-map input, no batch "
+        "norm (grown from the initial weights)"
+        if config.noise_map
         else f"DnCNN depth {config.depth}, width {config.width}, batch norm (folded at load)"
     )
-    w2s_text = "channels 0-2 of FOV 001-036" if ffdnet else "channel 0 of FOV 001-040"
+    w2s_text = "channels 0-2 of FOV 001-036" if wide else "channel 0 of FOV 001-040"
     path.write_text(
         f"""# Training `{config.name}` (fold {fold})
 
@@ -225,7 +235,10 @@ def main() -> None:
         help="model input normalisation (noise: the window is 40 noise sigmas)",
     )
     parser.add_argument(
-        "--arch", choices=["dncnn", "ffdnet"], default="dncnn", help="network (ffdnet: v2 data)"
+        "--arch", choices=["dncnn", "ffdnet"], default="dncnn", help="ffdnet: wide data"
+    )
+    parser.add_argument(
+        "--noise-map", action="store_true", help="DnCNN with a noise-map input (wide data)"
     )
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
@@ -247,6 +260,7 @@ def main() -> None:
         lr=args.lr,
         normalisation=args.normalisation,
         arch=args.arch,
+        noise_map=args.noise_map,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -256,6 +270,7 @@ def main() -> None:
         + (f" --init {args.init} --lr {args.lr}" if args.init else f" --lr {args.lr}")
         + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
         + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
+        + (" --noise-map" if args.noise_map else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)
     logging.info("done: %s", path)

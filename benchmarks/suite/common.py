@@ -259,30 +259,18 @@ def nlm(image: Image) -> np.ndarray:
 def gat_params(plane: np.ndarray) -> tuple[float, float]:
     """(a, b) for the GAT from ``fluoden_batch.noise.estimate`` (a floored as the pipeline)."""
     from fluoden_batch.noise import estimate
-    from fluoden_batch.restore.sampling import gat_parameters
+    from fluoden_batch.pipeline.statistics import gat_parameters
 
     return gat_parameters(estimate(plane))
 
 
-def vst_then(fn: Callable[[np.ndarray], np.ndarray]) -> Denoise:
-    """GAT with estimated (a, b), ``fn`` in the stabilised domain (unit noise std), exact
-    unbiased inverse (Makitalo & Foi 2013)."""
-    from fluoden_batch.noise import gat_forward, gat_inverse
+def vst_nlm(h: float) -> Denoise:
+    """GAT with estimated (a, b), NLM at unit noise std with strength ``h``, exact unbiased
+    inverse (Makitalo & Foi 2013): ``fluoden_batch.restore.classical.vst_nlm``."""
+    from fluoden_batch.restore import classical
 
     def run(image: Image) -> np.ndarray:
-        a, b = gat_params(image.noisy)
-        smooth = fn(gat_forward(image.noisy, a, b))
-        return gat_inverse(smooth, a, b, method="exact_unbiased")
-
-    return run
-
-
-def nlm_unit(h: float) -> Callable[[np.ndarray], np.ndarray]:
-    """NLM at known unit noise std (same patches as eval_fmd.nlm), for the VST domain."""
-    from skimage.restoration import denoise_nl_means
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return denoise_nl_means(x, patch_size=5, patch_distance=6, h=h, sigma=1.0, fast_mode=True)
+        return classical.vst_nlm(image.noisy, *gat_params(image.noisy), h=h)
 
     return run
 
@@ -295,27 +283,30 @@ def wavelet(image: Image) -> np.ndarray:
 
 
 def bm3d_available() -> tuple[bool, str]:
-    try:
-        import bm3d  # noqa: F401  (optional, non-commercial licence; never a dependency)
-    except ImportError:
-        return False, (
-            "BM3D and VST+BM3D skipped: the optional `bm3d` package is not installed "
-            "(non-commercial licence, never a dependency of fluoden-batch)."
-        )
-    return True, ""
+    from fluoden_batch.restore import classical
+
+    if classical.bm3d_available():
+        return True, ""
+    return False, (
+        "BM3D and VST+BM3D skipped: the optional `bm3d` package is not installed "
+        "(non-commercial licence, never a dependency of fluoden-batch)."
+    )
 
 
 def bm3d_plain(image: Image) -> np.ndarray:
-    import bm3d
+    """``restore.classical.bm3d`` at the sigma of ``estimate_sigma``."""
     from skimage.restoration import estimate_sigma
 
-    return bm3d.bm3d(image.noisy, sigma_psd=float(estimate_sigma(image.noisy)))
+    from fluoden_batch.restore import classical
+
+    return classical.bm3d(image.noisy, float(estimate_sigma(image.noisy)))
 
 
-def bm3d_unit(x: np.ndarray) -> np.ndarray:
-    import bm3d
+def vst_bm3d(image: Image) -> np.ndarray:
+    """``restore.classical.vst_bm3d`` with (a, b) of :func:`gat_params`."""
+    from fluoden_batch.restore import classical
 
-    return bm3d.bm3d(x, sigma_psd=1.0)
+    return classical.vst_bm3d(image.noisy, *gat_params(image.noisy))
 
 
 def _plane_params(models: ModelSet, plane: np.ndarray, noise: tuple[float, float] | None = None):
@@ -514,14 +505,14 @@ def protocol_set(
     protos: dict[str, Denoise] = {
         "noisy input": noisy_input,
         "NLM": nlm,
-        f"VST+NLM (h={ctx.nlm_h:g})": vst_then(nlm_unit(ctx.nlm_h)),
+        f"VST+NLM (h={ctx.nlm_h:g})": vst_nlm(ctx.nlm_h),
         "wavelet (BayesShrink)": wavelet,
     }
     skipped = []
     ok, why = bm3d_available()
     if ok:
         protos["BM3D"] = bm3d_plain
-        protos["VST+BM3D"] = vst_then(bm3d_unit)
+        protos["VST+BM3D"] = vst_bm3d
     else:
         skipped.append(why)
     models, why = try_model(ctx.model)

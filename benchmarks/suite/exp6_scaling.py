@@ -126,33 +126,25 @@ def _pipeline_runs(configs, data, work: Path, model: str, workers: int, s: dict)
     """The steps of ``throughput.pipeline`` for several (planes, tile) on ONE cluster of
     ``workers`` workers (a cluster start and the first model load in every worker cost
     more than a quick run itself): plan, model-only on every worker at once, reset of the
-    workers' peak RSS, ``execute`` timed, peak RSS read."""
+    workers' peak RSS, the run (``fluoden_batch.denoise`` on the client) timed, peak RSS
+    read."""
     from throughput import model_only
 
+    import fluoden_batch as fb
     from fluoden_batch.compute import dask_client
-    from fluoden_batch.config import DenoiseConfig
-    from fluoden_batch.pipeline import execute, plan
 
     out: dict[tuple[int, int, int], dict] = {}
     with dask_client(workers=workers, dashboard_address="127.0.0.1:0") as client:
         for planes, tile in configs:
             dest = work / f"out-{planes}-{workers}-{tile}.zarr"
-            cfg = DenoiseConfig(
-                input=data[planes],
-                output=dest,
-                model=model,
-                workers=workers,
-                tile=tile,
-                block_min=s["block_min"],
-                dashboard_address="127.0.0.1:0",
-            )
             try:
-                p = plan(cfg)
                 concurrent = client.run(model_only, model, tile, 1, s["ceiling_repeats"])
                 exact = all(client.run(_reset_peak).values())
-                t = time.perf_counter()
-                result = execute(p, client)
-                seconds = time.perf_counter() - t
+                result = fb.denoise(
+                    data[planes], dest, model=model, tile=tile, block_min=s["block_min"],
+                    client=client,
+                )  # fmt: skip
+                seconds = result.seconds  # the blocks' wall time, planning excluded
                 peaks = client.run(_peak_mib)
             finally:
                 shutil.rmtree(dest, ignore_errors=True)

@@ -4,6 +4,10 @@ Architecture: Conv+ReLU, (depth-2) x (Conv+BN+ReLU), Conv; 3x3 kernels with zero
 padding of 1 in every layer. The network predicts the noise residual and returns
 ``x - residual``. A tile therefore needs a halo of ``depth`` pixels on every side that
 is not an image border to reproduce whole-image inference exactly.
+
+With ``noise_map=True`` the input has one more channel, the noise level of every pixel
+(:func:`~fluoden_batch.models.normalise.noise_map`, as FFDNet, Zhang, Zuo & Zhang 2018),
+so that one network can tell a 16-frame average from a single frame.
 """
 
 from __future__ import annotations
@@ -26,17 +30,28 @@ class DnCNN(nn.Module):
     batch_norm : bool
         Batch normalisation in the hidden layers. :func:`fold_batch_norm` turns a trained
         model into the equivalent ``batch_norm=False`` model with biases.
+    noise_map : bool
+        One more input channel after the image channels: their noise standard deviation
+        per pixel (same units). The output has ``in_channels`` channels.
     """
 
+    align = 1  # tiles may start anywhere
+
     def __init__(
-        self, depth: int = 17, width: int = 64, in_channels: int = 1, batch_norm: bool = True
+        self,
+        depth: int = 17,
+        width: int = 64,
+        in_channels: int = 1,
+        batch_norm: bool = True,
+        noise_map: bool = False,
     ) -> None:
         super().__init__()
         if depth < 2 or width < 1 or in_channels < 1:
             raise ValueError(f"invalid DnCNN shape depth={depth} width={width}")
         self.depth, self.width, self.in_channels = depth, width, in_channels
-        self.batch_norm = batch_norm
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU()]
+        self.batch_norm, self.noise_map = batch_norm, noise_map
+        inputs = in_channels + int(noise_map)
+        layers: list[nn.Module] = [nn.Conv2d(inputs, width, 3, padding=1), nn.ReLU()]
         for _ in range(depth - 2):
             layers.append(nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm))
             if batch_norm:
@@ -53,12 +68,13 @@ class DnCNN(nn.Module):
     def flops_per_pixel(self) -> int:
         """Multiply-add FLOPs (2 per MAC) per output pixel of one forward pass."""
         w, c = self.width, self.in_channels
-        macs = 9 * (c * w + (self.depth - 2) * w * w + w * c)
+        macs = 9 * ((c + int(self.noise_map)) * w + (self.depth - 2) * w * w + w * c)
         return 2 * macs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Denoise ``x`` of shape (N, C, H, W); returns the same shape."""
-        return x - self.body(x)
+        """Denoise ``x`` of shape (N, C, H, W) (with ``noise_map``: the image channels,
+        then the map); returns (N, in_channels, H, W)."""
+        return x[:, : self.in_channels] - self.body(x)
 
 
 @torch.no_grad()
@@ -68,7 +84,7 @@ def fold_batch_norm(model: DnCNN) -> DnCNN:
     The result has ``batch_norm=False`` and computes the same function as ``model`` in
     eval mode (up to float rounding), with fewer operations per layer.
     """
-    folded = DnCNN(model.depth, model.width, model.in_channels, batch_norm=False)
+    folded = DnCNN(model.depth, model.width, model.in_channels, False, model.noise_map)
     src = list(model.body)
     dst_convs = [m for m in folded.body if isinstance(m, nn.Conv2d)]
     i = 0
@@ -89,3 +105,42 @@ def fold_batch_norm(model: DnCNN) -> DnCNN:
         while i < len(src) and not isinstance(src[i], nn.Conv2d):
             i += 1
     return folded.eval()
+
+
+@torch.no_grad()
+def grow(model: DnCNN, depth: int, noise_map: bool) -> DnCNN:
+    """A deeper DnCNN without batch norm that computes the same function as ``model``.
+
+    Net2Net-style (Chen, Goodfellow & Shlens 2016) warm start for training a larger
+    network on a CPU budget: batch norm is folded into the convolutions; ``depth -
+    model.depth`` identity layers (3x3 kernels with a single 1 at the centre, channel to
+    channel, no bias: ``relu(conv(h)) = h`` for the non-negative activations ``h``) are
+    inserted in the middle; with ``noise_map`` (and none in ``model``) the first
+    convolution gets the map's input channel with zero weights. Training then moves
+    away from this start.
+
+    Raises
+    ------
+    ValueError
+        ``depth`` below ``model.depth``, or a map ``model`` has that would be dropped.
+    """
+    if depth < model.depth or (model.noise_map and not noise_map):
+        raise ValueError(f"cannot grow depth {model.depth} to {depth} (noise map {noise_map})")
+    src = fold_batch_norm(model.eval()) if model.batch_norm else model
+    out = DnCNN(depth, model.width, model.in_channels, False, noise_map)
+    old = [m for m in src.body if isinstance(m, nn.Conv2d)]
+    new = [m for m in out.body if isinstance(m, nn.Conv2d)]
+    first_extra = 1 + (len(old) - 2) // 2  # insert after the first half of the hidden layers
+    extra = depth - model.depth
+    mapping = list(range(first_extra)) + [None] * extra + list(range(first_extra, len(old)))
+    for dst, i in zip(new, mapping, strict=True):
+        if i is None:
+            dst.weight.zero_()
+            dst.bias.zero_()
+            for c in range(model.width):
+                dst.weight[c, c, 1, 1] = 1.0
+            continue
+        dst.weight.zero_()
+        dst.weight[:, : old[i].weight.shape[1]] = old[i].weight
+        dst.bias.copy_(old[i].bias)
+    return out.eval()

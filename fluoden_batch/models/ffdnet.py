@@ -50,7 +50,8 @@ class FFDNet(nn.Module):
     units). Output ``(N, 1, H, W)``.
     """
 
-    in_channels = 2
+    in_channels = 1  # image channels; the input also holds the noise map
+    noise_map = True
     align = SCALE
 
     def __init__(
@@ -62,7 +63,7 @@ class FFDNet(nn.Module):
         self.depth, self.width, self.map_gain, self.bias = depth, width, map_gain, bias
         cells = SCALE * SCALE
         layers: list[nn.Module] = [
-            nn.Conv2d(self.in_channels * cells, width, 3, padding=1, bias=bias),
+            nn.Conv2d(2 * cells, width, 3, padding=1, bias=bias),
             nn.ReLU(),
         ]
         for _ in range(depth - 2):
@@ -86,7 +87,7 @@ class FFDNet(nn.Module):
     def flops_per_pixel(self) -> int:
         """Multiply-add FLOPs (2 per MAC) per output pixel of one forward pass."""
         cells, w = SCALE * SCALE, self.width
-        macs = 9 * (self.in_channels * cells * w + (self.depth - 2) * w * w + w * cells)
+        macs = 9 * (2 * cells * w + (self.depth - 2) * w * w + w * cells)
         return 2 * macs // cells
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ class FusedDnCNN(DnCNN):
     def __init__(self, model: DnCNN) -> None:
         if model.batch_norm:
             raise ValueError("FusedDnCNN needs a model without batch norm: fold it first")
-        super().__init__(model.depth, model.width, model.in_channels, batch_norm=False)
+        super().__init__(model.depth, model.width, model.in_channels, False, model.noise_map)
         self.load_state_dict(model.state_dict())
         self.eval()
         self._convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
@@ -98,7 +98,7 @@ class FusedDnCNN(DnCNN):
         if not fused:
             return super().forward(x)
         try:
-            return x - self._fused_residual(x)
+            return x[:, : self.in_channels] - self._fused_residual(x)
         except RuntimeError as exc:  # a torch build whose private operators changed
             log.warning("fused oneDNN inference unavailable (%s); using eager PyTorch", exc)
             self._fused = False

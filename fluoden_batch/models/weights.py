@@ -35,9 +35,10 @@ class Architecture(BaseModel):
     """Network shape; enough to rebuild the module before loading tensors.
 
     ``dncnn``: :class:`~fluoden_batch.models.dncnn.DnCNN` (``depth``, ``width``,
-    ``in_channels``, ``batch_norm``). ``ffdnet``: :class:`~fluoden_batch.models.ffdnet.FFDNet`
-    (``depth``, ``width``, ``bias``, ``map_gain``; its input is the image and its noise map,
-    ``in_channels`` 2, no batch norm).
+    ``in_channels``, ``batch_norm``, ``noise_map``). ``ffdnet``:
+    :class:`~fluoden_batch.models.ffdnet.FFDNet` (``depth``, ``width``, ``bias``,
+    ``map_gain``; always with a noise map, no batch norm). ``noise_map``: the input holds
+    one more channel, the noise level of every pixel.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -46,23 +47,19 @@ class Architecture(BaseModel):
     width: int = Field(64, ge=1, le=512)
     in_channels: int = Field(1, ge=1)
     batch_norm: bool = True
+    noise_map: bool = Field(False, description="the noise map is an input channel")
     bias: bool = Field(True, description="ffdnet: additive biases (False: bias-free)")
     map_gain: float | None = Field(None, gt=0, description="ffdnet: factor on the noise map")
 
     @model_validator(mode="after")
     def _check_kind(self) -> Architecture:
         if self.name == "ffdnet" and (
-            self.batch_norm or self.in_channels != FFDNet.in_channels or self.map_gain is None
+            self.batch_norm or self.in_channels != 1 or not self.noise_map or not self.map_gain
         ):
-            raise ValueError("an ffdnet has no batch norm, 2 input channels and a map_gain")
+            raise ValueError("an ffdnet has a noise map, no batch norm, 1 channel, a map_gain")
         if self.name == "dncnn" and (not self.bias or self.map_gain is not None):
             raise ValueError("bias and map_gain are ffdnet fields")
         return self
-
-    @property
-    def noise_map(self) -> bool:
-        """Whether the network takes a noise-level map as its second input channel."""
-        return self.name == "ffdnet"
 
     @classmethod
     def of(cls, model: Denoiser) -> Architecture:
@@ -74,6 +71,7 @@ class Architecture(BaseModel):
                 width=model.width,
                 in_channels=model.in_channels,
                 batch_norm=False,
+                noise_map=True,
                 bias=model.bias,
                 map_gain=model.map_gain,
             )
@@ -82,6 +80,7 @@ class Architecture(BaseModel):
             width=model.width,
             in_channels=model.in_channels,
             batch_norm=model.batch_norm,
+            noise_map=model.noise_map,
         )
 
 
@@ -203,7 +202,7 @@ def build_model(a: Architecture) -> Denoiser:
     if a.name == "ffdnet":
         assert a.map_gain is not None
         return FFDNet(a.depth, a.width, a.map_gain, a.bias)
-    return DnCNN(a.depth, a.width, a.in_channels, a.batch_norm)
+    return DnCNN(a.depth, a.width, a.in_channels, a.batch_norm, a.noise_map)
 
 
 def load_trainable(path: Path) -> tuple[Denoiser, ModelMetadata]:

@@ -2,7 +2,8 @@
 
 A plane is split into an even grid of regions of at most ``side`` pixels a side; up to
 ``max_blocks`` of them, spread evenly over the plane, are estimated independently with
-:func:`~fluoden_batch.noise.estimate` (one Dask task each when a client is given). The
+:func:`~fluoden_batch.noise.estimate` (one Dask task each in
+:func:`fluoden_batch.pipeline.noise.estimate_planes`). The
 regions' level sets (mean intensity, detail variance, count) are then *pooled* and
 ``var = a * level + b`` is fitted once to all of them with the same robust fit the
 single-image estimator uses. Pooling weighs every region by the information it holds
@@ -17,8 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,23 +26,19 @@ from fluoden_batch.errors import InputError, NoiseEstimationError
 from fluoden_batch.noise.estimate import NoiseEstimate, estimate
 from fluoden_batch.noise.fit import fit_variance_model
 
-if TYPE_CHECKING:
-    from distributed import Client
-
-    from fluoden_batch.io.source import ImageSource, SourceSpec
-
 __all__ = [
     "DEFAULT_MAX_BLOCKS",
     "REGION_SIDE",
-    "estimate_planes",
     "estimate_region",
+    "plan_tasks",
     "plane_regions",
+    "plane_rows",
     "pool_estimates",
     "spread",
 ]
 
 REGION_SIDE = 2048  # largest region side estimated in one piece (one task)
-DEFAULT_MAX_BLOCKS = 8  # regions per plane (estimate_planes) or per channel (vst)
+DEFAULT_MAX_BLOCKS = 8  # regions per plane (estimate-noise) or per channel (vst)
 
 Region = tuple[slice, ...]
 
@@ -92,11 +88,6 @@ def estimate_region(array: Any, region: Region) -> NoiseEstimate | str:
         return estimate(plane.reshape(plane.shape[-2:]))
     except NoiseEstimationError as exc:
         return str(exc)
-
-
-def _estimate_task(task: tuple[tuple[int, ...], Region], spec: SourceSpec) -> NoiseEstimate | str:
-    """Dask task: reopen the input on the worker and estimate one region."""
-    return estimate_region(spec.open(), task[1])
 
 
 def _bounds(estimates: Sequence[NoiseEstimate]) -> tuple[float, float] | None:
@@ -184,60 +175,21 @@ def plan_tasks(
     return [(lead, (*lead, *r)) for lead in _leading(shape) for r in regions]
 
 
-def estimate_planes(
-    source: ImageSource | str | Path,
-    client: Client | None = None,
-    max_blocks: int = DEFAULT_MAX_BLOCKS,
-    *,
-    axes: str | None = None,
-    side: int = REGION_SIDE,
+def plane_rows(
+    axes: str,
+    shape: tuple[int, ...],
+    tasks: list[tuple[tuple[int, ...], Region]],
+    results: list[NoiseEstimate | str],
 ) -> list[dict[str, Any]]:
-    """Poisson-Gaussian ``(a, b)`` of every Y/X plane of an image.
-
-    Parameters
-    ----------
-    source : ImageSource or path
-        An opened input (:func:`fluoden_batch.io.source.open_image`) or a path to a Zarr
-        array, an OME-Zarr image or a TIFF file.
-    client : distributed.Client, optional
-        Run one task per (plane, region) on this Dask cluster; without one, everything
-        runs here, one region after the other.
-    max_blocks : int
-        Regions (of at most ``side`` x ``side`` pixels) estimated per plane, spread
-        evenly over it; their level sets are pooled (see the module notes).
-    axes : str, optional
-        Axis names when ``source`` is a path to an array without metadata.
-    side : int
-        Largest region side in pixels.
-
-    Returns
-    -------
-    list of dict
-        One row per plane in C order of the leading axes: the plane's index on each
-        leading axis (keys ``"t"``, ``"c"``, ``"z"`` as present), ``a``, ``b``, ``a_std``,
-        ``b_std``, ``n_levels`` (pooled level sets), ``blocks`` / ``blocks_failed``
-        (regions estimated / too small or flat), ``pixels`` (in the estimated regions)
-        and ``error`` (why a plane has no estimate, else None; then ``a`` ... are None).
-
-    Raises
-    ------
-    InputError
-        The input cannot be opened, or ``max_blocks`` / ``side`` are below 1.
-    """
-    from fluoden_batch.io.source import ImageSource, open_image
-
-    if not isinstance(source, ImageSource):
-        source = open_image(source, axes)
-    tasks = plan_tasks(source.shape, max_blocks, side)
-    if client is None:
-        results = [estimate_region(source.array, region) for _, region in tasks]
-    else:
-        futures = client.map(_estimate_task, tasks, spec=source.spec, pure=False)
-        results = client.gather(futures)
+    """One row per Y/X plane (C order of the leading axes) from the results of
+    :func:`plan_tasks`' regions: the plane's index on each leading axis (keys ``"t"``,
+    ``"c"``, ``"z"`` as present), ``a``, ``b``, ``a_std``, ``b_std``, ``n_levels`` (pooled
+    level sets), ``blocks`` / ``blocks_failed`` (regions estimated / too small or flat),
+    ``pixels`` (in the estimated regions) and ``error`` (why a plane has no estimate,
+    else None; then ``a`` ... are None)."""
     by_plane: dict[tuple[int, ...], tuple[list, list]] = {}
     for (lead, region), result in zip(tasks, results, strict=True):
         res, pix = by_plane.setdefault(lead, ([], []))
         res.append(result)
         pix.append(math.prod(s.stop - s.start for s in region[-2:]))
-    axes_names = source.meta.axes
-    return [_row(axes_names, lead, *by_plane[lead]) for lead in _leading(source.shape)]
+    return [_row(axes, lead, *by_plane[lead]) for lead in _leading(shape)]

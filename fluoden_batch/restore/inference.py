@@ -38,9 +38,9 @@ class Dihedral(nn.Module):
         return self.model.receptive_radius
 
     @property
-    def in_channels(self) -> int:
-        """The wrapped model's input channels."""
-        return self.model.in_channels
+    def noise_map(self) -> bool:
+        """Whether the wrapped model takes a noise map."""
+        return self.model.noise_map
 
     @property
     def align(self) -> int:
@@ -73,7 +73,7 @@ def align(module: Network) -> int:
 
 def needs_noise_map(module: Network) -> bool:
     """Whether ``module`` takes a noise-level map as its second input channel."""
-    return module.in_channels == 2
+    return module.noise_map
 
 
 def _forward(module: Network, x: np.ndarray, precision: str) -> np.ndarray:

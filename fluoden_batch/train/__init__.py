@@ -1,4 +1,4 @@
-"""Training DnCNN denoisers: data (pairs, clean images, synthetic noise, noisy images for
+"""Training denoisers (DnCNN, FFDNet): data (pairs, clean images, synthetic noise, noisy images for
 self-supervised blind-spot training), loop, checkpoints, the ``fluoden train`` command.
 
 Names are imported lazily so that ``fluoden --help`` and config checks do not load torch.
@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fluoden_batch.train.config import TrainConfig, TrainConfigError, load_train_config
+    from fluoden_batch.config.train import TrainConfig, TrainConfigError, load_train_config
     from fluoden_batch.train.inference import denoise_whole, resolve_device, validation_psnr
     from fluoden_batch.train.loop import TrainResult, train
 
@@ -38,7 +38,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"fluoden_batch.train.{_EXPORTS[name]}"), name)
+        module = _EXPORTS[name]
+        package = (
+            "fluoden_batch.config.train" if module == "config" else f"fluoden_batch.train.{module}"
+        )
+        return getattr(importlib.import_module(package), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

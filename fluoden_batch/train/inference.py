@@ -73,7 +73,7 @@ def denoise_whole(
         norm = normalisation_range(image, normalisation)
     lo, hi = norm
     x_n = normalise(image, lo, hi)
-    if getattr(model, "in_channels", 1) == 2:  # the image and its noise map
+    if getattr(model, "noise_map", False):  # the image and its noise map
         a, b = plane_noise(image) if noise is None else noise
         x_n = with_noise_map(x_n, *map_parameters(a, b, lo, hi))
     x = torch.from_numpy(x_n).reshape(1, -1, *image.shape).to(device)

@@ -23,8 +23,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from fluoden_batch.config.train import TrainConfig, TrainConfigError
 from fluoden_batch.errors import FluodenError, ModelError
+from fluoden_batch.models.dncnn import DnCNN, grow
 from fluoden_batch.models.weights import (
+    Architecture,
     Denoiser,
     ModelMetadata,
     build_model,
@@ -39,7 +42,6 @@ from fluoden_batch.train.checkpoint import (
     read_state,
     save_checkpoint,
 )
-from fluoden_batch.train.config import TrainConfig, TrainConfigError
 from fluoden_batch.train.inference import denoise_whole, resolve_device, validation_psnr
 from fluoden_batch.train.masked import MaskedDenoiser
 from fluoden_batch.train.metadata import training_metadata
@@ -122,11 +124,13 @@ def _init_model(config: TrainConfig) -> tuple[Denoiser, str | None]:
         return model, None
     path = resolve_weights(config.init_weights)
     start, meta = load_trainable(path)
-    if meta.architecture != arch:
+    if meta.architecture != arch and not _growable(meta.architecture, arch):
         theirs = meta.architecture.model_dump(exclude_defaults=True)
         ours = arch.model_dump(exclude_defaults=True)
         raise TrainConfigError(
-            f"field 'init_weights': {config.init_weights} is {theirs}; the config asks for {ours}"
+            f"field 'init_weights': {config.init_weights} is {theirs}; the config asks for "
+            f"{ours} (a DnCNN of the same width can be grown: deeper, batch_norm = false, "
+            "noise_map = true)"
         )
     if meta.normalisation.method != config.normalisation:
         log.warning(
@@ -137,8 +141,24 @@ def _init_model(config: TrainConfig) -> tuple[Denoiser, str | None]:
             config.normalisation,
             meta.normalisation.method,
         )
+    if meta.architecture != arch:
+        assert isinstance(start, DnCNN)
+        log.info("growing %s (depth %d) into depth %d", path.name, start.depth, arch.depth)
+        start = grow(start, arch.depth, arch.noise_map)
     model.load_state_dict(start.state_dict())
     return model, file_digest(path)
+
+
+def _growable(old: Architecture, new: Architecture) -> bool:
+    """Whether :func:`~fluoden_batch.models.dncnn.grow` turns ``old`` into ``new``."""
+    return (
+        old.name == new.name == "dncnn"
+        and not new.batch_norm
+        and old.width == new.width
+        and old.in_channels == new.in_channels
+        and old.depth <= new.depth
+        and (new.noise_map or not old.noise_map)
+    )
 
 
 def _progress(enabled: bool) -> Progress:

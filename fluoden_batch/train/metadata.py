@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from fluoden_batch import __version__
+from fluoden_batch.config.train import NOISY_ONLY_MODES, TrainConfig
 from fluoden_batch.metrics import psnr
 from fluoden_batch.models.weights import ModelMetadata
 from fluoden_batch.train.blindspot import grid_step
-from fluoden_batch.train.config import NOISY_ONLY_MODES, TrainConfig
 from fluoden_batch.train.data import ValImage
 from fluoden_batch.train.planes import describe_location
 

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from fluoden_batch.config.train import NOISY_ONLY_MODES, TrainConfig
 from fluoden_batch.train.blindspot import BlindSpotSampler
 from fluoden_batch.train.captures import capture_targets
-from fluoden_batch.train.config import NOISY_ONLY_MODES, TrainConfig
 from fluoden_batch.train.data import (
     PatchSampler,
     TrainImage,

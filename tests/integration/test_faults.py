@@ -36,19 +36,19 @@ class PoisonBlock(WorkerPlugin):
     def setup(self, worker):
         from distributed.worker import thread_state
 
-        import fluoden_batch.restore.block as block_module
+        import fluoden_batch.pipeline.worker as block_module
 
         self.original = original = block_module.halo_window
 
-        def poisoned(*args):
+        def poisoned(*args, **kwargs):
             if str(getattr(thread_state, "key", "")).endswith(f"block-{POISON_ID}"):
                 os._exit(1)
-            return original(*args)
+            return original(*args, **kwargs)
 
         block_module.halo_window = poisoned
 
     def teardown(self, worker):
-        import fluoden_batch.restore.block as block_module
+        import fluoden_batch.pipeline.worker as block_module
 
         block_module.halo_window = self.original
 

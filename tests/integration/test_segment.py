@@ -12,11 +12,12 @@ import zarr
 from typer.testing import CliRunner
 
 from conftest import write_image
-from fluoden_batch.cli_segment import segment_command
+from fluoden_batch.cli.segment import segment_command
 from fluoden_batch.clustering.masked import label_by_centres
+from fluoden_batch.config import SegmentConfig
 from fluoden_batch.io.ngff import ImageMeta, read_meta
 from fluoden_batch.io.store import MARKER_DIR, read_provenance
-from fluoden_batch.segment import SegmentConfig, execute_segment, plan_segment
+from fluoden_batch.pipeline.segment import execute_segment, plan_segment
 
 pytestmark = pytest.mark.distributed
 
@@ -36,8 +37,12 @@ def _labels(out):
     return group[path], meta
 
 
+def _cfg(inp, out, **kw):
+    return SegmentConfig(input=inp, output=out, cluster_backend="cpu", block_min=1, **kw)
+
+
 def _run(client, inp, out, **kw):
-    cfg = SegmentConfig(input=inp, output=out, backend="cpu", block_min=1, **kw)
+    cfg = _cfg(inp, out, **kw)
     p = plan_segment(cfg)
     return p, execute_segment(p, client)
 
@@ -104,7 +109,7 @@ def test_resume_skips_finished_blocks_and_refuses_changes(client, tmp_path):
     markers = sorted((out / MARKER_DIR).glob("*.json"))
     for m in markers[:3]:  # as if the run had been killed before these blocks
         m.unlink()
-    p2 = plan_segment(SegmentConfig(input=inp, output=out, backend="cpu", block_min=1))
+    p2 = plan_segment(_cfg(inp, out))
     assert p2.resumed and len(p2.pending) == 3
     assert p2.job.centres == p.job.centres  # reused from the provenance
     result = execute_segment(p2, client)
@@ -113,9 +118,13 @@ def test_resume_skips_finished_blocks_and_refuses_changes(client, tmp_path):
     from fluoden_batch.errors import OutputError
 
     with pytest.raises(OutputError, match="--overwrite"):
-        plan_segment(SegmentConfig(input=inp, output=out, k=4, backend="cpu", block_min=1))
+        plan_segment(
+            SegmentConfig(input=inp, output=out, clusters=4, cluster_backend="cpu", block_min=1)
+        )
     p3 = plan_segment(
-        SegmentConfig(input=inp, output=out, k=4, backend="cpu", block_min=1, overwrite=True)
+        SegmentConfig(
+            input=inp, output=out, clusters=4, cluster_backend="cpu", block_min=1, overwrite=True
+        )
     )
     assert not p3.resumed and len(p3.pending) == len(p3.blocks)
 

@@ -17,14 +17,13 @@ import zarr
 from distributed import Client
 
 from conftest import write_image
-from fluoden_batch.compute import dask_client
+from fluoden_batch.compute import dask_client, gpu_resources, load_profile, profile_cluster
+from fluoden_batch.compute.security import make_security, write_self_signed
 from fluoden_batch.config import DenoiseConfig
-from fluoden_batch.deploy import gpu_resources, load_profile, profile_cluster
 from fluoden_batch.models import load_model
 from fluoden_batch.models.normalise import denormalise, normalise
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.restore.inference import infer_plane
-from fluoden_batch.security import make_security, write_self_signed
 
 pytestmark = pytest.mark.distributed
 

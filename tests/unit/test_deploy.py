@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fluoden_batch.compute import dask_client
-from fluoden_batch.deploy import (
+from fluoden_batch.compute import (
     KubernetesProfile,
     LocalCUDAProfile,
     LocalProfile,
     ProfileError,
     SlurmProfile,
+    dask_client,
     dry_run,
     gpu_resources,
     kubernetes_spec,
@@ -27,8 +27,8 @@ from fluoden_batch.deploy import (
     slurm_kwargs,
     validate_profile,
 )
+from fluoden_batch.compute.security import make_security, write_self_signed
 from fluoden_batch.errors import FluodenError
-from fluoden_batch.security import make_security, write_self_signed
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KIND_BY_FOLDER = {

@@ -24,9 +24,9 @@ from fluoden_batch.clustering.masks import recombine
 from fluoden_batch.config import DEFAULT_MASKED_MODEL, DEFAULT_MODEL, DenoiseConfig
 from fluoden_batch.errors import InputError
 from fluoden_batch.models import load_model, weights
-from fluoden_batch.planning import choose_model
+from fluoden_batch.pipeline.params import choose_model
+from fluoden_batch.pipeline.statistics import channel_centres
 from fluoden_batch.restore.protocols import PlaneParams, get_protocol, masked, whole
-from fluoden_batch.restore.sampling import channel_centres
 from fluoden_batch.restore.tiles import halo_window, plan_blocks
 
 

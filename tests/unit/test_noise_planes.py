@@ -14,7 +14,8 @@ from conftest import write_image
 from fluoden_batch.cli import app
 from fluoden_batch.errors import InputError, NoiseEstimationError
 from fluoden_batch.noise import estimate, simulate
-from fluoden_batch.noise.planes import estimate_planes, plane_regions, pool_estimates, spread
+from fluoden_batch.noise.planes import plane_regions, pool_estimates, spread
+from fluoden_batch.pipeline.noise import estimate_planes
 
 TRUTH = [(1.5, 300.0), (6.0, 900.0)]  # (a, b) of channel 0 and 1
 

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from skimage import io
 
 from conftest import DATA, make_tiny_weights
+from fluoden_batch.config.train import TrainConfigError, load_train_config
 from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.metrics import psnr
 from fluoden_batch.models import (
@@ -29,7 +30,6 @@ from fluoden_batch.models.normalise import normalise, percentile_range
 from fluoden_batch.models.weights import METADATA_KEY, Architecture, file_digest, shipped_models
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, denoise_whole, train, validation_psnr
-from fluoden_batch.train.config import TrainConfigError, load_train_config
 from fluoden_batch.train.data import PatchSampler, load_images, load_pairs, match_pairs
 from fluoden_batch.train.sources import load_data
 

@@ -13,9 +13,9 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from fluoden_batch.cli.train import train_command
 from fluoden_batch.models import load_model, load_trainable
 from fluoden_batch.train import TrainConfigError, load_train_config
-from fluoden_batch.train.cli import train_app, train_command
 
 SIZE = 40
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -92,7 +92,7 @@ def test_cli_trains_resumes_and_writes_loadable_weights(
     assert not (project / "out" / "tiny.safetensors").exists()
     assert any((project / "ckpt").glob("ckpt_*.safetensors"))
 
-    done = runner.invoke(app, [*args, "--set", "seed=0"])
+    done = runner.invoke(app, [*args, "--seed", "0"])
     assert done.exit_code == 0, done.output
     weights = project / "out" / "tiny.safetensors"
     _, meta = load_trainable(weights)
@@ -108,18 +108,18 @@ def test_cli_trains_resumes_and_writes_loadable_weights(
     assert shown["clean_dir"] == str(project / "clean")
 
 
-def test_yaml_config_and_standalone_app(project: Path, tmp_path: Path) -> None:
+def test_yaml_config_and_structured_flags(app: typer.Typer, project: Path, tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(
         f"mode: self_supervised\noutput: n2v.safetensors\nnoisy_dir: {project / 'clean'}\n"
         "noisy_glob: 'cell_*.tif'\nmask_fraction: 0.01\n"
     )
-    flags = ["--set", "depth=5", "--set", "noisy_glob=*.png", "--set", "a_range=[0.5, 2]"]
-    result = CliRunner().invoke(train_app, [str(config), "--check", *flags])
+    flags = ["--depth", "5", "--noisy-glob", "*.png", "--a-range", "[0.5, 2]"]
+    result = CliRunner().invoke(app, ["train", str(config), "--check", *flags])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert shown["mode"] == "self_supervised" and shown["depth"] == 5
-    assert shown["noisy_glob"] == "*.png"  # not YAML (an alias): taken as the string
+    assert shown["noisy_glob"] == "*.png"  # a text field: never read as YAML (an alias)
     assert shown["a_range"] == [0.5, 2.0]
     assert shown["output"] == str(tmp_path / "n2v.safetensors")
 
@@ -130,10 +130,10 @@ def test_yaml_config_and_standalone_app(project: Path, tmp_path: Path) -> None:
         ("epochs = 3", [], "field 'epochs': unknown field"),
         ("step = 3", [], "did you mean 'steps'?"),
         ("mask_fraction = 0.5", [], "field 'mask_fraction'"),
-        ("", ["--set", "depth=one"], "field 'depth'"),
+        ("", ["--depth", "one"], "--depth"),
         ("", ["--steps", "0"], "field 'steps'"),
         ("", ["--device", "gpu"], "field 'device': device must be auto, cpu"),
-        ("", ["--set", "depth"], "expected KEY=VALUE"),
+        ("", ["--a-range", "[1, 2, 3]"], "field 'a_range'"),
         ('mode = "supervised"', [], "mode 'supervised' needs noisy_dir"),
     ],
 )

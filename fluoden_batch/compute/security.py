@@ -15,7 +15,7 @@
   ========== ==============================================================
 
   On a cluster the directory must be readable at the same path on the login node and the
-  compute nodes (a shared file system). ``python -m fluoden_batch.security DIR`` writes a
+  compute nodes (a shared file system). ``python -m fluoden_batch.compute.security DIR`` writes a
   self-signed set (valid one year) for a site without its own CA.
 
 The Bokeh dashboard is not covered by these certificates: it stays plain HTTP, bound to
@@ -75,7 +75,7 @@ def _from_directory(folder: Path) -> Security:
         raise SecurityError(
             f"TLS certificate directory {folder} lacks {', '.join(missing)} "
             f"(expected {', '.join(CERT_FILES.values())}; "
-            f"python -m fluoden_batch.security {folder} writes a self-signed set)"
+            f"python -m fluoden_batch.compute.security {folder} writes a self-signed set)"
         )
     ca, cert, key = (str(paths[r].resolve()) for r in ("ca", "cert", "key"))
     security = Security(
@@ -118,10 +118,10 @@ def write_self_signed(folder: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fluoden_batch.security DIR``: write a self-signed certificate set."""
+    """``python -m fluoden_batch.compute.security DIR``: write a self-signed certificate set."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m fluoden_batch.security DIR", file=sys.stderr)
+        print("usage: python -m fluoden_batch.compute.security DIR", file=sys.stderr)
         return 2
     for path in write_self_signed(Path(args[0])).values():
         print(path)

@@ -1,4 +1,10 @@
-"""Deploy profiles: which Dask cluster a run starts, read from a small YAML file.
+"""Which Dask cluster a run uses: a local one, a running scheduler, or a deploy profile.
+
+Every command gets its :class:`distributed.Client` from :func:`dask_client`; the pipeline
+never knows where the workers live. Local clusters bind the scheduler and the dashboard
+to 127.0.0.1; TLS certificates come from :mod:`fluoden_batch.compute.security`.
+
+Deploy profiles (:mod:`~fluoden_batch.compute.profiles`) are small YAML files.
 
 A profile names its kind in ``cluster:`` and holds only that kind's settings; unknown
 keys are errors. The kinds and what they start:
@@ -19,14 +25,15 @@ one GPU of its worker. Pass it to ``client.map``: ``dask.annotate(resources=...)
 when the graph is fused (low-level optimisation), and the tasks would pile onto one GPU.
 """
 
-from fluoden_batch.deploy.clusters import (
+from fluoden_batch.compute.clusters import (
     dry_run,
     kubernetes_spec,
     profile_cluster,
     render_job_script,
     slurm_kwargs,
 )
-from fluoden_batch.deploy.profiles import (
+from fluoden_batch.compute.local import dask_client, default_workers
+from fluoden_batch.compute.profiles import (
     GPU_RESOURCE,
     KINDS,
     KubernetesProfile,
@@ -39,6 +46,7 @@ from fluoden_batch.deploy.profiles import (
     load_profile,
     validate_profile,
 )
+from fluoden_batch.compute.security import SecurityError, make_security, write_self_signed
 
 __all__ = [
     "GPU_RESOURCE",
@@ -48,13 +56,18 @@ __all__ = [
     "LocalProfile",
     "Profile",
     "ProfileError",
+    "SecurityError",
     "SlurmProfile",
+    "dask_client",
+    "default_workers",
     "dry_run",
     "gpu_resources",
     "kubernetes_spec",
     "load_profile",
+    "make_security",
     "profile_cluster",
     "render_job_script",
     "slurm_kwargs",
     "validate_profile",
+    "write_self_signed",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,7 @@ import yaml
 from distributed import Client
 from distributed.security import Security
 
-from fluoden_batch.deploy.profiles import (
+from fluoden_batch.compute.profiles import (
     GPU_RESOURCE,
     KubernetesProfile,
     LocalCUDAProfile,
@@ -24,6 +25,14 @@ from fluoden_batch.deploy.profiles import (
 
 log = logging.getLogger(__name__)
 PLACEHOLDER_SCHEDULER = "<insert-scheduler-address-here>:8786"
+
+
+def default_workers() -> int:
+    """One single-threaded worker process per available core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def slurm_kwargs(profile: SlurmProfile, security: Security | None = None) -> dict[str, Any]:
@@ -177,8 +186,6 @@ def _start(profile: Profile, n: int | None, security: Security | None) -> Any:
     tls = {"security": security, "protocol": "tls://"} if security is not None else {}
     if isinstance(profile, LocalProfile):
         from distributed import LocalCluster
-
-        from fluoden_batch.compute import default_workers
 
         return LocalCluster(
             n_workers=n or default_workers(),

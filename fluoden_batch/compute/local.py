@@ -2,14 +2,13 @@
 
 The pipeline only ever sees a :class:`distributed.Client`; where its workers live is
 decided here. Local clusters bind the scheduler and the dashboard to 127.0.0.1. Deploy
-profiles (SLURM, Kubernetes, dask-cuda) live in :mod:`fluoden_batch.deploy`, TLS in
-:mod:`fluoden_batch.security`.
+profiles (SLURM, Kubernetes, dask-cuda) start in :mod:`fluoden_batch.compute.clusters`,
+TLS in :mod:`fluoden_batch.compute.security`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,16 +16,10 @@ import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
+from fluoden_batch.compute.clusters import default_workers, profile_cluster
+from fluoden_batch.compute.profiles import load_profile
+from fluoden_batch.compute.security import make_security
 from fluoden_batch.errors import FluodenError
-from fluoden_batch.security import make_security
-
-
-def default_workers() -> int:
-    """One single-threaded worker process per available core."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -58,7 +51,7 @@ def dask_client(
     dashboard_address : str
         Where a local cluster serves its dashboard (``":0"`` picks a free port).
     profile : Path, optional
-        A deploy profile (YAML, see :mod:`fluoden_batch.deploy`); its settings replace
+        A deploy profile (YAML, see :mod:`fluoden_batch.compute`); its settings replace
         ``threads_per_worker``, ``memory_limit`` and ``dashboard_address``.
     tls : bool or Path, optional
         ``True``: temporary certificates for a cluster started here; a directory holding
@@ -84,8 +77,6 @@ def dask_client(
             yield client
         return
     if profile is not None:
-        from fluoden_batch.deploy import load_profile, profile_cluster
-
         with profile_cluster(load_profile(profile), workers, security) as client:
             yield client
         return

@@ -20,55 +20,27 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from distributed import Client
-from pydantic import BaseModel, ConfigDict, Field
 
 from fluoden_batch import __version__
 from fluoden_batch.clustering import cluster_image, select_backend
 from fluoden_batch.clustering.masked import label_by_centres
 from fluoden_batch.clustering.rows import block_quality
+from fluoden_batch.config.segment import SegmentConfig
 from fluoden_batch.io import store
 from fluoden_batch.io.labels import set_image_label
-from fluoden_batch.io.ngff import NGFFVersion
 from fluoden_batch.io.source import ImageSource, SourceSpec, open_image
+from fluoden_batch.pipeline.execution import run_planned
+from fluoden_batch.pipeline.progress import Reporter
+from fluoden_batch.pipeline.run import RunResult, block_error, run_blocks
+from fluoden_batch.pipeline.statistics import channel_centres
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
-from fluoden_batch.submit import block_error, run_blocks
-
-if TYPE_CHECKING:
-    from fluoden_batch.pipeline import RunResult
 
 METRICS_FILE = "metrics.parquet"
-
-
-class SegmentConfig(BaseModel):
-    """Parameters of ``fluoden segment`` (those in :meth:`output_parameters` decide OUT)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: Path
-    output: Path
-    method: Literal["kmeans", "dbscan", "hdbscan"] = "kmeans"
-    k: int = Field(3, ge=1)
-    eps: float | None = Field(None, gt=0)
-    min_samples: int | None = Field(None, ge=1)
-    min_cluster_size: int | None = Field(None, ge=2)
-    backend: Literal["auto", "gpu", "cpu"] = "auto"
-    block_min: int = Field(512, ge=1)
-    ngff_version: NGFFVersion = "0.5"
-    axes: str | None = None
-    workers: int | None = Field(None, ge=1)
-    scheduler: str | None = None
-    dashboard_address: str = "127.0.0.1:8787"
-    overwrite: bool = False
-    quality: bool = True
-
-    def output_parameters(self) -> dict[str, Any]:
-        skip = {"output", "backend", "workers", "scheduler", "dashboard_address", "overwrite"}
-        return self.model_dump(mode="json", exclude=skip)
 
 
 @dataclass(frozen=True)
@@ -102,20 +74,21 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     """Validate, pick the backend, fit K-means centres, create or reopen OUT, list blocks."""
     source = open_image(cfg.input, cfg.axes)
     out = store.check_output_path(cfg.output, [cfg.input])
-    engine, reason = select_backend(cfg.backend)
+    engine, reason = select_backend(cfg.cluster_backend)
     resolved = "gpu" if engine.name == "cuml" else "cpu"
     blocks = plan_blocks(source.shape, block_shape(source.shape, source.chunks, cfg.block_min))
     params = cfg.output_parameters()
     centres = None
     if cfg.method == "kmeans":
         centres = store.stored_parameter(out, params, "centres", cfg.overwrite)
-        centres = centres or _fit_centres(source, blocks, cfg.k, resolved)
+        centres = centres or _fit_centres(source, blocks, cfg.clusters, resolved)
         params["centres"] = centres
     spec, resumed = _open_or_create(cfg, out, source, params)
     spec.clean_temporaries()
     done = set(spec.done_rows())
-    keys = ("method", "k", "eps", "min_samples", "min_cluster_size")
-    cluster = {k: getattr(cfg, k) for k in keys} | {"backend": resolved, "seed": 0}
+    keys = ("method", "eps", "min_samples", "min_cluster_size")
+    cluster = {k: getattr(cfg, k) for k in keys} | {"k": cfg.clusters, "backend": resolved}
+    cluster["seed"] = 0
     fixed = None if centres is None else tuple(tuple(c) for c in centres)
     job = SegmentJob(source.spec, spec, source.meta.axes, cluster, fixed, cfg.quality)
     text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres or [])
@@ -127,10 +100,8 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
 
 
 def _fit_centres(source: ImageSource, blocks: list[Block], k: int, backend: str) -> list:
-    """K-means centres per channel as JSON lists (:func:`~fluoden_batch.restore.sampling.
-    channel_centres`, imported here only: it pulls in torch, which the tasks never need)."""
-    from fluoden_batch.restore.sampling import channel_centres
-
+    """K-means centres per channel as JSON lists
+    (:func:`~fluoden_batch.pipeline.statistics.channel_centres`)."""
     return [list(c) for c in channel_centres(source.array, source.meta.axes, blocks, k, backend)]
 
 
@@ -146,7 +117,7 @@ def _open_or_create(
     spec = store.create_output(
         out, meta, source.shape, source.chunks, np.dtype("int32"), cfg.ngff_version, provenance
     )
-    set_image_label(out, cfg.ngff_version, cfg.k, cfg.input)
+    set_image_label(out, cfg.ngff_version, cfg.clusters, cfg.input)
     return spec, False
 
 
@@ -176,9 +147,15 @@ def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
     return row
 
 
-def execute_segment(p: SegmentPlan, client: Client, on_block: Any = None) -> RunResult:
-    """Run the pending blocks; ``on_block(done, total)`` after each. Failures do not stop
-    the others: they are raised together as a :class:`BlockError` after the metrics."""
+def execute_segment(
+    p: SegmentPlan,
+    client: Client | None,
+    on_block: Any = None,
+    resources: dict[str, float] | None = None,
+) -> RunResult:
+    """Run the pending blocks (on ``client``, or here when None); ``on_block(done, total)``
+    after each. Failures do not stop the others: they are raised together as a
+    :class:`BlockError` after the metrics."""
     t0 = time.perf_counter()
     failed = run_blocks(
         client,
@@ -187,13 +164,27 @@ def execute_segment(p: SegmentPlan, client: Client, on_block: Any = None) -> Run
         p.job,
         prefix=f"fluoden-segment-{p.token}",
         total=len(p.blocks),
-        memory_limit="auto",
+        memory_limit=p.config.memory_limit,
         on_block=on_block,
+        resources=resources,
     )
     result = finish_segment(p, time.perf_counter() - t0, failed)
     if failed:
         raise block_error(failed, len(p.blocks), p.job.source.describe())
     return result
+
+
+def run_segment(
+    cfg: SegmentConfig, *, client: Client | None = None, reporter: Reporter | None = None
+) -> RunResult:
+    """Plan a segmentation, report it, run its blocks (on ``client``, a cluster from
+    ``cfg``'s compute options, or here for small inputs) and finish."""
+    p = plan_segment(cfg)
+    p.notes.insert(0, f"clustering backend: {p.backend_reason}")
+    label = f"segmenting ({cfg.method})"
+    return run_planned(
+        p, execute_segment, finish_segment, label=label, client=client, reporter=reporter
+    )
 
 
 def finish_segment(p: SegmentPlan, seconds: float, failed: dict[str, str]) -> RunResult:
@@ -210,14 +201,12 @@ def finish_segment(p: SegmentPlan, seconds: float, failed: dict[str, str]) -> Ru
         summary["max_clusters"] = int(metrics["n_clusters"].max())
         scores = [c for c in ("silhouette", "davies_bouldin", "wss", "seconds") if c in metrics]
         summary |= {f"mean_{c}": float(metrics[c].mean()) for c in scores}
-        n_labels = max(p.config.k, summary["max_clusters"])
+        n_labels = max(p.config.clusters, summary["max_clusters"])
         set_image_label(out, p.config.ngff_version, n_labels, p.config.input)
     summary = {k: None if v != v else v for k, v in summary.items()}  # NaN -> null in JSON
     last_run = dict(finished=datetime.now(UTC).isoformat(timespec="seconds"), failed=failed)
     last_run |= dict(config=p.config.model_dump(mode="json"), backend=p.backend_reason)
     complete = len(metrics) == len(p.blocks)
     store.update_provenance(out, summary=summary, complete=complete, last_run=last_run)
-    from fluoden_batch.pipeline import RunResult  # the same fields as denoise's
-
     skipped = len(p.blocks) - len(p.pending)
     return RunResult(out, len(p.blocks), len(ran), skipped, seconds, metrics, summary, failed)

@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -46,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 
+from fluoden_batch.config.files import read_config_file
 from fluoden_batch.errors import InputError
 
 if TYPE_CHECKING:
@@ -109,7 +108,7 @@ class TrainConfig(BaseModel):
 
     # what is trained and where it goes
     name: str = Field("dncnn-custom", min_length=1, description="model name (metadata)")
-    description: str = ""
+    description: str = Field("", description="free text stored in the weights' metadata")
     output: Path = Field(description="weights file written at the end (.safetensors)")
     architecture: Literal["dncnn", "ffdnet"] = Field(
         "dncnn",
@@ -117,18 +116,27 @@ class TrainConfig(BaseModel):
         "pixel-unshuffled input that is also given the noise map sqrt(a x + b) "
         "(models.ffdnet); depth/width are its half-resolution layers",
     )
-    depth: int = Field(17, ge=2, le=64)
-    width: int = Field(64, ge=1, le=512)
+    depth: int = Field(17, ge=2, le=64, description="convolution layers")
+    width: int = Field(64, ge=1, le=512, description="feature channels of the hidden layers")
     batch_norm: bool = Field(True, description="dncnn only: batch norm in the hidden layers")
+    noise_map: bool = Field(
+        False,
+        description="dncnn: also give the network the noise map sqrt(a x + b) of its input "
+        "(a, b estimated per image) as a second channel (ffdnet always has it)",
+    )
     init_weights: Path | None = Field(
         None,
         description="start from these weights (fine-tuning): a file or a shipped model name "
-        "(e.g. dncnn-fmd); same depth/width/batch_norm",
+        "(e.g. dncnn-fmd) of the same architecture, or a DnCNN of the same width that is "
+        "grown into this one (deeper, batch norm folded, a zero-weighted noise-map input) "
+        "without changing what it computes",
     )
 
     # data
-    mode: Literal["supervised", "synthetic", "self_supervised", "noise2noise", "masked"] = (
-        "supervised"
+    mode: Literal["supervised", "synthetic", "self_supervised", "noise2noise", "masked"] = Field(
+        "supervised",
+        description="supervised (noisy/clean pairs), synthetic (clean images + simulated "
+        "noise), self_supervised (Noise2Void), noise2noise (repeated captures) or masked",
     )
     clean_dir: Path | None = Field(
         None,
@@ -209,15 +217,15 @@ class TrainConfig(BaseModel):
     )
 
     # optimisation
-    steps: int = Field(1000, ge=1)
-    batch_size: int = Field(16, ge=1)
-    patch_size: int = Field(64, ge=8)
-    lr: float = Field(1e-3, gt=0)
-    lr_schedule: Literal["cosine", "step"] = "cosine"
+    steps: int = Field(1000, ge=1, description="optimisation steps")
+    batch_size: int = Field(16, ge=1, description="patches per step")
+    patch_size: int = Field(64, ge=8, description="patch side, pixels")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    lr_schedule: Literal["cosine", "step"] = Field("cosine", description="learning-rate decay")
     lr_min_ratio: float = Field(0.01, ge=0, le=1, description="cosine: final lr / lr")
     lr_step_every: int = Field(1000, ge=1, description="step: decay period in steps")
     lr_step_gamma: float = Field(0.5, gt=0, le=1, description="step: decay factor")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="random seed (equal configs give equal models on CPU)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="autocast (CUDA only)")
     channels_last: bool = Field(
@@ -227,9 +235,11 @@ class TrainConfig(BaseModel):
     )
 
     # bookkeeping
-    val_every: int = Field(200, ge=1)
-    checkpoint_dir: Path | None = None
-    checkpoint_every: int = Field(500, ge=1)
+    val_every: int = Field(200, ge=1, description="validation period, steps")
+    checkpoint_dir: Path | None = Field(
+        None, description="folder for resumable checkpoints (rerun the command to resume)"
+    )
+    checkpoint_every: int = Field(500, ge=1, description="checkpoint period, steps")
     resume: bool = Field(True, description="continue from the latest checkpoint if any")
 
     @field_validator("device")
@@ -368,13 +378,16 @@ class TrainConfig(BaseModel):
                 name="ffdnet",
                 depth=self.depth,
                 width=self.width,
-                in_channels=2,
                 batch_norm=False,
+                noise_map=True,
                 bias=False,
                 map_gain=scale,
             )
         return Architecture(
-            depth=self.depth, width=self.width, in_channels=1, batch_norm=self.batch_norm
+            depth=self.depth,
+            width=self.width,
+            batch_norm=self.batch_norm,
+            noise_map=self.noise_map,
         )
 
 
@@ -394,23 +407,6 @@ def _describe(error: dict[str, Any]) -> str:
     return f"field {loc!r}: {message}" + ("" if got in message else f" (got {got})")
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".yaml", ".yml"):
-        raise TrainConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise TrainConfigError(f"config file {path}: {exc.strerror or exc}") from exc
-    try:
-        data = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise TrainConfigError(f"config file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise TrainConfigError(f"config file {path}: expected a table/mapping of fields")
-    return data
-
-
 def load_train_config(path: Path | None, **overrides: Any) -> TrainConfig:
     """Build a :class:`TrainConfig` from a TOML/YAML file and overrides (``None`` = unset).
 
@@ -427,7 +423,7 @@ def load_train_config(path: Path | None, **overrides: Any) -> TrainConfig:
     """
     values: dict[str, Any] = {}
     if path is not None:
-        values = _read_file(path)
+        values = read_config_file(path, TrainConfigError)
         base = path.expanduser().resolve().parent
         for key in PATH_FIELDS:
             if isinstance(values.get(key), str):

@@ -1,21 +1,19 @@
-"""``fluoden denoise`` end to end: validate, plan, skip finished blocks, submit, gather.
+"""Plan a denoising run: validate inputs and OUT, fix per-channel values, list the blocks.
 
-The pipeline talks to a :class:`distributed.Client` only; :mod:`fluoden_batch.compute`
-decides where the workers run.
+Everything that can be wrong with the input, the output path, the model or the options
+is found here, before anything is scheduled; a rerun of the same plan resumes (blocks
+with a completion marker are dropped).
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from distributed import Client
 
 from fluoden_batch import __version__
 from fluoden_batch.config import DenoiseConfig
@@ -27,15 +25,12 @@ from fluoden_batch.io.store import (
     check_output_path,
     create_output,
     resume_or_clear,
-    update_provenance,
 )
 from fluoden_batch.models.weights import file_digest, read_metadata, resolve_weights
-from fluoden_batch.planning import choose_model, cluster_centres, planned_noise
-from fluoden_batch.report import summarise
-from fluoden_batch.restore.block import JobSpec, process_block
-from fluoden_batch.restore.sampling import channel_ranges, peak_to_peak
+from fluoden_batch.pipeline.params import channel_values, choose_model, stored
+from fluoden_batch.pipeline.statistics import peak_to_peak
+from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
-from fluoden_batch.submit import ProgressHook, block_error, run_blocks
 
 METRICS_FILE = "metrics.parquet"
 LABELS = "clusters"  # --save-labels writes OUT/labels/clusters
@@ -54,20 +49,6 @@ class Plan:
     token: str
     stray_removed: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RunResult:
-    """What a run did: counts, failures, the metrics table and its summary."""
-
-    output: Path
-    blocks_total: int
-    blocks_run: int
-    blocks_skipped: int
-    seconds: float
-    metrics: pd.DataFrame
-    summary: dict[str, Any]
-    failed: dict[str, str] = field(default_factory=dict)
 
 
 def _output_dtype(cfg: DenoiseConfig, source: ImageSource) -> np.dtype:
@@ -106,20 +87,22 @@ def plan(cfg: DenoiseConfig) -> Plan:
 
     chunks = _output_chunks(cfg, source)
     blocks = plan_blocks(source.shape, block_shape(source.shape, chunks, cfg.block_min))
-    norm = metadata.normalisation
     if metadata.protocol != cfg.protocol:
         notes.append(
             f"warning: model {metadata.name} was trained for the {metadata.protocol!r} "
             f"protocol; running {cfg.protocol!r} feeds it data it was not trained on"
         )
-    noise = planned_noise(cfg, out, digest, source, notes) if cfg.protocol == "vst" else None
-    centres = cluster_centres(cfg, out, digest, source, blocks, notes) if cfg.labelled else None
-    ranges = channel_ranges(source.array, source.meta.axes, blocks, norm, noise=noise)
-    if noise is None and metadata.architecture.noise_map:
-        sigmas = None
-        if norm.method == "noise":  # the window is scale sigmas wide
-            sigmas = tuple((hi - lo) / norm.scale for lo, hi in ranges)
-        noise = planned_noise(cfg, out, digest, source, notes, fallback=sigmas)
+    values = channel_values(
+        cfg,
+        source.array,
+        source.meta.axes,
+        source.spec.describe(),
+        blocks,
+        metadata,
+        notes,
+        stored=lambda key: stored(cfg, out, digest, key),
+    )
+    ranges, noise, centres = values.ranges, values.noise, values.centres
     data_range = cfg.data_range
     if reference is not None and data_range is None:
         data_range = peak_to_peak(reference.array, blocks)
@@ -191,74 +174,3 @@ def _open_or_create(
         out, source.meta, source.shape, chunks, _output_dtype(cfg, source), version, provenance
     )
     return spec, False
-
-
-def execute(
-    p: Plan,
-    client: Client,
-    on_block: ProgressHook | None = None,
-    resources: dict[str, float] | None = None,
-) -> RunResult:
-    """Submit the pending blocks, wait for all of them, then gather metrics.
-
-    ``on_block(done, total)`` is called after each finished (or failed) block. Blocks that
-    fail do not stop the others; they are listed in a :class:`BlockError` at the end,
-    after the metrics of every finished block have been written. ``resources`` (e.g.
-    ``{"GPU": 1}``) go to ``client.map`` itself: ``dask.annotate`` would be lost in graph
-    fusion.
-    """
-    t0 = time.perf_counter()
-    failed = run_blocks(
-        client,
-        process_block,
-        p.pending,
-        p.job,
-        prefix=f"fluoden-{p.token}",
-        total=len(p.blocks),
-        memory_limit=p.config.memory_limit,
-        on_block=on_block,
-        resources=resources,
-    )
-    result = finish(p, time.perf_counter() - t0, failed)
-    if failed:
-        raise block_error(failed, len(p.blocks), p.job.source.describe())
-    return result
-
-
-def finish(p: Plan, seconds: float, failed: dict[str, str]) -> RunResult:
-    """Write the metrics table and the summary into OUT; return the run's result."""
-    ran = [b for b in p.pending if b.id not in failed]
-    out = Path(p.job.output.path)
-    rows = list(p.job.output.done_rows().values())
-    metrics = pd.DataFrame(rows)
-    if not metrics.empty:
-        metrics = metrics.sort_values("block", key=lambda s: s.map(_block_order)).reset_index(
-            drop=True
-        )
-        metrics.to_parquet(out / METRICS_FILE, index=False)
-    summary = summarise(metrics, seconds, len(p.blocks), p.job.data_range)
-    pixels_run = sum(int(np.prod(b.shape)) for b in ran)
-    if ran and seconds > 0:
-        summary["mpx_per_s"] = pixels_run / seconds / 1e6
-    complete = len(rows) == len(p.blocks)
-    last_run = {
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": p.config.model_dump(mode="json"),
-        "blocks_run": len(ran),
-        "failed": failed,
-    }
-    update_provenance(out, summary=summary, complete=complete, last_run=last_run)
-    return RunResult(
-        output=out,
-        blocks_total=len(p.blocks),
-        blocks_run=len(ran),
-        blocks_skipped=len(p.blocks) - len(p.pending),
-        seconds=seconds,
-        metrics=metrics,
-        summary=summary,
-        failed=failed,
-    )
-
-
-def _block_order(block_id: str) -> tuple[int, ...]:
-    return tuple(int(i) for i in block_id.split("."))

@@ -16,19 +16,32 @@ refused unless ``--overwrite``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fluoden_batch.clustering import select_backend
-from fluoden_batch.errors import InputError
 from fluoden_batch.config import DEFAULT_MASKED_MODEL, DEFAULT_MODEL, DenoiseConfig
-from fluoden_batch.io.source import ImageSource
+from fluoden_batch.errors import InputError
 from fluoden_batch.io.store import stored_parameter
-from fluoden_batch.models.weights import shipped_models
-from fluoden_batch.restore.sampling import channel_centres, channel_noise, gat_parameters
+from fluoden_batch.models.weights import ModelMetadata, shipped_models
+from fluoden_batch.pipeline.statistics import (
+    channel_centres,
+    channel_noise,
+    channel_ranges,
+    gat_parameters,
+)
 from fluoden_batch.restore.tiles import Block
 
-__all__ = ["choose_model", "cluster_centres", "planned_noise", "stored"]
+__all__ = [
+    "ChannelValues",
+    "channel_values",
+    "choose_model",
+    "cluster_centres",
+    "planned_noise",
+    "stored",
+]
 
 
 def choose_model(cfg: DenoiseConfig) -> tuple[str, list[str]]:
@@ -59,34 +72,35 @@ def stored(cfg: DenoiseConfig, out: Path, digest: str, key: str) -> Any:
 
 
 def planned_noise(
-    cfg: DenoiseConfig,
-    out: Path,
-    digest: str,
-    source: ImageSource,
+    array: Any,
+    axes: str,
+    name: str,
     notes: list[str],
+    old: Any = None,
     fallback: tuple[float, ...] | None = None,
 ) -> tuple[tuple[float, float], ...]:
-    """Poisson-Gaussian ``(a, b)`` per channel, data units: stored, else one pooled
-    estimate per channel (:func:`~fluoden_batch.restore.sampling.channel_noise`), with
-    ``a`` floored for the GAT (:func:`~fluoden_batch.restore.sampling.gat_parameters`);
-    appends a note. Used by ``vst`` and by models with a noise map.
+    """Poisson-Gaussian ``(a, b)`` per channel, data units: ``old`` (stored by the run
+    being resumed), else one pooled estimate per channel
+    (:func:`~fluoden_batch.pipeline.statistics.channel_noise`) with ``a`` floored for the
+    GAT (:func:`~fluoden_batch.pipeline.statistics.gat_parameters`); appends a note. Used
+    by ``vst`` and by models with a noise map.
 
     ``fallback``: a noise sigma per channel (data units). Given, a channel whose noise
     cannot be estimated gets signal-independent noise ``(0, sigma**2)`` with a warning
     instead of the error.
     """
-    old = stored(cfg, out, digest, "channel_noise")
     if old:
         noise = tuple((float(a), float(b)) for a, b in old)
     else:
         try:
-            found = channel_noise(source.array, source.meta.axes, name=source.spec.describe())
-            noise = tuple(gat_parameters(e) for e in found)
+            noise = tuple(gat_parameters(e) for e in channel_noise(array, axes, name=name))
         except InputError as exc:
             if fallback is None:
                 raise
-            notes.append(f"warning: {exc}; the noise map assumes Gaussian noise of each "
-                         "channel's wavelet sigma")
+            notes.append(
+                f"warning: {exc}; the noise map assumes Gaussian noise of each "
+                "channel's wavelet sigma"
+            )
             noise = tuple((0.0, float(s) ** 2) for s in fallback)
     text = ", ".join(f"({a:.4g}, {b:.4g})" for a, b in noise)
     notes.append(f"noise parameters (a, b) per channel: {text}")
@@ -95,24 +109,24 @@ def planned_noise(
 
 def cluster_centres(
     cfg: DenoiseConfig,
-    out: Path,
-    digest: str,
-    source: ImageSource,
+    array: Any,
+    axes: str,
     blocks: list[Block],
     notes: list[str],
+    old: Any = None,
 ) -> tuple[tuple[float, ...], ...]:
-    """K-means centres per channel, increasing, data units: stored, else fitted on a
-    sample of ``blocks`` (:func:`~fluoden_batch.restore.sampling.channel_centres`) on the
-    backend ``cfg.cluster_backend`` picks. Appends notes: the backend and why, the
-    centres, and the channels with fewer than ``cfg.clusters`` distinct centres."""
-    old = stored(cfg, out, digest, "channel_centres")
+    """K-means centres per channel, increasing, data units: ``old`` (stored by the run
+    being resumed), else fitted on a sample of ``blocks``
+    (:func:`~fluoden_batch.pipeline.statistics.channel_centres`) on the backend
+    ``cfg.cluster_backend`` picks. Appends notes: the backend and why, the centres, and
+    the channels with fewer than ``cfg.clusters`` distinct centres."""
     if old:
         centres = tuple(tuple(float(v) for v in c) for c in old)
         notes.append("cluster backend: not needed (centres reused from the run being resumed)")
     else:
         engine, reason = select_backend(cfg.cluster_backend)
         notes.append(f"cluster backend: {reason}")
-        centres = channel_centres(source.array, source.meta.axes, blocks, cfg.clusters, engine)
+        centres = channel_centres(array, axes, blocks, cfg.clusters, engine)
     text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres)
     notes.append(f"K-means centres per channel (K={cfg.clusters}): {text}")
     fewer = [str(ch) for ch, c in enumerate(centres) if len(c) < cfg.clusters]
@@ -122,3 +136,51 @@ def cluster_centres(
             "intensity levels in the sampled blocks; fewer clusters are used there"
         )
     return centres
+
+
+@dataclass(frozen=True)
+class ChannelValues:
+    """Per-channel values of a run, fixed once (one entry per index of the ``c`` axis).
+
+    Attributes
+    ----------
+    ranges : tuple of (lo, hi)
+        Model input normalisation windows (GAT units for ``vst``).
+    noise : tuple of (a, b) or None
+        Poisson-Gaussian parameters (``vst``, or a model with a noise map).
+    centres : tuple of tuple of float or None
+        K-means intensity centres (``masked``, ``save_labels``).
+    """
+
+    ranges: tuple[tuple[float, float], ...]
+    noise: tuple[tuple[float, float], ...] | None
+    centres: tuple[tuple[float, ...], ...] | None
+
+
+def channel_values(
+    cfg: DenoiseConfig,
+    array: Any,
+    axes: str,
+    name: str,
+    blocks: list[Block],
+    metadata: ModelMetadata,
+    notes: list[str],
+    stored: Callable[[str], Any] = lambda key: None,
+) -> ChannelValues:
+    """Everything fixed per channel for a run of ``cfg`` over ``array`` (a Zarr, NumPy or
+    Dask array with axes ``axes``), from a sample of ``blocks``; ``stored(key)`` gives the
+    values of a run being resumed (``channel_noise``, ``channel_centres``)."""
+    noise = None
+    if cfg.protocol == "vst":
+        noise = planned_noise(array, axes, name, notes, stored("channel_noise"))
+    centres = None
+    if cfg.labelled:
+        centres = cluster_centres(cfg, array, axes, blocks, notes, stored("channel_centres"))
+    norm = metadata.normalisation
+    ranges = channel_ranges(array, axes, blocks, norm, noise=noise)
+    if noise is None and metadata.architecture.noise_map:
+        sigmas = None
+        if norm.method == "noise":  # the window is scale sigmas wide
+            sigmas = tuple((hi - lo) / norm.scale for lo, hi in ranges)
+        noise = planned_noise(array, axes, name, notes, stored("channel_noise"), sigmas)
+    return ChannelValues(ranges, noise, centres)

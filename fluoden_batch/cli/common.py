@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,20 +16,9 @@ from fluoden_batch.errors import FluodenError
 console = Console(stderr=True)
 out = Console()
 
-# Options shared by several commands (same name, meaning and help everywhere).
-AxesOption = Annotated[
-    str | None, typer.Option(help="Axis names for inputs without metadata, e.g. 'cyx'.")
-]
-WorkersOption = Annotated[
-    int | None, typer.Option(help="Local worker processes (default: one per core).")
-]
-SchedulerOption = Annotated[
-    str | None,
-    typer.Option(help="Address of a running Dask scheduler to use instead of a local cluster."),
-]
-
 
 def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` to stderr; the exit to raise."""
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
 
@@ -43,6 +33,8 @@ def errors() -> Any:
 
 
 def sigterm_as_interrupt() -> None:
+    """Handle SIGTERM (a batch system's stop) like Ctrl-C."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -50,6 +42,7 @@ def sigterm_as_interrupt() -> None:
 
 
 def interrupted(output: Path) -> typer.Exit:
+    """Say what an interrupted run kept; the exit (130) to raise."""
     console.print(
         f"[yellow]interrupted.[/] Finished blocks are kept in {output}; run the same command "
         "again to finish the rest."
@@ -57,9 +50,14 @@ def interrupted(output: Path) -> typer.Exit:
     return typer.Exit(130)
 
 
-def parse_chunks(text: str) -> tuple[int, int]:
+@contextlib.contextmanager
+def running(output: Path) -> Iterator[None]:
+    """A run command's body: one clear line and exit 2 for the project's errors; exit 130
+    saying what was kept for an interrupt (Ctrl-C, or SIGTERM from a batch system)."""
+    sigterm_as_interrupt()
     try:
-        y, x = (int(v) for v in text.split(","))
-    except ValueError:
-        raise FluodenError(f"--chunks {text!r}: expected two integers 'Y,X'") from None
-    return y, x
+        yield
+    except FluodenError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise interrupted(output) from None

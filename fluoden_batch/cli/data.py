@@ -1,0 +1,69 @@
+"""``fluoden ingest`` and ``fluoden info``: images in, and what an image holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fluoden_batch.cli.common import errors, out
+from fluoden_batch.config.denoise import parse_yx
+from fluoden_batch.errors import FluodenError
+
+__all__ = ["info", "ingest"]
+
+
+def ingest(
+    tiff: Annotated[Path, typer.Argument(help="TIFF or OME-TIFF stack.")],
+    output: Annotated[Path, typer.Argument(help="New OME-Zarr image to write.")],
+    chunks: Annotated[str, typer.Option(help="Chunk size in Y/X as 'Y,X'.")] = "512,512",
+    ngff_version: Annotated[str, typer.Option(help="NGFF version: 0.5 or 0.4.")] = "0.5",
+    axes: Annotated[
+        str | None, typer.Option(help="Axis names if the TIFF has none usable, e.g. 'zyx'.")
+    ] = None,
+) -> None:
+    """Convert a TIFF / OME-TIFF stack to an OME-Zarr image (plane by plane)."""
+    from fluoden_batch.io.ingest import ingest as do_ingest
+
+    with errors():
+        if ngff_version not in ("0.4", "0.5"):
+            raise FluodenError(f"--ngff-version {ngff_version!r}: use 0.4 or 0.5")
+        path = do_ingest(tiff, output, chunks=_chunks(chunks), ngff_version=ngff_version, axes=axes)
+        out.print(f"wrote {path}")
+
+
+def info(path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIFF.")]) -> None:
+    """Show shape, dtype, chunks, axes, scales and any fluoden provenance of an image."""
+    from fluoden_batch.io.source import open_image
+    from fluoden_batch.io.store import read_provenance
+
+    with errors():
+        src = open_image(path, dtypes=None)
+        table = Table(title=str(path), show_header=False)
+        table.add_row("shape", str(src.shape))
+        table.add_row("dtype", str(src.dtype))
+        table.add_row("chunks", str(src.chunks))
+        table.add_row("axes", src.meta.axes)
+        table.add_row("scale", str(src.meta.scale))
+        table.add_row("units", str(src.meta.units or "-"))
+        table.add_row("NGFF version", str(src.ngff_version or "-"))
+        prov = read_provenance(Path(path))
+        if prov:
+            table.add_row(
+                "written by", f"fluoden-batch {prov.get('version')} ({prov.get('created')})"
+            )
+            if "model" in prov:
+                model = prov["model"]
+                table.add_row("model", f"{model['name']} {model['digest'][:19]}")
+            table.add_row("complete", str(prov.get("complete")))
+        out.print(table)
+
+
+def _chunks(text: str) -> tuple[int, int]:
+    try:
+        y, x = parse_yx(text)
+    except ValueError as exc:
+        raise FluodenError(f"--chunks: {exc}") from None
+    return y, x

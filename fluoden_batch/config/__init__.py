@@ -1,0 +1,83 @@
+"""Configuration: one pydantic model per command, the single source of names, defaults and
+help (the CLI builds its flags from them), and the one reader of config files.
+
+- :class:`DenoiseConfig` (``fluoden denoise``), :class:`SegmentConfig` (``segment``),
+  :class:`NoiseConfig` (``estimate-noise``), :class:`~fluoden_batch.config.train.TrainConfig`
+  (``train``);
+- :class:`ComputeOptions`: the Dask options every run command shares;
+- :func:`read_config_file` (TOML or YAML) and :func:`load_config` (file + overrides,
+  with one readable line per invalid field).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fluoden_batch.config.compute import COMPUTE_FIELDS, ComputeOptions
+from fluoden_batch.config.denoise import (
+    DEFAULT_MASKED_MODEL,
+    DEFAULT_MODEL,
+    MAX_CLUSTERS,
+    DenoiseConfig,
+    DenoiseOptions,
+)
+from fluoden_batch.config.files import read_config_file
+from fluoden_batch.config.noise import NoiseConfig
+from fluoden_batch.config.segment import SegmentConfig
+from fluoden_batch.errors import FluodenError
+
+__all__ = [
+    "COMPUTE_FIELDS",
+    "DEFAULT_MASKED_MODEL",
+    "DEFAULT_MODEL",
+    "MAX_CLUSTERS",
+    "ComputeOptions",
+    "DenoiseConfig",
+    "DenoiseOptions",
+    "NoiseConfig",
+    "SegmentConfig",
+    "describe_error",
+    "load_config",
+    "read_config_file",
+]
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def describe_error(error: dict[str, Any], model: type[BaseModel]) -> str:
+    """One readable phrase for a pydantic error, naming the field as a flag would."""
+    loc = ".".join(str(p) for p in error["loc"])
+    flag = "--" + loc.replace("_", "-") if loc else ""
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(error["loc"][0]), model.model_fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{loc!r}: unknown option{hint}"
+    if error["type"] == "missing":
+        return f"{flag}: required but not given"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return message
+    got = repr(error.get("input"))
+    return f"{flag}: {message}" + ("" if got in message else f" (got {got})")
+
+
+def load_config(schema: type[C], file: Path | None = None, /, **overrides: Any) -> C:
+    """Validate ``schema`` from a config file (optional) and overrides (``None`` = not given).
+
+    Raises
+    ------
+    FluodenError
+        Unreadable file or invalid values: one line naming every field at fault.
+    """
+    values = read_config_file(file) if file is not None else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(describe_error(e, schema) for e in exc.errors())
+        where = f" in {file}" if file is not None else ""
+        raise FluodenError(f"invalid configuration{where}: {problems}") from exc

@@ -1,0 +1,185 @@
+"""Parameters of ``fluoden denoise`` (and :func:`fluoden_batch.denoise`).
+
+Each option is declared once, here: its name, type, default and help. The CLI builds its
+flags from these fields (:mod:`fluoden_batch.cli.options`); a TOML/YAML file given with
+``--config`` holds any of them, and flags override the file. Unknown keys are errors
+(``extra="forbid"``), so a typo in a config file is reported, not ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fluoden_batch.config.compute import ComputeOptions
+
+__all__ = [
+    "DEFAULT_MASKED_MODEL",
+    "DEFAULT_MODEL",
+    "MAX_CLUSTERS",
+    "DenoiseConfig",
+    "DenoiseOptions",
+    "parse_yx",
+]
+
+DEFAULT_MODEL = "dncnn-fmd"
+DEFAULT_MASKED_MODEL = "dncnn-small-masked"  # the default of --protocol masked when shipped
+MAX_CLUSTERS = 16
+
+
+def parse_yx(value: Any) -> Any:
+    """``"Y,X"`` (CLI text) as a pair of ints; other values unchanged (pydantic checks them)."""
+    if isinstance(value, str):
+        parts = value.replace("x", ",").split(",")
+        try:
+            return tuple(int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"expected 'Y,X' (two integers), got {value!r}") from None
+    return value
+
+
+class DenoiseOptions(BaseModel):
+    """How each plane is denoised: the options of :func:`fluoden_batch.denoise` for arrays
+    as for stores (:class:`DenoiseConfig` adds the input, the output and the Dask options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(
+        None,
+        description=f"shipped model name or .safetensors path (default: {DEFAULT_MODEL}; with "
+        f"--protocol masked: {DEFAULT_MASKED_MODEL} where it is installed)",
+    )
+    protocol: Literal["whole", "vst", "masked"] = Field(
+        "whole",
+        description="whole: the model sees normalised raw intensities; vst: generalized "
+        "Anscombe transform with one (a, b) per channel estimated from the data, the model, "
+        "then the exact unbiased inverse; masked: pixels are labelled by the nearest of K "
+        "intensity centres (fitted once per channel) on the smoothed plane, each cluster is "
+        "denoised with everything else set to the smoothed plane clipped to the cluster's "
+        "band, and each pixel comes from its own cluster's pass (K passes per plane)",
+    )
+    clusters: int = Field(
+        3,
+        ge=1,
+        le=MAX_CLUSTERS,
+        description="number of intensity clusters K for --protocol masked and --save-labels; "
+        "K = 1 is the whole protocol",
+    )
+    mask_sigma: float = Field(
+        2.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Gaussian smoothing (sigma, pixels) of the plane before labelling, so "
+        "masks do not break into speckle; 0 = none; each block reads about 4 sigma more halo",
+    )
+    cluster_backend: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="where the K-means centres are fitted: auto (cuML when it imports and a "
+        "GPU is present, else scikit-learn), gpu (cuML or an error) or cpu; the centres are "
+        "stored, so the output does not depend on it",
+    )
+    dtype: Literal["same", "uint8", "uint16", "float32", "float64"] = Field(
+        "same", description="output dtype (integers are rounded and clipped, never wrapped)"
+    )
+    block_min: int = Field(
+        2048, ge=16, description="smallest block (task) size in Y/X, pixels; chunks are grouped"
+    )
+    tile: int = Field(384, ge=32, description="forward-pass tile size, pixels")
+    axes: str | None = Field(None, description="axis names for inputs without metadata, e.g. 'cyx'")
+    device: str = Field("auto", description="torch device: auto, cpu, cuda or cuda:N")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, or bf16/fp16 autocast on CUDA (faster, less exact)"
+    )
+    tta: bool = Field(
+        False,
+        description="test-time augmentation: the mean over each plane's 8 flips and rotations "
+        "(8x the model time; usually a few tenths of a dB better)",
+    )
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the run computes cluster labels (``masked``)."""
+        return self.protocol == "masked"
+
+
+class DenoiseConfig(DenoiseOptions, ComputeOptions):
+    """Parameters of a denoising run from a store into an OME-Zarr.
+
+    Only the fields in :meth:`output_parameters` decide the output; a rerun with the same
+    values resumes, a rerun with others is refused unless ``overwrite``. ``model = None``
+    means the protocol's default (:data:`DEFAULT_MODEL`, or :data:`DEFAULT_MASKED_MODEL`
+    for ``masked`` where it is shipped), resolved at planning.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Path = Field(description="Zarr array, OME-Zarr image (NGFF 0.4/0.5) or TIFF")
+    output: Path = Field(description="output OME-Zarr image (created; or resumed if it exists)")
+    save_labels: bool = Field(
+        False,
+        description="also write the cluster labels (0 = darkest) as the NGFF label image "
+        "OUTPUT/labels/clusters, with cluster sizes and scores per block in the metrics",
+    )
+    chunks: tuple[int, int] | None = Field(
+        None, description="output chunk size in Y/X as 'Y,X' (default: the input's)"
+    )
+    ngff_version: Literal["0.4", "0.5"] = Field(
+        "0.5", description="output NGFF version (0.4 for Fiji)"
+    )
+    reference: Path | None = Field(
+        None, description="clean array of the same shape: adds PSNR/SSIM to the metrics"
+    )
+    data_range: float | None = Field(
+        None, gt=0, description="peak-to-peak range for PSNR/SSIM (default: the reference's)"
+    )
+    overwrite: bool = Field(False, description="replace an OUTPUT written with other parameters")
+    performance_report: Path | None = Field(
+        None, description="write a Dask performance report (HTML) here"
+    )
+
+    _parse_chunks = field_validator("chunks", mode="before")(parse_yx)
+
+    @field_validator("chunks")
+    @classmethod
+    def _positive_chunks(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and min(v) <= 0:
+            raise ValueError(f"chunk sizes must be positive, got {v}")
+        return v
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the run computes cluster labels (``masked`` or ``save_labels``)."""
+        return self.protocol == "masked" or self.save_labels
+
+    def output_parameters(self) -> dict[str, Any]:
+        """The parameters that determine the output, as JSON-compatible values.
+
+        ``clusters`` and ``mask_sigma`` are included only when the run computes labels
+        (they change nothing otherwise, so a ``whole`` run resumes whatever they are);
+        ``save_labels`` always (it decides whether OUT holds labels for every block).
+        ``cluster_backend`` is left out: the centres it fits are stored and reused.
+        ``tta`` only when on, so outputs written before it existed resume unchanged.
+        """
+        keys = [
+            "precision",
+            "model",
+            "protocol",
+            "dtype",
+            "chunks",
+            "block_min",
+            "tile",
+            "ngff_version",
+            "axes",
+            "reference",
+            "data_range",
+            "save_labels",
+        ]
+        if self.labelled:
+            keys += ["clusters", "mask_sigma"]
+        if self.tta:
+            keys.append("tta")
+        data = self.model_dump(mode="json", include=set(keys))
+        data["input"] = str(self.input.expanduser().resolve())
+        return data

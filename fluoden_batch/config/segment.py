@@ -1,0 +1,74 @@
+"""Parameters of ``fluoden segment`` (and :func:`fluoden_batch.segment`), declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from fluoden_batch.config.compute import COMPUTE_FIELDS, ComputeOptions
+from fluoden_batch.config.denoise import MAX_CLUSTERS
+
+__all__ = ["SegmentConfig"]
+
+
+class SegmentConfig(ComputeOptions):
+    """Parameters of a clustering segmentation run.
+
+    Only :meth:`output_parameters` decide OUT; a rerun with the same values resumes. The
+    same ideas have the same names as in :class:`~fluoden_batch.config.DenoiseConfig`
+    (``clusters``, ``cluster_backend``, ``block_min``, the compute options).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Path = Field(description="Zarr array, OME-Zarr image (NGFF 0.4/0.5) or TIFF")
+    output: Path = Field(
+        description="output OME-Zarr label image (created; or resumed if it exists)"
+    )
+    method: Literal["kmeans", "dbscan", "hdbscan"] = Field(
+        "kmeans",
+        description="kmeans (seam-free: centres fitted once per channel), dbscan or hdbscan "
+        "(clustered per block: labels can change at block borders)",
+    )
+    clusters: int = Field(3, ge=1, le=MAX_CLUSTERS, description="K-means: number of clusters K")
+    eps: float | None = Field(
+        None,
+        gt=0,
+        description="DBSCAN radius in standard deviations of the block's intensities "
+        "(default: automatic, from the k-distance knee)",
+    )
+    min_samples: int | None = Field(
+        None,
+        ge=1,
+        description="DBSCAN: pixels a core point's neighbourhood must hold; HDBSCAN: "
+        "neighbours for the core distance (default: from the block size)",
+    )
+    min_cluster_size: int | None = Field(
+        None, ge=2, description="HDBSCAN: smallest cluster, in sampled points (default: 2%)"
+    )
+    cluster_backend: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="auto (cuML when it imports and a GPU is present, else scikit-learn), "
+        "gpu (cuML or an error) or cpu (scikit-learn)",
+    )
+    block_min: int = Field(
+        512, ge=1, description="smallest block (task) size in Y/X, pixels; chunks are grouped"
+    )
+    ngff_version: Literal["0.4", "0.5"] = Field(
+        "0.5", description="output NGFF version (0.4 for Fiji)"
+    )
+    axes: str | None = Field(None, description="axis names for inputs without metadata, e.g. 'cyx'")
+    overwrite: bool = Field(False, description="replace an OUTPUT written with other parameters")
+    quality: bool = Field(
+        True, description="score every block (silhouette, Davies-Bouldin, WSS) in the metrics"
+    )
+
+    def output_parameters(self) -> dict[str, Any]:
+        """The parameters that decide OUT, JSON-compatible; K is stored as ``k`` (its name
+        in outputs written before the options were unified, so they still resume)."""
+        skip = {"output", "cluster_backend", "overwrite", *COMPUTE_FIELDS}
+        data = self.model_dump(mode="json", exclude=skip)
+        data["k"] = data.pop("clusters")
+        return data

@@ -1,0 +1,174 @@
+"""The public Python API: :func:`denoise`, :func:`segment`, :func:`estimate_noise`.
+
+The CLI commands are thin wrappers over the same runs; a path in and a path out give the
+CLI's output byte for byte. Options are the config fields (:mod:`fluoden_batch.config`),
+as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from distributed import Client
+
+from fluoden_batch.config import (
+    DenoiseConfig,
+    DenoiseOptions,
+    NoiseConfig,
+    SegmentConfig,
+    load_config,
+)
+from fluoden_batch.errors import InputError
+from fluoden_batch.io.source import open_image
+from fluoden_batch.noise.planes import estimate_region, plan_tasks, plane_rows
+from fluoden_batch.pipeline.arrays import array_axes, denoise_array
+from fluoden_batch.pipeline.execution import IN_PROCESS_PIXELS, run_denoise
+from fluoden_batch.pipeline.noise import run_estimate_noise
+from fluoden_batch.pipeline.progress import ConsoleReporter, Reporter
+from fluoden_batch.pipeline.run import RunResult
+from fluoden_batch.pipeline.segment import run_segment
+
+__all__ = ["denoise", "estimate_noise", "segment"]
+
+Source = str | Path | np.ndarray | da.Array
+
+
+def _is_path(source: Any) -> bool:
+    return isinstance(source, str | Path)
+
+
+def _reporter(progress: bool | Reporter | None) -> Reporter | None:
+    if isinstance(progress, Reporter):
+        return progress
+    return ConsoleReporter() if progress else None
+
+
+def _open_array(source: str | Path, axes: str | None) -> np.ndarray | da.Array:
+    """A stored image as an array: in memory up to ``IN_PROCESS_PIXELS``, else lazy."""
+    image = open_image(source, axes)
+    if np.prod(image.shape) <= IN_PROCESS_PIXELS:
+        return np.asarray(image.array[...])
+    return da.from_zarr(image.array)
+
+
+def denoise(
+    source: Source,
+    output: str | Path | None = None,
+    *,
+    model: str | None = None,
+    protocol: str = "whole",
+    client: Client | None = None,
+    progress: bool | Reporter | None = None,
+    config: str | Path | None = None,
+    **options: Any,
+) -> RunResult | np.ndarray | da.Array:
+    """Denoise every Y/X plane of an image.
+
+    Parameters
+    ----------
+    source : path, numpy.ndarray or dask.array.Array
+        A Zarr array, OME-Zarr image or TIFF file; or an array of 2 to 5 dimensions
+        (``..., y, x``) with axes ``axes=`` or the last ``ndim`` letters of ``tczyx``.
+    output : path, optional
+        Write the resumable OME-Zarr here (``source`` must then be a path) and return the
+        run's :class:`~fluoden_batch.pipeline.run.RunResult`; equal, byte for byte, to
+        ``fluoden denoise SOURCE OUTPUT`` with the same options. None: return the
+        denoised array (NumPy for a NumPy input or a small stored image, a lazy Dask array
+        for a Dask input or a large stored image).
+    model : str, optional
+        Shipped model name or ``.safetensors`` path (default: the protocol's default).
+    protocol : {"whole", "vst", "masked"}
+        Per-plane protocol.
+    client : distributed.Client, optional
+        With ``output``: run the blocks on this cluster and leave it open. Default: small
+        inputs run in this process, larger ones on a local cluster started and closed here
+        (or ``scheduler=``, ``profile=``). Arrays are computed here, or by the caller.
+    progress : bool or Reporter
+        Print the plan and a progress bar (or batch log lines) to stderr.
+    config : path, optional
+        TOML/YAML file of options; keyword arguments override it (``output`` only).
+    **options
+        Any other field of :class:`~fluoden_batch.config.DenoiseConfig` (``tile``,
+        ``tta``, ``dtype``, ``axes``, ``workers``, ``reference`` ...).
+
+    Returns
+    -------
+    RunResult, numpy.ndarray or dask.array.Array
+
+    Raises
+    ------
+    FluodenError
+        Invalid options or input (one line naming the option, file or value).
+    """
+    if output is not None:
+        if not _is_path(source):
+            raise InputError(
+                "an output path needs a stored input (Zarr, OME-Zarr or TIFF); save the "
+                "array with zarr first, or leave output=None to get the denoised array back"
+            )
+        cfg = load_config(
+            DenoiseConfig,
+            Path(config) if config is not None else None,
+            input=source,
+            output=output,
+            model=model,
+            protocol=protocol,
+            **options,
+        )
+        return run_denoise(cfg, client=client, reporter=_reporter(progress))
+    if config is not None:
+        raise InputError("config= is for runs with an output path; pass options as arguments")
+    opts = load_config(DenoiseOptions, None, model=model, protocol=protocol, **options)
+    array = _open_array(source, opts.axes) if _is_path(source) else source
+    return denoise_array(array, opts)
+
+
+def segment(
+    source: str | Path,
+    output: str | Path,
+    *,
+    clusters: int = 3,
+    method: str = "kmeans",
+    client: Client | None = None,
+    progress: bool | Reporter | None = None,
+    **options: Any,
+) -> RunResult:
+    """Segment every Y/X plane of a stored image into the OME-Zarr label image ``output``
+    by clustering its pixels (``fluoden segment``; same options as
+    :class:`~fluoden_batch.config.SegmentConfig`). ``client``: run on it and leave it open.
+    """
+    cfg = load_config(
+        SegmentConfig, None, input=source, output=output, clusters=clusters, method=method,
+        **options,
+    )  # fmt: skip
+    return run_segment(cfg, client=client, reporter=_reporter(progress))
+
+
+def estimate_noise(
+    source: Source,
+    *,
+    axes: str | None = None,
+    max_blocks: int = 8,
+    client: Client | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Poisson-Gaussian ``(a, b)`` of every Y/X plane (``Var[z | y] = a y + b``).
+
+    ``source``: a stored image (regions estimated on ``client``, on a cluster from the
+    options, or here when small) or a NumPy array (each plane estimated here as one region
+    up to 2048 px a side). Returns one row per plane
+    (:func:`~fluoden_batch.noise.planes.plane_rows`).
+    """
+    if _is_path(source):
+        cfg = load_config(
+            NoiseConfig, None, input=source, axes=axes, max_blocks=max_blocks, **options
+        )
+        return run_estimate_noise(cfg, client=client)
+    array = np.asarray(source)
+    names = array_axes(array, axes)
+    tasks = plan_tasks(array.shape, max_blocks)
+    results = [estimate_region(array, region) for _, region in tasks]
+    return plane_rows(names, array.shape, tasks, results)

@@ -1,0 +1,215 @@
+"""The Dask side of one block: read it with its halo, denoise, write its chunks, then a marker.
+
+:func:`process_block` runs on a worker (or in this process for small inputs). The science
+is :func:`~fluoden_batch.restore.block.denoise_region` (arrays only); this module reads
+the block and its halo from the input store, writes exactly the block's chunks (and its
+labels' with ``--save-labels``), then the completion marker with the metrics row. The
+model is loaded once per worker process from its weights file (keyed by path and digest)
+and kept between blocks; nothing heavy is pickled into the task graph, only the small
+:class:`JobSpec` and :class:`~fluoden_batch.restore.tiles.Block`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from fluoden_batch.clustering.masked import smoothing_radius
+from fluoden_batch.errors import InputError, ModelError
+from fluoden_batch.io.source import SourceSpec
+from fluoden_batch.io.store import OutputSpec
+from fluoden_batch.models.weights import LoadedModel, load_model
+from fluoden_batch.restore.block import cast_output, denoise_region, reference_scores
+from fluoden_batch.restore.inference import Dihedral, align
+from fluoden_batch.restore.protocols import PlaneParams, get_protocol
+from fluoden_batch.restore.tiles import Block, halo_window
+
+_MODELS: dict[tuple[str, str, str], LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a block task needs, as small picklable values.
+
+    Attributes
+    ----------
+    source, output : SourceSpec, OutputSpec
+        Where to read and write.
+    axes : str
+        Axis names of the arrays (e.g. ``"czyx"``).
+    model_path, model_digest : str
+        Weights file and its expected SHA-256 digest (checked on load).
+    device : str
+        Torch device for inference (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``);
+        ``"auto"`` picks CUDA on workers that have it.
+    channel_ranges : tuple of (float, float)
+        Normalisation (lo, hi) per channel index (one entry when there is no ``c`` axis),
+        in the units the model is fed (GAT units for ``vst``).
+    tile : int or None
+        Forward-pass tile size inside a block.
+    out_dtype : str
+        Output dtype name; integer outputs are clipped and rounded before casting.
+    precision : str
+        ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast on CUDA.
+    reference : SourceSpec or None
+        Clean reference array of the same shape, for PSNR/SSIM.
+    data_range : float or None
+        Peak-to-peak range used for PSNR/SSIM against the reference.
+    protocol : str
+        Per-plane protocol, a key of :data:`fluoden_batch.restore.protocols.PROTOCOLS`.
+    channel_noise : tuple of (float, float) or None
+        GAT parameters (a, b) per channel index (``vst``), estimated once at planning.
+    channel_centres : tuple of tuple of float or None
+        Increasing K-means intensity centres per channel index, data units, fitted once
+        at planning (``masked``, ``--save-labels``); None: no labels.
+    mask_sigma : float
+        Label smoothing width, pixels (with ``channel_centres``).
+    labels : OutputSpec or None
+        Where to write the labels (``--save-labels``), same chunks as ``output``.
+    tta : bool
+        Test-time augmentation: each plane's result is the mean over its 8 flips and
+        rotations (:class:`~fluoden_batch.restore.inference.Dihedral`).
+    """
+
+    source: SourceSpec
+    output: OutputSpec
+    axes: str
+    model_path: str
+    model_digest: str
+    device: str
+    channel_ranges: tuple[tuple[float, float], ...]
+    tile: int | None
+    out_dtype: str
+    precision: str = "fp32"
+    reference: SourceSpec | None = None
+    data_range: float | None = None
+    protocol: str = "whole"
+    channel_noise: tuple[tuple[float, float], ...] | None = None
+    channel_centres: tuple[tuple[float, ...], ...] | None = None
+    mask_sigma: float = 0.0
+    labels: OutputSpec | None = None
+    tta: bool = False
+
+    def plane_params(self, channel: int) -> PlaneParams:
+        """The protocol's parameters for channel index ``channel``."""
+        lo, hi = self.channel_ranges[channel]
+        a, b = (None, None) if self.channel_noise is None else self.channel_noise[channel]
+        centres = None if self.channel_centres is None else self.channel_centres[channel]
+        return PlaneParams(lo, hi, a, b, centres, self.mask_sigma)
+
+    @property
+    def halo(self) -> int:
+        """Pixels read around a block beyond the model's receptive radius (label smoothing)."""
+        return 0 if self.channel_centres is None else smoothing_radius(self.mask_sigma)
+
+
+def worker_model(path: str, digest: str, device: str) -> LoadedModel:
+    """The model for this worker process, loaded on first use and then reused."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = (path, digest, device)
+    with _LOCK:
+        if key not in _MODELS:
+            _match_torch_threads()
+            model = load_model(path, device=device)
+            if model.digest != digest:
+                raise ModelError(f"{path}: weights changed since the run was planned")
+            _MODELS[key] = model
+        return _MODELS[key]
+
+
+def _match_torch_threads() -> None:
+    """Give torch as many threads as the Dask worker has (1 by default)."""
+    try:
+        from distributed import get_worker
+
+        torch.set_num_threads(max(1, get_worker().state.nthreads))
+    except ValueError:  # not inside a worker: leave torch's setting alone
+        pass
+
+
+def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
+    """Denoise one block and record it; returns its metrics row.
+
+    The block's chunks are written first, then the completion marker, so a marker always
+    means that the data is on disk.
+    """
+    t0 = time.perf_counter()
+    model = worker_model(job.model_path, job.model_digest, job.device)
+    src = job.source.open()
+    lead = block.slices[:-2]
+    halo = model.receptive_radius + job.halo
+    grid = align(model.module)
+    window = halo_window(block.start[-2:], block.stop[-2:], src.shape[-2:], halo, grid)
+    name = f"{job.source.describe()} block {block.id} (start {block.start})"
+    try:
+        region = np.asarray(src[(*lead, *window.read)])
+    except Exception as exc:  # codec errors of a truncated or corrupt chunk
+        raise InputError(f"{name}: cannot read its chunks ({type(exc).__name__}: {exc})") from exc
+    if region.dtype.kind == "f" and not np.isfinite(region).all():
+        bad = int((~np.isfinite(region)).sum())
+        raise InputError(f"{name}: {bad} NaN/Inf pixels; fill or mask them before denoising")
+    t_read = time.perf_counter()
+
+    c_axis = job.axes.find("c")
+    network = Dihedral(model.module) if job.tta else model.module
+
+    def params(idx: tuple[int, ...]) -> PlaneParams:
+        return job.plane_params(block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0)
+
+    result = denoise_region(
+        region,
+        window.crop,
+        network,
+        get_protocol(job.protocol),
+        params,
+        tile=job.tile,
+        precision=job.precision,
+        labelled=job.channel_centres is not None,
+    )
+    out, labels = result.denoised, result.labels
+    t_compute = time.perf_counter()
+
+    dtype = np.dtype(job.out_dtype)
+    written = cast_output(out, dtype)
+    job.output.open()[block.slices] = written
+    if job.labels is not None and labels is not None:
+        job.labels.open()[block.slices] = labels
+    t_write = time.perf_counter()
+
+    inner = region[(Ellipsis, *window.crop)]
+    saturated = (
+        float((inner == np.iinfo(inner.dtype).max).mean()) if inner.dtype.kind == "u" else 0.0
+    )
+    inner = inner.astype(np.float64)
+    row: dict[str, Any] = {
+        "block": block.id,
+        **{f"start_{a}": s for a, s in zip(job.axes, block.start, strict=True)},
+        **{f"size_{a}": s for a, s in zip(job.axes, block.shape, strict=True)},
+        "pixels": int(np.prod(block.shape)),
+        "seconds": t_write - t0,
+        "seconds_read": t_read - t0,
+        "seconds_compute": t_compute - t_read,
+        "seconds_write": t_write - t_compute,
+        "seconds_noise": result.stats.pop("seconds_noise"),
+        "input_mean": float(inner.mean()),
+        "input_std": float(inner.std()),
+        **{k: v for k, v in result.stats.items() if not k.startswith("cluster")},
+        "saturated_fraction": saturated,
+        "missing_chunks": job.source.missing_chunks(block.slices),
+        "model": model.metadata.name,
+        "model_digest": model.digest,
+    }
+    row.update({k: v for k, v in result.stats.items() if k.startswith("cluster")})
+    if job.reference is not None:
+        assert job.data_range is not None
+        ref = np.asarray(job.reference.open()[block.slices])
+        row.update(reference_scores(inner, written, ref, job.data_range))
+    job.output.write_marker(block.id, row)
+    return row

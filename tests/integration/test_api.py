@@ -1,0 +1,141 @@
+"""The public Python API: arrays in and out, equal to the store runs and to the CLI."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+import fluoden_batch as fb
+from conftest import blobs, write_image
+from fluoden_batch.cli import app
+from fluoden_batch.errors import FluodenError, InputError
+from fluoden_batch.noise import simulate
+from fluoden_batch.pipeline.execution import IN_PROCESS_PIXELS
+
+pytestmark = pytest.mark.distributed
+
+
+def _noisy(planes: int = 2, size: int = 96, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    stack = [simulate(blobs(rng, size, 6), 2.0, 9.0, clip=(0, 255), rng=rng) for _ in range(planes)]
+    return np.rint(np.stack(stack)).astype(np.uint16)
+
+
+def _stored(tmp_path, data: np.ndarray, chunks: tuple[int, ...]):
+    return write_image(tmp_path / "in.zarr", data, "zyx", chunks)
+
+
+def _read(out) -> np.ndarray:
+    return zarr.open_group(str(out), mode="r")["0"][:]
+
+
+def _chunk_files(out) -> dict:
+    """Every chunk file of OUT's level 0, by its path in the array: the bytes on disk."""
+    root = out / "0" / "c"
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_readme_one_liner():
+    noisy = np.random.default_rng(0).poisson(50, (512, 512)).astype("uint16")
+    out = fb.denoise(noisy)
+    assert isinstance(out, np.ndarray) and out.shape == (512, 512) and out.dtype == np.uint16
+    assert out.std() < noisy.std() / 2  # it denoised (Poisson noise of std ~7 on a flat 50)
+
+
+def test_array_equals_store_run_and_dask_equals_numpy(tmp_path, tiny_weights):
+    data = _noisy()
+    inp = _stored(tmp_path, data, (1, 96, 96))  # one chunk per plane: the array's blocks
+    result = fb.denoise(inp, tmp_path / "out.zarr", model=str(tiny_weights), workers=0)
+    stored = _read(tmp_path / "out.zarr")
+    assert result.blocks_run == 2 and not result.failed
+    in_memory = fb.denoise(data, model=str(tiny_weights))
+    np.testing.assert_array_equal(in_memory, stored)
+    lazy = fb.denoise(da.from_array(data, chunks=(1, 96, 96)), model=str(tiny_weights))
+    assert isinstance(lazy, da.Array) and lazy.dtype == np.uint16
+    np.testing.assert_array_equal(lazy.compute(), in_memory)
+    from_path = fb.denoise(inp, model=str(tiny_weights))  # a path, no output: an array
+    np.testing.assert_array_equal(from_path, in_memory)
+
+
+def test_dask_blocks_with_halo_equal_whole_planes(tiny_weights):
+    """A Dask array in uneven chunks: every block reads its halo, so the pixels equal the
+    whole-plane run given the same per-channel values (float output: no rounding)."""
+    data = _noisy(planes=1, size=150).astype(np.float32)
+    whole = fb.denoise(data, model=str(tiny_weights), dtype="float32", block_min=16)
+    parts = fb.denoise(
+        da.from_array(data, chunks=(1, 64, 50)), model=str(tiny_weights), dtype="float32",
+        block_min=16,
+    )  # fmt: skip
+    # the channel window is sampled from other blocks: compare through the map itself
+    assert parts.numblocks[-2:] == (3, 3)
+    np.testing.assert_allclose(parts.compute(), whole, rtol=0.02, atol=0.5)
+
+
+def test_api_equals_cli_byte_for_byte(tmp_path, tiny_weights):
+    data = _noisy(planes=3, size=80, seed=1)
+    inp = _stored(tmp_path, data, (1, 40, 40))
+    options = ["--model", str(tiny_weights), "--block-min", "40", "--tile", "32"]
+    cli = CliRunner().invoke(app, ["denoise", str(inp), str(tmp_path / "cli.zarr"), *options])
+    assert cli.exit_code == 0, cli.output
+    api = fb.denoise(inp, tmp_path / "api.zarr", model=str(tiny_weights), block_min=40, tile=32)
+    assert api.blocks_run == 12
+    chunks = _chunk_files(tmp_path / "api.zarr")
+    assert len(chunks) == 12 and chunks == _chunk_files(tmp_path / "cli.zarr")
+
+
+def test_existing_client_is_reused_and_left_open(client, tmp_path, tiny_weights):
+    data = _noisy(planes=2, size=64, seed=2)
+    inp = _stored(tmp_path, data, (1, 32, 32))
+    here = fb.denoise(inp, tmp_path / "here.zarr", model=str(tiny_weights), block_min=32)
+    there = fb.denoise(
+        inp, tmp_path / "there.zarr", model=str(tiny_weights), block_min=32, client=client
+    )
+    assert client.status == "running" and there.blocks_run == here.blocks_run == 8
+    np.testing.assert_array_equal(_read(tmp_path / "there.zarr"), _read(tmp_path / "here.zarr"))
+    rows = client.run(lambda: 1)
+    assert len(rows) == 2  # the workers are still there
+
+
+def test_segment_and_noise_api(tmp_path):
+    data = _noisy(planes=2, size=96, seed=3)
+    inp = _stored(tmp_path, data, (1, 48, 48))
+    result = fb.segment(inp, tmp_path / "seg.zarr", clusters=3, block_min=48)
+    assert result.blocks_run == 8 and result.summary["max_clusters"] == 3
+    cli = CliRunner().invoke(
+        app, ["segment", str(inp), str(tmp_path / "cli.zarr"), "-k", "3", "--block-min", "48"]
+    )
+    assert cli.exit_code == 0, cli.output
+    np.testing.assert_array_equal(_read(tmp_path / "seg.zarr"), _read(tmp_path / "cli.zarr"))
+    stored = fb.estimate_noise(inp)
+    in_memory = fb.estimate_noise(data)
+    assert [r["a"] for r in stored] == [r["a"] for r in in_memory] and len(stored) == 2
+
+
+def test_api_errors_are_one_clear_line(tmp_path):
+    data = _noisy(planes=1, size=64)
+    with pytest.raises(InputError, match="an output path needs a stored input"):
+        fb.denoise(data, tmp_path / "out.zarr")
+    with pytest.raises(FluodenError, match="--tile"):
+        fb.denoise(data, tile=3)
+    with pytest.raises(FluodenError, match="unknown option"):
+        fb.denoise(data, tiles=64)
+    with pytest.raises(InputError, match="axes 'cyx' do not fit"):
+        fb.denoise(data[0], axes="cyx")
+    with pytest.raises(InputError, match="dtype int64"):
+        fb.denoise(data.astype(np.int64))
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_small_inputs_run_here_larger_on_a_cluster():
+    from fluoden_batch.config import ComputeOptions
+    from fluoden_batch.pipeline.execution import client_for
+
+    with client_for(ComputeOptions(), IN_PROCESS_PIXELS) as c:
+        assert c is None
+    with client_for(ComputeOptions(workers=0), 10 * IN_PROCESS_PIXELS) as c:
+        assert c is None
+    with client_for(ComputeOptions(dashboard_address="127.0.0.1:0"), IN_PROCESS_PIXELS + 1) as c:
+        assert c is not None and len(c.scheduler_info()["workers"]) >= 1

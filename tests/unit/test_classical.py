@@ -1,0 +1,187 @@
+"""Classical denoisers (restore.classical): they denoise, tile exactly within their reach,
+compose as documented, and BM3D stays optional."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from skimage.restoration import denoise_nl_means
+
+from conftest import blobs
+from fluoden_batch.errors import InputError
+from fluoden_batch.noise import gat_forward, gat_inverse, simulate
+from fluoden_batch.restore import classical
+from fluoden_batch.restore.classical import CLASSICAL, NLM_REACH, nlm, noise_sigma, vst_nlm
+from fluoden_batch.restore.tiles import halo_window, tile_windows
+
+A, B = 1.0, 4.0  # Poisson gain (grey levels per photon) and read-noise variance
+
+# Boxes [start, stop) of a 64x64 plane: interior, at each border, at a corner.
+BOXES = [((20, 25), (41, 44)), ((0, 0), (24, 24)), ((40, 3), (64, 30)), ((9, 45), (33, 64))]
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[np.ndarray, np.ndarray]:
+    """(clean, noisy) 64x64 planes in grey levels, Poisson-Gaussian noise (A, B)."""
+    clean = blobs(np.random.default_rng(3), 64, count=8)
+    return clean, simulate(clean, A, B, rng=4)
+
+
+def _rmse(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(x, float) - y) ** 2)))
+
+
+def _tiled(fn, plane: np.ndarray, start, stop, halo: int) -> np.ndarray:
+    w = halo_window(start, stop, plane.shape, halo)
+    return fn(plane[w.read])[w.crop]
+
+
+def test_registry_entries() -> None:
+    assert set(CLASSICAL) == {"nlm", "vst-nlm", "bm3d", "vst-bm3d"}
+    assert NLM_REACH == 5 // 2 + 6 == 8
+    assert CLASSICAL["nlm"].reach == CLASSICAL["vst-nlm"].reach == NLM_REACH
+    assert CLASSICAL["bm3d"].reach is None and CLASSICAL["vst-bm3d"].reach is None
+    assert CLASSICAL["nlm"].needs == CLASSICAL["bm3d"].needs == ("a", "b", "level")
+    assert CLASSICAL["vst-nlm"].needs == CLASSICAL["vst-bm3d"].needs == ("a", "b")
+    assert CLASSICAL["nlm"].available() and CLASSICAL["vst-nlm"].available()
+    assert CLASSICAL["bm3d"].available() == classical.bm3d_available()
+
+
+@pytest.mark.parametrize("name", ["nlm", "vst-nlm"])
+def test_nlm_methods_lower_the_error(scene, name: str) -> None:
+    clean, noisy = scene
+    out = CLASSICAL[name].fn(noisy, A, B, float(np.median(noisy)))
+    assert out.dtype == np.float32 and out.shape == noisy.shape
+    assert _rmse(out, clean) < 0.8 * _rmse(noisy, clean)
+
+
+def test_nlm_uses_the_noise_std_at_the_given_level(scene) -> None:
+    _, noisy = scene
+    level = 37.0
+    out = CLASSICAL["nlm"].fn(noisy, A, B, level)
+    np.testing.assert_array_equal(out, nlm(noisy, np.sqrt(A * level + B)).astype(np.float32))
+    # the same as eval_fmd's baseline: h = 0.8 sigma, sigma subtracted, 5x5 / 13x13, fast
+    sigma = 5.0
+    ref = denoise_nl_means(
+        noisy, patch_size=5, patch_distance=6, h=0.8 * sigma, sigma=sigma, fast_mode=True
+    )
+    np.testing.assert_array_equal(nlm(noisy, sigma), ref)
+
+
+def test_vst_nlm_is_the_documented_composition(scene) -> None:
+    _, noisy = scene
+    h = 0.6
+    x = gat_forward(noisy, A, B)
+    smooth = denoise_nl_means(x, patch_size=5, patch_distance=6, h=h, sigma=1.0, fast_mode=True)
+    ref = gat_inverse(smooth, A, B, method="exact_unbiased")
+    np.testing.assert_allclose(vst_nlm(noisy, A, B, h=h), ref, rtol=1e-12, atol=0)
+    default = gat_inverse(
+        denoise_nl_means(x, patch_size=5, patch_distance=6, h=0.8, sigma=1.0, fast_mode=True),
+        A,
+        B,
+        method="exact_unbiased",
+    )
+    np.testing.assert_allclose(CLASSICAL["vst-nlm"].fn(noisy, A, B, 0.0), default, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("start", "stop"), BOXES)
+@pytest.mark.parametrize("name", ["nlm", "vst-nlm"])
+def test_tiles_with_reach_equal_the_whole_plane(scene, name: str, start, stop) -> None:
+    _, noisy = scene
+    method = CLASSICAL[name]
+
+    def fn(p: np.ndarray) -> np.ndarray:
+        return method.fn(p, A, B, 40.0)
+
+    whole = fn(noisy)[start[0] : stop[0], start[1] : stop[1]]
+    np.testing.assert_allclose(_tiled(fn, noisy, start, stop, method.reach), whole, 0, 1e-5)
+
+
+def test_nlm_reach_is_tight(scene) -> None:
+    """One pixel of context less changes the result: the reach is not overstated."""
+    _, noisy = scene
+
+    def fn(p: np.ndarray) -> np.ndarray:
+        return nlm(p, 5.0)
+
+    start, stop = BOXES[0]
+    whole = fn(noisy)[start[0] : stop[0], start[1] : stop[1]]
+    np.testing.assert_allclose(_tiled(fn, noisy, start, stop, NLM_REACH), whole, 0, 1e-10)
+    assert np.abs(_tiled(fn, noisy, start, stop, NLM_REACH - 1) - whole).max() > 1e-3
+
+
+def test_whole_plane_by_tiles(scene) -> None:
+    _, noisy = scene
+    out = np.empty_like(noisy)
+    for window, dest in tile_windows(noisy.shape, 20, NLM_REACH):
+        out[dest] = nlm(noisy[window.read], 5.0)[window.crop]
+    np.testing.assert_allclose(out, nlm(noisy, 5.0), rtol=0, atol=1e-10)
+
+
+@settings(max_examples=15)
+@given(
+    scale=st.floats(0.01, 100.0),
+    offset=st.floats(-1000.0, 1000.0),
+    seed=st.integers(0, 2**16),
+)
+def test_nlm_is_equivariant_to_affine_maps_of_the_data(scale, offset, seed) -> None:
+    """Patch distances are differences, ``h`` and ``sigma`` scale with the noise std, and
+    the output is a weighted mean: ``nlm(s x + c, s sigma) = s nlm(x, sigma) + c``
+    (``on_8bit_scale`` of the benchmarks relies on the scaling)."""
+    rng = np.random.default_rng(seed)
+    x = blobs(rng, 24, count=3) + rng.normal(0.0, 6.0, (24, 24))
+    lhs = nlm(scale * x + offset, scale * 6.0)
+    rhs = scale * nlm(x, 6.0) + offset
+    np.testing.assert_allclose(lhs, rhs, rtol=0, atol=1e-9 * (abs(offset) + scale * 200))
+
+
+def test_integer_planes_keep_their_units(scene) -> None:
+    _, noisy = scene
+    ints = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(nlm(ints, 5.0), nlm(ints.astype(np.float64), 5.0))
+
+
+def test_bad_parameters_raise_input_errors(scene) -> None:
+    _, noisy = scene
+    with pytest.raises(InputError, match="must be finite and > 0"):
+        noise_sigma(1.0, -50.0, 10.0)
+    with pytest.raises(InputError, match="must be finite and > 0"):
+        CLASSICAL["nlm"].fn(noisy, 0.0, 0.0, 10.0)
+    with pytest.raises(InputError, match="sigma > 0"):
+        nlm(noisy, 0.0)
+    with pytest.raises(InputError, match="one Y/X plane"):
+        nlm(noisy[None], 5.0)
+    with pytest.raises(InputError, match="a must be finite and > 0"):
+        vst_nlm(noisy, 0.0, 4.0)
+
+
+@pytest.mark.parametrize("name", ["bm3d", "vst-bm3d"])
+def test_missing_bm3d_is_one_clear_line(monkeypatch, scene, name: str) -> None:
+    monkeypatch.setitem(sys.modules, "bm3d", None)  # `import bm3d` now raises ImportError
+    assert not classical.bm3d_available()
+    assert not CLASSICAL[name].available()
+    with pytest.raises(InputError) as info:
+        CLASSICAL[name].fn(scene[1], A, B, 40.0)
+    text = str(info.value)
+    assert "\n" not in text
+    assert "pip install bm3d" in text and "not a dependency" in text and "licence" in text
+
+
+@pytest.mark.parametrize("name", ["bm3d", "vst-bm3d"])
+def test_bm3d_methods_lower_the_error(scene, name: str) -> None:
+    bm3d = pytest.importorskip("bm3d")
+    clean, noisy = scene
+    level = float(np.median(noisy))
+    out = CLASSICAL[name].fn(noisy, A, B, level)
+    assert out.dtype == np.float32 and out.shape == noisy.shape
+    assert _rmse(out, clean) < 0.8 * _rmse(noisy, clean)
+    if name == "bm3d":
+        ref = bm3d.bm3d(noisy, sigma_psd=np.sqrt(A * level + B))
+    else:
+        smooth = bm3d.bm3d(gat_forward(noisy, A, B), sigma_psd=1.0)
+        ref = gat_inverse(smooth, A, B, method="exact_unbiased")
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-4)
