@@ -22,6 +22,10 @@ from fluoden_batch.models import Architecture, DnCNN, ModelMetadata, Normalisati
 settings.register_profile("fluoden", deadline=None)
 settings.load_profile("fluoden")
 
+# Help texts are checked phrase by phrase: render them wide, so that no phrase wraps
+os.environ.setdefault("COLUMNS", "250")
+os.environ.setdefault("TERMINAL_WIDTH", "250")
+
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

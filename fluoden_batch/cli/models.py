@@ -23,8 +23,7 @@ def models_list() -> None:
         table = Table("name", "architecture", "protocol", "normalisation", "description")
         for name, path in shipped_models().items():
             m = read_metadata(path)
-            a = m.architecture
-            arch = f"{'FFDNet' if a.name == 'ffdnet' else 'DnCNN'} {a.depth}x{a.width}"
+            arch = m.architecture.describe()
             table.add_row(name, arch, m.protocol, m.normalisation.method, m.description)
         out.print(table)
 

@@ -51,14 +51,17 @@ class DenoiseOptions(BaseModel):
         description=f"shipped model name or .safetensors path (default: {DEFAULT_MODEL}; with "
         f"--protocol masked: {DEFAULT_MASKED_MODEL} where it is installed)",
     )
-    protocol: Literal["whole", "vst", "masked"] = Field(
+    protocol: Literal["whole", "vst", "masked", "nlm", "vst-nlm", "bm3d", "vst-bm3d"] = Field(
         "whole",
         description="whole: the model sees normalised raw intensities; vst: generalized "
         "Anscombe transform with one (a, b) per channel estimated from the data, the model, "
         "then the exact unbiased inverse; masked: pixels are labelled by the nearest of K "
         "intensity centres (fitted once per channel) on the smoothed plane, each cluster is "
         "denoised with everything else set to the smoothed plane clipped to the cluster's "
-        "band, and each pixel comes from its own cluster's pass (K passes per plane)",
+        "band, and each pixel comes from its own cluster's pass (K passes per plane); "
+        "nlm, vst-nlm, bm3d, vst-bm3d: classical baselines without a model (non-local "
+        "means, BM3D with the optional bm3d package), with the noise (a, b) estimated per "
+        "channel, to compare on your own data",
     )
     clusters: int = Field(
         3,

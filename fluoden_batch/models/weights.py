@@ -61,6 +61,14 @@ class Architecture(BaseModel):
             raise ValueError("bias and map_gain are ffdnet fields")
         return self
 
+    def describe(self) -> str:
+        """Short text, e.g. ``DnCNN 10x32, batch norm`` or ``FFDNet 15x64, noise map``."""
+        kind = "FFDNet" if self.name == "ffdnet" else "DnCNN"
+        extras = [
+            t for t, on in (("batch norm", self.batch_norm), ("noise map", self.noise_map)) if on
+        ]
+        return ", ".join([f"{kind} {self.depth}x{self.width}", *extras])
+
     @classmethod
     def of(cls, model: Denoiser) -> Architecture:
         """The architecture of a module."""

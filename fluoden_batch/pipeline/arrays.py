@@ -17,17 +17,13 @@ import dask
 import dask.array as da
 import numpy as np
 
-from fluoden_batch.clustering.masked import smoothing_radius
 from fluoden_batch.config import DenoiseOptions
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.source import SUPPORTED_DTYPES
-from fluoden_batch.models.weights import file_digest, read_metadata, resolve_weights
-from fluoden_batch.pipeline.params import ChannelValues, channel_values, choose_model
-from fluoden_batch.pipeline.worker import worker_model
-from fluoden_batch.restore.block import cast_output, denoise_region
-from fluoden_batch.restore.inference import Dihedral, align
-from fluoden_batch.restore.protocols import PlaneParams, get_protocol
-from fluoden_batch.restore.tiles import Block, block_shape, halo_window, plan_blocks
+from fluoden_batch.pipeline.params import channel_values, choose_method
+from fluoden_batch.pipeline.worker import JobSpec
+from fluoden_batch.restore.block import cast_output
+from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
 
 __all__ = ["array_axes", "denoise_array"]
 
@@ -51,37 +47,6 @@ def array_axes(array: Any, axes: str | None) -> str:
     return axes
 
 
-def _block_function(
-    model: str, digest: str, options: DenoiseOptions, values: ChannelValues, axes: str
-) -> Any:
-    """``fn(region, block, crop) -> block of the output dtype`` for this run."""
-    c_axis = axes.find("c")
-    protocol = get_protocol(options.protocol)
-
-    def run(region: np.ndarray, block: Block, crop: tuple[slice, slice], dtype: str) -> Any:
-        loaded = worker_model(model, digest, options.device)
-        network = Dihedral(loaded.module) if options.tta else loaded.module
-
-        def params(idx: tuple[int, ...]) -> PlaneParams:
-            ch = block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0
-            noise = values.noise[ch] if values.noise is not None else (None, None)
-            centres = values.centres[ch] if values.centres is not None else None
-            return PlaneParams(*values.ranges[ch], *noise, centres, options.mask_sigma)
-
-        out = denoise_region(
-            np.asarray(region),
-            crop,
-            network,
-            protocol,
-            params,
-            tile=options.tile,
-            precision=options.precision,
-        )
-        return cast_output(out.denoised, np.dtype(dtype))
-
-    return run
-
-
 def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
     """Denoise every Y/X plane of a NumPy or Dask array.
 
@@ -100,34 +65,48 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
         Dask in, a lazy Dask array out (one task per block).
     """
     axes = array_axes(array, options.axes)
-    model, notes = choose_model(options)
-    path = resolve_weights(model)
-    metadata, digest = read_metadata(path), file_digest(path)
+    notes: list[str] = []
+    method = choose_method(options, notes)
     lazy = isinstance(array, da.Array)
     chunks = array.chunksize if lazy else (1,) * (array.ndim - 2) + array.shape[-2:]
     blocks = plan_blocks(array.shape, block_shape(array.shape, chunks, options.block_min))
-    values = channel_values(options, array, axes, "the array", blocks, metadata, notes)
+    values = channel_values(options, array, axes, "the array", blocks, method.metadata, notes)
     dtype = np.dtype(array.dtype if options.dtype == "same" else options.dtype)
-    run = _block_function(str(path), digest, options, values, axes)
-    loaded = worker_model(str(path), digest, options.device)
-    halo = loaded.receptive_radius  # masked: plus the label smoothing's reach
-    halo += 0 if values.centres is None else smoothing_radius(options.mask_sigma)
-    grid = align(loaded.module)
-
-    def window(block: Block) -> tuple[tuple[slice, ...], tuple[slice, slice]]:
-        w = halo_window(block.start[-2:], block.stop[-2:], array.shape[-2:], halo, grid)
-        return (*block.slices[:-2], *w.read), w.crop
-
+    job = JobSpec(
+        source=None,
+        output=None,
+        axes=axes,
+        model_path=method.path,
+        model_digest=method.digest,
+        device=options.device,
+        channel_ranges=values.ranges,
+        tile=options.tile,
+        out_dtype=dtype.name,
+        precision=options.precision,
+        protocol=options.protocol,
+        channel_noise=values.noise,
+        channel_centres=values.centres if options.labelled else None,
+        channel_levels=values.levels,
+        mask_sigma=options.mask_sigma,
+        tta=options.tta,
+    )
+    windows = {b.id: job.window(job.model(), b, array.shape[-2:]) for b in blocks}
     if not lazy:
         out = np.empty(array.shape, dtype=dtype)
         for block in blocks:
-            read, crop = window(block)
-            out[block.slices] = run(array[read], block, crop, dtype.name)
+            w = windows[block.id]
+            out[block.slices] = _block(job, block, array[(*block.slices[:-2], *w.read)], w.crop)
         return out
-    counts = [max(b.index[i] for b in blocks) + 1 for i in range(array.ndim)]
-    grid_of = np.empty(counts, dtype=object)
+    grid = np.empty([max(b.index[i] for b in blocks) + 1 for i in range(array.ndim)], object)
     for block in blocks:
-        read, crop = window(block)
-        task = dask.delayed(run, pure=True)(array[read], block, crop, dtype.name)
-        grid_of[block.index] = da.from_delayed(task, block.shape, dtype=dtype)
-    return da.block(grid_of.tolist())
+        w = windows[block.id]
+        region = array[(*block.slices[:-2], *w.read)]
+        task = dask.delayed(_block, pure=True)(job, block, region, w.crop)
+        grid[block.index] = da.from_delayed(task, block.shape, dtype=dtype)
+    return da.block(grid.tolist())
+
+
+def _block(job: JobSpec, block: Block, region: Any, crop: tuple[slice, slice]) -> np.ndarray:
+    """One block of the output: denoised from its halo region, cast to the output dtype."""
+    out = job.denoise(job.model(), block, np.asarray(region), crop)
+    return cast_output(out.denoised, np.dtype(job.out_dtype))

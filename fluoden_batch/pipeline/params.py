@@ -22,21 +22,37 @@ from pathlib import Path
 from typing import Any
 
 from fluoden_batch.clustering import select_backend
-from fluoden_batch.config import DEFAULT_MASKED_MODEL, DEFAULT_MODEL, DenoiseConfig
+from fluoden_batch.config import (
+    DEFAULT_MASKED_MODEL,
+    DEFAULT_MODEL,
+    DenoiseConfig,
+    DenoiseOptions,
+)
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.store import stored_parameter
-from fluoden_batch.models.weights import ModelMetadata, shipped_models
+from fluoden_batch.models.weights import (
+    ModelMetadata,
+    Normalisation,
+    file_digest,
+    read_metadata,
+    resolve_weights,
+    shipped_models,
+)
 from fluoden_batch.pipeline.statistics import (
     channel_centres,
+    channel_levels,
     channel_noise,
     channel_ranges,
     gat_parameters,
 )
+from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.tiles import Block
 
 __all__ = [
     "ChannelValues",
+    "Method",
     "channel_values",
+    "choose_method",
     "choose_model",
     "cluster_centres",
     "planned_noise",
@@ -44,7 +60,7 @@ __all__ = [
 ]
 
 
-def choose_model(cfg: DenoiseConfig) -> tuple[str, list[str]]:
+def choose_model(cfg: DenoiseOptions) -> tuple[str, list[str]]:
     """The model to run (``cfg.model``, else the protocol's default) and plan notes.
 
     ``masked`` defaults to :data:`~fluoden_batch.config.DEFAULT_MASKED_MODEL` where it is
@@ -61,6 +77,45 @@ def choose_model(cfg: DenoiseConfig) -> tuple[str, list[str]]:
         f"note: the masked-trained model {DEFAULT_MASKED_MODEL!r} is not installed; "
         f"using {DEFAULT_MODEL!r} (pass --model to choose another)"
     ]
+
+
+@dataclass(frozen=True)
+class Method:
+    """What denoises a run: a model (as asked for, its weights file, digest and metadata)
+    or, for the classical protocols, none (``model`` None, ``path`` and ``digest`` empty,
+    ``metadata`` None); ``name`` is the model's or the protocol's."""
+
+    name: str
+    model: str | None
+    path: str
+    digest: str
+    metadata: ModelMetadata | None
+
+
+def choose_method(cfg: DenoiseOptions, notes: list[str]) -> Method:
+    """The model of a run (:func:`choose_model`), or no model for a classical protocol
+    (refused with the reason where its optional package is missing); appends notes."""
+    if cfg.protocol in CLASSICAL:
+        method = CLASSICAL[cfg.protocol]
+        if not method.available():
+            raise InputError(
+                f"--protocol {cfg.protocol} needs the optional {method.package!r} package "
+                f"(pip install {method.package}); it is not a dependency of fluoden-batch "
+                "because its licence forbids commercial use"
+            )
+        if cfg.model is not None:
+            notes.append(f"note: --protocol {cfg.protocol} uses no model; --model is ignored")
+        return Method(cfg.protocol, None, "", "", None)
+    model, more = choose_model(cfg)
+    notes.extend(more)
+    path = resolve_weights(model)
+    metadata = read_metadata(path)
+    if metadata.protocol != cfg.protocol:
+        notes.append(
+            f"warning: model {metadata.name} was trained for the {metadata.protocol!r} "
+            f"protocol; running {cfg.protocol!r} feeds it data it was not trained on"
+        )
+    return Method(metadata.name, model, str(path), file_digest(path), metadata)
 
 
 def stored(cfg: DenoiseConfig, out: Path, digest: str, key: str) -> Any:
@@ -150,11 +205,14 @@ class ChannelValues:
         Poisson-Gaussian parameters (``vst``, or a model with a noise map).
     centres : tuple of tuple of float or None
         K-means intensity centres (``masked``, ``save_labels``).
+    levels : tuple of float or None
+        Median intensity of each channel (the classical protocols).
     """
 
     ranges: tuple[tuple[float, float], ...]
     noise: tuple[tuple[float, float], ...] | None
     centres: tuple[tuple[float, ...], ...] | None
+    levels: tuple[float, ...] | None = None
 
 
 def channel_values(
@@ -163,24 +221,30 @@ def channel_values(
     axes: str,
     name: str,
     blocks: list[Block],
-    metadata: ModelMetadata,
+    metadata: ModelMetadata | None,
     notes: list[str],
     stored: Callable[[str], Any] = lambda key: None,
 ) -> ChannelValues:
     """Everything fixed per channel for a run of ``cfg`` over ``array`` (a Zarr, NumPy or
     Dask array with axes ``axes``), from a sample of ``blocks``; ``stored(key)`` gives the
-    values of a run being resumed (``channel_noise``, ``channel_centres``)."""
+    values of a run being resumed (``channel_noise``, ``channel_centres``,
+    ``channel_levels``). ``metadata`` None: a classical protocol (no model)."""
+    classical = metadata is None
     noise = None
-    if cfg.protocol == "vst":
+    if cfg.protocol == "vst" or classical:
         noise = planned_noise(array, axes, name, notes, stored("channel_noise"))
     centres = None
     if cfg.labelled:
         centres = cluster_centres(cfg, array, axes, blocks, notes, stored("channel_centres"))
-    norm = metadata.normalisation
-    ranges = channel_ranges(array, axes, blocks, norm, noise=noise)
-    if noise is None and metadata.architecture.noise_map:
+    levels = None
+    if classical:
+        old = stored("channel_levels")
+        levels = tuple(float(v) for v in old) if old else channel_levels(array, axes, blocks)
+    norm = Normalisation() if metadata is None else metadata.normalisation
+    ranges = channel_ranges(array, axes, blocks, norm, noise=None if classical else noise)
+    if metadata is not None and noise is None and metadata.architecture.noise_map:
         sigmas = None
         if norm.method == "noise":  # the window is scale sigmas wide
             sigmas = tuple((hi - lo) / norm.scale for lo, hi in ranges)
         noise = planned_noise(array, axes, name, notes, stored("channel_noise"), sigmas)
-    return ChannelValues(ranges, noise, centres)
+    return ChannelValues(ranges, noise, centres, levels)

@@ -26,8 +26,7 @@ from fluoden_batch.io.store import (
     create_output,
     resume_or_clear,
 )
-from fluoden_batch.models.weights import file_digest, read_metadata, resolve_weights
-from fluoden_batch.pipeline.params import channel_values, choose_model, stored
+from fluoden_batch.pipeline.params import channel_values, choose_method, stored
 from fluoden_batch.pipeline.statistics import peak_to_peak
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
@@ -69,8 +68,9 @@ def plan(cfg: DenoiseConfig) -> Plan:
     InputError, OutputError, ModelError, ClusterBackendError
         Before anything is scheduled, naming the file/array/value at fault.
     """
-    model, notes = choose_model(cfg)
-    cfg = cfg.model_copy(update={"model": model})
+    notes: list[str] = []
+    method = choose_method(cfg, notes)
+    cfg = cfg.model_copy(update={"model": method.model})
     source = open_image(cfg.input, cfg.axes)
     inputs = [cfg.input] + ([cfg.reference] if cfg.reference else [])
     out = check_output_path(cfg.output, inputs)
@@ -81,24 +81,16 @@ def plan(cfg: DenoiseConfig) -> Plan:
             raise InputError(
                 f"reference {cfg.reference} has shape {reference.shape}, input {source.shape}"
             )
-    weights = resolve_weights(model)
-    metadata = read_metadata(weights)
-    digest = file_digest(weights)
-
+    digest = method.digest
     chunks = _output_chunks(cfg, source)
     blocks = plan_blocks(source.shape, block_shape(source.shape, chunks, cfg.block_min))
-    if metadata.protocol != cfg.protocol:
-        notes.append(
-            f"warning: model {metadata.name} was trained for the {metadata.protocol!r} "
-            f"protocol; running {cfg.protocol!r} feeds it data it was not trained on"
-        )
     values = channel_values(
         cfg,
         source.array,
         source.meta.axes,
         source.spec.describe(),
         blocks,
-        metadata,
+        method.metadata,
         notes,
         stored=lambda key: stored(cfg, out, digest, key),
     )
@@ -115,7 +107,9 @@ def plan(cfg: DenoiseConfig) -> Plan:
         params["channel_noise"] = [list(n) for n in noise]
     if centres is not None:
         params["channel_centres"] = [list(c) for c in centres]
-    spec, resumed = _open_or_create(cfg, out, source, chunks, params, metadata.name, digest)
+    if values.levels is not None:
+        params["channel_levels"] = list(values.levels)
+    spec, resumed = _open_or_create(cfg, out, source, chunks, params, method.name, digest)
     labels = None
     if cfg.save_labels:
         labels = OutputSpec(str(out), f"labels/{LABELS}/0")
@@ -128,7 +122,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         source=source.spec,
         output=spec,
         axes=source.meta.axes,
-        model_path=str(weights),
+        model_path=method.path,
         model_digest=digest,
         device=cfg.device,
         channel_ranges=ranges,
@@ -140,6 +134,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         protocol=cfg.protocol,
         channel_noise=noise,
         channel_centres=centres,
+        channel_levels=values.levels,
         mask_sigma=cfg.mask_sigma,
         labels=labels,
         tta=cfg.tta,

@@ -206,11 +206,26 @@ def channel_noise(
             reason = next((e for e in found if isinstance(e, str)), "no region")
             where = f"channel {ch} of " if c >= 0 else ""
             raise InputError(
-                f"{where}{name or array}: cannot estimate the noise for --protocol vst ({reason}); "
-                "use --protocol whole"
+                f"{where}{name or array}: cannot estimate the noise ({reason}), which this "
+                "protocol needs; use --protocol whole"
             ) from None
         result.append(est)
     return tuple(result)
+
+
+def channel_levels(
+    array: zarr.Array, axes: str, blocks: list[Block], max_blocks: int = 8
+) -> tuple[float, ...]:
+    """The median intensity of each channel in a sample of ``blocks`` (data units): where
+    the plain classical denoisers take their noise std, ``sqrt(a * level + b)``."""
+    c = axes.find("c")
+    n_channels = array.shape[c] if c >= 0 else 1
+    levels = []
+    for ch in range(n_channels):
+        sel = tuple(slice(ch, ch + 1) if i == c else None for i in range(len(axes)))
+        pool = [b for b in blocks if c < 0 or b.start[c] <= ch < b.stop[c]]
+        levels.append(float(np.median(_sample(array, _spread(pool, max_blocks), sel))))
+    return tuple(levels)
 
 
 def gat_parameters(est: NoiseEstimate) -> tuple[float, float]:

@@ -24,12 +24,21 @@ from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.io.store import OutputSpec
 from fluoden_batch.models.weights import LoadedModel, load_model
-from fluoden_batch.restore.block import cast_output, denoise_region, reference_scores
+from fluoden_batch.restore.block import (
+    BlockOutput,
+    cast_output,
+    denoise_region,
+    reference_scores,
+)
+from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.inference import Dihedral, align
 from fluoden_batch.restore.protocols import PlaneParams, get_protocol
-from fluoden_batch.restore.tiles import Block, halo_window
+from fluoden_batch.restore.tiles import Block, Window, halo_window
 
 _MODELS: dict[tuple[str, str, str], LoadedModel] = {}
+# BM3D is not tile-exact (its blocks lie on a grid from the plane's origin): a block reads
+# this much context, so that seams between blocks stay below the noise
+WHOLE_PLANE_HALO = 64
 _LOCK = threading.Lock()
 
 
@@ -39,12 +48,14 @@ class JobSpec:
 
     Attributes
     ----------
-    source, output : SourceSpec, OutputSpec
-        Where to read and write.
+    source, output : SourceSpec, OutputSpec or None
+        Where to read and write (None: an in-memory array,
+        :mod:`fluoden_batch.pipeline.arrays`).
     axes : str
         Axis names of the arrays (e.g. ``"czyx"``).
     model_path, model_digest : str
-        Weights file and its expected SHA-256 digest (checked on load).
+        Weights file and its expected SHA-256 digest (checked on load); both empty for a
+        classical protocol (no model).
     device : str
         Torch device for inference (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``);
         ``"auto"`` picks CUDA on workers that have it.
@@ -68,6 +79,8 @@ class JobSpec:
     channel_centres : tuple of tuple of float or None
         Increasing K-means intensity centres per channel index, data units, fitted once
         at planning (``masked``, ``--save-labels``); None: no labels.
+    channel_levels : tuple of float or None
+        Median intensity per channel index (the classical protocols).
     mask_sigma : float
         Label smoothing width, pixels (with ``channel_centres``).
     labels : OutputSpec or None
@@ -77,8 +90,8 @@ class JobSpec:
         rotations (:class:`~fluoden_batch.restore.inference.Dihedral`).
     """
 
-    source: SourceSpec
-    output: OutputSpec
+    source: SourceSpec | None
+    output: OutputSpec | None
     axes: str
     model_path: str
     model_digest: str
@@ -92,6 +105,7 @@ class JobSpec:
     protocol: str = "whole"
     channel_noise: tuple[tuple[float, float], ...] | None = None
     channel_centres: tuple[tuple[float, ...], ...] | None = None
+    channel_levels: tuple[float, ...] | None = None
     mask_sigma: float = 0.0
     labels: OutputSpec | None = None
     tta: bool = False
@@ -101,12 +115,57 @@ class JobSpec:
         lo, hi = self.channel_ranges[channel]
         a, b = (None, None) if self.channel_noise is None else self.channel_noise[channel]
         centres = None if self.channel_centres is None else self.channel_centres[channel]
-        return PlaneParams(lo, hi, a, b, centres, self.mask_sigma)
+        level = None if self.channel_levels is None else self.channel_levels[channel]
+        return PlaneParams(lo, hi, a, b, centres, self.mask_sigma, level)
 
     @property
     def halo(self) -> int:
-        """Pixels read around a block beyond the model's receptive radius (label smoothing)."""
-        return 0 if self.channel_centres is None else smoothing_radius(self.mask_sigma)
+        """Pixels read around a block beyond the model's receptive radius (label smoothing),
+        or, without a model, the classical denoiser's reach."""
+        label = 0 if self.channel_centres is None else smoothing_radius(self.mask_sigma)
+        if self.model_path:
+            return label
+        return label + (CLASSICAL[self.protocol].reach or WHOLE_PLANE_HALO)
+
+    def model(self) -> LoadedModel | None:
+        """This process's copy of the run's model (None for a classical protocol)."""
+        if not self.model_path:
+            return None
+        return worker_model(self.model_path, self.model_digest, self.device)
+
+    def window(self, model: LoadedModel | None, block: Block, plane: tuple[int, ...]) -> Window:
+        """Where to read ``block`` (with its halo) in a plane of Y/X shape ``plane``."""
+        halo = self.halo + (model.receptive_radius if model else 0)
+        grid = align(model.module) if model else 1
+        return halo_window(block.start[-2:], block.stop[-2:], plane, halo, grid)
+
+    def denoise(
+        self,
+        model: LoadedModel | None,
+        block: Block,
+        region: np.ndarray,
+        crop: tuple[slice, slice],
+    ) -> BlockOutput:
+        """Denoise ``block``, read with its halo as ``region``
+        (:func:`~fluoden_batch.restore.block.denoise_region` with this run's values)."""
+        c_axis = self.axes.find("c")
+        network = None if model is None else model.module
+        if network is not None and self.tta:
+            network = Dihedral(network)
+
+        def params(idx: tuple[int, ...]) -> PlaneParams:
+            return self.plane_params(block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0)
+
+        return denoise_region(
+            region,
+            crop,
+            network,
+            get_protocol(self.protocol),
+            params,
+            tile=self.tile,
+            precision=self.precision,
+            labelled=self.channel_centres is not None,
+        )
 
 
 def worker_model(path: str, digest: str, device: str) -> LoadedModel:
@@ -140,13 +199,12 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
     The block's chunks are written first, then the completion marker, so a marker always
     means that the data is on disk.
     """
+    assert job.source is not None and job.output is not None
     t0 = time.perf_counter()
-    model = worker_model(job.model_path, job.model_digest, job.device)
+    model = job.model()
     src = job.source.open()
     lead = block.slices[:-2]
-    halo = model.receptive_radius + job.halo
-    grid = align(model.module)
-    window = halo_window(block.start[-2:], block.stop[-2:], src.shape[-2:], halo, grid)
+    window = job.window(model, block, src.shape[-2:])
     name = f"{job.source.describe()} block {block.id} (start {block.start})"
     try:
         region = np.asarray(src[(*lead, *window.read)])
@@ -157,22 +215,7 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         raise InputError(f"{name}: {bad} NaN/Inf pixels; fill or mask them before denoising")
     t_read = time.perf_counter()
 
-    c_axis = job.axes.find("c")
-    network = Dihedral(model.module) if job.tta else model.module
-
-    def params(idx: tuple[int, ...]) -> PlaneParams:
-        return job.plane_params(block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0)
-
-    result = denoise_region(
-        region,
-        window.crop,
-        network,
-        get_protocol(job.protocol),
-        params,
-        tile=job.tile,
-        precision=job.precision,
-        labelled=job.channel_centres is not None,
-    )
+    result = job.denoise(model, block, region, window.crop)
     out, labels = result.denoised, result.labels
     t_compute = time.perf_counter()
 
@@ -203,8 +246,8 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         **{k: v for k, v in result.stats.items() if not k.startswith("cluster")},
         "saturated_fraction": saturated,
         "missing_chunks": job.source.missing_chunks(block.slices),
-        "model": model.metadata.name,
-        "model_digest": model.digest,
+        "model": model.metadata.name if model else job.protocol,
+        "model_digest": model.digest if model else "",
     }
     row.update({k: v for k, v in result.stats.items() if k.startswith("cluster")})
     if job.reference is not None:

@@ -23,6 +23,9 @@ block read with its halo gives exactly the pixels of whole-image application.
   :mod:`fluoden_batch.clustering.masked`). Not pixel-wise: the smoothing reaches
   :func:`~fluoden_batch.clustering.masked.smoothing_radius` pixels, which the block's
   halo adds to the model's receptive radius.
+- ``nlm``, ``vst-nlm``, ``bm3d``, ``vst-bm3d``: the classical baselines of
+  :mod:`fluoden_batch.restore.classical`, no model, with the channel's ``(a, b)`` (and
+  ``level`` for the plain ones), so users can compare on their own data.
 """
 
 from __future__ import annotations
@@ -36,9 +39,19 @@ from fluoden_batch.clustering.masked import masked_denoise
 from fluoden_batch.errors import InputError
 from fluoden_batch.models.normalise import denormalise, map_parameters, normalise, with_noise_map
 from fluoden_batch.noise import gat_forward, gat_inverse
+from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.inference import Network, infer_plane, needs_noise_map
 
-__all__ = ["PROTOCOLS", "PlaneParams", "Protocol", "get_protocol", "masked", "vst", "whole"]
+__all__ = [
+    "MODEL_PROTOCOLS",
+    "PROTOCOLS",
+    "PlaneParams",
+    "Protocol",
+    "get_protocol",
+    "masked",
+    "vst",
+    "whole",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ class PlaneParams:
         ``--save-labels``).
     sigma : float
         Label smoothing width, pixels (with ``centres``).
+    level : float or None
+        Typical intensity of the channel, data units (the plain classical denoisers take
+        their noise std at it: :mod:`fluoden_batch.restore.classical`).
     """
 
     lo: float
@@ -66,9 +82,10 @@ class PlaneParams:
     b: float | None = None
     centres: tuple[float, ...] | None = None
     sigma: float = 0.0
+    level: float | None = None
 
 
-Protocol = Callable[[Network, np.ndarray, PlaneParams, int | None, str], np.ndarray]
+Protocol = Callable[[Network | None, np.ndarray, PlaneParams, int | None, str], np.ndarray]
 
 
 def whole(
@@ -151,7 +168,27 @@ def masked(
     )
 
 
-PROTOCOLS: dict[str, Protocol] = {"whole": whole, "vst": vst, "masked": masked}
+def _classical(name: str) -> Protocol:
+    method = CLASSICAL[name]
+
+    def protocol(
+        module: Network | None,
+        plane: np.ndarray,
+        params: PlaneParams,
+        tile: int | None = None,
+        precision: str = "fp32",
+    ) -> np.ndarray:
+        """A classical denoiser of the plane (no model), with the channel's ``(a, b)``."""
+        if params.a is None or params.b is None:
+            raise InputError(f"the {name} protocol needs the noise parameters a and b")
+        level = 0.0 if params.level is None else params.level
+        return method.fn(np.asarray(plane, dtype=np.float64), params.a, params.b, level)
+
+    return protocol
+
+
+MODEL_PROTOCOLS: dict[str, Protocol] = {"whole": whole, "vst": vst, "masked": masked}
+PROTOCOLS: dict[str, Protocol] = {**MODEL_PROTOCOLS, **{n: _classical(n) for n in CLASSICAL}}
 
 
 def get_protocol(name: str) -> Protocol:

@@ -125,12 +125,10 @@ def _init_model(config: TrainConfig) -> tuple[Denoiser, str | None]:
     path = resolve_weights(config.init_weights)
     start, meta = load_trainable(path)
     if meta.architecture != arch and not _growable(meta.architecture, arch):
-        theirs = meta.architecture.model_dump(exclude_defaults=True)
-        ours = arch.model_dump(exclude_defaults=True)
         raise TrainConfigError(
-            f"field 'init_weights': {config.init_weights} is {theirs}; the config asks for "
-            f"{ours} (a DnCNN of the same width can be grown: deeper, batch_norm = false, "
-            "noise_map = true)"
+            f"field 'init_weights': {config.init_weights} is {meta.architecture.describe()}; "
+            f"the config asks for {arch.describe()} (a DnCNN of the same width can be grown "
+            "into a deeper one with batch_norm = false and/or noise_map = true)"
         )
     if meta.normalisation.method != config.normalisation:
         log.warning(

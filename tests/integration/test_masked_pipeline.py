@@ -172,7 +172,7 @@ def test_masked_output_has_no_seams_at_mask_borders(client, tmp_path):
 
 def test_cli_options_and_errors(client, tiny_weights, tmp_path):
     text = " ".join(runner.invoke(app, ["denoise", "--help"]).output.split())
-    for phrase in ("whole|vst|masked", "--clusters", "(default: 3)", "--mask-sigma",
+    for phrase in ("whole|vst|masked|", "--clusters", "(default: 3)", "--mask-sigma",
                    "(default: 2.0)", "--cluster-backend", "(default: auto)", "--save-labels",
                    "OUTPUT/labels/clusters", "dncnn-small-masked"):  # fmt: skip
         assert phrase in text, phrase
@@ -182,9 +182,9 @@ def test_cli_options_and_errors(client, tiny_weights, tmp_path):
     for bad, word in (
         (["--protocol", "masked", "--clusters", "0"], "clusters"),
         (["--protocol", "masked", "--clusters", "17"], "clusters"),
-        (["--protocol", "masked", "--mask-sigma", "-1"], "mask_sigma"),
+        (["--protocol", "masked", "--mask-sigma", "-1"], "--mask-sigma"),
         (["--protocol", "nope"], "protocol"),
-        (["--save-labels", "--cluster-backend", "nope"], "cluster_backend"),
+        (["--save-labels", "--cluster-backend", "nope"], "cluster-backend"),
     ):
         result = runner.invoke(app, [*base, *bad])
         assert result.exit_code == 2 and word in result.output, (bad, result.output)

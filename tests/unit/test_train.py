@@ -253,7 +253,7 @@ def test_fine_tuning_starts_from_the_weights(
     for key, value in expected.state_dict().items():
         if "running" not in key and "num_batches" not in key:  # batch norm stats move
             torch.testing.assert_close(got[key], value, rtol=0, atol=1e-20)
-    with pytest.raises(TrainConfigError, match=r"start\.safetensors is depth 3, width 8"):
+    with pytest.raises(TrainConfigError, match=r"start\.safetensors is DnCNN 3x8, batch norm"):
         train(_config(pair_dirs, tmp_path / "b", init_weights=start, depth=4), progress=False)
     with caplog.at_level("WARNING", logger="fluoden_batch.train.loop"):
         train(

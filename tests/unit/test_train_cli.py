@@ -130,10 +130,10 @@ def test_yaml_config_and_structured_flags(app: typer.Typer, project: Path, tmp_p
         ("epochs = 3", [], "field 'epochs': unknown field"),
         ("step = 3", [], "did you mean 'steps'?"),
         ("mask_fraction = 0.5", [], "field 'mask_fraction'"),
-        ("", ["--depth", "one"], "--depth"),
+        ("", ["--a-range", "[1, 2, 3]"], "field 'a_range'"),
         ("", ["--steps", "0"], "field 'steps'"),
         ("", ["--device", "gpu"], "field 'device': device must be auto, cpu"),
-        ("", ["--a-range", "[1, 2, 3]"], "field 'a_range'"),
+        ("", ["--architecture", "ffdnet", "--mode", "masked"], "architecture 'ffdnet'"),
         ('mode = "supervised"', [], "mode 'supervised' needs noisy_dir"),
     ],
 )
