@@ -18,13 +18,16 @@ What is measured
    pipeline's cluster at the same time (same processes, same cores, same tile).
 3. Full pipeline: ``fluoden denoise`` on a uint16 OME-Zarr dataset written beforehand
    (read, normalise, infer, write, metrics, markers) with one single-threaded worker per
-   core: Mpx/s from wall time between the first submission and the last block, and the
-   peak resident memory of each worker process.
+   core: Mpx/s from wall time between the first submission and the last block (workers
+   warmed up: model loaded and the block code imported, as for the model-only runs; the
+   first-use cost of a cold worker is measured by ``startup.py``), and the peak resident
+   memory of each worker process.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import resource
 import tempfile
 import time
@@ -142,6 +145,7 @@ def pipeline(dataset: Path, out: Path, model: str, workers: int, tile: int, bloc
     """Model-only on every worker at once (the fair ceiling), then the full pipeline."""
     with dask_client(workers=workers, dashboard_address="127.0.0.1:0") as client:
         concurrent = client.run(model_only, model, tile, 1, 5)
+        client.run(importlib.import_module, "fluoden_batch.pipeline.worker")  # warm, as above
         result = fb.denoise(
             dataset, out, model=model, tile=tile, block_min=block_min, client=client
         )  # result.seconds: the blocks' wall time (planning excluded)

@@ -20,6 +20,7 @@ Datasets live in a temporary directory that is deleted at the end.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import shutil
@@ -139,6 +140,7 @@ def _pipeline_runs(configs, data, work: Path, model: str, workers: int, s: dict)
             dest = work / f"out-{planes}-{workers}-{tile}.zarr"
             try:
                 concurrent = client.run(model_only, model, tile, 1, s["ceiling_repeats"])
+                client.run(importlib.import_module, "fluoden_batch.pipeline.worker")
                 exact = all(client.run(_reset_peak).values())
                 result = fb.denoise(
                     data[planes], dest, model=model, tile=tile, block_min=s["block_min"],

@@ -1,7 +1,7 @@
 """Denoise a NumPy or Dask array without a store: array in, array out.
 
 The blocks, their halo windows, the per-channel values and the per-block computation are
-those of a store run (:func:`~fluoden_batch.pipeline.plan.plan`,
+those of a store run (:func:`~fluoden_batch.pipeline.planning.plan`,
 :func:`~fluoden_batch.restore.block.denoise_region`), so an array gives the pixels a
 store with the same chunks gives. A NumPy array is denoised here, block after block, into
 a NumPy array; a Dask array becomes a lazy Dask array with one task per block (computed

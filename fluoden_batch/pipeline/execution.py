@@ -18,7 +18,7 @@ from distributed import Client, performance_report
 
 from fluoden_batch.compute import dask_client, gpu_resources, load_profile
 from fluoden_batch.config import ComputeOptions, DenoiseConfig
-from fluoden_batch.pipeline.plan import plan
+from fluoden_batch.pipeline.planning import plan
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.run import RunResult, execute, finish
 

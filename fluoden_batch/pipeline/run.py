@@ -25,7 +25,7 @@ from distributed.scheduler import KilledWorker
 
 from fluoden_batch.errors import BlockError
 from fluoden_batch.io.store import update_provenance
-from fluoden_batch.pipeline.plan import METRICS_FILE, Plan
+from fluoden_batch.pipeline.planning import METRICS_FILE, Plan
 from fluoden_batch.pipeline.worker import process_block
 from fluoden_batch.report import summarise
 from fluoden_batch.restore.tiles import Block

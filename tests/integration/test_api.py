@@ -139,3 +139,29 @@ def test_small_inputs_run_here_larger_on_a_cluster():
         assert c is None
     with client_for(ComputeOptions(dashboard_address="127.0.0.1:0"), IN_PROCESS_PIXELS + 1) as c:
         assert c is not None and len(c.scheduler_info()["workers"]) >= 1
+
+
+def test_classical_protocols_need_no_model(tmp_path):
+    """--protocol vst-nlm: no model, (a, b) per channel; blocks with the NLM reach as halo
+    equal the whole plane, and the store run equals the array run."""
+    from fluoden_batch.pipeline.statistics import channel_noise, gat_parameters
+    from fluoden_batch.restore.classical import vst_nlm
+
+    rng = np.random.default_rng(4)
+    ramp = np.linspace(20, 300, 90)[None, :] * np.ones((90, 1))
+    data = rng.poisson(ramp, (2, 90, 90)).astype(np.uint16)
+    inp = _stored(tmp_path, data, (1, 30, 30))
+    cli = CliRunner().invoke(
+        app, ["denoise", str(inp), str(tmp_path / "out.zarr"), "--protocol", "vst-nlm",
+              "--block-min", "30", "--dtype", "float32"],
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    stored = _read(tmp_path / "out.zarr")
+    (est,) = channel_noise(data, "zyx")
+    a, b = gat_parameters(est)
+    for z in range(2):
+        np.testing.assert_allclose(stored[z], vst_nlm(data[z], a, b), rtol=1e-5, atol=1e-4)
+    from_array = fb.denoise(data, protocol="vst-nlm", dtype="float32", block_min=30)
+    np.testing.assert_array_equal(from_array, stored)
+    rows = zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs["fluoden"]
+    assert rows["model"] == {"name": "vst-nlm", "digest": ""}
