@@ -6,7 +6,7 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,11 @@ from fluoden_batch.errors import FluodenError
 
 console = Console(stderr=True)
 out = Console()
+
+ConfigFileOption = Annotated[
+    Path | None,
+    typer.Option(help="TOML or YAML file with any of these options (flags override it)."),
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

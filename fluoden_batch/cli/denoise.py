@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fluoden_batch.cli.common import console, out, running
+from fluoden_batch.cli.common import ConfigFileOption, console, out, running
 from fluoden_batch.cli.options import config_options
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import FluodenError
@@ -40,10 +40,7 @@ def _run(given: dict[str, Any], config_file: Path | None = None) -> Any:
 @config_options(DenoiseConfig, arguments=("input", "output"), short={"clusters": "-k"})
 def denoise(
     given: dict[str, Any],
-    config: Annotated[
-        Path | None,
-        typer.Option(help="TOML or YAML file with any of these options (flags override it)."),
-    ] = None,
+    config: ConfigFileOption = None,
     dry_run: Annotated[
         bool,
         typer.Option(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from fluoden_batch.cli.common import console, errors, out
+from fluoden_batch.cli.common import ConfigFileOption, console, errors, out
 from fluoden_batch.cli.options import config_options
 from fluoden_batch.config import NoiseConfig
 
@@ -21,10 +20,7 @@ def estimate_noise(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print JSON (one object per plane) to stdout only.")
     ] = False,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="TOML or YAML file with any of these options (flags override it)."),
-    ] = None,
+    config: ConfigFileOption = None,
 ) -> None:
     """Estimate Poisson-Gaussian noise (a, b) of every Y/X plane: Var(z | y) = a*y + b.
 

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from fluoden_batch.cli.common import console, out, running
+from fluoden_batch.cli.common import ConfigFileOption, console, out, running
 from fluoden_batch.cli.options import config_options
 from fluoden_batch.config import SegmentConfig
 
@@ -18,10 +15,7 @@ __all__ = ["print_segment_summary", "segment_command"]
 @config_options(SegmentConfig, arguments=("input", "output"), short={"clusters": "-k"})
 def segment_command(
     given: dict[str, Any],
-    config: Annotated[
-        Path | None,
-        typer.Option(help="TOML or YAML file with any of these options (flags override it)."),
-    ] = None,
+    config: ConfigFileOption = None,
 ) -> None:
     """Segment every Y/X plane of INPUT by clustering its pixels into the label image OUTPUT.
 

@@ -11,7 +11,6 @@ help (the CLI builds its flags from them), and the one reader of config files.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +24,7 @@ from fluoden_batch.config.denoise import (
     DenoiseConfig,
     DenoiseOptions,
 )
-from fluoden_batch.config.files import read_config_file
+from fluoden_batch.config.files import describe_error, read_config_file
 from fluoden_batch.config.noise import NoiseConfig
 from fluoden_batch.config.segment import SegmentConfig
 from fluoden_batch.errors import FluodenError
@@ -48,23 +47,6 @@ __all__ = [
 C = TypeVar("C", bound=BaseModel)
 
 
-def describe_error(error: dict[str, Any], model: type[BaseModel]) -> str:
-    """One readable phrase for a pydantic error, naming the field as a flag would."""
-    loc = ".".join(str(p) for p in error["loc"])
-    flag = "--" + loc.replace("_", "-") if loc else ""
-    if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(str(error["loc"][0]), model.model_fields, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{loc!r}: unknown option{hint}"
-    if error["type"] == "missing":
-        return f"{flag}: required but not given"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if not loc:
-        return message
-    got = repr(error.get("input"))
-    return f"{flag}: {message}" + ("" if got in message else f" (got {got})")
-
-
 def load_config(schema: type[C], file: Path | None = None, /, **overrides: Any) -> C:
     """Validate ``schema`` from a config file (optional) and overrides (``None`` = not given).
 
@@ -78,6 +60,6 @@ def load_config(schema: type[C], file: Path | None = None, /, **overrides: Any) 
     try:
         return schema.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(describe_error(e, schema) for e in exc.errors())
+        problems = "; ".join(describe_error(e, schema.model_fields) for e in exc.errors())
         where = f" in {file}" if file is not None else ""
         raise FluodenError(f"invalid configuration{where}: {problems}") from exc

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,29 @@ import yaml
 
 from fluoden_batch.errors import FluodenError
 
-__all__ = ["read_config_file"]
+
+def _flag(loc: str) -> str:
+    return "--" + loc.replace("_", "-")
+
+
+def describe_error(error: dict[str, Any], fields: Any, name: Callable[[str], str] = _flag) -> str:
+    """One readable phrase for a pydantic validation error, naming the option (``name``
+    of its location: ``--mask-sigma`` by default) and the closest known one for a typo."""
+    loc = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(error["loc"][0]), fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{name(loc)}: unknown option{hint}"
+    if error["type"] == "missing":
+        return f"{name(loc)}: required but not given"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:  # a model-level check; it names its fields itself
+        return message
+    got = repr(error.get("input"))
+    return f"{name(loc)}: {message}" + ("" if got in message else f" (got {got})")
+
+
+__all__ = ["describe_error", "read_config_file"]
 
 
 def read_config_file(path: Path, error: type[FluodenError] = FluodenError) -> dict[str, Any]:

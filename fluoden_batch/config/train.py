@@ -30,7 +30,6 @@ Intensity units of ``a_range`` / ``b_range`` are those of the clean images as st
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,7 +43,7 @@ from pydantic import (
     model_validator,
 )
 
-from fluoden_batch.config.files import read_config_file
+from fluoden_batch.config.files import describe_error, read_config_file
 from fluoden_batch.errors import InputError
 
 if TYPE_CHECKING:
@@ -391,22 +390,6 @@ class TrainConfig(BaseModel):
         )
 
 
-def _describe(error: dict[str, Any]) -> str:
-    """One readable line per pydantic error, naming the field."""
-    loc = ".".join(str(p) for p in error["loc"])
-    if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(str(error["loc"][0]), TrainConfig.model_fields, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"field {loc!r}: unknown field{hint}"
-    if error["type"] == "missing":
-        return f"field {loc!r}: required but not given"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if not loc:  # a model-level check; it names its fields itself
-        return message
-    got = repr(error.get("input"))
-    return f"field {loc!r}: {message}" + ("" if got in message else f" (got {got})")
-
-
 def load_train_config(path: Path | None, **overrides: Any) -> TrainConfig:
     """Build a :class:`TrainConfig` from a TOML/YAML file and overrides (``None`` = unset).
 
@@ -442,5 +425,8 @@ def load_train_config(path: Path | None, **overrides: Any) -> TrainConfig:
         return TrainConfig.model_validate(values)
     except ValidationError as exc:
         where = f"config file {path}" if path is not None else "training configuration"
-        problems = "; ".join(_describe(e) for e in exc.errors())
+        problems = "; ".join(
+            describe_error(e, TrainConfig.model_fields, lambda loc: f"field {loc!r}")
+            for e in exc.errors()
+        )
         raise TrainConfigError(f"{where}: {problems}") from exc

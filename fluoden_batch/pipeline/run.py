@@ -150,13 +150,28 @@ def execute(
     ``{"GPU": 1}``) go to ``client.map`` itself: ``dask.annotate`` would be lost in graph
     fusion.
     """
+    return run_plan(p, client, process_block, finish, "fluoden", on_block, resources)
+
+
+def run_plan(
+    p: Any,
+    client: Client | None,
+    fn: Callable[..., Any],
+    finish: Callable[[Any, float, dict[str, str]], RunResult],
+    prefix: str,
+    on_block: ProgressHook | None = None,
+    resources: dict[str, float] | None = None,
+) -> RunResult:
+    """Run ``fn(block, job=p.job)`` for the plan's pending blocks, then ``finish(p,
+    seconds, failed)``; raise a :class:`BlockError` naming the failed blocks after that
+    (denoise and segment alike)."""
     t0 = time.perf_counter()
     failed = run_blocks(
         client,
-        process_block,
+        fn,
         p.pending,
         p.job,
-        prefix=f"fluoden-{p.token}",
+        prefix=f"{prefix}-{p.token}",
         total=len(p.blocks),
         memory_limit=p.config.memory_limit,
         on_block=on_block,

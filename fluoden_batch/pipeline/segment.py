@@ -36,7 +36,7 @@ from fluoden_batch.io.labels import set_image_label
 from fluoden_batch.io.source import ImageSource, SourceSpec, open_image
 from fluoden_batch.pipeline.execution import run_planned
 from fluoden_batch.pipeline.progress import Reporter
-from fluoden_batch.pipeline.run import RunResult, block_error, run_blocks
+from fluoden_batch.pipeline.run import RunResult, run_plan
 from fluoden_batch.pipeline.statistics import channel_centres
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
 
@@ -156,22 +156,8 @@ def execute_segment(
     """Run the pending blocks (on ``client``, or here when None); ``on_block(done, total)``
     after each. Failures do not stop the others: they are raised together as a
     :class:`BlockError` after the metrics."""
-    t0 = time.perf_counter()
-    failed = run_blocks(
-        client,
-        segment_block,
-        p.pending,
-        p.job,
-        prefix=f"fluoden-segment-{p.token}",
-        total=len(p.blocks),
-        memory_limit=p.config.memory_limit,
-        on_block=on_block,
-        resources=resources,
-    )
-    result = finish_segment(p, time.perf_counter() - t0, failed)
-    if failed:
-        raise block_error(failed, len(p.blocks), p.job.source.describe())
-    return result
+    prefix = "fluoden-segment"
+    return run_plan(p, client, segment_block, finish_segment, prefix, on_block, resources)
 
 
 def run_segment(

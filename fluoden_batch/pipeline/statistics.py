@@ -13,6 +13,8 @@ fitted once per channel on a pooled sample for the same reason (:func:`channel_c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import zarr
 
@@ -157,16 +159,22 @@ def channel_centres(
         Per channel, strictly increasing centres in data units; fewer than ``k`` where
         the sample holds fewer distinct levels (one for a constant channel).
     """
-    c = axes.find("c")
-    n_channels = array.shape[c] if c >= 0 else 1
     centres = []
-    for ch in range(n_channels):
-        sel = tuple(slice(ch, ch + 1) if i == c else None for i in range(len(axes)))
-        pool = [b for b in blocks if c < 0 or b.start[c] <= ch < b.stop[c]]
-        values = _sample(array, _spread(pool, max_blocks), sel)
+    for values in _channel_samples(array, axes, blocks, max_blocks):
         fit = cluster_image(values.reshape(1, -1), "kmeans", k=k, backend=backend, seed=0)
         centres.append(tuple(float(m) for m in np.unique(fit.means)))
     return tuple(centres)
+
+
+def _channel_samples(
+    array: zarr.Array, axes: str, blocks: list[Block], max_blocks: int
+) -> Iterator[np.ndarray]:
+    """Per channel: the pooled values of up to ``max_blocks`` of its blocks (:func:`_sample`)."""
+    c = axes.find("c")
+    for ch in range(array.shape[c] if c >= 0 else 1):
+        sel = tuple(slice(ch, ch + 1) if i == c else None for i in range(len(axes)))
+        pool = [b for b in blocks if c < 0 or b.start[c] <= ch < b.stop[c]]
+        yield _sample(array, _spread(pool, max_blocks), sel)
 
 
 def channel_noise(
@@ -218,14 +226,8 @@ def channel_levels(
 ) -> tuple[float, ...]:
     """The median intensity of each channel in a sample of ``blocks`` (data units): where
     the plain classical denoisers take their noise std, ``sqrt(a * level + b)``."""
-    c = axes.find("c")
-    n_channels = array.shape[c] if c >= 0 else 1
-    levels = []
-    for ch in range(n_channels):
-        sel = tuple(slice(ch, ch + 1) if i == c else None for i in range(len(axes)))
-        pool = [b for b in blocks if c < 0 or b.start[c] <= ch < b.stop[c]]
-        levels.append(float(np.median(_sample(array, _spread(pool, max_blocks), sel))))
-    return tuple(levels)
+    samples = _channel_samples(array, axes, blocks, max_blocks)
+    return tuple(float(np.median(values)) for values in samples)
 
 
 def gat_parameters(est: NoiseEstimate) -> tuple[float, float]:

@@ -127,7 +127,7 @@ def test_yaml_config_and_structured_flags(app: typer.Typer, project: Path, tmp_p
 @pytest.mark.parametrize(
     ("text", "flags", "expected"),
     [
-        ("epochs = 3", [], "field 'epochs': unknown field"),
+        ("epochs = 3", [], "field 'epochs': unknown option"),
         ("step = 3", [], "did you mean 'steps'?"),
         ("mask_fraction = 0.5", [], "field 'mask_fraction'"),
         ("", ["--a-range", "[1, 2, 3]"], "field 'a_range'"),
