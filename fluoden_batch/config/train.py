@@ -26,6 +26,10 @@ see :mod:`fluoden_batch.train.planes`.
 
 Intensity units of ``a_range`` / ``b_range`` are those of the clean images as stored
 (grey levels, e.g. 0..255 for uint8): ``Var[z | y] = a * y + b``.
+
+The module is long (about 450 lines) because it is one model: some fifty fields, each with
+its help text (the CLI's flags are generated from them), and the validators that relate
+them; splitting it would scatter one configuration.
 """
 
 from __future__ import annotations

@@ -67,6 +67,12 @@ def plan(cfg: DenoiseConfig) -> Plan:
     ------
     InputError, OutputError, ModelError, ClusterBackendError
         Before anything is scheduled, naming the file/array/value at fault.
+
+    Notes
+    -----
+    Longer than most functions here (about 70 lines): it is the run's checklist, in the
+    order a failure must be found (model, input, output path, reference, blocks, values per
+    channel, OUT), and most lines fill the :class:`JobSpec`.
     """
     notes: list[str] = []
     method = choose_method(cfg, notes)

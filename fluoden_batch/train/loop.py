@@ -198,6 +198,12 @@ def train(config: TrainConfig, *, progress: bool = True, stop_at: int | None = N
     Returns
     -------
     TrainResult
+
+    Notes
+    -----
+    One function of about 110 lines on purpose: the loop's state (step, losses, the RNG,
+    optimizer, scheduler, scaler) is saved and restored together for exact resume, and
+    keeping it in one scope keeps that contract visible.
     """
     end = config.steps if stop_at is None else min(stop_at, config.steps)
     device = resolve_device(config.device)

@@ -78,7 +78,8 @@ def training_metadata(
     val: list[ValImage],
     init_digest: str | None = None,
 ) -> ModelMetadata:
-    """Describe a finished run: data, schedule, noise model, time and final PSNR."""
+    """Describe a finished run: data, schedule, noise model, time and final PSNR (one
+    dictionary literal of about 60 lines: every key the weights file records, in one place)."""
     noisy_in = [
         psnr(np.clip(v.noisy, *v.clip) if v.clip else v.noisy, v.clean, v.data_range) for v in val
     ]

@@ -55,7 +55,8 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
     references, when given, only become validation images (see :func:`_noisy_and_val`).
     Masked mode loads the data of supervised mode (or, without ``noisy_dir``, of synthetic
     mode) and samples masked-protocol parts
-    (:class:`~fluoden_batch.train.masked.MaskedPatchSampler`).
+    (:class:`~fluoden_batch.train.masked.MaskedPatchSampler`). One branch per mode, in one
+    place (about 60 lines), so that the modes' data rules can be read side by side.
     """
     normalisation = config.input_normalisation
     if config.mode in NOISY_ONLY_MODES:
