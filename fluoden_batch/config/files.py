@@ -21,10 +21,11 @@ def describe_error(error: dict[str, Any], fields: Any, name: Callable[[str], str
     """One readable phrase for a pydantic validation error, naming the option (``name``
     of its location: ``--mask-sigma`` by default) and the closest known one for a typo."""
     loc = ".".join(str(p) for p in error["loc"])
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden":  # a key of a file or a keyword: named as given
         close = difflib.get_close_matches(str(error["loc"][0]), fields, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{name(loc)}: unknown option{hint}"
+        label = repr(loc) if name is _flag else name(loc)
+        return f"{label}: unknown option{hint}"
     if error["type"] == "missing":
         return f"{name(loc)}: required but not given"
     message = str(error["msg"]).removeprefix("Value error, ")

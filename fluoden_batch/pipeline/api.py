@@ -59,7 +59,7 @@ def denoise(
     output: str | Path | None = None,
     *,
     model: str | None = None,
-    protocol: str = "whole",
+    protocol: str | None = None,
     client: Client | None = None,
     progress: bool | Reporter | None = None,
     config: str | Path | None = None,
@@ -80,8 +80,9 @@ def denoise(
         for a Dask input or a large stored image).
     model : str, optional
         Shipped model name or ``.safetensors`` path (default: the protocol's default).
-    protocol : {"whole", "vst", "masked"}
-        Per-plane protocol.
+    protocol : str, optional
+        Per-plane protocol: ``whole`` (default), ``vst``, ``masked``, or a classical
+        baseline without a model (``nlm``, ``vst-nlm``, ``bm3d``, ``vst-bm3d``).
     client : distributed.Client, optional
         With ``output``: run the blocks on this cluster and leave it open. Default: small
         inputs run in this process, larger ones on a local cluster started and closed here
