@@ -100,6 +100,7 @@ def score(weights: Path, fmd: Path, kind: str) -> dict[str, list[tuple[float, fl
     return {
         (level if method == "model" else f"noisy/{level}"): values
         for (level, _, method), values in scores.items()
+        if method in ("model", "noisy")  # the four-crop FMD scores, not the whole-image ones
     }
 
 
