@@ -311,7 +311,7 @@ def vst_bm3d(image: Image) -> np.ndarray:
 
 def _plane_params(models: ModelSet, plane: np.ndarray, noise: tuple[float, float] | None = None):
     """PlaneParams of one plane: the model's normalisation range of the plane itself (what
-    ``restore.sampling.channel_ranges`` computes over a channel), of the GAT for vst."""
+    ``pipeline.statistics.channel_ranges`` computes over a channel), of the GAT for vst."""
     from fluoden_batch.models.normalise import normalisation_range
     from fluoden_batch.noise import gat_forward
     from fluoden_batch.restore.protocols import PlaneParams
@@ -574,7 +574,7 @@ def describe_protocols(ctx: Context) -> list[str]:
         "search, fast mode, h = 0.8 sigma, sigma from `estimate_sigma`; on 12-bit synthetic "
         "data applied to the data scaled to 0..255 and scaled back, which is the same method)",
         f"VST+NLM: generalized Anscombe with (a, b) from `fluoden_batch.noise.estimate` of the "
-        f"image (a floored as in `restore.sampling.gat_parameters`), NLM at sigma = 1 with h = "
+        f"image (a floored as in `pipeline.statistics.gat_parameters`), NLM at sigma = 1 with h = "
         f"{ctx.nlm_h:g} (the same h / sigma rule as NLM, not tuned on gt), exact unbiased "
         "inverse",
         "wavelet: scikit-image `denoise_wavelet`, BayesShrink, soft thresholds, sigma estimated",
