@@ -131,39 +131,24 @@ def report(scores: dict, name: str, weights: str, seconds: float, command: str) 
             f"| {level} | {pn:.2f} / {sn:.3f} | {pm:.2f} / {sm:.3f} | {pm - pn:+.2f} | {nl} "
             f"| {PUBLISHED_NOISY[level]:.2f} |"
         )
-    lines += [
-        "",
-        "## PSNR (dB) per sample type: noisy -> model (NLM for raw)",
-        "",
-        "| type | " + " | ".join(LEVELS) + " |",
-        "|---|" + "---:|" * len(LEVELS),
-    ]
-    for kind in kinds:
-        cells = []
-        for level in LEVELS:
-            pn, pm = _mean(scores, level, "noisy", kind)[0], _mean(scores, level, "model", kind)[0]
-            cell = f"{pn:.2f} -> {pm:.2f}"
-            if level == "raw":
-                cell += f" (NLM {_mean(scores, level, 'nlm', kind)[0]:.2f})"
-            cells.append(cell)
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## Whole 512x512 images, PSNR (dB) / SSIM per sample type: noisy -> model",
-        "",
-        "(The figure most recent papers report for FMD, beside the four-crop FMD scoring.)",
-        "",
-        "| type | " + " | ".join(LEVELS) + " |",
-        "|---|" + "---:|" * len(LEVELS),
-    ]
-    for kind in kinds:
-        cells = []
-        for level in LEVELS:
-            (pn, sn), (pm, sm) = (
-                _mean(scores, level, m, kind) for m in ("noisy_full", "model_full")
-            )
-            cells.append(f"{pn:.2f} / {sn:.3f} -> {pm:.2f} / {sm:.3f}")
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+
+    def four_crop(kind: str, level: str) -> str:
+        pn, pm = _mean(scores, level, "noisy", kind)[0], _mean(scores, level, "model", kind)[0]
+        nlm_text = f" (NLM {_mean(scores, level, 'nlm', kind)[0]:.2f})" if level == "raw" else ""
+        return f"{pn:.2f} -> {pm:.2f}{nlm_text}"
+
+    def whole_image(kind: str, level: str) -> str:
+        (pn, sn), (pm, sm) = (_mean(scores, level, m, kind) for m in ("noisy_full", "model_full"))
+        return f"{pn:.2f} / {sn:.3f} -> {pm:.2f} / {sm:.3f}"
+
+    for title, cell in (
+        ("PSNR (dB) per sample type: noisy -> model (NLM for raw)", four_crop),
+        ("Whole 512x512 images (the figure most recent papers report for FMD), PSNR (dB) / "
+         "SSIM per sample type: noisy -> model", whole_image),
+    ):  # fmt: skip
+        lines += ["", f"## {title}", "", "| type | " + " | ".join(LEVELS) + " |"]
+        lines.append("|---|" + "---:|" * len(LEVELS))
+        lines += [f"| {k} | " + " | ".join(cell(k, lv) for lv in LEVELS) + " |" for k in kinds]
     worse = [lv for lv in LEVELS if _mean(scores, lv, "model")[0] < _mean(scores, lv, "noisy")[0]]
     lines += [
         "",
