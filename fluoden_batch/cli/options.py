@@ -2,10 +2,10 @@
 
 :func:`config_options` turns the fields of a config model into typer parameters: the
 name (``--mask-sigma`` for ``mask_sigma``), the type (``Literal`` fields become choices,
-``bool`` fields ``--flag/--no-flag``, ``Y,X`` pairs text), the help (the field's
-description and its default) and, for the fields named in ``arguments``, positional
-arguments. Every generated option defaults to None, meaning "not given": the config's
-default (or a ``--config`` file's value) applies.
+``bool`` fields ``--flag/--no-flag``, lists and pairs YAML text such as ``[1, 2]`` or
+``512,512``), the help (the field's description and its default) and, for the fields
+named in ``arguments``, positional arguments. Every generated option defaults to None,
+meaning "not given": the config's default (or a ``--config`` file's value) applies.
 """
 
 from __future__ import annotations

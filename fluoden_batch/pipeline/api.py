@@ -23,10 +23,9 @@ from fluoden_batch.config import (
 )
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.source import open_image
-from fluoden_batch.noise.planes import estimate_region, plan_tasks, plane_rows
 from fluoden_batch.pipeline.arrays import array_axes, denoise_array
 from fluoden_batch.pipeline.execution import IN_PROCESS_PIXELS, run_denoise
-from fluoden_batch.pipeline.noise import run_estimate_noise
+from fluoden_batch.pipeline.noise import estimate_array, run_estimate_noise
 from fluoden_batch.pipeline.progress import ConsoleReporter, Reporter
 from fluoden_batch.pipeline.run import RunResult
 from fluoden_batch.pipeline.segment import run_segment
@@ -161,7 +160,7 @@ def estimate_noise(
     ``source``: a stored image (regions estimated on ``client``, on a cluster from the
     options, or here when small) or a NumPy array (each plane estimated here as one region
     up to 2048 px a side). Returns one row per plane
-    (:func:`~fluoden_batch.noise.planes.plane_rows`).
+    (:func:`~fluoden_batch.pipeline.noise.estimate_array`).
     """
     if _is_path(source):
         cfg = load_config(
@@ -169,7 +168,4 @@ def estimate_noise(
         )
         return run_estimate_noise(cfg, client=client)
     array = np.asarray(source)
-    names = array_axes(array, axes)
-    tasks = plan_tasks(array.shape, max_blocks)
-    results = [estimate_region(array, region) for _, region in tasks]
-    return plane_rows(names, array.shape, tasks, results)
+    return estimate_array(array, array_axes(array, axes), max_blocks)

@@ -19,6 +19,7 @@ import numpy as np
 
 from fluoden_batch.config import DenoiseOptions
 from fluoden_batch.errors import InputError
+from fluoden_batch.io.ngff import default_axes, validate_axes
 from fluoden_batch.io.source import SUPPORTED_DTYPES
 from fluoden_batch.pipeline.params import channel_values, choose_method
 from fluoden_batch.pipeline.worker import JobSpec
@@ -27,24 +28,23 @@ from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
 
 __all__ = ["array_axes", "denoise_array"]
 
-AXES = "tczyx"
-
 
 def array_axes(array: Any, axes: str | None) -> str:
     """Validated axis names of an array: ``axes``, or the last ``ndim`` letters of
-    ``tczyx`` (2-D ``yx``, 3-D ``zyx``, 4-D ``czyx``)."""
+    ``tczyx`` (2-D ``yx``, 3-D ``zyx``, 4-D ``czyx``), as for a stored array without
+    metadata (:func:`~fluoden_batch.io.ngff.default_axes`,
+    :func:`~fluoden_batch.io.ngff.validate_axes`)."""
     ndim = getattr(array, "ndim", None)
-    if ndim is None or not 2 <= ndim <= 5:
-        raise InputError(f"expected an array of 2 to 5 dimensions (..., y, x), got ndim {ndim}")
-    axes = (axes or AXES[-ndim:]).lower()
-    if len(axes) != ndim or not axes.endswith("yx") or len(set(axes)) != ndim:
-        raise InputError(f"axes {axes!r} do not fit an array of shape {array.shape}")
-    if set(axes) - set(AXES):
-        raise InputError(f"axes {axes!r}: use letters of {AXES!r}")
+    if ndim is None:
+        raise InputError(f"expected an array (..., y, x), got {type(array).__name__}")
+    names = axes.lower() if axes is not None else default_axes(ndim)
+    if len(names) != ndim:
+        raise InputError(f"axes {names!r} do not fit an array of shape {array.shape}")
+    validate_axes(names)
     if np.dtype(array.dtype).type not in SUPPORTED_DTYPES:
-        names = ", ".join(np.dtype(t).name for t in SUPPORTED_DTYPES)
-        raise InputError(f"array dtype {array.dtype} is not supported ({names})")
-    return axes
+        supported = ", ".join(np.dtype(t).name for t in SUPPORTED_DTYPES)
+        raise InputError(f"array dtype {array.dtype} is not supported ({supported})")
+    return names
 
 
 def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
@@ -85,25 +85,23 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
         precision=options.precision,
         protocol=options.protocol,
         channel_noise=values.noise,
-        channel_centres=values.centres if options.labelled else None,
+        channel_centres=values.centres,
         channel_levels=values.levels,
         mask_sigma=options.mask_sigma,
         tta=options.tta,
     )
-    windows = {b.id: job.window(job.model(), b, array.shape[-2:]) for b in blocks}
-    if not lazy:
-        out = np.empty(array.shape, dtype=dtype)
-        for block in blocks:
-            w = windows[block.id]
-            out[block.slices] = _block(job, block, array[(*block.slices[:-2], *w.read)], w.crop)
-        return out
+    model = job.model()  # the halo is the model's receptive radius
+    out = None if lazy else np.empty(array.shape, dtype=dtype)
     grid = np.empty([max(b.index[i] for b in blocks) + 1 for i in range(array.ndim)], object)
     for block in blocks:
-        w = windows[block.id]
+        w = job.window(model, block, array.shape[-2:])
         region = array[(*block.slices[:-2], *w.read)]
-        task = dask.delayed(_block, pure=True)(job, block, region, w.crop)
-        grid[block.index] = da.from_delayed(task, block.shape, dtype=dtype)
-    return da.block(grid.tolist())
+        if out is not None:
+            out[block.slices] = _block(job, block, region, w.crop)
+        else:
+            task = dask.delayed(_block, pure=True)(job, block, region, w.crop)
+            grid[block.index] = da.from_delayed(task, block.shape, dtype=dtype)
+    return out if out is not None else da.block(grid.tolist())
 
 
 def _block(job: JobSpec, block: Block, region: Any, crop: tuple[slice, slice]) -> np.ndarray:

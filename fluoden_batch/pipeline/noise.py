@@ -26,7 +26,7 @@ from fluoden_batch.noise.planes import (
 from fluoden_batch.pipeline.execution import client_for
 from fluoden_batch.pipeline.progress import Reporter
 
-__all__ = ["estimate_planes", "run_estimate_noise"]
+__all__ = ["estimate_array", "estimate_planes", "run_estimate_noise"]
 
 IN_PROCESS_REGIONS = 16  # without a cluster asked for, this many regions run here
 
@@ -67,13 +67,21 @@ def estimate_planes(
     """
     if not isinstance(source, ImageSource):
         source = open_image(source, axes)
-    tasks = plan_tasks(source.shape, max_blocks, side)
     if client is None:
-        results = [estimate_region(source.array, region) for _, region in tasks]
-    else:
-        futures = client.map(_estimate_task, tasks, spec=source.spec, pure=False)
-        results = client.gather(futures)
-    return plane_rows(source.meta.axes, source.shape, tasks, results)
+        return estimate_array(source.array, source.meta.axes, max_blocks, side=side)
+    tasks = plan_tasks(source.shape, max_blocks, side)
+    futures = client.map(_estimate_task, tasks, spec=source.spec, pure=False)
+    return plane_rows(source.meta.axes, source.shape, tasks, client.gather(futures))
+
+
+def estimate_array(
+    array: Any, axes: str, max_blocks: int = DEFAULT_MAX_BLOCKS, *, side: int = REGION_SIDE
+) -> list[dict[str, Any]]:
+    """:func:`estimate_planes` of an array (Zarr, NumPy) with axes ``axes``, here, one
+    region after the other."""
+    tasks = plan_tasks(array.shape, max_blocks, side)
+    results = [estimate_region(array, region) for _, region in tasks]
+    return plane_rows(axes, array.shape, tasks, results)
 
 
 def run_estimate_noise(

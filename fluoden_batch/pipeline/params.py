@@ -163,7 +163,7 @@ def planned_noise(
 
 
 def cluster_centres(
-    cfg: DenoiseConfig,
+    cfg: DenoiseOptions,
     array: Any,
     axes: str,
     blocks: list[Block],
@@ -216,7 +216,7 @@ class ChannelValues:
 
 
 def channel_values(
-    cfg: DenoiseConfig,
+    cfg: DenoiseOptions,
     array: Any,
     axes: str,
     name: str,
@@ -241,7 +241,8 @@ def channel_values(
         old = stored("channel_levels")
         levels = tuple(float(v) for v in old) if old else channel_levels(array, axes, blocks)
     norm = Normalisation() if metadata is None else metadata.normalisation
-    ranges = channel_ranges(array, axes, blocks, norm, noise=None if classical else noise)
+    gat = noise if cfg.protocol == "vst" else None  # vst: the window of the GAT's output
+    ranges = channel_ranges(array, axes, blocks, norm, noise=gat)
     if metadata is not None and noise is None and metadata.architecture.noise_map:
         sigmas = None
         if norm.method == "noise":  # the window is scale sigmas wide

@@ -9,14 +9,14 @@ DBSCAN and HDBSCAN cluster each Y/X plane of each block on its own
 
 OUT is an OME-Zarr label image (int32, -1 = noise) with the input's axes, scales and
 chunks, ``image-label`` metadata, provenance, per-block markers and ``metrics.parquet``.
+The block task lives in :mod:`~fluoden_batch.pipeline.segment_worker`, so that a worker
+imports neither torch nor the planning side.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,32 +27,19 @@ import pandas as pd
 from distributed import Client
 
 from fluoden_batch import __version__
-from fluoden_batch.clustering import cluster_image, select_backend
-from fluoden_batch.clustering.masked import label_by_centres
-from fluoden_batch.clustering.rows import block_quality
+from fluoden_batch.clustering import select_backend
 from fluoden_batch.config.segment import SegmentConfig
 from fluoden_batch.io import store
 from fluoden_batch.io.labels import set_image_label
-from fluoden_batch.io.source import ImageSource, SourceSpec, open_image
+from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.pipeline.execution import run_planned
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.run import RunResult, run_plan
+from fluoden_batch.pipeline.segment_worker import SegmentJob, segment_block
 from fluoden_batch.pipeline.statistics import channel_centres
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
 
 METRICS_FILE = "metrics.parquet"
-
-
-@dataclass(frozen=True)
-class SegmentJob:
-    """What every task gets (picklable, small)."""
-
-    source: SourceSpec
-    output: store.OutputSpec
-    axes: str
-    cluster: dict[str, Any]  # cluster_image keywords (backend: the choice resolved at planning)
-    centres: tuple[tuple[float, ...], ...] | None  # K-means: per channel, increasing
-    quality: bool
 
 
 @dataclass
@@ -119,32 +106,6 @@ def _open_or_create(
     )
     set_image_label(out, cfg.ngff_version, cfg.clusters, cfg.input)
     return spec, False
-
-
-def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
-    """Label one block, write exactly its chunks, then its marker (the metrics row)."""
-    from threadpoolctl import threadpool_limits
-
-    t0, c = time.perf_counter(), job.axes.find("c")
-    data = np.asarray(job.source.open()[block.slices])
-    labels, backend = np.empty(data.shape, dtype=np.int32), "numpy"
-    with threadpool_limits(1):
-        for lead in np.ndindex(*data.shape[:-2]):
-            if job.centres is not None:  # K-means: nearest of the centres fitted at planning
-                ch = block.start[c] + lead[c] if c >= 0 else 0
-                labels[lead] = label_by_centres(data[lead], job.centres[ch])
-            else:
-                res = cluster_image(data[lead], **job.cluster)
-                labels[lead], backend = res.labels, res.backend
-        quality = block_quality(data, labels, job.quality)
-    job.output.open()[block.slices] = labels
-    row: dict[str, Any] = {"block": block.id, "method": job.cluster["method"], "backend": backend}
-    row |= {f"start_{a}": int(s) for a, s in zip(job.axes, block.start, strict=True)}
-    row |= dict(height=block.shape[-2], width=block.shape[-1], planes=math.prod(block.shape[:-2]))
-    row |= quality  # sizes, and scores averaged over the block's planes (WSS summed)
-    row["seconds"] = time.perf_counter() - t0
-    job.output.write_marker(block.id, row)
-    return row
 
 
 def execute_segment(

@@ -37,7 +37,8 @@ from fluoden_batch.restore.tiles import Block, Window, halo_window
 
 _MODELS: dict[tuple[str, str, str], LoadedModel] = {}
 # BM3D is not tile-exact (its blocks lie on a grid from the plane's origin): a block reads
-# this much context, so that seams between blocks stay below the noise
+# this much context; how far its borders then differ from a whole-plane run is not
+# measured here (the optional bm3d package is not installed on the project's machine)
 WHOLE_PLANE_HALO = 64
 _LOCK = threading.Lock()
 

@@ -1,0 +1,61 @@
+"""One ``segment`` task: label a block, write exactly its chunks, then its marker.
+
+Kept apart from :mod:`fluoden_batch.pipeline.segment` (the planning side) so that a Dask
+worker unpickling the task imports only what labelling needs: no torch, no model code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fluoden_batch.clustering import cluster_image
+from fluoden_batch.clustering.masked import label_by_centres
+from fluoden_batch.clustering.rows import block_quality
+from fluoden_batch.io import store
+from fluoden_batch.io.source import SourceSpec
+from fluoden_batch.restore.tiles import Block
+
+__all__ = ["SegmentJob", "segment_block"]
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """What every task gets (picklable, small)."""
+
+    source: SourceSpec
+    output: store.OutputSpec
+    axes: str
+    cluster: dict[str, Any]  # cluster_image keywords (backend: the choice resolved at planning)
+    centres: tuple[tuple[float, ...], ...] | None  # K-means: per channel, increasing
+    quality: bool
+
+
+def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
+    """Label one block, write exactly its chunks, then its marker (the metrics row)."""
+    from threadpoolctl import threadpool_limits
+
+    t0, c = time.perf_counter(), job.axes.find("c")
+    data = np.asarray(job.source.open()[block.slices])
+    labels, backend = np.empty(data.shape, dtype=np.int32), "numpy"
+    with threadpool_limits(1):
+        for lead in np.ndindex(*data.shape[:-2]):
+            if job.centres is not None:  # K-means: nearest of the centres fitted at planning
+                ch = block.start[c] + lead[c] if c >= 0 else 0
+                labels[lead] = label_by_centres(data[lead], job.centres[ch])
+            else:
+                res = cluster_image(data[lead], **job.cluster)
+                labels[lead], backend = res.labels, res.backend
+        quality = block_quality(data, labels, job.quality)
+    job.output.open()[block.slices] = labels
+    row: dict[str, Any] = {"block": block.id, "method": job.cluster["method"], "backend": backend}
+    row |= {f"start_{a}": int(s) for a, s in zip(job.axes, block.start, strict=True)}
+    row |= dict(height=block.shape[-2], width=block.shape[-1], planes=math.prod(block.shape[:-2]))
+    row |= quality  # sizes, and scores averaged over the block's planes (WSS summed)
+    row["seconds"] = time.perf_counter() - t0
+    job.output.write_marker(block.id, row)
+    return row
