@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import math
 import os
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import dask
 import yaml
+from dask.utils import parse_timedelta
 from distributed import Client
+from distributed.deploy import Adaptive
 from distributed.security import Security
 
 from fluoden_batch.compute.profiles import (
     GPU_RESOURCE,
+    KubeResources,
     KubernetesProfile,
     LocalCUDAProfile,
     LocalProfile,
     Profile,
     ProfileError,
     SlurmProfile,
+    walltime_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -35,9 +44,43 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def shell_word(text: str) -> str:
+    """``text`` as one double-quoted bash word: ``$VAR`` and ``${VAR:-default}`` still
+    expand on the node, but an unset variable or a space can no longer remove or split
+    the word (dask-jobqueue pastes option values into the job script unquoted)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
+    return f'"{escaped}"'
+
+
+def worker_lifetime(walltime: str) -> list[str]:
+    """``dask worker`` options that retire a worker before SLURM's walltime kills it.
+
+    As dask-jobqueue documents for walltimes ("How to handle job queueing system walltime
+    killing workers"): ``--lifetime`` ends the worker gracefully (its tasks and results
+    move to other workers) a margin before the walltime, ``--lifetime-stagger`` spreads the
+    workers' ends, and the cluster's adaptive scaling (:class:`JobKeeper`) submits a fresh
+    job for each one that ended. Margin: a tenth of the walltime, at least 20 s (the job's
+    worker start-up counts against the walltime too), at most 15 min; stagger: a twentieth,
+    at most 5 min. Not ``--lifetime-restart``: it restarts the worker inside the same job,
+    which the walltime then kills. No options for walltime 0 (no limit).
+    """
+    total = walltime_seconds(walltime)
+    if total == 0:
+        return []
+    stagger = min(300, total // 20)
+    lifetime = total - min(900, max(20, total // 10)) - stagger
+    return ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
+
+
 def slurm_kwargs(profile: SlurmProfile, security: Security | None = None) -> dict[str, Any]:
-    """Keyword arguments of :class:`dask_jobqueue.SLURMCluster` for a profile."""
+    """Keyword arguments of :class:`dask_jobqueue.SLURMCluster` for a profile.
+
+    ``local_directory`` becomes one quoted shell word (:func:`shell_word`); the workers
+    get :func:`worker_lifetime`'s options unless ``worker_extra_args`` has a ``--lifetime``.
+    """
     extra = list(profile.worker_extra_args)
+    if not any(arg.split("=")[0] == "--lifetime" for arg in extra):
+        extra += worker_lifetime(profile.walltime)
     if profile.gpu:
         extra += ["--resources", f"{GPU_RESOURCE}=1"]
     scheduler_options: dict[str, Any] = {"dashboard_address": profile.dashboard_address}
@@ -54,7 +97,9 @@ def slurm_kwargs(profile: SlurmProfile, security: Security | None = None) -> dic
         "job_extra_directives": profile.directives,
         "job_script_prologue": list(profile.job_script_prologue),
         "worker_extra_args": extra,
-        "local_directory": profile.local_directory,
+        "local_directory": (
+            shell_word(profile.local_directory) if profile.local_directory is not None else None
+        ),
         "log_directory": profile.log_directory,
         "interface": profile.interface,
         "python": profile.python,
@@ -108,8 +153,19 @@ def render_job_script(
     )
 
 
-def kubernetes_spec(profile: KubernetesProfile, workers: int | None = None) -> dict[str, Any]:
-    """The ``DaskCluster`` resource (a dict, as for ``kubectl apply``) for a profile."""
+def run_name(prefix: str) -> str:
+    """A DaskCluster name of its own for one run: ``<prefix>-<8 random hex digits>``."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def kubernetes_spec(
+    profile: KubernetesProfile, workers: int | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """The ``DaskCluster`` resource (a dict, as for ``kubectl apply``) for a profile.
+
+    ``name`` defaults to a new :func:`run_name` of the profile's ``name``, so every call
+    describes a cluster of its own. ``pod_spec`` keys go to the scheduler and worker pods.
+    """
     try:
         from dask_kubernetes.operator import make_cluster_spec
     except ImportError as exc:
@@ -120,16 +176,16 @@ def kubernetes_spec(profile: KubernetesProfile, workers: int | None = None) -> d
     if profile.gpu:
         command += f" --resources {GPU_RESOURCE}=1"
     spec = make_cluster_spec(
-        name=profile.name,
+        name=name or run_name(profile.name),
         image=profile.image,
         n_workers=workers or profile.n_workers,
-        resources=profile.resources.model_dump(),
+        resources=_quantities(profile.resources),
         env=dict(profile.env),
         worker_command=command,
         idle_timeout=profile.idle_timeout,
     )
     scheduler = spec["spec"]["scheduler"]["spec"]["containers"][0]
-    scheduler["resources"] = profile.scheduler_resources.model_dump()
+    scheduler["resources"] = _quantities(profile.scheduler_resources)
     # the template says `dask-scheduler`, a command current distributed no longer installs
     scheduler["args"] = ["dask", "scheduler", "--host", "0.0.0.0"]
     pod = spec["spec"]["worker"]["spec"]
@@ -140,9 +196,20 @@ def kubernetes_spec(profile: KubernetesProfile, workers: int | None = None) -> d
         pod["nodeSelector"] = dict(profile.node_selector)
     if profile.tolerations:
         pod["tolerations"] = [dict(t) for t in profile.tolerations]
+    for pod_spec in (pod, spec["spec"]["scheduler"]["spec"]):
+        pod_spec.update(profile.pod_spec)
     if profile.namespace is not None:
         spec["metadata"]["namespace"] = profile.namespace
     return spec
+
+
+def _quantities(resources: KubeResources) -> dict[str, dict[str, str]]:
+    """Requests and limits with every quantity a string (``nvidia.com/gpu: "1"``): the
+    DaskCluster CRD types them as strings and the API server refuses a YAML integer."""
+    return {
+        kind: {name: str(value) for name, value in values.items()}
+        for kind, values in resources.model_dump().items()
+    }
 
 
 def dry_run(profile: Profile, workers: int | None = None, security: Security | None = None) -> str:
@@ -199,10 +266,74 @@ def _start(profile: Profile, n: int | None, security: Security | None) -> Any:
     if isinstance(profile, LocalCUDAProfile):
         return _start_cuda(profile, n, tls)
     if isinstance(profile, SlurmProfile):
-        cluster = _jobqueue().SLURMCluster(**slurm_kwargs(profile, security))
-        cluster.scale(n=n or 1)
-        return cluster
+        return _start_slurm(profile, n or 1, security)
     return _start_kubernetes(profile, n, security)
+
+
+class JobKeeper(Adaptive):
+    """Adaptive scaling that keeps a fixed number of batch jobs, replacing lost ones.
+
+    Used with ``minimum == maximum``: it never scales down during a run, it only submits a
+    new job for each one that ended (walltime, ``--lifetime``, ``scancel``, a node
+    failure). distributed forgets a lost job of one worker process after
+    ``distributed.deploy.lost-worker-timeout`` and Adaptive then submits it again; a job of
+    several worker processes (``processes > 1``) is never forgotten there (its workers'
+    names carry a suffix the bookkeeping does not map back, dask/distributed#9102), so
+    this class forgets such a job once every one of its workers, after having joined, has
+    been gone from the scheduler for that timeout.
+    """
+
+    def __init__(self, cluster: Any, **kwargs: Any) -> None:
+        super().__init__(cluster, **kwargs)
+        self._joined: set[str] = set()
+        self._gone_since: dict[str, float] = {}
+        self._closing: set[asyncio.Future[Any]] = set()
+
+    async def recommendations(self, target: int) -> dict[str, Any]:
+        """Forget lost multi-worker jobs, then Adaptive's recommendation."""
+        self._forget_lost_groups()
+        return await super().recommendations(target)
+
+    def _forget_lost_groups(self) -> None:
+        cluster = self.cluster
+        observed = cluster.observed
+        grace = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+        now = time.monotonic()
+        for name, job in list(cluster.workers.items()):
+            group = cluster.worker_spec.get(name, {}).get("group")
+            if not group:
+                continue  # one worker per job: distributed forgets it itself
+            if {f"{name}{suffix}" for suffix in group} & observed:
+                self._joined.add(name)
+                self._gone_since.pop(name, None)
+                continue
+            if name not in self._joined:
+                continue  # still queued or starting
+            if now - self._gone_since.setdefault(name, now) < grace:
+                continue
+            log.info("batch job %s lost all its workers: submitting a new one", name)
+            del cluster.workers[name]  # Adaptive then starts worker_spec[name] again
+            self._joined.discard(name)
+            self._gone_since.pop(name)
+            closing = asyncio.ensure_future(job.close())  # scancel, if it still runs
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+
+def _start_slurm(profile: SlurmProfile, n: int, security: Security | None) -> Any:
+    """A SLURMCluster kept at ``ceil(n / processes)`` jobs by :class:`JobKeeper`.
+
+    ``scale`` alone never replaces a job that ends (dask-jobqueue does not resubmit jobs
+    killed at walltime); adaptive scaling held at that many jobs does. One task per worker
+    thread at a time, as on a local cluster: a worker that dies then only implicates the
+    blocks it was running.
+    """
+    jobs = math.ceil(n / profile.processes)
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        cluster = _jobqueue().SLURMCluster(**slurm_kwargs(profile, security))
+    cluster.scale(jobs=jobs)
+    cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs, Adaptive=JobKeeper)
+    return cluster
 
 
 def _start_cuda(profile: LocalCUDAProfile, n: int | None, tls: dict[str, Any]) -> Any:
@@ -235,7 +366,14 @@ def _start_kubernetes(profile: KubernetesProfile, n: int | None, security: Secur
         )
     spec = kubernetes_spec(profile, n)
     from dask_kubernetes.operator import KubeCluster
+    from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
 
+    log.info("DaskCluster %s (deleted when the run ends)", spec["metadata"]["name"])
+    # a name of its own and CREATE_ONLY: never attach to (and then delete) another run's
     return KubeCluster(
-        custom_cluster_spec=spec, namespace=profile.namespace, shutdown_on_close=True
+        custom_cluster_spec=spec,
+        namespace=profile.namespace,
+        create_mode=CreateMode.CREATE_ONLY,
+        shutdown_on_close=True,
+        resource_timeout=profile.resource_timeout,
     )

@@ -48,6 +48,17 @@ _WALLTIME = re.compile(
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+def walltime_seconds(walltime: str) -> int:
+    """Seconds in a SLURM time (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``,
+    ``D-HH:MM:SS``); 0 means no limit, as for SLURM."""
+    days, _, clock = walltime.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if not days and len(parts) < 3:  # MM or MM:SS
+        parts = [0, *parts]
+    hours, minutes, seconds = [*parts, 0, 0][:3]
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
 class _Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -100,8 +111,15 @@ class SlurmProfile(_Profile):
     job_name: str = "fluoden"
     job_extra_directives: list[str] = Field(default_factory=list)
     job_script_prologue: list[str] = Field(default_factory=list)
-    worker_extra_args: list[str] = Field(default_factory=list)
-    local_directory: str | None = None
+    worker_extra_args: list[str] = Field(
+        default_factory=list,
+        description="extra `dask worker` options; a --lifetime here replaces the automatic one",
+    )
+    local_directory: str | None = Field(
+        None,
+        description="node-local scratch, e.g. '${TMPDIR:-/tmp}': passed as one quoted shell "
+        "word, so variables expand on the node and an unset one cannot swallow the next option",
+    )
     log_directory: str | None = None
     interface: str | None = None
     scheduler_host: str | None = None
@@ -123,6 +141,8 @@ class SlurmProfile(_Profile):
             raise ValueError(
                 f"{v!r} is not a SLURM time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)"
             )
+        if isinstance(v, str) and 0 < walltime_seconds(v) < 60:
+            raise ValueError(f"{v!r} is under SLURM's smallest time limit, one minute")
         return v
 
     @field_validator("job_extra_directives")
@@ -164,11 +184,27 @@ class KubeResources(BaseModel):
     limits: dict[str, str | int] = Field(default_factory=dict)
 
 
+#: PodSpec keys fluoden sets itself: ``pod_spec`` may not override them
+_OWN_POD_KEYS = {
+    "containers": "image, resources, env, volume_mounts",
+    "volumes": "volumes",
+    "nodeSelector": "node_selector",
+    "tolerations": "tolerations",
+}
+
+
 class KubernetesProfile(_Profile):
-    """A DaskCluster for the Dask operator; ``image`` must contain fluoden-batch."""
+    """A DaskCluster for the Dask operator; ``image`` must contain fluoden-batch.
+
+    ``name`` is a prefix: every run creates its own DaskCluster ``<name>-<8 hex digits>``,
+    so two runs in one namespace never attach to, or delete, each other's cluster.
+    ``pod_spec`` passes further Kubernetes PodSpec keys (``imagePullSecrets``,
+    ``securityContext``, ``serviceAccountName``, ``priorityClassName``, ...) unchanged to
+    the scheduler and worker pods.
+    """
 
     cluster: Literal["kubernetes"]
-    name: str = "fluoden"
+    name: str = Field("fluoden", description="DaskCluster name prefix; a run appends -<8 hex>")
     image: str
     namespace: str | None = None
     n_workers: int | None = Field(2, ge=1)
@@ -183,6 +219,23 @@ class KubernetesProfile(_Profile):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     idle_timeout: int = Field(0, ge=0, description="seconds before an idle cluster is removed")
+    pod_spec: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra PodSpec keys for the scheduler and worker pods, passed as given",
+    )
+    resource_timeout: int = Field(
+        600,
+        ge=1,
+        description="seconds to wait for the scheduler pod (first pulls of a torch image are slow)",
+    )
+
+    @field_validator("pod_spec")
+    @classmethod
+    def _pod_spec(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, fields in _OWN_POD_KEYS.items():
+            if key in v:
+                raise ValueError(f"{key!r} is set by fluoden: use the profile's {fields}")
+        return v
 
     @field_validator("name")
     @classmethod

@@ -185,13 +185,22 @@ def worker_model(path: str, digest: str, device: str) -> LoadedModel:
 
 
 def _match_torch_threads() -> None:
-    """Give torch as many threads as the Dask worker has (1 by default)."""
+    """One torch thread per block task inside a Dask worker.
+
+    A worker runs as many blocks at once as it has threads, and every cluster here gives
+    it one core per thread (a local worker per core; dask-jobqueue: cores / processes; a
+    pod's cpu limit), so blocks x torch threads = the worker's cores. torch at the worker's
+    thread count would multiply them (4 blocks x 4 threads on 4 cores). Whole blocks in
+    parallel rather than threads inside one also keep the cores busy while a block reads,
+    decompresses and writes. Outside a worker torch's setting is left alone.
+    """
     try:
         from distributed import get_worker
 
-        torch.set_num_threads(max(1, get_worker().state.nthreads))
-    except ValueError:  # not inside a worker: leave torch's setting alone
-        pass
+        get_worker()
+    except ValueError:  # not inside a worker
+        return
+    torch.set_num_threads(1)
 
 
 def process_block(block: Block, job: JobSpec) -> dict[str, Any]:

@@ -3,6 +3,7 @@ how each profile kind is wired to its cluster class (without SLURM, Kubernetes o
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import types
@@ -27,6 +28,8 @@ from fluoden_batch.compute import (
     slurm_kwargs,
     validate_profile,
 )
+from fluoden_batch.compute.clusters import PLACEHOLDER_SCHEDULER, worker_lifetime
+from fluoden_batch.compute.profiles import walltime_seconds
 from fluoden_batch.compute.security import make_security, write_self_signed
 from fluoden_batch.errors import FluodenError
 
@@ -142,7 +145,8 @@ def test_cpu_job_script(jobqueue):
         "--nworkers 2",
         "--memory-limit 16.00GiB",
         "--interface ib0",
-        "--local-directory $TMPDIR",
+        '--local-directory "$TMPDIR"',
+        "--lifetime 7800s --lifetime-stagger 300s",  # 2.5 h less 15 min, less the stagger
     ):
         assert part in worker
     prologue = [lines.index(line) for line in CPU["job_script_prologue"]]
@@ -209,6 +213,78 @@ def test_rendered_script_is_what_slurmcluster_submits(jobqueue, tmp_path, monkey
     assert address.startswith("tcp://127.0.0.1:")
     ours = render_job_script(profile).replace("tcp://<insert-scheduler-address-here>:8786", address)
     assert ours.rsplit("\n# fluoden:", 1)[0] == real.rstrip("\n")
+
+
+def worker_argv(script: str, env: dict[str, str]) -> list[str]:
+    """The argument vector the job script's worker line gets from bash under ``env``
+    (the profile's python is ``printf '%s\\n'``, which prints each argument on a line)."""
+    runnable = script.replace(PLACEHOLDER_SCHEDULER, "127.0.0.1:8786")
+    done = subprocess.run(
+        ["bash", "-c", runnable], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("local_directory", "tmpdir", "expected"),
+    [
+        ("${TMPDIR:-/tmp}", None, "/tmp"),  # the shipped profiles' value, TMPDIR unset
+        ("${TMPDIR:-/tmp}", "/scratch/job 42", "/scratch/job 42"),
+        ("$TMPDIR", None, ""),  # empty, but still the value of --local-directory
+        ("/local/$USER", None, "/local/alice"),
+    ],
+)
+def test_local_directory_is_one_word_whatever_the_environment(
+    jobqueue, local_directory, tmpdir, expected
+):
+    profile = validate_profile(
+        {**CPU, "job_script_prologue": [], "python": "printf '%s\\n'",
+         "local_directory": local_directory}
+    )  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", "USER": "alice"}
+    if tmpdir is not None:
+        env["TMPDIR"] = tmpdir
+    argv = worker_argv(render_job_script(profile), env)
+    assert argv[argv.index("--local-directory") + 1] == expected
+    assert argv[argv.index("--interface") + 1] == "ib0"  # not swallowed (issue: "extra ib0")
+    assert argv[:3] == ["-m", "distributed.cli.dask_worker", "tcp://127.0.0.1:8786"]
+
+
+def test_shipped_slurm_profiles_survive_an_unset_tmpdir(jobqueue, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("cpu.yaml", "gpu.yaml"):
+        data = yaml.safe_load((DEPLOY / "slurm" / name).read_text())
+        data.update(job_script_prologue=[], python="printf '%s\\n'")
+        argv = worker_argv(render_job_script(validate_profile(data)), {"PATH": "/usr/bin:/bin"})
+        assert argv[argv.index("--local-directory") + 1] == "/tmp"
+        assert argv[argv.index("--interface") + 1] == "ib0"
+
+
+@pytest.mark.parametrize("walltime", ["1", "00:05:00", "01:00:00", "04:00:00", "2-00:00:00"])
+def test_workers_retire_before_the_walltime(walltime):
+    args = worker_lifetime(walltime)
+    lifetime = int(args[args.index("--lifetime") + 1].removesuffix("s"))
+    stagger = int(args[args.index("--lifetime-stagger") + 1].removesuffix("s"))
+    total = walltime_seconds(walltime)
+    # the latest end (lifetime + stagger) leaves at least 20 s, or a tenth, for start-up
+    assert lifetime + stagger <= total - max(20, min(900, total // 10))
+    assert lifetime - stagger >= total / 2  # and the worker works most of its job
+    assert "--lifetime-restart" not in args  # it would restart inside the dying job
+
+
+def test_lifetime_in_the_job_script_and_a_profile_of_its_own(jobqueue):
+    worker = next(
+        line
+        for line in render_job_script(validate_profile({**CPU, "walltime": "1"})).splitlines()
+        if "dask_worker" in line
+    )
+    assert "--lifetime 37s --lifetime-stagger 3s" in worker
+    own = {**CPU, "worker_extra_args": ["--lifetime", "50m", "--lifetime-stagger", "1m"]}
+    kwargs = slurm_kwargs(validate_profile(own))
+    assert kwargs["worker_extra_args"] == ["--lifetime", "50m", "--lifetime-stagger", "1m"]
+    assert worker_lifetime("0") == []  # no limit, no lifetime
+    with pytest.raises(ProfileError, match="smallest time limit, one minute"):
+        validate_profile({**CPU, "walltime": "00:30"})
 
 
 # --- validation errors ----------------------------------------------------------------------
@@ -295,13 +371,72 @@ def test_kubernetes_spec_for_gpu_workers():
     worker = worker_pod["containers"][0]
     assert spec["spec"]["worker"]["replicas"] == 3
     assert worker["args"][:6] == ["dask", "worker", "--nthreads", "4", "--resources", "GPU=1"]
-    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"  # the CRD wants strings
     assert worker["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
     assert worker_pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     scheduler = spec["spec"]["scheduler"]["spec"]["containers"][0]
     assert scheduler["args"][:2] == ["dask", "scheduler"]
     assert "nvidia.com/gpu" not in str(scheduler["resources"])
-    assert yaml.safe_load(dry_run(profile, 3)) == spec
+    rendered = yaml.safe_load(dry_run(profile, 3))
+    name = rendered["metadata"]["name"]
+    assert name != spec["metadata"]["name"]  # a name of its own per run
+    assert rendered == kubernetes_spec(profile, workers=3, name=name)
+
+
+KUBE = {"cluster": "kubernetes", "image": "fluoden-batch:0.1.0-cpu", "namespace": "lab"}
+
+
+def test_two_runs_never_share_a_cluster_name():
+    pytest.importorskip("dask_kubernetes")
+    profile = validate_profile(KUBE)
+    names = [kubernetes_spec(profile)["metadata"]["name"] for _ in range(200)]
+    names += [yaml.safe_load(dry_run(profile))["metadata"]["name"] for _ in range(2)]
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert re.fullmatch(r"fluoden-[0-9a-f]{8}", name)
+    spec = kubernetes_spec(profile, name="fluoden-run1")
+    selector = spec["spec"]["scheduler"]["service"]["selector"]
+    assert selector["dask.org/cluster-name"] == "fluoden-run1"  # its service finds its pod
+
+
+def test_pod_spec_passes_extra_keys_to_both_pods():
+    pytest.importorskip("dask_kubernetes")
+    extra = {
+        "imagePullSecrets": [{"name": "lab-registry"}],
+        "securityContext": {"runAsUser": 1000, "fsGroup": 1000},
+        "priorityClassName": "batch-low",
+    }
+    spec = kubernetes_spec(validate_profile({**KUBE, "pod_spec": extra}))
+    for pod in (spec["spec"]["worker"]["spec"], spec["spec"]["scheduler"]["spec"]):
+        assert {k: pod[k] for k in extra} == extra
+        assert pod["containers"][0]["image"] == "fluoden-batch:0.1.0-cpu"
+
+
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [("containers", "image, resources"), ("volumes", "volumes"), ("tolerations", "tolerations")],
+)
+def test_pod_spec_cannot_replace_what_fluoden_sets(key, field):
+    with pytest.raises(
+        ProfileError, match=rf"field 'pod_spec': '{key}' is set by fluoden.*{field}"
+    ):
+        validate_profile({**KUBE, "pod_spec": {key: []}})
+
+
+def test_shipped_kubernetes_images_are_the_documented_build_tags():
+    """Each profile's image is a tag that deploy/container/README.md's build commands
+    produce from the Dockerfile, for this package version."""
+    from importlib.metadata import version
+
+    commands = (DEPLOY / "container" / "README.md").read_text()
+    for name in ("cluster.yaml", "cluster-gpu.yaml"):
+        image = load_profile(DEPLOY / "kubernetes" / name).image
+        assert re.search(
+            rf"docker build -f deploy/container/Dockerfile.*?-t {image} \.", commands, re.S
+        )
+        assert image.split(":")[1].startswith(version("fluoden-batch") + "-")
+    dockerfile = (DEPLOY / "container" / "Dockerfile").read_text()
+    assert "--uid 1000" in dockerfile  # the uid the profiles' securityContext runs as
 
 
 def test_local_dry_run_describes_the_cluster():
@@ -363,8 +498,13 @@ def test_kubernetes_wiring(monkeypatch):
     with pytest.raises(Captured) as info, profile_cluster(profile, workers=5):
         pass
     kw = info.value.kwargs
-    assert kw["custom_cluster_spec"] == kubernetes_spec(profile, 5)
+    spec = kw["custom_cluster_spec"]
+    name = spec["metadata"]["name"]
+    assert spec == kubernetes_spec(profile, 5, name=name)
+    assert re.fullmatch(r"fluoden-[0-9a-f]{8}", name)
     assert kw["namespace"] == "imaging" and kw["shutdown_on_close"] is True
+    assert kw["create_mode"].value == "CREATE_ONLY"  # never attach to another run's cluster
+    assert kw["resource_timeout"] == 600
     with pytest.raises(ProfileError, match="NetworkPolicy"):
         enter(profile_cluster(profile, security=make_security(True)))
 
