@@ -31,6 +31,11 @@ recipe, fixed before any out-of-fold score was seen:
   (0, 200) grey levels squared, on 40 % of the patches;
 - the normalisation and initialisation given on the command line.
 
+``--correlated RHO`` (any recipe) gives the synthetic noise a lag-1 spatial correlation
+drawn uniformly in ``(0, RHO)`` per patch (:func:`fluoden_batch.noise.simulate.correlate`):
+FMD's widefield captures have 0.57-0.62, which the single-image noise estimator (and so
+the noise map and the noise normalisation) sees as about a fifth of their variance.
+
 Usage (the commands that produced the shipped weights are in results/train_fmd_*.md)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/train_fmd.py --fold A \\
@@ -84,6 +89,7 @@ def make_config(
     normalisation: str = "percentile",
     arch: str = "dncnn",
     noise_map: bool = False,
+    correlated: float = 0.0,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD for the folds to stay honest)."""
@@ -123,7 +129,8 @@ def make_config(
             f"{'FFDNet (bias-free, noise map)' if ffdnet else 'DnCNN'}"
             f"{' with a noise-map input' if noise_map else ''} {depth}x{width} trained "
             f"on FMD pairs (all noise levels -> 50-frame mean) of {', '.join(types)} and W2S "
-            f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches. "
+            f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches"
+            f"{f' (lag-1 correlation 0..{correlated})' if correlated else ''}. "
             f"Whole-image protocol, {normalisation} normalisation per plane."
         ),
         output=output,
@@ -143,6 +150,7 @@ def make_config(
         synthetic_fraction=synthetic,
         a_range=(0.02, 16.0) if wide else (0.05, 8.0),
         b_range=(0.0, 200.0) if wide else (0.0, 50.0),
+        noise_correlation=(0.0, correlated) if correlated else None,
         steps=steps,
         batch_size=16,
         patch_size=64,
@@ -168,6 +176,7 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     ffdnet = config.architecture == "ffdnet"
     wide = ffdnet or config.noise_map
     suffix += "_ffdnet" if ffdnet else "_map" if config.noise_map else ""
+    suffix += "_corr" if config.noise_correlation else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
     path = RESULTS / f"train_fmd_{fold}{suffix}.md"
@@ -198,7 +207,8 @@ Command (repository root):
 - Data: {t.get("train_images")} training images (FMD levels raw..avg16 -> gt of those types,
   W2S pairs avg1 -> avg400, {w2s_text}); {config.synthetic_fraction:.0%} of the patches get
   synthetic Poisson-Gaussian noise on the clean image instead (a {config.a_range}
-  log-uniform, b {config.b_range} uniform, grey levels, clipped to 0..255)
+  log-uniform, b {config.b_range} uniform, grey levels, clipped to 0..255; lag-1
+  correlation {config.noise_correlation or "none"})
 - Validation (held out, real raw frame): {", ".join(config.val_keys)}
 - Steps {result.step}, batch {config.batch_size} x {config.patch_size}x{config.patch_size},
   Adam lr {config.lr} with cosine decay to {config.lr * config.lr_min_ratio:g}, seed {config.seed}
@@ -240,6 +250,13 @@ def main() -> None:
     parser.add_argument(
         "--noise-map", action="store_true", help="DnCNN with a noise-map input (wide data)"
     )
+    parser.add_argument(
+        "--correlated",
+        type=float,
+        default=0.0,
+        metavar="RHO",
+        help="synthetic noise with lag-1 correlation uniform in (0, RHO) (camera-like)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
     if not (DATA / "fmd_dev" / "gt").is_dir():
@@ -261,6 +278,7 @@ def main() -> None:
         normalisation=args.normalisation,
         arch=args.arch,
         noise_map=args.noise_map,
+        correlated=args.correlated,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -271,6 +289,7 @@ def main() -> None:
         + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
         + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
         + (" --noise-map" if args.noise_map else "")
+        + (f" --correlated {args.correlated}" if args.correlated else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)
     logging.info("done: %s", path)

@@ -197,6 +197,11 @@ class TrainConfig(BaseModel):
     b_range: tuple[float, float] | None = Field(
         None, description="Gaussian variance range (image units squared), uniform per patch"
     )
+    noise_correlation: tuple[float, float] | None = Field(
+        None,
+        description="synthetic noise: range of the lag-1 correlation of neighbouring pixels "
+        "(camera-like noise, 0..0.707), uniform per patch; unset: independent pixels",
+    )
     mask_fraction: float = Field(
         0.02,
         gt=0.0,
@@ -257,6 +262,15 @@ class TrainConfig(BaseModel):
     def _check_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
         if v is not None and not 0 <= v[0] <= v[1]:
             raise ValueError(f"range must satisfy 0 <= low <= high, got {v}")
+        return v
+
+    @field_validator("noise_correlation")
+    @classmethod
+    def _check_correlation(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        from fluoden_batch.noise.simulate import MAX_CORRELATION  # scipy: not at CLI start
+
+        if v is not None and not 0 <= v[0] <= v[1] <= MAX_CORRELATION:
+            raise ValueError(f"noise_correlation must satisfy 0 <= low <= high <= 0.707, got {v}")
         return v
 
     @field_validator("capture_pattern")
@@ -341,6 +355,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"extra_pairs need distinct names, got {prefixes}")
         if self.uses_synthetic and (self.a_range is None or self.b_range is None):
             raise ValueError("synthetic noise needs a_range and b_range")
+        if self.noise_correlation is not None and (
+            self.mode not in ("supervised", "synthetic") or not self.uses_synthetic
+        ):
+            raise ValueError(
+                "noise_correlation shapes synthetic noise of modes 'supervised' (with "
+                "synthetic_fraction > 0) and 'synthetic' only"
+            )
         if self.a_range is not None and self.a_range[0] <= 0:
             raise ValueError(f"a_range must be > 0 (log-uniform sampling), got {self.a_range}")
         return self

@@ -6,6 +6,13 @@ The observation model (Foi et al. 2008) is
 
 so that ``E[z | y] = y`` and ``Var[z | y] = a * y + b``, optionally followed by
 clipping to the sensor range ``[lo, hi]`` (Foi 2009).
+
+Camera-like spatially correlated noise (``correlation``): the noise field ``z - y`` is
+filtered by the separable kernel ``[c, 1, c] / sqrt(1 + 2 c**2)`` per axis, which keeps
+each pixel's variance (about ``a * y + b``, the Poisson part mixed over 3x3 neighbours)
+and gives neighbouring pixels the correlation ``rho = 2 c / (1 + 2 c**2)`` along Y and
+along X. FMD's widefield captures measure rho 0.57-0.62 at lag 1 (``z - gt`` of its raw
+frames), its confocal and two-photon ones 0.03-0.12.
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 from fluoden_batch.errors import InputError
 
-__all__ = ["as_rng", "simulate"]
+__all__ = ["MAX_CORRELATION", "as_rng", "correlate", "simulate"]
+
+MAX_CORRELATION = 1 / math.sqrt(2)  # the largest lag-1 correlation of [c, 1, c] (c = 1/sqrt 2)
 
 
 def as_rng(rng: int | np.random.Generator | None) -> np.random.Generator:
@@ -69,6 +79,7 @@ def simulate(
     *,
     clip: tuple[float, float] | None = None,
     rng: int | np.random.Generator | None = None,
+    correlation: float = 0.0,
 ) -> np.ndarray:
     """Draw a noisy observation of the clean image ``y`` under the Poisson-Gaussian model.
 
@@ -87,6 +98,9 @@ def simulate(
         outside the range pile up at the bounds. ``None`` (default) does not clip.
     rng : int, numpy.random.Generator or None
         Random source; an int seed makes the draw reproducible.
+    correlation : float
+        Lag-1 correlation of neighbouring pixels' noise along Y and along X, in
+        ``[0, MAX_CORRELATION]`` (:func:`correlate`); 0 (default): independent pixels.
 
     Returns
     -------
@@ -120,6 +134,38 @@ def simulate(
         z = y.copy()
     if b > 0:
         z += gen.normal(0.0, math.sqrt(b), size=y.shape)
+    if correlation:
+        z = y + correlate(z - y, correlation)
     if bounds is not None:
         np.clip(z, bounds[0], bounds[1], out=z)
     return z
+
+
+def correlate(noise: np.ndarray, rho: float) -> np.ndarray:
+    """Give a zero-mean noise field of independent pixels the lag-1 correlation ``rho``.
+
+    Parameters
+    ----------
+    noise : ndarray, shape (..., H, W)
+        Noise of independent pixels (any variance map); H, W >= 2.
+    rho : float
+        Target correlation of Y and of X neighbours, in ``[0, MAX_CORRELATION]``.
+
+    Returns
+    -------
+    ndarray, float64, the shape of ``noise``
+        ``noise`` filtered by ``[c, 1, c] / sqrt(1 + 2 c**2)`` along Y and along X
+        (reflected at the borders), ``c = (1 - sqrt(1 - 2 rho**2)) / (2 rho)``: each
+        pixel keeps a variance that is the 3x3 weighted mean of its neighbours'.
+    """
+    rho = float(rho)
+    if not 0.0 <= rho <= MAX_CORRELATION:
+        raise InputError(f"noise correlation must be in [0, {MAX_CORRELATION:.4f}], got {rho}")
+    out = np.asarray(noise, dtype=np.float64)
+    if rho == 0.0:
+        return out.copy()
+    c = (1.0 - math.sqrt(max(1.0 - 2.0 * rho * rho, 0.0))) / (2.0 * rho)
+    kernel = np.array([c, 1.0, c]) / math.sqrt(1.0 + 2.0 * c * c)
+    for axis in (-2, -1):
+        out = ndimage.correlate1d(out, kernel, axis=axis, mode="reflect")
+    return out

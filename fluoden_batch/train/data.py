@@ -281,6 +281,9 @@ class PatchSampler:
     a_range, b_range : (float, float) or None
         Poisson gain (image units, log-uniform) and Gaussian variance (image units squared,
         uniform) ranges, sampled per patch; needed when any patch is synthetic.
+    correlation_range : (float, float) or None
+        Lag-1 spatial correlation of synthetic noise, uniform per patch
+        (:func:`~fluoden_batch.noise.simulate.correlate`); None: independent pixels.
     normalisation : Normalisation
         How each patch is normalised: with the range of its whole noisy image
         (:func:`~fluoden_batch.models.normalise.normalisation_range`), as inference does.
@@ -289,7 +292,9 @@ class PatchSampler:
         (:func:`~fluoden_batch.models.normalise.noise_map`) from the ``(a, b)`` of its whole
         noisy image: estimated from the image as inference does
         (:func:`~fluoden_batch.models.normalise.plane_noise`), or the ``(a, b)`` that drew a
-        synthetic patch.
+        synthetic patch of independent pixels (correlated synthetic noise: estimated too,
+        since the single-image estimator sees less of correlated noise than its variance,
+        and inference will feed the model that estimate).
     """
 
     def __init__(
@@ -300,6 +305,7 @@ class PatchSampler:
         synthetic_fraction: float = 0.0,
         a_range: tuple[float, float] | None = None,
         b_range: tuple[float, float] | None = None,
+        correlation_range: tuple[float, float] | None = None,
         normalisation: Normalisation = NORMALISATION,
         noise_map: bool = False,
     ) -> None:
@@ -312,6 +318,7 @@ class PatchSampler:
         self.images, self.patch_size = images, patch_size
         self.synthetic_fraction = synthetic_fraction
         self.a_range, self.b_range = a_range, b_range
+        self.correlation_range = correlation_range
         self.normalisation = normalisation
         self._ranges = [
             None if im.noisy is None else normalisation_range(im.noisy, normalisation)
@@ -325,8 +332,9 @@ class PatchSampler:
     def draw(self, rng: np.random.Generator) -> PatchDraw:
         """Draw where the next patch comes from, using (and advancing) ``rng``.
 
-        The draws, in this order: image, real or synthetic noise (and its ``a``, ``b``
-        and pixels), patch corner, rotation, flip.
+        The draws, in this order: image, real or synthetic noise (and its ``a``, ``b``,
+        correlation where ``correlation_range`` is set, and pixels), patch corner,
+        rotation, flip.
         """
         p = self.patch_size
         j = int(rng.integers(len(self.images)))
@@ -334,9 +342,11 @@ class PatchSampler:
         if im.noisy is None or rng.random() < self.synthetic_fraction:
             assert self.a_range is not None and self.b_range is not None
             a, b = _draw_noise_params(rng, self.a_range, self.b_range)
-            noisy = simulate(im.clean, a, b, clip=im.clip, rng=rng)
+            rho = float(rng.uniform(*self.correlation_range)) if self.correlation_range else 0.0
+            noisy = simulate(im.clean, a, b, clip=im.clip, rng=rng, correlation=rho)
             lo, hi = normalisation_range(noisy, self.normalisation)
-            synthetic, noise = True, (a, b)
+            noise = plane_noise(noisy) if rho and self.noise_map else (a, b)
+            synthetic = True
         else:
             noisy = im.noisy
             lo, hi = self._ranges[j]  # type: ignore[misc]

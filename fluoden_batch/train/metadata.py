@@ -61,6 +61,8 @@ def _noise_model(config: TrainConfig) -> dict[str, Any]:
             "a_sampling": "log-uniform per patch",
             "b_range": list(config.b_range or ()),
             "b_sampling": "uniform per patch",
+            "correlation_range": list(config.noise_correlation or (0.0, 0.0)),
+            "correlation_sampling": "uniform per patch, lag-1 along Y and X",
             "units": "grey levels of the clean images; clipped to the dtype range",
         }
     return noise_model

@@ -116,6 +116,7 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
             synthetic_fraction=1.0 if config.mode == "synthetic" else config.synthetic_fraction,
             a_range=config.a_range,
             b_range=config.b_range,
+            correlation_range=config.noise_correlation,
             normalisation=normalisation,
             noise_map=config.model_architecture.noise_map,
         )

@@ -140,3 +140,38 @@ def test_bad_clip_is_rejected(clip: object) -> None:
 def test_bad_rng_is_rejected() -> None:
     with pytest.raises(InputError, match="rng"):
         simulate(np.ones(4), 1.0, 1.0, rng="seed")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.3, 0.6, 0.7])
+def test_correlated_noise_has_the_asked_lag1_correlation_and_keeps_the_variance(
+    rho: float,
+) -> None:
+    a, b, y = 2.0, 9.0, 50.0
+    z = simulate(np.full((400, 500), y), a, b, rng=3, correlation=rho)
+    n = z - y
+    var = n.var()
+    lag_x = float(np.mean(n[:, 1:] * n[:, :-1]) / var)
+    lag_y = float(np.mean(n[1:, :] * n[:-1, :]) / var)
+    # 2e5 pixels: the sample correlation's standard error is about 0.003
+    assert lag_x == pytest.approx(rho, abs=0.02)
+    assert lag_y == pytest.approx(rho, abs=0.02)
+    assert var == pytest.approx(a * y + b, rel=0.03)
+    assert n.mean() == pytest.approx(0.0, abs=0.15)
+
+
+def test_correlated_noise_is_seen_less_by_the_single_image_estimator() -> None:
+    """Why the correlated training noise exists: the wavelet estimator (finest details)
+    underestimates the variance of correlated noise, as on FMD's widefield captures."""
+    from fluoden_batch.metrics import noise_sigma
+
+    flat = np.full((256, 256), 100.0)
+    iid = noise_sigma(simulate(flat, 0.0, 100.0, rng=1))
+    corr = noise_sigma(simulate(flat, 0.0, 100.0, rng=1, correlation=0.6))
+    assert iid == pytest.approx(10.0, rel=0.05)
+    assert corr < 0.6 * iid
+
+
+@pytest.mark.parametrize("rho", [-0.1, 0.71, float("nan")])
+def test_correlation_outside_its_range_is_refused(rho: float) -> None:
+    with pytest.raises(InputError, match="noise correlation"):
+        simulate(np.ones((8, 8)), 1.0, 1.0, rng=0, correlation=rho)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -132,6 +133,34 @@ def test_config_rejects_bad_fields(pair_dirs: tuple[Path, Path], tmp_path: Path)
         _config(pair_dirs, tmp_path, a_range=None)
     with pytest.raises(ValidationError, match="noisy_dir"):
         _config(pair_dirs, tmp_path, mode="synthetic")
+
+
+def test_correlated_synthetic_noise_is_drawn_and_recorded(
+    pair_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """noise_correlation: every synthetic patch's noise is correlated between neighbours
+    (a clean image of one grey level makes the patch its noise), the map models get the
+    estimator's view of it, and the range is stored in the weights' noise model."""
+    flat = load_pairs(pair_dirs[0], "in_*.tif", pair_dirs[1], "gt_*.tif")[0]
+    flat = replace(flat, clean=np.full_like(flat.clean, 100.0), noisy=None)
+    lags = []
+    for rho in ((0.0, 0.0), (0.6, 0.6)):
+        sampler = PatchSampler(
+            [flat], SIZE, a_range=(1.0, 1.0), b_range=(25.0, 25.0), correlation_range=rho
+        )
+        inputs, _ = sampler.sample(64, np.random.default_rng(0))
+        n = inputs[:, 0] - inputs[:, 0].mean(axis=(1, 2), keepdims=True)
+        lags.append(float(np.mean(n[:, :, 1:] * n[:, :, :-1]) / np.mean(n * n)))
+    assert lags[0] == pytest.approx(0.0, abs=0.05) and lags[1] == pytest.approx(0.6, abs=0.05)
+    config = _config(pair_dirs, tmp_path, noise_correlation=(0.0, 0.6), steps=2, val_every=2)
+    result = train(config, progress=False)
+    assert result.metadata is not None
+    assert result.metadata.noise_model["correlation_range"] == [0.0, 0.6]
+    for bad in ((0.2, 0.1), (0.0, 0.8)):
+        with pytest.raises(ValidationError, match="noise_correlation"):
+            _config(pair_dirs, tmp_path, noise_correlation=bad)
+    with pytest.raises(ValidationError, match="noise_correlation"):
+        _config(pair_dirs, tmp_path, noise_correlation=(0.0, 0.6), synthetic_fraction=0.0)
 
 
 def test_loss_falls_on_synthetic_data(pair_dirs: tuple[Path, Path], tmp_path: Path) -> None:
