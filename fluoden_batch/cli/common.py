@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fluoden_batch.errors import FluodenError
 
@@ -23,8 +24,9 @@ ConfigFileOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` to stderr; the exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``error: message`` to stderr, as it is (no markup) and never hard-wrapped, so
+    that a log holds one line per error line; the exit to raise."""
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from dask.utils import parse_bytes
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["COMPUTE_FIELDS", "ComputeOptions"]
 
@@ -41,6 +42,19 @@ class ComputeOptions(BaseModel):
     dashboard_address: str = Field(
         "127.0.0.1:8787", description="dashboard address of a local cluster (':0': any port)"
     )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, v: str) -> str:
+        if v == "auto":
+            return v
+        try:
+            size = parse_bytes(v)
+        except ValueError:
+            size = -1
+        if size < 0:
+            raise ValueError(f"expected a size such as '4GiB' (0: no limit) or 'auto', got {v!r}")
+        return v
 
     @property
     def tls_option(self) -> bool | Path | None:

@@ -8,6 +8,7 @@ flags from these fields (:mod:`fluoden_batch.cli.options`); a TOML/YAML file giv
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +102,13 @@ class DenoiseOptions(BaseModel):
         "(8x the model time; usually a few tenths of a dB better)",
     )
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
     @property
     def labelled(self) -> bool:
         """Whether the run computes cluster labels (``masked``)."""
@@ -138,6 +146,11 @@ class DenoiseConfig(DenoiseOptions, ComputeOptions):
         None, gt=0, description="peak-to-peak range for PSNR/SSIM (default: the reference's)"
     )
     overwrite: bool = Field(False, description="replace an OUTPUT written with other parameters")
+    allow_sparse: bool = Field(
+        False,
+        description="run even when 99 % or more of the input's chunks are missing (read as "
+        "the fill value; refused otherwise: most likely an incomplete copy)",
+    )
     performance_report: Path | None = Field(
         None, description="write a Dask performance report (HTML) here"
     )

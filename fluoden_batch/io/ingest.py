@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import zarr
 
+from fluoden_batch.errors import InputError, OutputError
 from fluoden_batch.io.ngff import NGFFVersion, write_attrs
-from fluoden_batch.io.source import open_image
+from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.store import LEVEL0, check_output_path
 
 
@@ -27,17 +29,39 @@ def ingest(
     tiff : Path
         A ``.tif``/``.tiff`` file (OME-TIFF physical sizes are carried into the scales).
     out : Path
-        New OME-Zarr group; must not exist.
+        New OME-Zarr group; must not exist. Removed again when the conversion fails
+        (an unreadable plane, a full disk, an interrupt), so a rerun starts afresh.
     chunks : (int, int)
         Chunk size in Y/X; other axes get chunks of 1 (one plane per chunk).
     ngff_version : {"0.5", "0.4"}
         NGFF version (0.4 writes Zarr v2, readable by Fiji's N5/OME-Zarr readers).
     axes : str, optional
         Axis names when the TIFF does not carry usable ones.
+
+    Raises
+    ------
+    InputError, OutputError
+        An unreadable or truncated TIFF, or an ``out`` that exists or lies inside it.
     """
     source = open_image(tiff, axes)
     out = check_output_path(out, [tiff])
-    zarr_format = 3 if ngff_version == "0.5" else 2
+    if out.exists() or out.is_symlink():
+        raise OutputError(f"{out} already exists; ingest writes a new image (choose another OUT)")
+    try:
+        _write(source, tiff, out, chunks, ngff_version)
+    except BaseException as exc:
+        shutil.rmtree(out, ignore_errors=True)  # created here: a rerun starts afresh
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        raise
+    return out
+
+
+def _write(
+    source: ImageSource, tiff: Path, out: Path, chunks: tuple[int, int], version: NGFFVersion
+) -> None:
+    """Create ``out`` and copy ``source`` into it plane by plane."""
+    zarr_format = 3 if version == "0.5" else 2
     group = zarr.open_group(str(out), mode="w-", zarr_format=zarr_format)
     shape = source.shape
     chunk_shape = (1,) * (len(shape) - 2) + tuple(
@@ -52,8 +76,12 @@ def ingest(
         dimension_names=list(source.meta.axes) if zarr_format == 3 else None,
     )
     for lead in itertools.product(*(range(n) for n in shape[:-2])):
-        array[lead] = source.array[lead]
+        try:
+            plane = source.array[lead]
+        except Exception as exc:  # tifffile's and the codecs' errors of a corrupt plane
+            where = f"plane {lead}" if lead else "its plane"
+            raise InputError(f"{tiff}: cannot read {where} ({type(exc).__name__}: {exc})") from exc
+        array[lead] = plane
     meta = source.meta
     meta.name = tiff.stem
-    group.attrs.update(write_attrs(meta, ngff_version, LEVEL0))
-    return out
+    group.attrs.update(write_attrs(meta, version, LEVEL0))

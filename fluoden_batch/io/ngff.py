@@ -8,6 +8,8 @@ the dataset paths. Everything else in the input's attributes is carried over unt
 from __future__ import annotations
 
 import copy
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,8 +53,10 @@ class ImageMeta:
             raise InputError(
                 f"scale {self.scale} has {len(self.scale)} entries for axes {self.axes!r}"
             )
-        if any(not s > 0 for s in self.scale):
-            raise InputError(f"scale {self.scale} must be positive")
+        if not all(s > 0 and math.isfinite(s) for s in self.scale):
+            raise InputError(f"scale {self.scale} must be positive and finite")
+        if self.translation is not None and not all(math.isfinite(t) for t in self.translation):
+            raise InputError(f"translation {self.translation} must be finite")
 
 
 def validate_axes(axes: str) -> None:
@@ -77,17 +81,87 @@ def default_axes(ndim: int) -> str:
     return AXIS_ORDER[-ndim:]
 
 
+def _short(value: Any) -> str:
+    """``repr`` of a metadata value, cut to 60 characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def multiscales_block(attrs: dict[str, Any]) -> tuple[dict[str, Any], NGFFVersion] | None:
-    """Return the first ``multiscales`` entry and the NGFF version, or None if absent."""
-    if "ome" in attrs and "multiscales" in attrs["ome"]:
-        return attrs["ome"]["multiscales"][0], "0.5"
-    if "multiscales" in attrs:
-        ms = attrs["multiscales"][0]
-        version = str(ms.get("version", "0.4"))
-        if version not in ("0.4", "0.5"):
-            raise InputError(f"unsupported NGFF version {version!r} (supported: 0.4, 0.5)")
-        return ms, "0.4"
-    return None
+    """Return the first ``multiscales`` entry and the NGFF version, or None if absent.
+
+    Raises
+    ------
+    InputError
+        ``multiscales`` is there but not a non-empty list of objects, or the version is
+        not 0.4 or 0.5.
+    """
+    ome = attrs.get("ome")
+    if ome is not None and not isinstance(ome, dict):
+        raise InputError(f"NGFF 'ome' attributes must be an object, got {_short(ome)}")
+    if ome is not None and "multiscales" in ome:
+        entries, version = ome["multiscales"], "0.5"
+    elif "multiscales" in attrs:
+        entries, version = attrs["multiscales"], "0.4"
+    else:
+        return None
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        raise InputError(
+            f"NGFF 'multiscales' must be a non-empty list of objects, got {_short(entries)}"
+        )
+    ms = entries[0]
+    if version == "0.4" and str(ms.get("version", "0.4")) not in ("0.4", "0.5"):
+        raise InputError(
+            f"unsupported NGFF version {str(ms.get('version'))!r} (supported: 0.4, 0.5)"
+        )
+    return ms, version
+
+
+def level0_path(ms: dict[str, Any]) -> str:
+    """The dataset path of level 0 of a ``multiscales`` entry: a relative path inside
+    the group (no ``..``, not absolute).
+
+    Raises
+    ------
+    InputError
+        ``datasets`` is not a non-empty list of objects with a string ``path``, or the path
+        would leave the group.
+    """
+    datasets = ms.get("datasets")
+    first = datasets[0] if isinstance(datasets, list) and datasets else None
+    if not isinstance(first, dict) or not isinstance(first.get("path"), str):
+        raise InputError(
+            "NGFF multiscales 'datasets' must be a non-empty list of objects with a "
+            f"string 'path', got {_short(datasets)}"
+        )
+    path = first["path"]
+    if not path or path.startswith("/") or ".." in path.split("/"):
+        raise InputError(f"NGFF level-0 path {path!r} must be a relative path inside it")
+    return path
+
+
+def _numbers(value: Any, what: str, ndim: int) -> list[float]:
+    """``value`` as ``ndim`` finite floats (NGFF scale or translation)."""
+    if (
+        not isinstance(value, list)
+        or len(value) != ndim
+        or any(isinstance(v, bool) or not isinstance(v, int | float) for v in value)
+    ):
+        raise InputError(f"NGFF {what} must be a list of {ndim} numbers, got {_short(value)}")
+    numbers = [float(v) for v in value]
+    if not all(math.isfinite(v) for v in numbers):
+        raise InputError(f"NGFF {what} {numbers} must be finite")
+    return numbers
+
+
+def _axis_names(axes: Any) -> str:
+    """The axis names of a ``multiscales`` entry (objects with a ``name``, or strings)."""
+    if not isinstance(axes, list):
+        raise InputError(f"NGFF multiscales 'axes' must be a list, got {_short(axes)}")
+    names = [a.get("name") if isinstance(a, dict) else a for a in axes]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise InputError(f"NGFF multiscales 'axes' must list named axes, got {_short(axes)}")
+    return "".join(names)
 
 
 def read_meta(attrs: dict[str, Any], ndim: int) -> tuple[ImageMeta, str, NGFFVersion]:
@@ -97,36 +171,54 @@ def read_meta(attrs: dict[str, Any], ndim: int) -> tuple[ImageMeta, str, NGFFVer
     -------
     meta, level0_path, version
         The metadata of level 0, the dataset path of level 0, and the NGFF version.
+
+    Raises
+    ------
+    InputError
+        Missing or malformed metadata, naming the entry and the value at fault.
     """
     found = multiscales_block(attrs)
     if found is None:
         raise InputError("group has no NGFF 'multiscales' metadata")
     ms, version = found
-    try:
-        axes_list = ms["axes"]
-        names = "".join(a["name"] if isinstance(a, dict) else a for a in axes_list)
-        dataset = ms["datasets"][0]
-        path = str(dataset["path"])
-    except (KeyError, IndexError, TypeError) as exc:
-        raise InputError(f"malformed NGFF multiscales metadata: missing {exc}") from exc
+    path = level0_path(ms)
+    axes_list = ms.get("axes")
+    names = _axis_names(axes_list)
     if len(names) != ndim:
         raise InputError(f"NGFF axes {names!r} do not match the array's {ndim} dimensions")
-    units = {a["name"]: a["unit"] for a in axes_list if isinstance(a, dict) and a.get("unit")}
+    units = {
+        a["name"]: a["unit"]
+        for a in axes_list
+        if isinstance(a, dict) and isinstance(a.get("unit"), str) and a["unit"]
+    }
     scale = [1.0] * ndim
     translation = None
-    for transform in dataset.get("coordinateTransformations", []):
-        if transform.get("type") == "scale":
-            scale = [float(s) for s in transform["scale"]]
-        elif transform.get("type") == "translation":
-            translation = [float(t) for t in transform["translation"]]
-    omero = attrs.get("ome", {}).get("omero") if version == "0.5" else attrs.get("omero")
+    transforms = ms["datasets"][0].get("coordinateTransformations", [])
+    if not isinstance(transforms, list) or not all(isinstance(t, dict) for t in transforms):
+        raise InputError(
+            f"NGFF coordinateTransformations must be a list of objects, got {_short(transforms)}"
+        )
+    for transform in transforms:
+        kind = transform.get("type")
+        if kind in ("scale", "translation") and kind not in transform:
+            raise InputError(f"NGFF {kind} transformation without an inline {kind!r} list")
+        if kind == "scale":
+            scale = _numbers(transform["scale"], "scale", ndim)
+        elif kind == "translation":
+            translation = _numbers(transform["translation"], "translation", ndim)
+    omero = (attrs["ome"] if version == "0.5" else attrs).get("omero")
+    try:  # copied into the output: it must stay standard JSON (zarr writes NaN as is)
+        json.dumps(omero, allow_nan=False)
+    except ValueError:
+        raise InputError("NGFF 'omero' metadata holds NaN or Infinity") from None
+    name = ms.get("name")
     meta = ImageMeta(
         axes=names,
         scale=scale,
         translation=translation,
         units=units,
-        omero=copy.deepcopy(omero),
-        name=ms.get("name"),
+        omero=copy.deepcopy(omero) if isinstance(omero, dict) else None,
+        name=name if isinstance(name, str) else None,
     )
     return meta, path, version
 

@@ -7,8 +7,11 @@ reopen the same array on a worker.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +26,7 @@ from fluoden_batch.io.ngff import (
     ImageMeta,
     NGFFVersion,
     default_axes,
+    level0_path,
     multiscales_block,
     read_meta,
     validate_axes,
@@ -173,28 +177,26 @@ def _open_zarr(p: Path, axes: str | None) -> ImageSource:
     if axes is not None and axes != meta.axes:
         raise InputError(f"{p}: --axes {axes!r} contradicts the NGFF axes {meta.axes!r}")
     array = node[level0]
-    if not isinstance(array, zarr.Array):
-        raise InputError(f"{p}: NGFF level-0 path {level0!r} is not an array")
+    assert isinstance(array, zarr.Array)  # checked by _group_meta
     return ImageSource(SourceSpec("zarr", str(p), level0), array, meta, version, attrs)
 
 
 def _group_meta(
     attrs: dict[str, Any], group: zarr.Group, p: Path
 ) -> tuple[ImageMeta, str, NGFFVersion]:
-    found = multiscales_block(attrs)
-    if found is None:
-        raise InputError(f"{p}: a Zarr group without NGFF 'multiscales' metadata; pass an array")
-    ms, _ = found
-    level0 = str(ms.get("datasets", [{}])[0].get("path", ""))
-    if not level0 or level0.startswith("/") or ".." in level0.split("/"):
-        raise InputError(f"{p}: NGFF level-0 path {level0!r} must be a relative path inside it")
-    if level0 not in group:
-        raise InputError(f"{p}: NGFF level-0 array {level0!r} is missing from the group")
-    ndim = group[level0].ndim
     try:
-        return read_meta(attrs, ndim)
+        found = multiscales_block(attrs)
+        if found is None:
+            raise InputError("a Zarr group without NGFF 'multiscales' metadata; pass an array")
+        level0 = level0_path(found[0])
+        if level0 not in group:
+            raise InputError(f"NGFF level-0 array {level0!r} is missing from the group")
+        array = group[level0]
+        if not isinstance(array, zarr.Array):
+            raise InputError(f"NGFF level-0 path {level0!r} is not an array")
+        return read_meta(attrs, array.ndim)
     except InputError as exc:
-        raise InputError(f"{p}: {exc}") from exc
+        raise InputError(f"{p}: {exc}") from None
 
 
 def _plain_meta(ndim: int, axes: str | None, p: Path) -> ImageMeta:
@@ -210,9 +212,12 @@ def _plain_meta(ndim: int, axes: str | None, p: Path) -> ImageMeta:
 
 def _open_tiff(p: Path, axes: str | None) -> ImageSource:
     try:
-        with tifffile.TiffFile(p) as tf:
+        with _tifffile_log() as log, tifffile.TiffFile(p) as tf:
             series = tf.series[0]
             tiff_axes, ome_xml = series.axes, tf.ome_metadata
+            _check_tiff_complete(p, series.pages, tf.filehandle.size, log)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"{p}: not a readable TIFF file ({exc})") from exc
     spec = SourceSpec("tiff", str(p))
@@ -222,8 +227,52 @@ def _open_tiff(p: Path, axes: str | None) -> ImageSource:
         axes = mapped if "?" not in mapped and _valid(mapped) else default_axes(array.ndim)
     meta = _plain_meta(array.ndim, axes, p)
     if ome_xml:
-        meta.scale, meta.units = _ome_tiff_scale(ome_xml, meta.axes)
+        scale, units = _ome_tiff_scale(ome_xml, meta.axes)
+        try:
+            meta = ImageMeta(meta.axes, scale, units=units)
+        except InputError as exc:
+            raise InputError(f"{p}: OME-XML physical sizes: {exc}") from None
     return ImageSource(spec, array, meta)
+
+
+@contextlib.contextmanager
+def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
+    """Collect what tifffile logs (it logs broken files instead of raising); on exit,
+    pass on to its logger what :func:`_check_tiff_complete` did not turn into an error."""
+    logger = logging.getLogger("tifffile")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    for record in records:
+        logger.handle(record)
+
+
+def _check_tiff_complete(p: Path, pages: Any, size: int, log: list[logging.LogRecord]) -> None:
+    """Refuse a truncated or structurally broken TIFF by name, before any work: tifffile
+    logs a page list cut short (and then reads fewer planes, without an error), and
+    reports data past the end of the file only when a plane is read."""
+    broken = [
+        r.getMessage()
+        for r in log
+        if r.levelno >= logging.ERROR or "failed to reshape" in r.getMessage()
+    ]
+    if broken:
+        raise InputError(f"{p}: truncated or corrupt TIFF ({broken[0][:200]})")
+    for index, page in enumerate(pages):
+        if page is None:
+            continue
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
+        if ends and max(ends) > size:
+            raise InputError(
+                f"{p}: truncated TIFF: plane {index} needs {max(ends)} bytes, the file has {size}"
+            )
 
 
 def _valid(axes: str) -> bool:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from fluoden_batch.config.files import describe_error
 from fluoden_batch.errors import ModelError
 from fluoden_batch.models.dncnn import DnCNN, fold_batch_norm
 from fluoden_batch.models.ffdnet import FFDNet
@@ -49,7 +50,9 @@ class Architecture(BaseModel):
     batch_norm: bool = True
     noise_map: bool = Field(False, description="the noise map is an input channel")
     bias: bool = Field(True, description="ffdnet: additive biases (False: bias-free)")
-    map_gain: float | None = Field(None, gt=0, description="ffdnet: factor on the noise map")
+    map_gain: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="ffdnet: factor on the noise map"
+    )
 
     @model_validator(mode="after")
     def _check_kind(self) -> Architecture:
@@ -109,9 +112,20 @@ class Normalisation(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     method: Literal["percentile", "noise"] = "percentile"
-    low: float = Field(0.1, ge=0, lt=100)
-    high: float = Field(99.9, gt=0, le=100)
-    scale: float = Field(40.0, gt=0, description="noise method: hi - lo = scale * sigma")
+    low: float = Field(0.1, ge=0, lt=100, allow_inf_nan=False)
+    high: float = Field(99.9, gt=0, le=100, allow_inf_nan=False)
+    scale: float = Field(
+        40.0, gt=0, allow_inf_nan=False, description="noise method: hi - lo = scale * sigma"
+    )
+
+    @model_validator(mode="after")
+    def _ordered_window(self) -> Normalisation:
+        if not self.low < self.high:
+            raise ValueError(
+                f"the normalisation window needs low < high, got low={self.low} "
+                f"high={self.high} (percentiles)"
+            )
+        return self
 
 
 class ModelMetadata(BaseModel):
@@ -201,8 +215,12 @@ def read_metadata(path: Path) -> ModelMetadata:
         raise ModelError(f"{path}: safetensors file has no '{METADATA_KEY}' metadata")
     try:
         return ModelMetadata.model_validate(json.loads(header[METADATA_KEY]))
-    except (ValidationError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: invalid model metadata: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: model metadata is not valid JSON ({exc})") from exc
+    except ValidationError as exc:
+        fields = ModelMetadata.model_fields
+        problems = "; ".join(describe_error(e, fields, str) for e in exc.errors())
+        raise ModelError(f"{path}: invalid model metadata: {problems}") from exc
 
 
 def build_model(a: Architecture) -> Denoiser:
@@ -214,10 +232,28 @@ def build_model(a: Architecture) -> Denoiser:
 
 
 def load_trainable(path: Path) -> tuple[Denoiser, ModelMetadata]:
-    """Load a weights file as it was trained (batch norm not folded), e.g. to fine-tune."""
+    """Load a weights file as it was trained (batch norm not folded), e.g. to fine-tune.
+
+    Raises
+    ------
+    ModelError
+        Invalid metadata (:func:`read_metadata`), tensors that do not match the
+        architecture, or a tensor holding NaN/Inf (a diverged training: the fused oneDNN
+        convolutions would not even propagate the NaN, and the output would look valid).
+    """
     metadata = read_metadata(path)
     model = build_model(metadata.architecture)
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from exc
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in tensors.items() if _non_finite(v)}
+    if bad:
+        where = ", ".join(f"{k} ({n})" for k, n in sorted(bad.items())[:3])
+        raise ModelError(
+            f"{path}: {sum(bad.values())} NaN/Inf weights in {len(bad)} tensor(s): {where}; "
+            "the file is unusable (a diverged training?)"
+        )
     expected = set(model.state_dict())
     missing, unexpected = expected - set(tensors), set(tensors) - expected
     if missing or unexpected:
@@ -249,6 +285,11 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     # channels-last weights and inputs: about 2x faster oneDNN convolutions on CPU
     module.to(device=device, memory_format=torch.channels_last)
     return LoadedModel(module=module, metadata=metadata, digest=file_digest(path), path=path)
+
+
+def _non_finite(tensor: torch.Tensor) -> bool:
+    """Whether a floating-point tensor holds any NaN or Inf."""
+    return tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
 
 
 def _refuse_pickle(path: Path) -> None:

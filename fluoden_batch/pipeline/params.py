@@ -21,20 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from fluoden_batch.clustering import select_backend
 from fluoden_batch.config import (
     DEFAULT_MASKED_MODEL,
     DEFAULT_MODEL,
+    ComputeOptions,
     DenoiseConfig,
     DenoiseOptions,
 )
-from fluoden_batch.errors import InputError
+from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.io.store import stored_parameter
 from fluoden_batch.models.weights import (
     ModelMetadata,
     Normalisation,
     file_digest,
-    read_metadata,
+    load_trainable,
     resolve_weights,
     shipped_models,
 )
@@ -52,6 +55,7 @@ __all__ = [
     "ChannelValues",
     "Method",
     "channel_values",
+    "check_device",
     "choose_method",
     "choose_model",
     "cluster_centres",
@@ -109,13 +113,50 @@ def choose_method(cfg: DenoiseOptions, notes: list[str]) -> Method:
     model, more = choose_model(cfg)
     notes.extend(more)
     path = resolve_weights(model)
-    metadata = read_metadata(path)
+    _, metadata = load_trainable(path)  # metadata, tensor shapes, finite weights
+    channels = metadata.architecture.in_channels
+    if channels != 1:
+        raise ModelError(
+            f"model {path} takes {channels} image channels per pixel; fluoden denoises one "
+            "Y/X plane (one channel) at a time and needs a model with in_channels = 1"
+        )
+    check_device(cfg)
     if metadata.protocol != cfg.protocol:
         notes.append(
             f"warning: model {metadata.name} was trained for the {metadata.protocol!r} "
             f"protocol; running {cfg.protocol!r} feeds it data it was not trained on"
         )
     return Method(metadata.name, model, str(path), file_digest(path), metadata)
+
+
+def check_device(cfg: DenoiseOptions) -> None:
+    """Refuse, before any work, a torch device (or reduced precision) that this machine
+    lacks, when the blocks run here: in this process or on a local cluster. The workers
+    of a scheduler or a deploy profile are other machines; they meet the device when
+    they load the model.
+
+    Raises
+    ------
+    InputError
+        ``cuda`` or ``cuda:N`` without that CUDA device; ``bf16``/``fp16`` without CUDA.
+    """
+    if isinstance(cfg, ComputeOptions) and (cfg.scheduler is not None or cfg.profile is not None):
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = cfg.device
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            have = f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA"
+            raise InputError(
+                f"--device {device}: this machine has {have} (torch.cuda.is_available() is "
+                f"{count > 0}); use --device cpu or auto"
+            )
+    elif cfg.precision != "fp32" and (device == "cpu" or count == 0):
+        raise InputError(
+            f"--precision {cfg.precision} needs a CUDA device; the blocks would run on the "
+            "CPU here (use --precision fp32)"
+        )
 
 
 def stored(cfg: DenoiseConfig, out: Path, digest: str, key: str) -> Any:
