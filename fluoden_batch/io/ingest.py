@@ -52,7 +52,7 @@ def ingest(
     except BaseException as exc:
         shutil.rmtree(out, ignore_errors=True)  # created here: a rerun starts afresh
         if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+            raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from exc
         raise
     return out
 

@@ -13,6 +13,7 @@ from typing import Any
 from distributed import Client
 
 from fluoden_batch.config import NoiseConfig
+from fluoden_batch.errors import NoiseEstimationError
 from fluoden_batch.io.source import ImageSource, SourceSpec, open_image
 from fluoden_batch.noise.estimate import NoiseEstimate
 from fluoden_batch.noise.planes import (
@@ -89,7 +90,15 @@ def run_estimate_noise(
 ) -> list[dict[str, Any]]:
     """Open ``cfg.input`` and estimate every plane: on ``client``, on a cluster from
     ``cfg``'s compute options, or here (up to ``IN_PROCESS_REGIONS`` regions when no
-    cluster is asked for)."""
+    cluster is asked for).
+
+    Raises
+    ------
+    NoiseEstimationError
+        No plane has an estimate (every one unreadable, too flat or too small), naming
+        the input and the first plane's reason; planes that fail among others that do
+        not are rows with an ``error``.
+    """
     reporter = reporter or Reporter()
     source = open_image(cfg.input, cfg.axes)
     n_tasks = len(plan_tasks(source.shape, cfg.max_blocks))
@@ -97,4 +106,12 @@ def run_estimate_noise(
     with client_for(cfg, small, client) as c:
         if c is not None:
             reporter.dashboard(c.dashboard_link)
-        return estimate_planes(source, c, cfg.max_blocks)
+        rows = estimate_planes(source, c, cfg.max_blocks)
+    if all(r["error"] is not None for r in rows):
+        first = rows[0]
+        where = ", ".join(f"{a}={first[a]}" for a in source.meta.axes[:-2]) or "the plane"
+        raise NoiseEstimationError(
+            f"{source.spec.describe()}: no estimate for any of its {len(rows)} plane(s) "
+            f"({where}: {first['error']})"
+        )
+    return rows

@@ -210,19 +210,21 @@ def cluster_centres(
     blocks: list[Block],
     notes: list[str],
     old: Any = None,
+    name: str | None = None,
 ) -> tuple[tuple[float, ...], ...]:
     """K-means centres per channel, increasing, data units: ``old`` (stored by the run
     being resumed), else fitted on a sample of ``blocks``
     (:func:`~fluoden_batch.pipeline.statistics.channel_centres`) on the backend
     ``cfg.cluster_backend`` picks. Appends notes: the backend and why, the centres, and
-    the channels with fewer than ``cfg.clusters`` distinct centres."""
+    the channels with fewer than ``cfg.clusters`` distinct centres. ``name`` names the
+    input in errors."""
     if old:
         centres = tuple(tuple(float(v) for v in c) for c in old)
         notes.append("cluster backend: not needed (centres reused from the run being resumed)")
     else:
         engine, reason = select_backend(cfg.cluster_backend)
         notes.append(f"cluster backend: {reason}")
-        centres = channel_centres(array, axes, blocks, cfg.clusters, engine)
+        centres = channel_centres(array, axes, blocks, cfg.clusters, engine, name=name)
     text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres)
     notes.append(f"K-means centres per channel (K={cfg.clusters}): {text}")
     fewer = [str(ch) for ch, c in enumerate(centres) if len(c) < cfg.clusters]
@@ -276,14 +278,17 @@ def channel_values(
         noise = planned_noise(array, axes, name, notes, stored("channel_noise"))
     centres = None
     if cfg.labelled:
-        centres = cluster_centres(cfg, array, axes, blocks, notes, stored("channel_centres"))
+        old = stored("channel_centres")
+        centres = cluster_centres(cfg, array, axes, blocks, notes, old, name)
     levels = None
     if classical:
         old = stored("channel_levels")
-        levels = tuple(float(v) for v in old) if old else channel_levels(array, axes, blocks)
+        levels = (
+            tuple(float(v) for v in old) if old else channel_levels(array, axes, blocks, name=name)
+        )
     norm = Normalisation() if metadata is None else metadata.normalisation
     gat = noise if cfg.protocol == "vst" else None  # vst: the window of the GAT's output
-    ranges = channel_ranges(array, axes, blocks, norm, noise=gat)
+    ranges = channel_ranges(array, axes, blocks, norm, noise=gat, name=name)
     if metadata is not None and noise is None and metadata.architecture.noise_map:
         sigmas = None
         if norm.method == "noise":  # the window is scale sigmas wide

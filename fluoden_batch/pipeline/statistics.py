@@ -37,9 +37,10 @@ def _spread(blocks: list[Block], n: int) -> list[Block]:
 
 
 def _sample_blocks(
-    array: zarr.Array, blocks: list[Block], channel_slice: tuple
+    array: zarr.Array, blocks: list[Block], channel_slice: tuple, name: str | None = None
 ) -> list[np.ndarray]:
-    """The readable ``blocks`` of ``array`` (restricted by ``channel_slice``), as arrays."""
+    """The readable ``blocks`` of ``array`` (restricted by ``channel_slice``), as arrays;
+    ``name`` names the input in the error when none can be read."""
     parts, errors = [], []
     for b in blocks:
         region = tuple(
@@ -50,7 +51,9 @@ def _sample_blocks(
         except Exception as exc:  # a corrupt chunk: its block's task will fail by name
             errors.append(f"block {b.id}: {type(exc).__name__}: {exc}")
     if not parts:
-        raise InputError(f"{array}: no sampled block could be read ({'; '.join(errors)})")
+        raise InputError(
+            f"{name or array}: no sampled block could be read ({'; '.join(errors[:3])})"
+        )
     return parts
 
 
@@ -70,8 +73,10 @@ def _pool(parts: list[np.ndarray]) -> np.ndarray:
     return values[:: max(1, values.size // MAX_VALUES)]
 
 
-def _sample(array: zarr.Array, blocks: list[Block], channel_slice: tuple) -> np.ndarray:
-    return _pool(_sample_blocks(array, blocks, channel_slice))
+def _sample(
+    array: zarr.Array, blocks: list[Block], channel_slice: tuple, name: str | None = None
+) -> np.ndarray:
+    return _pool(_sample_blocks(array, blocks, channel_slice, name))
 
 
 def channel_ranges(
@@ -81,6 +86,7 @@ def channel_ranges(
     norm: Normalisation,
     max_blocks: int = 8,
     noise: tuple[tuple[float, float], ...] | None = None,
+    name: str | None = None,
 ) -> tuple[tuple[float, float], ...]:
     """Normalisation (lo, hi) per channel from a sample of blocks.
 
@@ -103,6 +109,8 @@ def channel_ranges(
         Blocks sampled per channel.
     noise : tuple of (a, b), optional
         Per channel: take the range of ``gat_forward(sample, a, b)`` (``vst``).
+    name : str, optional
+        Names the input in errors (default: the array's repr).
     """
     c = axes.find("c")
     n_channels = array.shape[c] if c >= 0 else 1
@@ -113,7 +121,7 @@ def channel_ranges(
         if c >= 0:
             sel[c] = slice(ch, ch + 1)
             pool = [b for b in blocks if b.start[c] <= ch < b.stop[c]]
-        parts = _sample_blocks(array, _spread(pool, max_blocks), tuple(sel))
+        parts = _sample_blocks(array, _spread(pool, max_blocks), tuple(sel), name)
         if noise is not None:
             parts = [gat_forward(p, *noise[ch]) for p in parts]
         lo, hi = percentile_range(_pool(parts), norm.low, norm.high)
@@ -131,6 +139,7 @@ def channel_centres(
     k: int,
     backend: BackendChoice | ClusterBackend = "cpu",
     max_blocks: int = 8,
+    name: str | None = None,
 ) -> tuple[tuple[float, ...], ...]:
     """K-means intensity centres per channel, increasing, from a pooled sample of blocks.
 
@@ -152,6 +161,8 @@ def channel_centres(
         Clustering backend (see :func:`fluoden_batch.clustering.select_backend`).
     max_blocks : int
         Blocks sampled per channel.
+    name : str, optional
+        Names the input in errors (default: the array's repr).
 
     Returns
     -------
@@ -160,21 +171,21 @@ def channel_centres(
         the sample holds fewer distinct levels (one for a constant channel).
     """
     centres = []
-    for values in _channel_samples(array, axes, blocks, max_blocks):
+    for values in _channel_samples(array, axes, blocks, max_blocks, name):
         fit = cluster_image(values.reshape(1, -1), "kmeans", k=k, backend=backend, seed=0)
         centres.append(tuple(float(m) for m in np.unique(fit.means)))
     return tuple(centres)
 
 
 def _channel_samples(
-    array: zarr.Array, axes: str, blocks: list[Block], max_blocks: int
+    array: zarr.Array, axes: str, blocks: list[Block], max_blocks: int, name: str | None
 ) -> Iterator[np.ndarray]:
     """Per channel: the pooled values of up to ``max_blocks`` of its blocks (:func:`_sample`)."""
     c = axes.find("c")
     for ch in range(array.shape[c] if c >= 0 else 1):
         sel = tuple(slice(ch, ch + 1) if i == c else None for i in range(len(axes)))
         pool = [b for b in blocks if c < 0 or b.start[c] <= ch < b.stop[c]]
-        yield _sample(array, _spread(pool, max_blocks), sel)
+        yield _sample(array, _spread(pool, max_blocks), sel, name)
 
 
 def channel_noise(
@@ -222,11 +233,16 @@ def channel_noise(
 
 
 def channel_levels(
-    array: zarr.Array, axes: str, blocks: list[Block], max_blocks: int = 8
+    array: zarr.Array,
+    axes: str,
+    blocks: list[Block],
+    max_blocks: int = 8,
+    name: str | None = None,
 ) -> tuple[float, ...]:
     """The median intensity of each channel in a sample of ``blocks`` (data units): where
-    the plain classical denoisers take their noise std, ``sqrt(a * level + b)``."""
-    samples = _channel_samples(array, axes, blocks, max_blocks)
+    the plain classical denoisers take their noise std, ``sqrt(a * level + b)``; ``name``
+    names the input in errors."""
+    samples = _channel_samples(array, axes, blocks, max_blocks, name)
     return tuple(float(np.median(values)) for values in samples)
 
 
