@@ -7,6 +7,8 @@ images), never guessed from the dtype.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import estimate_sigma
@@ -96,7 +98,9 @@ def noise_sigma(image: np.ndarray) -> float:
         )
     if not np.isfinite(image).all():
         raise InputError("plane has NaN/Inf pixels")
-    with np.errstate(all="ignore"):
+    # a flat plane has no non-zero wavelet detail: NaN, and numpy's "Mean of empty slice"
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         sigma = float(estimate_sigma(image.astype(np.float64), channel_axis=None))
     if not np.isfinite(sigma):
         raise InputError(f"noise estimate is undefined for this plane (range {np.ptp(image):.3g})")

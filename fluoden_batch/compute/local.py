@@ -18,6 +18,7 @@ from distributed.security import Security
 
 from fluoden_batch.compute.clusters import default_workers, profile_cluster
 from fluoden_batch.compute.profiles import load_profile
+from fluoden_batch.compute.quiet import PRELOAD, QuietTaskErrors
 from fluoden_batch.compute.security import make_security
 from fluoden_batch.errors import FluodenError
 
@@ -63,7 +64,31 @@ def dask_client(
     FluodenError
         The scheduler cannot be reached, the options contradict each other, or the
         profile or the certificates are invalid.
+
+    Notes
+    -----
+    Every client gets the :class:`~fluoden_batch.compute.quiet.QuietTaskErrors` worker
+    plugin, and the workers of a local cluster ignore Ctrl-C
+    (:func:`~fluoden_batch.compute.quiet.dask_setup`): the run reports both itself.
     """
+    with _start(
+        scheduler, workers, threads_per_worker, memory_limit, dashboard_address, profile, tls
+    ) as client:
+        client.register_plugin(QuietTaskErrors())
+        yield client
+
+
+@contextlib.contextmanager
+def _start(
+    scheduler: str | None,
+    workers: int | None,
+    threads_per_worker: int,
+    memory_limit: str | float | None,
+    dashboard_address: str,
+    profile: Path | None,
+    tls: bool | Path | None,
+) -> Iterator[Client]:
+    """:func:`dask_client`'s client, without the plugin."""
     if scheduler is not None and profile is not None:
         raise FluodenError("give either a scheduler address or a profile, not both")
     if scheduler is not None and tls is True:
@@ -92,6 +117,7 @@ def dask_client(
             host="127.0.0.1",
             dashboard_address=dashboard_address,
             memory_limit=memory_limit,
+            preload=[*dask.config.get("distributed.worker.preload"), PRELOAD],
             **tls_options,
         ) as cluster,
         Client(cluster, security=security) as client,

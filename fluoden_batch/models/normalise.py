@@ -9,6 +9,7 @@ plane uses the same affine map and tiling stays exact.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -84,7 +85,9 @@ def noise_sigma(x: np.ndarray) -> float:
             continue
         if not finite.all():
             plane = np.where(finite, plane, np.median(plane[finite]))
-        estimates.append(float(estimate_sigma(plane, channel_axis=None)))
+        with warnings.catch_warnings():  # a flat plane: NaN, without "Mean of empty slice"
+            warnings.simplefilter("ignore", RuntimeWarning)
+            estimates.append(float(estimate_sigma(plane, channel_axis=None)))
     good = [e for e in estimates if np.isfinite(e)]
     return float(np.median(good)) if good else 0.0
 
