@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+import torch
 import zarr
+from click.testing import Result
+from typer.testing import CliRunner
 
-from conftest import write_image
+from conftest import blobs, write_image
+from fluoden_batch.cli import app
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import BlockError, InputError
 from fluoden_batch.io.source import open_image
+from fluoden_batch.models import DnCNN, load_trainable, save_weights
 from fluoden_batch.pipeline import execute, plan
 
 
@@ -109,3 +118,235 @@ def test_corrupt_chunk_fails_its_block_by_name(client, tiny_weights, tmp_path):
     # the block of the corrupt chunk fails, so do those whose halo reads it
     assert "0.1" in prov["last_run"]["failed"] and not prov["complete"]
     assert (zarr.open_array(str(inp), path="0")[32:, :] == data[32:, :]).all()  # input untouched
+
+
+# --- Through the CLI: one line naming the problem, exit 2, nothing left that blocks a rerun
+#
+# Each case builds its bad input under tmp_path and returns the failing command, phrases the
+# one error line must hold, and the corrected command (which must then succeed, also when
+# it writes to the same OUT as the failed one).
+
+runner = CliRunner()
+
+
+@dataclass
+class Case:
+    args: list[str]
+    phrases: list[str]
+    rerun: list[str]
+    out: Path | None = None  # OUT of the failing command: it must not be left behind
+
+
+def refused_in_one_line(result: Result, phrases: list[str]) -> str:
+    """Assert a refusal: exit 2, exactly one line on stderr (``error: ...``) holding each
+    phrase, nothing on stdout, no traceback; return the line."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert not result.stdout.strip() and "Traceback" not in result.output
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+    return lines[0]
+
+
+def small_image(path: Path) -> Path:
+    """A noisy 128 x 128 uint16 scene (enough for a noise estimate) in 64 x 64 chunks."""
+    rng = np.random.default_rng(1)
+    data = rng.poisson(blobs(rng, 128, count=12) * 4).astype(np.uint16)
+    return write_image(path, data, "yx", (64, 64))
+
+
+def denoise_args(inp: Path, out: Path, weights: Path, *extra: str) -> list[str]:
+    return ["denoise", str(inp), str(out), "--model", str(weights), "--workers", "0", *extra]
+
+
+def altered_weights(path: Path, source: Path, change: str) -> Path:
+    """A copy of the weights ``source`` with one thing wrong: a NaN weight, a normalisation
+    window with low > high (written past the validation, as a hand-edited file would be),
+    or two image channels."""
+    model, meta = load_trainable(source)
+    if change == "nan":
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] = float("nan")
+    elif change == "window":
+        window = meta.normalisation.model_copy(update={"low": 90.0, "high": 10.0})
+        meta = meta.model_copy(update={"normalisation": window})
+    else:
+        arch = meta.architecture.model_copy(update={"in_channels": 2})
+        meta = meta.model_copy(update={"architecture": arch})
+        model = DnCNN(arch.depth, arch.width, in_channels=2)
+    save_weights(model, path, meta)
+    return path
+
+
+def model_case(change: str, phrase: str) -> Callable[[Path, Path], Case]:
+    def build(tmp: Path, weights: Path) -> Case:
+        inp, out = small_image(tmp / "in.zarr"), tmp / "out.zarr"
+        bad = altered_weights(tmp / f"{change}.safetensors", weights, change)
+        return Case(
+            denoise_args(inp, out, bad), [str(bad), phrase], denoise_args(inp, out, weights), out
+        )
+
+    return build
+
+
+def option_case(option: list[str], fixed: list[str], phrases: list[str]) -> Callable:
+    def build(tmp: Path, weights: Path) -> Case:
+        inp, out = small_image(tmp / "in.zarr"), tmp / "out.zarr"
+        rerun = denoise_args(inp, out, weights, *fixed)
+        return Case(denoise_args(inp, out, weights, *option), phrases, rerun, out)
+
+    return build
+
+
+def trunc_tiff(tmp: Path, planes: int) -> tuple[Path, Path]:
+    """An intact TIFF stack and a copy cut in half: with several planes tifffile finds the
+    page list cut short; with one, its data runs past the end of the file."""
+    data = np.random.default_rng(0).integers(0, 60000, (planes, 64, 64), dtype=np.uint16)
+    good = tmp / "good.tif"
+    tifffile.imwrite(good, data if planes > 1 else data[0], photometric="minisblack")
+    cut = tmp / "cut.tif"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return good, cut
+
+
+def truncated_tiff_case(command: str, planes: int) -> Callable[[Path, Path], Case]:
+    def build(tmp: Path, weights: Path) -> Case:
+        good, cut = trunc_tiff(tmp, planes)
+        out = tmp / "out.zarr"
+        if command == "ingest":
+            return Case(["ingest", str(cut), str(out)], [str(cut), "truncated"],
+                        ["ingest", str(good), str(out)], out)  # fmt: skip
+        return Case(denoise_args(cut, out, weights), [str(cut), "truncated"],
+                    denoise_args(good, out, weights), out)  # fmt: skip
+
+    return build
+
+
+def corrupt_plane_ingest(tmp: Path, weights: Path) -> Case:
+    """A complete TIFF whose third plane does not decompress: found while copying."""
+    data = np.random.default_rng(0).poisson(300, (4, 64, 64)).astype(np.uint16)
+    good, bad, out = tmp / "good.tif", tmp / "bad.tif", tmp / "out.zarr"
+    tifffile.imwrite(good, data, compression="zlib", photometric="minisblack")
+    raw = bytearray(good.read_bytes())
+    with tifffile.TiffFile(good) as tf:
+        offset, count = tf.pages[2].dataoffsets[0], tf.pages[2].databytecounts[0]
+    raw[offset : offset + count] = bytes(count)
+    bad.write_bytes(bytes(raw))
+    return Case(["ingest", str(bad), str(out)], [str(bad), "cannot read plane (2,)"],
+                ["ingest", str(good), str(out)], out)  # fmt: skip
+
+
+def ingest_into_existing(tmp: Path, weights: Path) -> Case:
+    good, _ = trunc_tiff(tmp, 3)
+    existing = tmp / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep")
+    return Case(["ingest", str(good), str(existing)], [str(existing), "already exists"],
+                ["ingest", str(good), str(tmp / "new.zarr")])  # fmt: skip
+
+
+def corrupt_every_chunk(inp: Path) -> None:
+    for chunk in (inp / "0" / "c").rglob("*"):
+        if chunk.is_file():
+            chunk.write_bytes(chunk.read_bytes()[:10])
+
+
+def unreadable_noise_input(tmp: Path, weights: Path) -> Case:
+    good, bad = small_image(tmp / "good.zarr"), small_image(tmp / "bad.zarr")
+    corrupt_every_chunk(bad)
+    return Case(["estimate-noise", str(bad)], [str(bad / "0"), "no estimate for any of its"],
+                ["estimate-noise", str(good)])  # fmt: skip
+
+
+def unreadable_denoise_input(tmp: Path, weights: Path) -> Case:
+    good, bad = small_image(tmp / "good.zarr"), small_image(tmp / "bad.zarr")
+    corrupt_every_chunk(bad)
+    out = tmp / "out.zarr"
+    return Case(denoise_args(bad, out, weights), [f"{bad / '0'}: no sampled block could be read"],
+                denoise_args(good, out, weights), out)  # fmt: skip
+
+
+CASES = {
+    "nan-weights": model_case("nan", "NaN/Inf weights in 1 tensor(s): body.0.weight"),
+    "window-low-above-high": model_case("window", "needs low < high, got low=90.0 high=10.0"),
+    "two-channel-model": model_case("channels", "in_channels = 1"),
+    "device-cuda-without-cuda": option_case(
+        ["--device", "cuda"], ["--device", "cpu"], ["--device cuda", "no CUDA"]
+    ),
+    "reduced-precision-on-cpu": option_case(["--precision", "bf16"], [], ["--precision bf16"]),
+    "memory-limit-lots": option_case(
+        ["--memory-limit", "lots"], ["--memory-limit", "2GiB"], ["--memory-limit", "'lots'"]
+    ),
+    "ingest-truncated-tiff": truncated_tiff_case("ingest", 4),
+    "ingest-truncated-single-plane": truncated_tiff_case("ingest", 1),
+    "ingest-corrupt-plane": corrupt_plane_ingest,
+    "ingest-into-existing-directory": ingest_into_existing,
+    "denoise-truncated-tiff": truncated_tiff_case("denoise", 4),
+    "estimate-noise-no-readable-plane": unreadable_noise_input,
+    "denoise-no-readable-block": unreadable_denoise_input,
+}
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+NEEDS_NO_CUDA = {"device-cuda-without-cuda", "reduced-precision-on-cpu"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=NO_CUDA) if n in NEEDS_NO_CUDA else n for n in CASES]
+)
+def test_bad_input_is_one_line_and_exit_2_and_the_rerun_works(name, tiny_weights, tmp_path):
+    case = CASES[name](tmp_path, tiny_weights)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    line = refused_in_one_line(runner.invoke(app, case.args), case.phrases)
+    assert "<Array" not in line  # inputs are named by their path
+    if case.out is not None:
+        assert not case.out.exists()
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written or deleted
+    again = runner.invoke(app, case.rerun)
+    assert again.exit_code == 0, again.output
+
+
+MALFORMED_MULTISCALES = {
+    "garbage": ('"garbage"', "NGFF 'multiscales' must be a non-empty list of objects"),
+    "empty": ("[]", "NGFF 'multiscales' must be a non-empty list of objects, got []"),
+    "null": ("[null]", "NGFF 'multiscales' must be a non-empty list of objects, got [None]"),
+    "datasets-null": (
+        '[{"axes": ["y", "x"], "datasets": [null]}]',
+        "'datasets' must be a non-empty list of objects with a string 'path', got [None]",
+    ),
+    "scale-not-numbers": (
+        '[{"axes": ["y", "x"], "datasets": [{"path": "0", "coordinateTransformations": '
+        '[{"type": "scale", "scale": ["a", 1]}]}]}]',
+        "NGFF scale must be a list of 2 numbers, got ['a', 1]",
+    ),
+    "scale-1e400": (
+        '[{"axes": ["y", "x"], "datasets": [{"path": "0", "coordinateTransformations": '
+        '[{"type": "scale", "scale": [1e400, 1]}]}]}]',
+        "NGFF scale [inf, 1.0] must be finite",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["denoise", "segment", "info", "estimate-noise"])
+@pytest.mark.parametrize("variant", list(MALFORMED_MULTISCALES))
+def test_malformed_multiscales_are_named_by_every_command(variant, command, tiny_weights, tmp_path):
+    inp = small_image(tmp_path / "in.zarr")
+    out = tmp_path / "out.zarr"
+    meta_file = inp / "zarr.json"
+    original = meta_file.read_text()
+    doc = json.loads(original)
+    doc["attributes"]["ome"]["multiscales"] = "@"
+    text, phrase = MALFORMED_MULTISCALES[variant]
+    meta_file.write_text(json.dumps(doc).replace('"@"', text))
+    args = {
+        "denoise": denoise_args(inp, out, tiny_weights),
+        "segment": ["segment", str(inp), str(out), "--workers", "0"],
+        "info": ["info", str(inp)],
+        "estimate-noise": ["estimate-noise", str(inp)],
+    }[command]
+    refused_in_one_line(runner.invoke(app, args), [str(inp), phrase])
+    assert not out.exists()
+    meta_file.write_text(original)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    if command in ("denoise", "segment"):  # standard JSON only (no NaN, no Infinity)
+        json.loads((out / "zarr.json").read_text(), parse_constant=pytest.fail)
