@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +21,11 @@ import zarr
 from click.testing import Result
 from typer.testing import CliRunner
 
-from conftest import blobs, write_image
+from conftest import blobs, start_cli_denoise, write_image
 from fluoden_batch.cli import app
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import BlockError, InputError
+from fluoden_batch.io.ngff import ImageMeta, write_attrs
 from fluoden_batch.io.source import open_image
 from fluoden_batch.models import DnCNN, load_trainable, save_weights
 from fluoden_batch.pipeline import execute, plan
@@ -350,3 +357,91 @@ def test_malformed_multiscales_are_named_by_every_command(variant, command, tiny
     assert again.exit_code == 0, again.output
     if command in ("denoise", "segment"):  # standard JSON only (no NaN, no Infinity)
         json.loads((out / "zarr.json").read_text(), parse_constant=pytest.fail)
+
+
+def _can_mount_read_only() -> bool:
+    """Whether ``unshare`` can give a process its own user and mount namespace here."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "--user", "--map-root-user", "--mount", "true"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare (user + mount namespace)")
+@pytest.mark.parametrize("command", ["denoise", "segment", "ingest"])
+def test_read_only_output_file_system_is_one_line(command, tiny_weights, tmp_path):
+    """OUT on a read-only file system: a tmpfs mounted read-only over a folder, in a mount
+    namespace of the command alone (so the same folder is writable for the rerun)."""
+    inp = small_image(tmp_path / "in.zarr")
+    tiff, _ = trunc_tiff(tmp_path, 3)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    out = folder / "out.zarr"
+    args = {
+        "denoise": denoise_args(inp, out, tiny_weights),
+        "segment": ["segment", str(inp), str(out), "--workers", "0"],
+        "ingest": ["ingest", str(tiff), str(out)],
+    }[command]
+    mount_and_run = 'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"'
+    cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount_and_run,
+           str(folder), sys.executable, "-m", "fluoden_batch.cli", *args]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"cannot write to {out}" in lines[0] and "Read-only file system" in lines[0]
+    assert not proc.stdout.strip() and not out.exists()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.distributed
+def test_workers_do_not_log_the_block_errors_the_run_reports(client, tiny_weights, tmp_path):
+    """A block failing on bad input is named by the run; the worker does not add Dask's
+    "Compute Failed ... Traceback" for it (compute.quiet.QuietTaskErrors)."""
+    data = np.ones((64, 64), np.float32)
+    data[40, 50] = np.nan
+    inp = write_image(tmp_path / "nan.zarr", data, "yx", (32, 32))
+    with pytest.raises(BlockError, match="1 of 4 blocks failed"):
+        run(client, tiny_weights, inp, tmp_path / "out.zarr", block_min=32)
+    logged = [m for logs in client.get_worker_logs().values() for _, m in logs if str(inp) in m]
+    assert not [m for m in logged if "Compute Failed" in m], logged
+
+
+def test_sparse_input_gives_no_numpy_warnings(tmp_path):
+    """A store with one chunk written of 16: flat planes have no wavelet detail; their
+    noise estimate is NaN (an empty metrics cell), without numpy's "Mean of empty slice".
+    The default model normalises by the noise level, so planning meets them too."""
+    group = zarr.open_group(str(tmp_path / "sparse.zarr"), mode="w")
+    array = group.create_array("0", shape=(256, 256), chunks=(64, 64), dtype="uint16")
+    rng = np.random.default_rng(0)
+    array[64:128, 64:128] = rng.poisson(blobs(rng, 64) * 4).astype(np.uint16)
+    group.attrs.update(write_attrs(ImageMeta(axes="yx", scale=[1.0, 1.0]), "0.5", "0"))
+    args = ["denoise", str(tmp_path / "sparse.zarr"), str(tmp_path / "out.zarr"),
+            "--block-min", "64", "--workers", "0"]  # fmt: skip
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ctrl_c_to_the_process_group_is_quiet_and_the_rerun_finishes(tiny_weights, tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group, the local cluster's worker
+    processes too: they ignore it (compute.quiet.dask_setup) and the run says, in one
+    line, what it kept; the same command then finishes the rest."""
+    data = np.random.default_rng(0).poisson(300, (8, 128, 128)).astype(np.uint16)
+    inp = write_image(tmp_path / "in.zarr", data, "zyx", (1, 32, 32))
+    out = tmp_path / "out.zarr"
+    proc = start_cli_denoise(inp, out, tiny_weights, 2, 3, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "run the same command again" in " ".join(err.split())
+    again = runner.invoke(app, denoise_args(inp, out, tiny_weights, "--block-min", "32"))
+    assert again.exit_code == 0, again.output
+    assert zarr.open_group(str(out)).attrs["fluoden"]["complete"]
