@@ -227,8 +227,8 @@ def _open_tiff(p: Path, axes: str | None) -> ImageSource:
         axes = mapped if "?" not in mapped and _valid(mapped) else default_axes(array.ndim)
     meta = _plain_meta(array.ndim, axes, p)
     if ome_xml:
-        scale, units = _ome_tiff_scale(ome_xml, meta.axes)
         try:
+            scale, units = _ome_tiff_scale(ome_xml, meta.axes)
             meta = ImageMeta(meta.axes, scale, units=units)
         except InputError as exc:
             raise InputError(f"{p}: OME-XML physical sizes: {exc}") from None
@@ -293,7 +293,10 @@ def _ome_tiff_scale(xml: str, axes: str) -> tuple[list[float], dict[str, str]]:
     scale, units = [], {}
     for a in axes:
         size = pixels.get(f"PhysicalSize{a.upper()}") if a in "zyx" else None
-        scale.append(float(size) if size else 1.0)
+        try:
+            scale.append(float(size) if size else 1.0)
+        except (TypeError, ValueError):
+            raise InputError(f"PhysicalSize{a.upper()} {size!r} is not a number") from None
         unit = pixels.get(f"PhysicalSize{a.upper()}Unit", "µm" if size else None)
         if size and unit:
             units[a] = unit_names.get(unit, unit)

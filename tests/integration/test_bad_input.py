@@ -253,6 +253,21 @@ def ingest_into_existing(tmp: Path, weights: Path) -> Case:
                 ["ingest", str(good), str(tmp / "new.zarr")])  # fmt: skip
 
 
+def ome_tiff_size_case(size: str, phrase: str) -> Callable[[Path, Path], Case]:
+    """An OME-TIFF whose PhysicalSizeX is ``size``: ingest would write it into the scales."""
+
+    def build(tmp: Path, weights: Path) -> Case:
+        data = np.random.default_rng(0).poisson(300, (2, 64, 64)).astype(np.uint16)
+        good, bad, out = tmp / "good.ome.tif", tmp / "bad.ome.tif", tmp / "out.zarr"
+        sizes = {"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}
+        tifffile.imwrite(good, data, ome=True, metadata={"axes": "ZYX", **sizes})
+        bad.write_bytes(good.read_bytes().replace(b'X="0.5"', f'X="{size}"'.encode()))
+        return Case(["ingest", str(bad), str(out)], [str(bad), phrase],
+                    ["ingest", str(good), str(out)], out)  # fmt: skip
+
+    return build
+
+
 def corrupt_every_chunk(inp: Path) -> None:
     for chunk in (inp / "0" / "c").rglob("*"):
         if chunk.is_file():
@@ -289,6 +304,8 @@ CASES = {
     "ingest-truncated-single-plane": truncated_tiff_case("ingest", 1),
     "ingest-corrupt-plane": corrupt_plane_ingest,
     "ingest-into-existing-directory": ingest_into_existing,
+    "ingest-ome-tiff-infinite-size": ome_tiff_size_case("INF", "scale [1.0, 0.5, inf] must be"),
+    "ingest-ome-tiff-size-not-a-number": ome_tiff_size_case("abc", "'abc' is not a number"),
     "denoise-truncated-tiff": truncated_tiff_case("denoise", 4),
     "estimate-noise-no-readable-plane": unreadable_noise_input,
     "denoise-no-readable-block": unreadable_denoise_input,
