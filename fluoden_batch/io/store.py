@@ -5,16 +5,24 @@ Layout of ``OUT``::
     OUT/                 OME-Zarr image group (NGFF 0.5 or 0.4) with "fluoden" provenance
     OUT/0                the denoised level-0 array (same axes/scales as the input)
     OUT/.fluoden/done/   one JSON marker per finished block (its metrics row), written
-                         atomically after the block's data
+                         atomically after the block's data; made last when OUT is created,
+                         so an OUT without it is an unfinished creation
+    OUT/.fluoden/lock    the lock of the run writing OUT (:mod:`fluoden_batch.io.lock`)
     OUT/metrics.parquet  the per-block metrics table, written at the end of a run
+
+:func:`open_output` is the one way in for a run: it locks OUT, then resumes it, or clears
+and creates it; a creation that fails (disk full, read-only) leaves nothing behind, or an
+empty directory where OUT existed before, and a rerun accepts either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,7 @@ import numpy as np
 import zarr
 
 from fluoden_batch.errors import OutputError
+from fluoden_batch.io.lock import LOCK_DIR, LOCK_FILE, OutputLock, check_owner
 from fluoden_batch.io.ngff import ImageMeta, NGFFVersion, write_attrs
 
 PROVENANCE_KEY = "fluoden"
@@ -32,25 +41,52 @@ LEVEL0 = "0"
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """How tasks reopen the output array and where they leave markers (picklable)."""
+    """How tasks reopen the output array and where they leave markers (picklable).
+
+    ``owner`` is the token of the run's lock on OUT: :meth:`write` and
+    :meth:`write_marker` check it first (empty: no check).
+    """
 
     path: str
     array_path: str = LEVEL0
+    owner: str = ""
 
     @property
     def marker_dir(self) -> Path:
         return Path(self.path) / MARKER_DIR
 
     def open(self) -> zarr.Array:
-        """Open the output array for writing (cached per process)."""
+        """Open the output array (cached per process)."""
         return _open_out(self)
 
+    def check_owner(self) -> None:
+        """Raise :class:`OutputError` if the run no longer holds OUT's lock."""
+        if self.owner:
+            check_owner(self.path, self.owner)
+
+    def write(self, region: tuple[slice, ...], data: Any) -> None:
+        """Write ``data`` (whole chunks) into ``region`` of the array, if the run still
+        holds OUT's lock."""
+        self.check_owner()
+        self.open()[region] = data
+
     def write_marker(self, block_id: str, row: dict[str, Any]) -> None:
-        """Record a finished block atomically (temporary file, then rename)."""
+        """Record a finished block atomically (temporary file, then rename), if the run
+        still holds OUT's lock."""
         final = self.marker_dir / f"{block_id}.json"
         tmp = final.with_name(f".{block_id}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(row, sort_keys=True))
+        try:
+            self.check_owner()
+        except OutputError:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, final)
+
+    def done_ids(self) -> set[str]:
+        """Ids of the finished blocks (the marker names; nothing is read)."""
+        with os.scandir(self.marker_dir) as entries:
+            return {e.name[:-5] for e in entries if e.name.endswith(".json")}
 
     def done_rows(self) -> dict[str, dict[str, Any]]:
         """Metrics rows of every finished block, by block id."""
@@ -122,15 +158,18 @@ def create_output(
     dtype: np.dtype,
     version: NGFFVersion,
     provenance: dict[str, Any],
+    owner: str = "",
 ) -> OutputSpec:
-    """Create the output image group and its empty level-0 array.
+    """Create the output image group and its empty level-0 array in the directory ``out``
+    (which may exist, holding at most OUT's lock); the spec carries ``owner``.
 
     The array is created before any task runs, so tasks only write whole chunks into an
     existing array (never ``da.to_zarr`` with unaligned chunks). ``write_empty_chunks`` is
-    on so that every finished chunk exists on disk.
+    on so that every finished chunk exists on disk. The marker folder, which marks the
+    creation finished, is made by :func:`open_output`.
     """
     zarr_format = 3 if version == "0.5" else 2
-    group = zarr.open_group(str(out), mode="w-", zarr_format=zarr_format)
+    group = zarr.create_group(str(out), zarr_format=zarr_format)  # refuses an existing one
     group.create_array(
         LEVEL0,
         shape=shape,
@@ -143,9 +182,20 @@ def create_output(
     attrs = write_attrs(meta, version, LEVEL0)
     attrs[PROVENANCE_KEY] = provenance
     group.attrs.update(attrs)
-    spec = OutputSpec(str(out))
-    spec.marker_dir.mkdir(parents=True, exist_ok=True)
-    return spec
+    return OutputSpec(str(out), owner=owner)
+
+
+@contextlib.contextmanager
+def writing_summary(out: Path) -> Iterator[None]:
+    """Turn a failed write of a run's metrics or summary into ``out`` (disk full, say) into
+    one clear :class:`OutputError`: the finished blocks are kept, a rerun writes it."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write the metrics and summary into {out}: {exc.strerror or exc}; the "
+            "finished blocks are kept: run the same command again once that is fixed"
+        ) from exc
 
 
 def update_provenance(out: Path, **fields: Any) -> None:
@@ -156,24 +206,36 @@ def update_provenance(out: Path, **fields: Any) -> None:
     group.attrs[PROVENANCE_KEY] = prov
 
 
+def refuse_foreign(out: Path) -> None:
+    """Raise :class:`OutputError` if ``out`` exists and is neither a fluoden output (not
+    even an unfinished one) nor an empty directory: it is never written into or deleted."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"{out} exists and is not a directory; choose another OUT")
+    ours = read_provenance(out) is not None or (out / LOCK_DIR).is_dir()
+    if not ours and any(out.iterdir()):
+        raise OutputError(f"{out} exists and is not a fluoden output; choose another OUT")
+
+
 def resume_or_clear(out: Path, params: dict[str, Any], overwrite: bool) -> bool:
-    """Decide what to do with an existing ``out`` before a run with ``params``.
+    """Decide what to do with ``out``, locked by this run, before a run with ``params``.
 
     Returns True when ``out`` holds a run with the same parameters (resume it). Returns
-    False when there is nothing there, or when ``overwrite`` removed a previous fluoden
-    output (start afresh).
+    False when there is nothing there yet, or only an unfinished creation (cleared), or
+    when ``overwrite`` cleared a previous fluoden output (start afresh).
 
     Raises
     ------
     OutputError
-        ``out`` exists but is not a fluoden output (never deleted), or it holds a run with
-        other parameters and ``overwrite`` is off (the changed parameters are named).
+        ``out`` is not a fluoden output (never deleted), or it holds a run with other
+        parameters and ``overwrite`` is off (the changed parameters are named).
     """
-    if not out.exists():
-        return False
+    refuse_foreign(out)
     prov = read_provenance(out)
-    if prov is None:
-        raise OutputError(f"{out} exists and is not a fluoden output; choose another OUT")
+    if prov is None or not (out / MARKER_DIR).is_dir():  # empty, or creation unfinished
+        clear_output(out)
+        return False
     if prov.get("parameters") == params and not overwrite:
         return True
     if not overwrite:
@@ -183,12 +245,85 @@ def resume_or_clear(out: Path, params: dict[str, Any], overwrite: bool) -> bool:
             f"{out} holds a run with other parameters ({', '.join(changed)}); "
             "pass --overwrite to replace it or choose another OUT"
         )
-    remove_output(out)
+    clear_output(out)
     return False
 
 
-def remove_output(out: Path) -> None:
-    """Delete a previous fluoden output (only ever called on one, for ``--overwrite``)."""
-    if read_provenance(out) is None:
-        raise OutputError(f"{out} exists and was not written by fluoden; refusing to delete it")
-    shutil.rmtree(out)
+def clear_output(out: Path) -> None:
+    """Delete everything in ``out`` but its lock (a previous or unfinished fluoden output,
+    for ``--overwrite`` or a fresh creation; never called on a foreign directory)."""
+    for entry in out.iterdir():
+        if entry.name == LOCK_DIR and entry.is_dir():
+            for inner in entry.iterdir():
+                if inner.name != LOCK_FILE:
+                    _remove(inner)
+        else:
+            _remove(entry)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def open_output(
+    out: Path,
+    params: dict[str, Any],
+    overwrite: bool,
+    create: Callable[[str], OutputSpec],
+) -> tuple[OutputSpec, bool, OutputLock]:
+    """Lock ``out``, then resume it or create it afresh with ``create(token)``.
+
+    Returns the output's spec (carrying the lock's token), whether it was resumed, and
+    the lock, which the caller releases when the run ends.
+
+    Raises
+    ------
+    OutputError
+        ``out`` is foreign, in use by another run, holds other parameters (without
+        ``overwrite``), or cannot be written (no space, read-only, permissions). A failed
+        creation leaves nothing where ``out`` did not exist, else an empty directory.
+    """
+    refuse_foreign(out)
+    existed = out.exists()
+    try:
+        lock = OutputLock.acquire(out)
+    except OutputError:
+        if not existed:  # a failed first write: remove the folders made for the lock
+            with contextlib.suppress(OSError):
+                (out / LOCK_DIR).rmdir()
+                out.rmdir()
+        raise
+    creating = False
+    try:
+        if resume_or_clear(out, params, overwrite):
+            return OutputSpec(str(out), owner=lock.token), True, lock
+        creating = True
+        try:
+            spec = create(lock.token)
+            spec.marker_dir.mkdir(parents=True)
+        except OSError as exc:
+            kept = "nothing was kept" if not existed else f"{out} was left empty"
+            raise OutputError(
+                f"cannot create {out}: {exc.strerror or exc}; {kept}: run the same command "
+                "again once that is fixed"
+            ) from exc
+        return spec, False, lock
+    except BaseException:
+        if creating:
+            _undo_creation(out, existed)
+        lock.release()
+        raise
+
+
+def _undo_creation(out: Path, existed: bool) -> None:
+    """Remove what an unfinished creation left, the lock included, and ``out`` itself if
+    it did not exist before (best effort: a rerun clears whatever is left)."""
+    with contextlib.suppress(OSError):
+        clear_output(out)
+        (out / LOCK_DIR / LOCK_FILE).unlink()
+        (out / LOCK_DIR).rmdir()
+        if not existed:
+            out.rmdir()

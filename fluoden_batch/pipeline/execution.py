@@ -10,7 +10,6 @@ the model each), more than the whole job for a notebook-sized image; see
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,7 +68,23 @@ def run_planned(
 ) -> RunResult:
     """Report the plan ``p``, then run its pending blocks with ``execute(p, client,
     on_block=, resources=)`` on :func:`client_for`'s client (or finish at once when
-    nothing is pending). ``report_file``: a Dask performance report (HTML) there."""
+    nothing is pending). ``report_file``: a Dask performance report (HTML) there. The
+    plan's lock on OUT is released at the end, however the run ends."""
+    try:
+        return _run_planned(p, execute, finish, label, client, reporter, report_file)
+    finally:
+        p.lock.release()
+
+
+def _run_planned(
+    p: Any,
+    execute: Callable[..., RunResult],
+    finish: Callable[[Any, float, dict[str, str]], RunResult],
+    label: str,
+    client: Client | None,
+    reporter: Reporter | None,
+    report_file: Any,
+) -> RunResult:
     reporter = reporter or Reporter()
     cfg = p.config
     where = "resuming" if p.resumed else "writing"
@@ -81,7 +96,7 @@ def run_planned(
     )
     if not p.pending:
         return finish(p, 0.0, {})
-    pixels = sum(math.prod(b.shape) for b in p.pending)
+    pixels = p.pending.pixels()
     resources = gpu_resources(load_profile(cfg.profile)) if cfg.profile else None
     with client_for(cfg, pixels, client) as c:
         if c is not None:

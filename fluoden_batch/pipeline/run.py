@@ -1,15 +1,21 @@
 """Run a plan's blocks and finish it, for ``denoise`` and ``segment`` alike.
 
 :func:`run_blocks` gives one task per pending block to a :class:`distributed.Client`
-(``client.map``) or, with no client, runs them one after the other in this process
-(small inputs: no cluster start-up). Keys are fresh per run (a scheduler may still hold
+or, with no client, runs them one after the other in this process (small inputs: no
+cluster start-up). At most a window of tasks is submitted at a time (a few per worker
+thread, at least :data:`WINDOW_MIN`), topped up as tasks finish: the driver and the
+scheduler hold a bounded number of futures whatever the plan's size (all 239,121 blocks
+of a 10^6 x 10^6 image at once took 3.4 GB and made Ctrl-C wait for minutes), and an
+interrupt cancels only the window. Keys are fresh per run (a scheduler may still hold
 the failed futures of an earlier try under the old keys); failing blocks do not stop the
 others; :func:`execute` writes the metrics of every finished block and then raises
-:func:`block_error` naming every failed one.
+:func:`block_error` naming every failed one. The run holds OUT's lock throughout and
+releases it at the end, however it ends.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,19 +24,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from distributed import Client, as_completed
+from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 
-from fluoden_batch.errors import BlockError
-from fluoden_batch.io.store import update_provenance
+from fluoden_batch.errors import BlockError, OutputError
+from fluoden_batch.io.store import update_provenance, writing_summary
 from fluoden_batch.pipeline.planning import METRICS_FILE, Plan
 from fluoden_batch.pipeline.worker import process_block
 from fluoden_batch.report import summarise
 from fluoden_batch.restore.tiles import Block
 
 ProgressHook = Callable[[int, int], None]
+
+# Tasks in flight per worker thread, and at least (an adaptive cluster starts with none:
+# it is scaled by the work it sees); the window is resized every WINDOW_CHECK_S seconds
+WINDOW_PER_THREAD = 4
+WINDOW_MIN = 256
+WINDOW_CHECK_S = 5.0
 
 
 @dataclass
@@ -75,34 +86,55 @@ def run_blocks(
 
     ``on_block(done, total)`` is called after each finished or failed block (``done``
     counts the blocks already finished before this run too). ``resources`` (e.g.
-    ``{"GPU": 1}``) go to ``client.map`` itself: ``dask.annotate`` would be lost in graph
-    fusion. An interrupt cancels the remaining tasks and propagates.
+    ``{"GPU": 1}``) go to ``client.submit`` itself: ``dask.annotate`` would be lost in
+    graph fusion. Blocks are submitted in a bounded window (:func:`_window`). An interrupt
+    cancels the tasks in flight and propagates; so does an :class:`OutputError` of a block
+    (the run lost OUT's lock: no other block could write either).
     """
     if client is None:
         return _run_here(fn, pending, job, total=total, on_block=on_block)
     run = uuid.uuid4().hex[:8]
-    futures = client.map(
-        fn,
-        list(pending),
-        job=job,
-        key=[f"{prefix}-{run}-block-{b.id}" for b in pending],
-        pure=False,
-        resources=resources,
-    )
-    by_key = {f.key: b for f, b in zip(futures, pending, strict=True)}
+    blocks = iter(pending)
+    in_flight: dict[str, tuple[Block, Future]] = {}
+
+    def submit(n: int) -> list[Future]:
+        futures = []
+        for block in itertools.islice(blocks, n):
+            key = f"{prefix}-{run}-block-{block.id}"
+            future = client.submit(fn, block, job=job, key=key, pure=False, resources=resources)
+            in_flight[key] = (block, future)
+            futures.append(future)
+        return futures
+
+    window, checked = _window(client), time.monotonic()
+    running = as_completed()
     failed: dict[str, str] = {}
     done = total - len(pending)
     try:
-        for future in as_completed(futures):
+        running.update(submit(window))
+        for future in running:
+            block, _ = in_flight.pop(future.key)
             if future.status == "error":
-                failed[by_key[future.key].id] = describe_failure(future.exception(), memory_limit)
+                exc = future.exception()
+                if isinstance(exc, OutputError):
+                    raise exc
+                failed[block.id] = describe_failure(exc, memory_limit)
             done += 1
             if on_block is not None:
                 on_block(done, total)
+            if time.monotonic() - checked > WINDOW_CHECK_S:
+                window, checked = _window(client), time.monotonic()
+            running.update(submit(max(0, window - len(in_flight))))
     except BaseException:
-        client.cancel(futures)
+        running.clear()
+        client.cancel([future for _, future in in_flight.values()])
         raise
     return failed
+
+
+def _window(client: Client) -> int:
+    """How many block tasks to keep in flight on ``client``'s cluster now."""
+    return max(WINDOW_MIN, WINDOW_PER_THREAD * sum(client.nthreads().values()))
 
 
 def _run_here(
@@ -118,6 +150,8 @@ def _run_here(
     for block in pending:
         try:
             fn(block, job=job)
+        except OutputError:  # the run lost OUT's lock: no other block can write either
+            raise
         except Exception as exc:  # recorded like a failed task; interrupts propagate
             failed[block.id] = describe_failure(exc, "")
         done += 1
@@ -147,8 +181,9 @@ def execute(
     ``on_block(done, total)`` is called after each finished (or failed) block. Blocks that
     fail do not stop the others; they are listed in a :class:`BlockError` at the end,
     after the metrics of every finished block have been written. ``resources`` (e.g.
-    ``{"GPU": 1}``) go to ``client.map`` itself: ``dask.annotate`` would be lost in graph
-    fusion.
+    ``{"GPU": 1}``) go to ``client.submit`` itself: ``dask.annotate`` would be lost in
+    graph fusion. OUT's lock, taken by :func:`~fluoden_batch.pipeline.planning.plan`, is
+    released at the end: plan again to run again.
     """
     return run_plan(p, client, process_block, finish, "fluoden", on_block, resources)
 
@@ -164,40 +199,51 @@ def run_plan(
 ) -> RunResult:
     """Run ``fn(block, job=p.job)`` for the plan's pending blocks, then ``finish(p,
     seconds, failed)``; raise a :class:`BlockError` naming the failed blocks after that
-    (denoise and segment alike)."""
+    (denoise and segment alike). ``p.lock`` (OUT's) is released at the end, however the
+    run ends.
+
+    Raises
+    ------
+    OutputError
+        The plan's lock on OUT was lost (taken over by another run, or this plan ran
+        already): nothing is written.
+    """
     t0 = time.perf_counter()
-    failed = run_blocks(
-        client,
-        fn,
-        p.pending,
-        p.job,
-        prefix=f"{prefix}-{p.token}",
-        total=len(p.blocks),
-        memory_limit=p.config.memory_limit,
-        on_block=on_block,
-        resources=resources,
-    )
-    result = finish(p, time.perf_counter() - t0, failed)
+    try:
+        with p.lock.running():
+            failed = run_blocks(
+                client,
+                fn,
+                p.pending,
+                p.job,
+                prefix=f"{prefix}-{p.token}",
+                total=len(p.blocks),
+                memory_limit=p.config.memory_limit,
+                on_block=on_block,
+                resources=resources,
+            )
+            result = finish(p, time.perf_counter() - t0, failed)
+    finally:
+        p.lock.release()
     if failed:
         raise block_error(failed, len(p.blocks), p.job.source.describe())
     return result
 
 
 def finish(p: Plan, seconds: float, failed: dict[str, str]) -> RunResult:
-    """Write the metrics table and the summary into OUT; return the run's result."""
-    ran = [b for b in p.pending if b.id not in failed]
+    """Write the metrics table and the summary into OUT (if the run still holds its lock);
+    return the run's result."""
+    p.job.output.check_owner()
+    ran = p.pending.without(failed)
     out = Path(p.job.output.path)
     rows = list(p.job.output.done_rows().values())
     metrics = pd.DataFrame(rows)
     if not metrics.empty:
-        metrics = metrics.sort_values("block", key=lambda s: s.map(_block_order)).reset_index(
-            drop=True
-        )
-        metrics.to_parquet(out / METRICS_FILE, index=False)
+        metrics = metrics.sort_values("block", key=lambda s: s.map(_block_order))
+        metrics = metrics.reset_index(drop=True)
     summary = summarise(metrics, seconds, len(p.blocks), p.job.data_range)
-    pixels_run = sum(int(np.prod(b.shape)) for b in ran)
     if ran and seconds > 0:
-        summary["mpx_per_s"] = pixels_run / seconds / 1e6
+        summary["mpx_per_s"] = ran.pixels() / seconds / 1e6
     complete = len(rows) == len(p.blocks)
     last_run = {
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -205,7 +251,10 @@ def finish(p: Plan, seconds: float, failed: dict[str, str]) -> RunResult:
         "blocks_run": len(ran),
         "failed": failed,
     }
-    update_provenance(out, summary=summary, complete=complete, last_run=last_run)
+    with writing_summary(out):
+        if not metrics.empty:
+            metrics.to_parquet(out / METRICS_FILE, index=False)
+        update_provenance(out, summary=summary, complete=complete, last_run=last_run)
     return RunResult(
         output=out,
         blocks_total=len(p.blocks),

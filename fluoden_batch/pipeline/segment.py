@@ -31,29 +31,32 @@ from fluoden_batch.clustering import select_backend
 from fluoden_batch.config.segment import SegmentConfig
 from fluoden_batch.io import store
 from fluoden_batch.io.labels import set_image_label
+from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.pipeline.execution import run_planned
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.run import RunResult, run_plan
 from fluoden_batch.pipeline.segment_worker import SegmentJob, segment_block
 from fluoden_batch.pipeline.statistics import channel_centres
-from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
+from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
 
 METRICS_FILE = "metrics.parquet"
 
 
 @dataclass
 class SegmentPlan:
-    """A validated run: the job, all blocks, those still to do, the backend reason."""
+    """A validated run: the job, all blocks, those still to do, the backend reason, and
+    OUT's lock (held until the run ends)."""
 
     config: SegmentConfig
     source: ImageSource
     job: SegmentJob
-    blocks: list[Block]
-    pending: list[Block]
+    blocks: BlockGrid
+    pending: BlockGrid
     resumed: bool
     token: str
     backend_reason: str
+    lock: OutputLock
     notes: list[str] = field(default_factory=list)
 
 
@@ -70,9 +73,8 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
         centres = store.stored_parameter(out, params, "centres", cfg.overwrite)
         centres = centres or _fit_centres(source, blocks, cfg.clusters, resolved)
         params["centres"] = centres
-    spec, resumed = _open_or_create(cfg, out, source, params)
+    spec, resumed, lock = _open_or_create(cfg, out, source, params)
     spec.clean_temporaries()
-    done = set(spec.done_rows())
     keys = ("method", "eps", "min_samples", "min_cluster_size")
     cluster = {k: getattr(cfg, k) for k in keys} | {"k": cfg.clusters, "backend": resolved}
     cluster["seed"] = 0
@@ -81,12 +83,12 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres or [])
     note = f"{cfg.method} clusters each block alone: labels can change at block borders"
     notes = [f"K-means centres per channel (seam-free): {text}" if centres else note]
-    pending = [b for b in blocks if b.id not in done]
+    pending = blocks.without(spec.done_ids())
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
-    return SegmentPlan(cfg, source, job, blocks, pending, resumed, token, reason, notes)
+    return SegmentPlan(cfg, source, job, blocks, pending, resumed, token, reason, lock, notes)
 
 
-def _fit_centres(source: ImageSource, blocks: list[Block], k: int, backend: str) -> list:
+def _fit_centres(source: ImageSource, blocks: BlockGrid, k: int, backend: str) -> list:
     """K-means centres per channel as JSON lists
     (:func:`~fluoden_batch.pipeline.statistics.channel_centres`)."""
     return [list(c) for c in channel_centres(source.array, source.meta.axes, blocks, k, backend)]
@@ -94,18 +96,21 @@ def _fit_centres(source: ImageSource, blocks: list[Block], k: int, backend: str)
 
 def _open_or_create(
     cfg: SegmentConfig, out: Path, source: ImageSource, params: dict[str, Any]
-) -> tuple[store.OutputSpec, bool]:
-    if store.resume_or_clear(out, params, cfg.overwrite):
-        return store.OutputSpec(str(out)), True
+) -> tuple[store.OutputSpec, bool, OutputLock]:
     created = datetime.now(UTC).isoformat(timespec="seconds")
     provenance = dict(tool="fluoden-batch", version=__version__, command="segment")
     provenance |= dict(created=created, parameters=params, complete=False)
     meta = dataclasses.replace(source.meta, omero=None)
-    spec = store.create_output(
-        out, meta, source.shape, source.chunks, np.dtype("int32"), cfg.ngff_version, provenance
-    )
-    set_image_label(out, cfg.ngff_version, cfg.clusters, cfg.input)
-    return spec, False
+    shape, chunks, version = source.shape, source.chunks, cfg.ngff_version
+
+    def create(owner: str) -> store.OutputSpec:
+        spec = store.create_output(
+            out, meta, shape, chunks, np.dtype("int32"), version, provenance, owner
+        )
+        set_image_label(out, version, cfg.clusters, cfg.input)
+        return spec
+
+    return store.open_output(out, params, cfg.overwrite, create)
 
 
 def execute_segment(
@@ -136,8 +141,9 @@ def run_segment(
 
 def finish_segment(p: SegmentPlan, seconds: float, failed: dict[str, str]) -> RunResult:
     """Write metrics.parquet, the colours for every label seen, and the summary."""
+    p.job.output.check_owner()
     out = Path(p.job.output.path)
-    ran = [b for b in p.pending if b.id not in failed]
+    ran = p.pending.without(failed)
     metrics = pd.DataFrame(list(p.job.output.done_rows().values()))
     summary: dict[str, Any] = {"blocks": len(metrics), "blocks_total": len(p.blocks)}
     if not metrics.empty:

@@ -51,7 +51,7 @@ def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
                 res = cluster_image(data[lead], **job.cluster)
                 labels[lead], backend = res.labels, res.backend
         quality = block_quality(data, labels, job.quality)
-    job.output.open()[block.slices] = labels
+    job.output.write(block.slices, labels)
     row: dict[str, Any] = {"block": block.id, "method": job.cluster["method"], "backend": backend}
     row |= {f"start_{a}": int(s) for a, s in zip(job.axes, block.start, strict=True)}
     row |= dict(height=block.shape[-2], width=block.shape[-1], planes=math.prod(block.shape[:-2]))

@@ -231,9 +231,9 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
 
     dtype = np.dtype(job.out_dtype)
     written = cast_output(out, dtype)
-    job.output.open()[block.slices] = written
+    job.output.write(block.slices, written)
     if job.labels is not None and labels is not None:
-        job.labels.open()[block.slices] = labels
+        job.labels.write(block.slices, labels)
     t_write = time.perf_counter()
 
     inner = region[(Ellipsis, *window.crop)]

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
+
+import numpy as np
 
 from fluoden_batch.errors import InputError
 
@@ -62,15 +65,87 @@ def block_shape(shape: tuple[int, ...], chunks: tuple[int, ...], min_yx: int) ->
     return tuple(out)
 
 
-def plan_blocks(shape: tuple[int, ...], bshape: tuple[int, ...]) -> list[Block]:
+class BlockGrid(Sequence[Block]):
+    """The blocks of ``bshape`` covering ``shape`` (the last ones clipped at the edges), in
+    C order, or the subset of them at the flat positions ``flat``.
+
+    Blocks are made when asked for: a plan of any size holds one integer per block of a
+    subset at most (a 10^6 x 10^6 image in 2048 px blocks is 239,121 blocks).
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], bshape: tuple[int, ...], flat: np.ndarray | None = None
+    ) -> None:
+        self.shape, self.bshape = tuple(shape), tuple(bshape)
+        self.counts = tuple(math.ceil(s / b) for s, b in zip(shape, bshape, strict=True))
+        self.flat = flat
+
+    def __len__(self) -> int:
+        return math.prod(self.counts) if self.flat is None else len(self.flat)
+
+    @overload
+    def __getitem__(self, i: int) -> Block: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> BlockGrid: ...
+
+    def __getitem__(self, i: int | slice) -> Block | BlockGrid:
+        if isinstance(i, slice):
+            return BlockGrid(self.shape, self.bshape, self._positions()[i])
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"block {i} of {n}")
+        i = int(i) % n
+        return self._block(i if self.flat is None else int(self.flat[i]))
+
+    def __iter__(self) -> Iterator[Block]:
+        if self.flat is None:
+            for index in itertools.product(*(range(n) for n in self.counts)):
+                yield self._at(index)
+        else:
+            for i in self.flat.tolist():
+                yield self._block(i)
+
+    def _positions(self) -> np.ndarray:
+        return np.arange(len(self)) if self.flat is None else self.flat
+
+    def _block(self, flat: int) -> Block:
+        index = []
+        for n in reversed(self.counts):
+            flat, i = divmod(flat, n)
+            index.append(i)
+        return self._at(tuple(reversed(index)))
+
+    def _at(self, index: tuple[int, ...]) -> Block:
+        start = tuple(i * b for i, b in zip(index, self.bshape, strict=True))
+        stop = tuple(min(s + b, n) for s, b, n in zip(start, self.bshape, self.shape, strict=True))
+        return Block(index, start, stop)
+
+    def without(self, ids: Iterable[str]) -> BlockGrid:
+        """These blocks less those named in ``ids`` (block ids; unknown ones are ignored)."""
+        keep = np.ones(math.prod(self.counts), dtype=bool)
+        for block_id in ids:
+            index = tuple(int(i) for i in block_id.split("."))
+            if len(index) == len(self.counts) and all(
+                0 <= i < n for i, n in zip(index, self.counts, strict=True)
+            ):
+                keep[np.ravel_multi_index(index, self.counts)] = False
+        positions = self._positions()
+        return BlockGrid(self.shape, self.bshape, positions[keep[positions]])
+
+    def pixels(self) -> int:
+        """Pixels covered by these blocks (computed on arrays, not block by block)."""
+        index = np.unravel_index(self._positions(), self.counts)
+        sizes = np.ones(len(self), dtype=np.int64)
+        for ax, idx in enumerate(index):
+            start = idx.astype(np.int64) * self.bshape[ax]
+            sizes *= np.minimum(start + self.bshape[ax], self.shape[ax]) - start
+        return int(sizes.sum())
+
+
+def plan_blocks(shape: tuple[int, ...], bshape: tuple[int, ...]) -> BlockGrid:
     """Cover ``shape`` with blocks of ``bshape`` (the last ones clipped at the edges)."""
-    counts = [math.ceil(s / b) for s, b in zip(shape, bshape, strict=True)]
-    blocks = []
-    for index in itertools.product(*(range(n) for n in counts)):
-        start = tuple(i * b for i, b in zip(index, bshape, strict=True))
-        stop = tuple(min(s + b, n) for s, b, n in zip(start, bshape, shape, strict=True))
-        blocks.append(Block(tuple(index), start, stop))
-    return blocks
+    return BlockGrid(shape, bshape)
 
 
 @dataclass(frozen=True)

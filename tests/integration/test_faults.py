@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -154,3 +156,82 @@ def test_memory_limit_too_small_is_a_clear_failure(tmp_path):
     ):
         execute(plan(cfg), c)
     assert "out of memory?" in str(info.value) and "600MiB" in str(info.value)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 512 KiB tmpfs (needs root), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(mount: Path, pages_left: int) -> Path:
+    """Fill ``mount`` but ``pages_left`` free 4 KiB pages; returns the filler file."""
+    st = os.statvfs(mount)
+    filler = mount / "filler"
+    filler.write_bytes(bytes(st.f_bavail * st.f_frsize - pages_left * 4096))
+    return filler
+
+
+def test_disk_full_at_every_step_of_creating_out_then_rerun(small_fs, tmp_path):
+    """OUT on a full disk, with 0, 1, 2 ... free pages: each creation step fails in turn
+    (the lock, the group, the array, the attributes; then block writes). Every failure
+    is one line (blocks: the failed-blocks list) and exit 2, and leaves nothing or an OUT
+    that the same command, once space is freed, accepts and completes byte-identically."""
+    from typer.testing import CliRunner
+
+    from fluoden_batch.cli import app
+
+    weights = make_tiny_weights(tmp_path / "w.safetensors", depth=4, width=8)
+    data = np.random.default_rng(2).integers(0, 4000, (2, 64, 64), dtype=np.uint16)
+    inp = write_image(tmp_path / "in.zarr", data, "zyx", (1, 32, 32))
+    clean = tmp_path / "clean.zarr"
+    execute(plan(DenoiseConfig(input=inp, output=clean, model=str(weights), block_min=32)), None)
+    out = small_fs / "out.zarr"
+    args = ["denoise", str(inp), str(out), "--model", str(weights), "--block-min", "32"]
+    seen = []
+    for pages in range(40):
+        filler = fill(small_fs, pages)
+        result = CliRunner().invoke(app, args)
+        text = " ".join(result.output.split())
+        filler.unlink()
+        if result.exit_code == 0:
+            break
+        assert result.exit_code == 2 and "No space left on device" in text, result.output
+        assert "Traceback" not in result.output
+        step = next((s for s in ("cannot write to", "cannot create") if s in text), "later")
+        seen.append(step)
+        if step == "later":  # blocks or the summary: a valid OUT, which the rerun resumes
+            assert out.exists() and "kept" in text, result.output
+        else:  # the lock or the creation: one line, and nothing left behind
+            assert len(result.output.strip().splitlines()) == 1, result.output
+            assert not out.exists(), f"{pages} free pages: {sorted(out.rglob('*'))}"
+        rerun = CliRunner().invoke(app, args)
+        assert rerun.exit_code == 0, rerun.output
+        assert chunk_bytes(out) == chunk_bytes(clean)
+        shutil.rmtree(out)
+    assert {"cannot write to", "cannot create", "later"} <= set(seen), seen
+
+
+def test_unfinished_creation_of_out_is_redone_by_the_rerun(dataset, clean_run):
+    """What a run killed while creating OUT leaves (its lock, a group without provenance
+    or markers folder) does not block the rerun."""
+    tmp = dataset[0]
+    out = tmp / "unfinished.zarr"
+    code = (
+        "import os, sys, zarr; from pathlib import Path; "
+        "from fluoden_batch.io.lock import OutputLock; out = Path(sys.argv[1]); "
+        "lock = OutputLock.acquire(out); zarr.open_group(str(out), mode='a'); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out)], check=True)
+    assert (out / ".fluoden" / "lock").exists() and (out / "zarr.json").exists()
+    execute(plan(config(dataset, out.relative_to(tmp))), None)
+    assert chunk_bytes(out) == chunk_bytes(clean_run)
