@@ -296,6 +296,9 @@ CASES = {
     "device-cuda-without-cuda": option_case(
         ["--device", "cuda"], ["--device", "cpu"], ["--device cuda", "no CUDA"]
     ),
+    "device-cuda-index-out-of-range": option_case(
+        ["--device", "cuda:99"], ["--device", "cpu"], ["--device cuda:99: this machine has"]
+    ),
     "reduced-precision-on-cpu": option_case(["--precision", "bf16"], [], ["--precision bf16"]),
     "memory-limit-lots": option_case(
         ["--memory-limit", "lots"], ["--memory-limit", "2GiB"], ["--memory-limit", "'lots'"]
