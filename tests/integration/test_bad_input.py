@@ -221,10 +221,11 @@ def truncated_tiff_case(command: str, planes: int) -> Callable[[Path, Path], Cas
     def build(tmp: Path, weights: Path) -> Case:
         good, cut = trunc_tiff(tmp, planes)
         out = tmp / "out.zarr"
+        phrases = [str(cut), "truncated or corrupt TIFF (" if planes > 1 else "plane 0 needs"]
         if command == "ingest":
-            return Case(["ingest", str(cut), str(out)], [str(cut), "truncated"],
+            return Case(["ingest", str(cut), str(out)], phrases,
                         ["ingest", str(good), str(out)], out)  # fmt: skip
-        return Case(denoise_args(cut, out, weights), [str(cut), "truncated"],
+        return Case(denoise_args(cut, out, weights), phrases,
                     denoise_args(good, out, weights), out)  # fmt: skip
 
     return build
