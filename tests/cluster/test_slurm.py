@@ -146,10 +146,17 @@ class Run:
             output, _ = self.proc.communicate(timeout=RUN_TIMEOUT)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            subprocess.run(["scancel", "-n", name], check=False)
             output, _ = self.proc.communicate()
+            subprocess.run(["scancel", "-n", name], check=False)
             pytest.fail(f"the run did not end in {RUN_TIMEOUT} s:\n{output[-3000:]}")
         return self.proc.returncode, output
+
+    def stop(self, name: str) -> None:
+        """End the run, if it still runs, and every job of it (a failed test's clean-up)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.communicate()
+        subprocess.run(["scancel", "-n", name], check=False)
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -175,7 +182,7 @@ def test_cancelled_worker_job_is_replaced_and_the_output_is_identical(dataset):
         done_at_cancel = len(markers(out))
         code, output = run.finish(name)
     finally:
-        subprocess.run(["scancel", "-n", name], check=False)
+        run.stop(name)
     seconds = time.monotonic() - started
     assert code == 0, output[-3000:]
     assert done_at_cancel < BLOCKS, "the run ended before the job was cancelled"
@@ -223,7 +230,7 @@ def test_workers_retiring_before_the_walltime_are_replaced_and_the_output_is_ide
         done_at_retirement = len(markers(out))
         code, output = run.finish(name)
     finally:
-        subprocess.run(["scancel", "-n", name], check=False)
+        run.stop(name)
     seconds = time.monotonic() - started
     assert code == 0, output[-3000:]
     assert done_at_retirement < BLOCKS, "the run ended before the workers retired"
