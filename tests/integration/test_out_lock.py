@@ -56,6 +56,7 @@ def one_line(output: str) -> str:
     return " ".join(output.split())
 
 
+@pytest.mark.slow
 def test_second_run_and_overwrite_are_refused_while_a_run_holds_out(dataset):
     """The issue's case: run B (--overwrite, float32) must not replace the array that run
     A (uint16) is writing. A is a real CLI process, stopped (SIGSTOP) while B and C try,
