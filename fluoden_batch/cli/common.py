@@ -51,8 +51,9 @@ def sigterm_as_interrupt() -> None:
 def interrupted(output: Path) -> typer.Exit:
     """Say what an interrupted run kept; the exit (130) to raise."""
     console.print(
-        f"[yellow]interrupted.[/] Finished blocks are kept in {output}; run the same command "
-        "again to finish the rest."
+        f"[yellow]interrupted.[/] Finished blocks are kept in {escape(str(output))}; run the "
+        "same command again to finish the rest.",
+        soft_wrap=True,
     )
     return typer.Exit(130)
 

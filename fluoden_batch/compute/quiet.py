@@ -9,7 +9,11 @@
 - :func:`dask_setup`, a worker preload for the local cluster: its worker processes share
   the terminal's process group, so Ctrl-C reaches each of them and each printed a
   ``KeyboardInterrupt`` traceback. They ignore SIGINT instead; the main process handles
-  the interrupt and closes the cluster, which stops them.
+  the interrupt and closes the cluster, which stops them. A worker busy with a block
+  then outlives its scheduler for a moment (until its nanny kills it) and would log the
+  failed heartbeat with a traceback; its scheduler lives in the main process, which is
+  closing the cluster (or gone, and then the nanny's watch stops the worker anyway), so
+  that record is dropped too.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = ["PRELOAD", "QuietTaskErrors", "dask_setup"]
 PRELOAD = __name__  # the module name to give a LocalCluster as ``preload``
 WORKER_LOGGER = "distributed.worker"
 BLOCK_KEY = "-block-"  # block task keys: f"{prefix}-{token}-{run}-block-{block id}"
+HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat"
 
 
 def _error_names(cls: type[BaseException] = FluodenError) -> set[str]:
@@ -61,6 +66,11 @@ class _DropReportedErrors(logging.Filter):
         return not is_reported_task_error(record)
 
 
+class _DropHeartbeatFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(HEARTBEAT_FAILED)
+
+
 class QuietTaskErrors(WorkerPlugin):
     """Worker plugin: no "Compute Failed" traceback for the block errors a run reports
     (see the module's docstring); removed again with the plugin."""
@@ -79,6 +89,8 @@ class QuietTaskErrors(WorkerPlugin):
 
 
 def dask_setup(worker: Any) -> None:
-    """Worker preload (:data:`PRELOAD`): ignore SIGINT in this worker process."""
+    """Worker preload (:data:`PRELOAD`) of a local cluster: ignore SIGINT in this worker
+    process, and drop its failed-heartbeat traceback (see the module's docstring)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger(WORKER_LOGGER).addFilter(_DropHeartbeatFailures())
