@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,8 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as serialise
 
 from fluoden_batch.config.files import describe_error
 from fluoden_batch.errors import ModelError
@@ -192,15 +194,37 @@ def resolve_weights(name_or_path: str | Path) -> Path:
 def save_weights(model: Denoiser, path: Path, metadata: ModelMetadata) -> str:
     """Write ``model``'s tensors and ``metadata`` to a safetensors file.
 
+    The file is readable by everyone the umask allows (0644 under the usual 022), so a
+    group can share a model; see :func:`write_file`.
+
     Returns the file's digest (see :func:`file_digest`).
     """
     arch = metadata.architecture
     if arch != Architecture.of(model):
         raise ModelError(f"metadata architecture {arch} does not match the model")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={METADATA_KEY: metadata.model_dump_json()})
+    write_file(path, serialise(tensors, metadata={METADATA_KEY: metadata.model_dump_json()}))
     return file_digest(path)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, with the permissions a new file gets.
+
+    ``safetensors.torch.save_file`` creates its file with mode 0600 whatever the umask;
+    here the bytes go to a temporary file beside ``path`` created with mode 0666 less
+    the umask (0644 under the usual 022), which then replaces ``path`` in one rename, so
+    a reader never sees half a file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_metadata(path: Path) -> ModelMetadata:
