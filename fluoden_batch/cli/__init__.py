@@ -17,6 +17,7 @@ from fluoden_batch.cli.data import info, ingest
 from fluoden_batch.cli.denoise import demo, denoise
 from fluoden_batch.cli.models import models_app
 from fluoden_batch.cli.noise import estimate_noise
+from fluoden_batch.cli.profiles import profiles
 from fluoden_batch.cli.segment import segment_command
 from fluoden_batch.cli.train import train_command
 
@@ -38,6 +39,7 @@ app.command("segment")(segment_command)
 app.command("train")(train_command)
 app.command()(ingest)
 app.command()(info)
+app.command()(profiles)
 
 
 def _version(value: bool) -> None:

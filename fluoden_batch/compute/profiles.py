@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from fluoden_batch.errors import FluodenError
+from fluoden_batch.resources import resolve_profile, shipped_profiles
 
 KINDS = ("local", "local-cuda", "slurm", "kubernetes")
 GPU_RESOURCE = "GPU"
@@ -276,12 +277,17 @@ _MODELS = {
 
 
 def load_profile(path: Path | str) -> Profile:
-    """Read and validate a profile file; errors name the file and the field at fault."""
-    path = Path(path)
+    """Read and validate a profile file, or a shipped profile by name (``slurm/cpu``: see
+    :func:`~fluoden_batch.resources.resolve_profile`); errors name the file and the field
+    at fault."""
+    path = resolve_profile(path)
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise ProfileError(f"profile {path}: {exc.strerror or exc}") from exc
+        hint = ""
+        if isinstance(exc, FileNotFoundError):
+            hint = f" (shipped profiles: {', '.join(shipped_profiles()) or 'none'})"
+        raise ProfileError(f"profile {path}: {exc.strerror or exc}{hint}") from exc
     except yaml.YAMLError as exc:
         raise ProfileError(f"profile {path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
