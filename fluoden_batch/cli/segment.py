@@ -17,11 +17,14 @@ def segment_command(
     given: dict[str, Any],
     config: ConfigFileOption = None,
 ) -> None:
-    """Segment every Y/X plane of INPUT by clustering its pixels into the label image OUTPUT.
+    """Segment every Y/X plane of INPUT by clustering its pixels into the label image
+    OUTPUT/labels/clusters.
 
-    OUTPUT is an OME-Zarr label image (int32, 0 = darkest cluster, -1 = noise) with the
-    input's axes, scales and chunks. Each task labels one block and writes exactly its own
-    chunks, then a completion marker; rerunning the same command resumes. Per-block
+    OUTPUT is an OME-Zarr image, a copy of INPUT (its axes, scales and chunks), with the
+    labels registered under it as NGFF label images (int32, 0 = darkest cluster, -1 =
+    noise; one per channel, clusters-c0, clusters-c1, ..., for more than one), each with
+    a multiscale pyramid. Each task labels one block and writes exactly its own chunks,
+    then a completion marker; rerunning the same command resumes. Per-block
     cluster sizes and quality scores go to OUTPUT/metrics.parquet. Small inputs run in
     this process; larger ones on a local Dask cluster (or --scheduler / --profile).
     """

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fluoden_batch.config.compute import ComputeOptions
 
@@ -22,6 +22,7 @@ __all__ = [
     "MAX_CLUSTERS",
     "DenoiseConfig",
     "DenoiseOptions",
+    "PyramidOptions",
     "parse_yx",
 ]
 
@@ -115,7 +116,51 @@ class DenoiseOptions(BaseModel):
         return self.protocol == "masked"
 
 
-class DenoiseConfig(DenoiseOptions, ComputeOptions):
+class PyramidOptions(BaseModel):
+    """The multiscale pyramid of every image an output holds (the image and its labels),
+    shared by ``denoise`` and ``segment``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    levels: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description="pyramid levels, level 0 included, each halving Y/X (mean of 2x2 "
+        "pixels; labels: their most frequent value) (default: down to at most 512 pixels "
+        "on the longest side)",
+    )
+    pyramid: bool = Field(
+        True, description="write a multiscale pyramid; --no-pyramid writes level 0 only"
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_say_no_pyramid(self) -> PyramidOptions:
+        if not self.pyramid and self.levels not in (None, 1):
+            raise ValueError(f"--no-pyramid contradicts --levels {self.levels}")
+        return self
+
+    def pyramid_levels(self, shape: tuple[int, ...]) -> int:
+        """The number of levels of an output of ``shape``: ``levels``, 1 without pyramid,
+        else :func:`~fluoden_batch.io.ngff.auto_levels`."""
+        from fluoden_batch.io.ngff import auto_levels
+
+        if not self.pyramid:
+            return 1
+        return self.levels if self.levels is not None else auto_levels(shape)
+
+    def pyramid_parameters(self) -> dict[str, Any]:
+        """``levels``/``pyramid`` for the output parameters, only where not the default
+        (outputs written before pyramids existed resume unchanged)."""
+        data: dict[str, Any] = {}
+        if self.levels is not None:
+            data["levels"] = self.levels
+        if not self.pyramid:
+            data["pyramid"] = False
+        return data
+
+
+class DenoiseConfig(DenoiseOptions, PyramidOptions, ComputeOptions):
     """Parameters of a denoising run from a store into an OME-Zarr.
 
     Only the fields in :meth:`output_parameters` decide the output; a rerun with the same
@@ -198,4 +243,4 @@ class DenoiseConfig(DenoiseOptions, ComputeOptions):
             keys.append("tta")
         data = self.model_dump(mode="json", include=set(keys))
         data["input"] = str(self.input.expanduser().resolve())
-        return data
+        return data | self.pyramid_parameters()

@@ -8,12 +8,12 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from fluoden_batch.config.compute import COMPUTE_FIELDS, ComputeOptions
-from fluoden_batch.config.denoise import MAX_CLUSTERS
+from fluoden_batch.config.denoise import MAX_CLUSTERS, PyramidOptions
 
 __all__ = ["SegmentConfig"]
 
 
-class SegmentConfig(ComputeOptions):
+class SegmentConfig(PyramidOptions, ComputeOptions):
     """Parameters of a clustering segmentation run.
 
     Only :meth:`output_parameters` decide OUT; a rerun with the same values resumes. The
@@ -25,7 +25,9 @@ class SegmentConfig(ComputeOptions):
 
     input: Path = Field(description="Zarr array, OME-Zarr image (NGFF 0.4/0.5) or TIFF")
     output: Path = Field(
-        description="output OME-Zarr label image (created; or resumed if it exists)"
+        description="output OME-Zarr image: a copy of the input with the labels registered "
+        "under it as OUTPUT/labels/clusters (one per channel: clusters-c0, ...) (created; "
+        "or resumed if it exists)"
     )
     method: Literal["kmeans", "dbscan", "hdbscan"] = Field(
         "kmeans",
@@ -67,8 +69,11 @@ class SegmentConfig(ComputeOptions):
 
     def output_parameters(self) -> dict[str, Any]:
         """The parameters that decide OUT, JSON-compatible; K is stored as ``k`` (its name
-        in outputs written before the options were unified, so they still resume)."""
-        skip = {"output", "cluster_backend", "overwrite", *COMPUTE_FIELDS}
+        in outputs written before the options were unified, so they still resume).
+        ``layout`` tells outputs with the labels under the image from the earlier label-only
+        ones, which are not resumed."""
+        skip = {"output", "cluster_backend", "overwrite", "levels", "pyramid", *COMPUTE_FIELDS}
         data = self.model_dump(mode="json", exclude=skip)
         data["k"] = data.pop("clusters")
-        return data
+        data["layout"] = "image+labels"
+        return data | self.pyramid_parameters()

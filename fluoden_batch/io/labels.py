@@ -1,26 +1,50 @@
-"""OME-NGFF label images: ``image-label`` metadata and labels stored beside an image.
+"""OME-NGFF label images, registered under the image they describe.
 
-Two layouts use it: ``fluoden segment`` writes OUT itself as a label image of IN, and
-``fluoden denoise --save-labels`` writes ``OUT/labels/<name>`` (NGFF "labels" group) as a
-label image of OUT. In NGFF 0.5 the metadata sits in ``attrs["ome"]`` (whose ``version``
-applies), in 0.4 at the top level with its own ``version``.
+``fluoden denoise --save-labels`` writes the labels of OUT, and ``fluoden segment`` those of
+its OUT (an image holding a copy of IN's intensities), as NGFF label images
+``OUT/labels/NAME``: the ``labels`` group lists NAME, and NAME carries ``multiscales`` (the
+same levels as the image) and ``image-label`` metadata (colours, ``source`` ``../..``). In
+NGFF 0.5 the metadata sits in ``attrs["ome"]`` (whose ``version`` applies), in 0.4 at the
+top level with its own ``version``.
+
+Label images have no channel axis. The labels are computed per channel, so an image with
+a ``c`` axis of more than one channel gets one label image per channel (``NAME-c0``,
+``NAME-c1``, ...) with the image's other axes, and a single-channel image one (``NAME``)
+with its ``c`` axis dropped. This is what viewers expect: napari (napari-ome-zarr) splits
+an image along its channel axis into one layer per channel and squeezes a label image's
+channel axis away, which fails for more than one channel; a label image of the same
+dimensions as each channel layer lines up with it. NGFF leaves multi-channel labels open
+(ome/ngff#19), and its ``image-label`` colours are per label value, not per channel.
+
+Label 0 (the darkest cluster: background) and -1 (noise, DBSCAN/HDBSCAN) are transparent;
+labels 1, 2, ... get the colours of :data:`PALETTE`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
 
-from fluoden_batch.io.ngff import ImageMeta, NGFFVersion, write_attrs
-from fluoden_batch.io.store import LEVEL0, OutputSpec
+from fluoden_batch.io.ngff import ImageMeta, NGFFVersion
+from fluoden_batch.io.store import LEVEL0, OutputSpec, create_levels
 
-__all__ = ["PALETTE", "create_label_image", "set_image_label"]
+__all__ = [
+    "PALETTE",
+    "LabelSet",
+    "create_label_images",
+    "label_meta",
+    "label_names",
+    "label_set",
+    "set_image_label",
+]
 
 PALETTE = bytes.fromhex("e6194b3cb44bffe1194363d8f58231911eb446f0f0f032e6bcf60cfabebe")  # RGB
+TRANSPARENT = [0, 0, 0, 0]
 
 
 def _set_ome(group: zarr.Group, version: NGFFVersion, key: str, value: object) -> None:
@@ -32,36 +56,79 @@ def _set_ome(group: zarr.Group, version: NGFFVersion, key: str, value: object) -
         group.attrs["ome"] = {**ome, key: value}
 
 
-def set_image_label(
-    out: Path, version: NGFFVersion, n_labels: int, image: Path, noise: bool = True
-) -> None:
-    """Write NGFF ``image-label`` metadata into the label image group ``out``.
+def label_names(name: str, axes: str, shape: tuple[int, ...]) -> list[str]:
+    """The label images of an image of ``axes`` and ``shape``: ``name`` alone, or
+    ``name-c0``, ``name-c1``, ... for more than one channel."""
+    c = axes.find("c")
+    if c < 0 or shape[c] == 1:
+        return [name]
+    return [f"{name}-c{i}" for i in range(shape[c])]
 
-    Parameters
-    ----------
-    out : Path
-        The label image group (it already holds its multiscales metadata).
-    version : {"0.4", "0.5"}
-        Its NGFF version.
-    n_labels : int
-        Labels 0..n_labels-1 get a colour from :data:`PALETTE` (repeating after 10).
-    image : Path
-        The image the labels describe; stored relative to ``out``.
-    noise : bool
-        Also list label -1 (noise) as transparent.
-    """
-    colors = [{"label-value": -1, "rgba": [0, 0, 0, 0]}] if noise else []
+
+def label_meta(meta: ImageMeta, name: str) -> ImageMeta:
+    """The metadata of a label image of the image ``meta``: its axes, scales, translation
+    and units without the channel axis, no ``omero`` block, named ``name``."""
+    keep = [i for i, a in enumerate(meta.axes) if a != "c"]
+    return replace(
+        meta,
+        axes="".join(meta.axes[i] for i in keep),
+        scale=[meta.scale[i] for i in keep],
+        translation=None if meta.translation is None else [meta.translation[i] for i in keep],
+        units={a: u for a, u in meta.units.items() if a != "c"},
+        omero=None,
+        name=name,
+    )
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Where a block's labels go (picklable): one label image per channel (``c`` is the
+    image's channel axis, -1 when it has none)."""
+
+    specs: tuple[OutputSpec, ...]
+    c: int
+
+    def write(self, region: tuple[slice, ...], data: np.ndarray) -> None:
+        """Write the labels ``data`` of the image's ``region`` (whole chunks), each
+        channel's into its own label image, without the channel axis."""
+        if self.c < 0:
+            self.specs[0].write(region, data)
+            return
+        inner = region[: self.c] + region[self.c + 1 :]
+        for i, channel in enumerate(range(*region[self.c].indices(len(self.specs)))):
+            self.specs[channel].write(inner, np.take(data, i, axis=self.c))
+
+
+def label_set(image: Path, name: str, axes: str, shape: tuple[int, ...], owner: str) -> LabelSet:
+    """The :class:`LabelSet` of the label images ``name`` of ``image`` (level 0 of each),
+    checking OUT's lock ``owner`` on every write."""
+    specs = tuple(
+        OutputSpec(str(image), f"labels/{n}/{LEVEL0}", owner)
+        for n in label_names(name, axes, shape)
+    )
+    return LabelSet(specs, axes.find("c"))
+
+
+def set_image_label(
+    group_path: Path, version: NGFFVersion, n_labels: int, noise: bool = True
+) -> None:
+    """Write NGFF ``image-label`` metadata into the label image group ``group_path``
+    (``IMAGE/labels/NAME``): colours of labels 0..n_labels-1 (0 transparent; 1, 2, ...
+    from :data:`PALETTE`, repeating after 10), -1 transparent where ``noise``, and the
+    ``source`` image ``../..``."""
+    colors = [{"label-value": -1, "rgba": TRANSPARENT}] if noise else []
+    colors.append({"label-value": 0, "rgba": TRANSPARENT})
     colors += [
-        {"label-value": i, "rgba": [*PALETTE[i % 10 * 3 :][:3], 255]} for i in range(n_labels)
+        {"label-value": i, "rgba": [*PALETTE[(i - 1) % 10 * 3 :][:3], 255]}
+        for i in range(1, n_labels)
     ]
-    source = {"image": os.path.relpath(image.expanduser().resolve(), out)}
-    label: dict[str, object] = {"colors": colors, "source": source}
+    label: dict[str, Any] = {"colors": colors, "source": {"image": os.path.join("..", "..")}}
     if version == "0.4":
         label = {"version": "0.4", **label}
-    _set_ome(zarr.open_group(str(out), mode="r+"), version, "image-label", label)
+    _set_ome(zarr.open_group(str(group_path), mode="r+"), version, "image-label", label)
 
 
-def create_label_image(
+def create_label_images(
     image: Path,
     name: str,
     meta: ImageMeta,
@@ -69,33 +136,31 @@ def create_label_image(
     chunks: tuple[int, ...],
     version: NGFFVersion,
     n_labels: int,
+    *,
     dtype: str = "uint8",
-) -> OutputSpec:
-    """Create the empty label image ``image/labels/name`` (level 0 only) of an image.
-
-    The ``labels`` group lists ``name``; the label group carries ``meta``'s axes and
-    scales (no channel metadata) and ``image-label`` metadata pointing back at ``image``
-    (``../..``), so ome-zarr-py reads it as a label of the image. Chunks are written by
-    tasks, each exactly its own; ``write_empty_chunks`` is on, as for the image.
+    levels: int = 1,
+    noise: bool = False,
+    owner: str = "",
+) -> LabelSet:
+    """Create the empty label images ``image/labels/NAME...`` of the image ``image``
+    (:func:`label_names`; ``levels`` pyramid levels each, like the image), list them in
+    the ``labels`` group and give each ``image-label`` metadata.
 
     Returns
     -------
-    OutputSpec
-        Opens the label array for writing (``array_path`` ``labels/<name>/0``).
+    LabelSet
+        Where the tasks write the labels of level 0 (whole chunks each).
     """
-    zarr_format = 3 if version == "0.5" else 2
+    names = label_names(name, meta.axes, shape)
+    c = meta.axes.find("c")
+    drop = (lambda t: t[:c] + t[c + 1 :]) if c >= 0 else (lambda t: t)
     labels = zarr.open_group(str(image), mode="r+").require_group("labels")
-    _set_ome(labels, version, "labels", [name])
-    group = labels.create_group(name)
-    group.create_array(
-        LEVEL0,
-        shape=shape,
-        chunks=chunks,
-        dtype=np.dtype(dtype),
-        fill_value=0,
-        dimension_names=list(meta.axes) if zarr_format == 3 else None,
-        config={"write_empty_chunks": True},
-    )
-    group.attrs.update(write_attrs(replace(meta, omero=None, name=name), version, LEVEL0))
-    set_image_label(image / "labels" / name, version, n_labels, image, noise=False)
-    return OutputSpec(str(image), f"labels/{name}/{LEVEL0}")
+    _set_ome(labels, version, "labels", names)
+    for n in names:
+        group = labels.create_group(n)
+        attrs = create_levels(
+            group, label_meta(meta, n), drop(shape), drop(chunks), np.dtype(dtype), version, levels
+        )
+        group.attrs.update(attrs)
+        set_image_label(image / "labels" / n, version, n_labels, noise=noise)
+    return label_set(image, name, meta.axes, shape, owner)

@@ -249,3 +249,73 @@ def write_attrs(meta: ImageMeta, version: NGFFVersion, path: str = "0") -> dict[
     if meta.omero is not None:
         ome["omero"] = copy.deepcopy(meta.omero)
     return {"ome": ome}
+
+
+# Multiscale pyramids: level shapes, the Zarr chunk key encoding of each NGFF version, and
+# the per-level datasets of the ``multiscales`` entry.
+
+PYRAMID_MAX_SIDE = 512  # default pyramids halve Y/X until the longest side is at most this
+
+
+def auto_levels(shape: tuple[int, ...]) -> int:
+    """Default number of pyramid levels (level 0 included) of an image of ``shape``: Y/X
+    are halved until the longest side is at most :data:`PYRAMID_MAX_SIDE` (so the
+    smallest level of a large image is 257 to 512 pixels on its longest side)."""
+    side, levels = max(shape[-2:]), 1
+    while side > PYRAMID_MAX_SIDE:
+        side, levels = -(-side // 2), levels + 1
+    return levels
+
+
+def level_shapes(shape: tuple[int, ...], levels: int) -> list[tuple[int, ...]]:
+    """Shapes of pyramid levels 0..levels-1: each halves Y/X (rounded up) of the one
+    before; the other axes are kept."""
+    shapes = [tuple(shape)]
+    for _ in range(levels - 1):
+        *lead, y, x = shapes[-1]
+        shapes.append((*lead, -(-y // 2), -(-x // 2)))
+    return shapes
+
+
+def chunk_key_encoding(version: NGFFVersion) -> dict[str, str]:
+    """The Zarr chunk key encoding NGFF ``version`` prescribes, from ome-zarr-py's format
+    (0.4: zarr v2 with ``dimension_separator`` "/", i.e. nested keys ``0/0/0``; 0.5: zarr
+    v3 default keys ``c/0/0/0``)."""
+    from ome_zarr.format import format_from_version
+
+    return dict(format_from_version(version).chunk_key_encoding)
+
+
+def pyramid_datasets(meta: ImageMeta, levels: int) -> list[dict[str, Any]]:
+    """The ``datasets`` of a pyramid of ``levels`` levels (paths ``"0"``, ``"1"``, ...).
+
+    Level ``l`` is a 2^l x 2^l mean (or mode) of level 0 in Y/X: its scale is level 0's
+    times 2^l there, and its translation moves its pixel centres to the centres of the
+    windows they summarise, (2^l - 1) / 2 level-0 pixels (as ome-zarr-py's
+    ``generate_coordinate_transformations`` does), so viewers overlay the levels exactly.
+    Built here rather than with ome-zarr-py's ``write_multiscales_metadata``, which writes
+    into a group: the output's attributes are written once, with the provenance, when OUT
+    is created (before any level holds data).
+    """
+    yx = [i for i, a in enumerate(meta.axes) if a in "yx"]
+    datasets = []
+    for level in range(levels):
+        factor = 2**level
+        scale = [s * factor if i in yx else s for i, s in enumerate(meta.scale)]
+        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
+        if meta.translation is not None or level > 0:
+            shift = list(meta.translation or [0.0] * len(meta.axes))
+            for i in yx:
+                shift[i] += (factor - 1) / 2 * meta.scale[i]
+            transforms.append({"type": "translation", "translation": shift})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    return datasets
+
+
+def pyramid_attrs(meta: ImageMeta, version: NGFFVersion, levels: int) -> dict[str, Any]:
+    """The group attributes of an NGFF image of ``levels`` pyramid levels
+    (:func:`write_attrs` with the datasets of :func:`pyramid_datasets`)."""
+    attrs = write_attrs(meta, version, "0")
+    ms = (attrs["ome"] if version == "0.5" else attrs)["multiscales"][0]
+    ms["datasets"] = pyramid_datasets(meta, levels)
+    return attrs

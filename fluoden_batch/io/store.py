@@ -4,9 +4,12 @@ Layout of ``OUT``::
 
     OUT/                 OME-Zarr image group (NGFF 0.5 or 0.4) with "fluoden" provenance
     OUT/0                the denoised level-0 array (same axes/scales as the input)
+    OUT/1, OUT/2, ...    the pyramid levels (Y/X halved each), made from level 0 at the end
+    OUT/labels/NAME/     label images of OUT (NGFF "labels"), each with the same levels
     OUT/.fluoden/done/   one JSON marker per finished block (its metrics row), written
                          atomically after the block's data; made last when OUT is created,
                          so an OUT without it is an unfinished creation
+    OUT/.fluoden/pyramid/ARRAY/  the markers of the pyramid level ARRAY's finished blocks
     OUT/.fluoden/lock    the lock of the run writing OUT (:mod:`fluoden_batch.io.lock`)
     OUT/metrics.parquet  the per-block metrics table, written at the end of a run
 
@@ -32,10 +35,17 @@ import zarr
 
 from fluoden_batch.errors import OutputError
 from fluoden_batch.io.lock import LOCK_DIR, LOCK_FILE, OutputLock, check_owner
-from fluoden_batch.io.ngff import ImageMeta, NGFFVersion, write_attrs
+from fluoden_batch.io.ngff import (
+    ImageMeta,
+    NGFFVersion,
+    chunk_key_encoding,
+    level_shapes,
+    pyramid_attrs,
+)
 
 PROVENANCE_KEY = "fluoden"
 MARKER_DIR = ".fluoden/done"
+PYRAMID_MARKER_DIR = ".fluoden/pyramid"
 LEVEL0 = "0"
 
 
@@ -44,16 +54,18 @@ class OutputSpec:
     """How tasks reopen the output array and where they leave markers (picklable).
 
     ``owner`` is the token of the run's lock on OUT: :meth:`write` and
-    :meth:`write_marker` check it first (empty: no check).
+    :meth:`write_marker` check it first (empty: no check). ``markers`` is the marker
+    folder inside OUT (the level-0 blocks' by default; pyramid levels have their own).
     """
 
     path: str
     array_path: str = LEVEL0
     owner: str = ""
+    markers: str = MARKER_DIR
 
     @property
     def marker_dir(self) -> Path:
-        return Path(self.path) / MARKER_DIR
+        return Path(self.path) / self.markers
 
     def open(self) -> zarr.Array:
         """Open the output array (cached per process)."""
@@ -150,6 +162,36 @@ def stored_parameter(out: Path, parameters: dict[str, Any], key: str, overwrite:
     return old.get(key)
 
 
+def create_levels(
+    group: zarr.Group,
+    meta: ImageMeta,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: np.dtype,
+    version: NGFFVersion,
+    levels: int,
+) -> dict[str, Any]:
+    """Create the empty arrays ``0``..``levels-1`` of an NGFF image in ``group`` (Y/X
+    halved per level, the same chunks, cut to the level's shape) with the chunk key
+    encoding ``version`` prescribes; return the image's group attributes (not yet set).
+
+    ``write_empty_chunks`` is on so that every finished chunk exists on disk.
+    """
+    zarr_format = 3 if version == "0.5" else 2
+    for level, level_shape in enumerate(level_shapes(shape, levels)):
+        group.create_array(
+            str(level),
+            shape=level_shape,
+            chunks=tuple(min(c, s) for c, s in zip(chunks, level_shape, strict=True)),
+            dtype=dtype,
+            fill_value=0,
+            chunk_key_encoding=chunk_key_encoding(version),
+            dimension_names=list(meta.axes) if zarr_format == 3 else None,
+            config={"write_empty_chunks": True},
+        )
+    return pyramid_attrs(meta, version, levels)
+
+
 def create_output(
     out: Path,
     meta: ImageMeta,
@@ -159,27 +201,19 @@ def create_output(
     version: NGFFVersion,
     provenance: dict[str, Any],
     owner: str = "",
+    levels: int = 1,
 ) -> OutputSpec:
-    """Create the output image group and its empty level-0 array in the directory ``out``
-    (which may exist, holding at most OUT's lock); the spec carries ``owner``.
+    """Create the output image group and its empty arrays (level 0 and ``levels - 1``
+    pyramid levels) in the directory ``out`` (which may exist, holding at most OUT's
+    lock); the spec (of level 0) carries ``owner``.
 
-    The array is created before any task runs, so tasks only write whole chunks into an
-    existing array (never ``da.to_zarr`` with unaligned chunks). ``write_empty_chunks`` is
-    on so that every finished chunk exists on disk. The marker folder, which marks the
-    creation finished, is made by :func:`open_output`.
+    The arrays are created before any task runs, so tasks only write whole chunks into an
+    existing array (never ``da.to_zarr`` with unaligned chunks). The marker folder, which
+    marks the creation finished, is made by :func:`open_output`.
     """
     zarr_format = 3 if version == "0.5" else 2
     group = zarr.create_group(str(out), zarr_format=zarr_format)  # refuses an existing one
-    group.create_array(
-        LEVEL0,
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        fill_value=0,
-        dimension_names=list(meta.axes) if zarr_format == 3 else None,
-        config={"write_empty_chunks": True},
-    )
-    attrs = write_attrs(meta, version, LEVEL0)
+    attrs = create_levels(group, meta, shape, chunks, dtype, version, levels)
     attrs[PROVENANCE_KEY] = provenance
     group.attrs.update(attrs)
     return OutputSpec(str(out), owner=owner)

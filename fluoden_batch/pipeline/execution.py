@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from distributed import Client, performance_report
@@ -19,6 +20,7 @@ from fluoden_batch.compute import dask_client, gpu_resources, load_profile
 from fluoden_batch.config import ComputeOptions, DenoiseConfig
 from fluoden_batch.pipeline.planning import plan
 from fluoden_batch.pipeline.progress import Reporter
+from fluoden_batch.pipeline.pyramid import pyramid_pending
 from fluoden_batch.pipeline.run import RunResult, execute, finish
 
 __all__ = ["IN_PROCESS_PIXELS", "client_for", "run_denoise", "run_planned"]
@@ -68,8 +70,9 @@ def run_planned(
 ) -> RunResult:
     """Report the plan ``p``, then run its pending blocks with ``execute(p, client,
     on_block=, resources=)`` on :func:`client_for`'s client (or finish at once when
-    nothing is pending). ``report_file``: a Dask performance report (HTML) there. The
-    plan's lock on OUT is released at the end, however the run ends."""
+    no block is pending, of level 0 or of the pyramid). ``report_file``: a Dask
+    performance report (HTML) there. The plan's lock on OUT is released at the end,
+    however the run ends."""
     try:
         return _run_planned(p, execute, finish, label, client, reporter, report_file)
     finally:
@@ -94,11 +97,12 @@ def _run_planned(
         f"({p.source.meta.axes}), {done} already done",
         p.notes,
     )
-    if not p.pending:
+    pyramid = pyramid_pending(Path(p.job.output.path), cfg.block_min)
+    if not p.pending and not pyramid:
         return finish(p, 0.0, {})
     pixels = p.pending.pixels()
     resources = gpu_resources(load_profile(cfg.profile)) if cfg.profile else None
-    with client_for(cfg, pixels, client) as c:
+    with client_for(cfg, pixels + pyramid, client) as c:
         if c is not None:
             reporter.dashboard(c.dashboard_link)
         report = (
@@ -106,7 +110,7 @@ def _run_planned(
             if report_file and c is not None
             else contextlib.nullcontext()
         )
-        reporter.start(label, len(p.blocks), done, pixels / len(p.pending))
+        reporter.start(label, len(p.blocks), done, pixels / max(1, len(p.pending)))
         try:
             with report:
                 return execute(p, c, on_block=reporter.block, resources=resources)

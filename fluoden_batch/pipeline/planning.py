@@ -26,7 +26,7 @@ from zarr.core.sync import sync
 from fluoden_batch import __version__
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import InputError
-from fluoden_batch.io.labels import create_label_image
+from fluoden_batch.io.labels import create_label_images, label_set
 from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.store import OutputSpec, check_output_path, create_output, open_output
@@ -36,7 +36,7 @@ from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
 
 METRICS_FILE = "metrics.parquet"
-LABELS = "clusters"  # --save-labels writes OUT/labels/clusters
+LABELS = "clusters"  # --save-labels writes OUT/labels/clusters (clusters-c0, ... per channel)
 # An input of which at least this fraction of its chunks (or shards) is not stored, and
 # which has at least SPARSE_MIN_CHUNKS of them, is refused without --allow-sparse
 SPARSE_MISSING = 0.99
@@ -127,7 +127,9 @@ def plan(cfg: DenoiseConfig) -> Plan:
     if values.levels is not None:
         params["channel_levels"] = list(values.levels)
     spec, resumed, lock = _open_or_create(cfg, out, source, chunks, params, method.name, digest)
-    labels = OutputSpec(str(out), f"labels/{LABELS}/0", lock.token) if cfg.save_labels else None
+    labels = None
+    if cfg.save_labels:
+        labels = label_set(out, LABELS, source.meta.axes, source.shape, lock.token)
     stray = spec.clean_temporaries()
     job = JobSpec(
         source=source.spec,
@@ -234,14 +236,17 @@ def _open_or_create(
         "complete": False,
     }
     version, dtype = cfg.ngff_version, _output_dtype(cfg, source)
+    shape, levels = source.shape, cfg.pyramid_levels(source.shape)
 
     def create(owner: str) -> OutputSpec:
         spec = create_output(
-            out, source.meta, source.shape, chunks, dtype, version, provenance, owner
+            out, source.meta, shape, chunks, dtype, version, provenance, owner, levels
         )
         if cfg.save_labels:
             k = cfg.clusters
-            create_label_image(out, LABELS, source.meta, source.shape, chunks, version, k)
+            create_label_images(
+                out, LABELS, source.meta, shape, chunks, version, k, levels=levels, owner=owner
+            )
         return spec
 
     return open_output(out, params, cfg.overwrite, create)

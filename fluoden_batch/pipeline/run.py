@@ -9,8 +9,9 @@ of a 10^6 x 10^6 image at once took 3.4 GB and made Ctrl-C wait for minutes), an
 interrupt cancels only the window. Keys are fresh per run (a scheduler may still hold
 the failed futures of an earlier try under the old keys); failing blocks do not stop the
 others; :func:`execute` writes the metrics of every finished block and then raises
-:func:`block_error` naming every failed one. The run holds OUT's lock throughout and
-releases it at the end, however it ends.
+:func:`block_error` naming every failed one. When every level-0 block is written, the
+pyramid levels are built the same way (:mod:`fluoden_batch.pipeline.pyramid`). The run
+holds OUT's lock throughout and releases it at the end, however it ends.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from distributed.scheduler import KilledWorker
 from fluoden_batch.errors import BlockError, OutputError
 from fluoden_batch.io.store import update_provenance, writing_summary
 from fluoden_batch.pipeline.planning import METRICS_FILE, Plan
+from fluoden_batch.pipeline.pyramid import build_pyramid
 from fluoden_batch.pipeline.worker import process_block
 from fluoden_batch.report import summarise
 from fluoden_batch.restore.tiles import Block
@@ -197,10 +199,11 @@ def run_plan(
     on_block: ProgressHook | None = None,
     resources: dict[str, float] | None = None,
 ) -> RunResult:
-    """Run ``fn(block, job=p.job)`` for the plan's pending blocks, then ``finish(p,
-    seconds, failed)``; raise a :class:`BlockError` naming the failed blocks after that
-    (denoise and segment alike). ``p.lock`` (OUT's) is released at the end, however the
-    run ends.
+    """Run ``fn(block, job=p.job)`` for the plan's pending blocks, then, if none failed,
+    the pyramid phase (:func:`~fluoden_batch.pipeline.pyramid.build_pyramid`), then
+    ``finish(p, seconds, failed)``; raise a :class:`BlockError` naming the failed blocks
+    after that (denoise and segment alike). ``p.lock`` (OUT's) is released at the end,
+    however the run ends.
 
     Raises
     ------
@@ -222,6 +225,15 @@ def run_plan(
                 on_block=on_block,
                 resources=resources,
             )
+            if not failed:
+                failed = build_pyramid(
+                    client,
+                    Path(p.job.output.path),
+                    p.job.output.owner,
+                    block_min=p.config.block_min,
+                    prefix=f"{prefix}-{p.token}",
+                    memory_limit=p.config.memory_limit,
+                )
             result = finish(p, time.perf_counter() - t0, failed)
     finally:
         p.lock.release()
@@ -244,7 +256,7 @@ def finish(p: Plan, seconds: float, failed: dict[str, str]) -> RunResult:
     summary = summarise(metrics, seconds, len(p.blocks), p.job.data_range)
     if ran and seconds > 0:
         summary["mpx_per_s"] = ran.pixels() / seconds / 1e6
-    complete = len(rows) == len(p.blocks)
+    complete = len(rows) == len(p.blocks) and not failed
     last_run = {
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": p.config.model_dump(mode="json"),

@@ -7,22 +7,25 @@ increasing intensity, 0 = darkest). A pixel's label does not depend on its block
 DBSCAN and HDBSCAN cluster each Y/X plane of each block on its own
 (:func:`~fluoden_batch.clustering.cluster_image`), so labels can change at block borders.
 
-OUT is an OME-Zarr label image (int32, -1 = noise) with the input's axes, scales and
-chunks, ``image-label`` metadata, provenance, per-block markers and ``metrics.parquet``.
+OUT is an OME-Zarr image: a copy of the input's intensities (its axes, scales, chunks and
+channel metadata) with the labels registered under it as NGFF label images (int32, -1 =
+noise): ``OUT/labels/clusters``, or ``clusters-c0``, ``clusters-c1``, ... for more than one
+channel (:mod:`fluoden_batch.io.labels` says why label images have no channel axis). The
+input is never written, so the labels need an image of their own to live under; a viewer
+opens OUT with both. Every image gets a pyramid (:mod:`fluoden_batch.pipeline.pyramid`);
+OUT also holds provenance, per-block markers and ``metrics.parquet``.
 The block task lives in :mod:`~fluoden_batch.pipeline.segment_worker`, so that a worker
 imports neither torch nor the planning side.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from distributed import Client
 
@@ -30,7 +33,7 @@ from fluoden_batch import __version__
 from fluoden_batch.clustering import select_backend
 from fluoden_batch.config.segment import SegmentConfig
 from fluoden_batch.io import store
-from fluoden_batch.io.labels import set_image_label
+from fluoden_batch.io.labels import create_label_images, label_names, label_set, set_image_label
 from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.pipeline.execution import run_planned
@@ -41,6 +44,7 @@ from fluoden_batch.pipeline.statistics import channel_centres
 from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
 
 METRICS_FILE = "metrics.parquet"
+LABELS = "clusters"  # OUT/labels/clusters (clusters-c0, ... per channel)
 
 
 @dataclass
@@ -79,7 +83,8 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     cluster = {k: getattr(cfg, k) for k in keys} | {"k": cfg.clusters, "backend": resolved}
     cluster["seed"] = 0
     fixed = None if centres is None else tuple(tuple(c) for c in centres)
-    job = SegmentJob(source.spec, spec, source.meta.axes, cluster, fixed, cfg.quality)
+    labels = label_set(out, LABELS, source.meta.axes, source.shape, lock.token)
+    job = SegmentJob(source.spec, spec, labels, source.meta.axes, cluster, fixed, cfg.quality)
     text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres or [])
     note = f"{cfg.method} clusters each block alone: labels can change at block borders"
     notes = [f"K-means centres per channel (seam-free): {text}" if centres else note]
@@ -100,14 +105,17 @@ def _open_or_create(
     created = datetime.now(UTC).isoformat(timespec="seconds")
     provenance = dict(tool="fluoden-batch", version=__version__, command="segment")
     provenance |= dict(created=created, parameters=params, complete=False)
-    meta = dataclasses.replace(source.meta, omero=None)
-    shape, chunks, version = source.shape, source.chunks, cfg.ngff_version
+    meta, shape, chunks, version = source.meta, source.shape, source.chunks, cfg.ngff_version
+    levels = cfg.pyramid_levels(shape)
 
     def create(owner: str) -> store.OutputSpec:
         spec = store.create_output(
-            out, meta, shape, chunks, np.dtype("int32"), version, provenance, owner
+            out, meta, shape, chunks, source.dtype, version, provenance, owner, levels
         )
-        set_image_label(out, version, cfg.clusters, cfg.input)
+        create_label_images(
+            out, LABELS, meta, shape, chunks, version, cfg.clusters,
+            dtype="int32", levels=levels, noise=True, owner=owner,
+        )  # fmt: skip
         return spec
 
     return store.open_output(out, params, cfg.overwrite, create)
@@ -155,11 +163,12 @@ def finish_segment(p: SegmentPlan, seconds: float, failed: dict[str, str]) -> Ru
         scores = [c for c in ("silhouette", "davies_bouldin", "wss", "seconds") if c in metrics]
         summary |= {f"mean_{c}": float(metrics[c].mean()) for c in scores}
         n_labels = max(p.config.clusters, summary["max_clusters"])
-        set_image_label(out, p.config.ngff_version, n_labels, p.config.input)
+        for name in label_names(LABELS, p.source.meta.axes, p.source.shape):
+            set_image_label(out / "labels" / name, p.config.ngff_version, n_labels)
     summary = {k: None if v != v else v for k, v in summary.items()}  # NaN -> null in JSON
     last_run = dict(finished=datetime.now(UTC).isoformat(timespec="seconds"), failed=failed)
     last_run |= dict(config=p.config.model_dump(mode="json"), backend=p.backend_reason)
-    complete = len(metrics) == len(p.blocks)
+    complete = len(metrics) == len(p.blocks) and not failed
     store.update_provenance(out, summary=summary, complete=complete, last_run=last_run)
     skipped = len(p.blocks) - len(p.pending)
     return RunResult(out, len(p.blocks), len(ran), skipped, seconds, metrics, summary, failed)

@@ -1,4 +1,5 @@
-"""One ``segment`` task: label a block, write exactly its chunks, then its marker.
+"""One ``segment`` task: label a block, write exactly its chunks (the copy of the
+intensities and the labels), then its marker.
 
 Kept apart from :mod:`fluoden_batch.pipeline.segment` (the planning side) so that a Dask
 worker unpickling the task imports only what labelling needs: no torch, no model code.
@@ -17,6 +18,7 @@ from fluoden_batch.clustering import cluster_image
 from fluoden_batch.clustering.masked import label_by_centres
 from fluoden_batch.clustering.rows import block_quality
 from fluoden_batch.io import store
+from fluoden_batch.io.labels import LabelSet
 from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.restore.tiles import Block
 
@@ -28,7 +30,8 @@ class SegmentJob:
     """What every task gets (picklable, small)."""
 
     source: SourceSpec
-    output: store.OutputSpec
+    output: store.OutputSpec  # OUT's level 0: the copy of the input's intensities
+    labels: LabelSet
     axes: str
     cluster: dict[str, Any]  # cluster_image keywords (backend: the choice resolved at planning)
     centres: tuple[tuple[float, ...], ...] | None  # K-means: per channel, increasing
@@ -36,7 +39,8 @@ class SegmentJob:
 
 
 def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
-    """Label one block, write exactly its chunks, then its marker (the metrics row)."""
+    """Label one block, write exactly its chunks (intensities and labels), then its marker
+    (the metrics row)."""
     from threadpoolctl import threadpool_limits
 
     t0, c = time.perf_counter(), job.axes.find("c")
@@ -51,7 +55,8 @@ def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
                 res = cluster_image(data[lead], **job.cluster)
                 labels[lead], backend = res.labels, res.backend
         quality = block_quality(data, labels, job.quality)
-    job.output.write(block.slices, labels)
+    job.output.write(block.slices, data)
+    job.labels.write(block.slices, labels)
     row: dict[str, Any] = {"block": block.id, "method": job.cluster["method"], "backend": backend}
     row |= {f"start_{a}": int(s) for a, s in zip(job.axes, block.start, strict=True)}
     row |= dict(height=block.shape[-2], width=block.shape[-1], planes=math.prod(block.shape[:-2]))

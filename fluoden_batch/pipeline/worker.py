@@ -21,6 +21,7 @@ import torch
 
 from fluoden_batch.clustering.masked import smoothing_radius
 from fluoden_batch.errors import InputError, ModelError
+from fluoden_batch.io.labels import LabelSet
 from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.io.store import OutputSpec
 from fluoden_batch.models.weights import LoadedModel, load_model
@@ -84,8 +85,9 @@ class JobSpec:
         Median intensity per channel index (the classical protocols).
     mask_sigma : float
         Label smoothing width, pixels (with ``channel_centres``).
-    labels : OutputSpec or None
-        Where to write the labels (``--save-labels``), same chunks as ``output``.
+    labels : LabelSet or None
+        Where to write the labels (``--save-labels``): the label images of OUT, one per
+        channel, same chunks as ``output`` in the other axes.
     tta : bool
         Test-time augmentation: each plane's result is the mean over its 8 flips and
         rotations (:class:`~fluoden_batch.restore.inference.Dihedral`).
@@ -108,7 +110,7 @@ class JobSpec:
     channel_centres: tuple[tuple[float, ...], ...] | None = None
     channel_levels: tuple[float, ...] | None = None
     mask_sigma: float = 0.0
-    labels: OutputSpec | None = None
+    labels: LabelSet | None = None
     tta: bool = False
 
     def plane_params(self, channel: int) -> PlaneParams:

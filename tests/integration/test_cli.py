@@ -119,7 +119,7 @@ def test_info_describes_denoised_and_label_outputs(small_input, tiny_weights, tm
                                str(tiny_weights), *args]).exit_code == 0  # fmt: skip
     labels = tmp_path / "labels.zarr"
     assert runner.invoke(app, ["segment", str(small_input), str(labels), *args]).exit_code == 0
-    for path, phrase in ((out, "tiny-test"), (labels, "int32")):
+    for path, phrase in ((out, "tiny-test"), (labels, "uint8")):  # segment: a copy, labels
         result = runner.invoke(app, ["info", str(path)])
         assert result.exit_code == 0, result.output
         assert phrase in result.output and "written by" in result.output

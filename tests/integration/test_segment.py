@@ -1,4 +1,5 @@
-"""``fluoden segment``: seam-free tiled K-means, label-image output, metrics, resume, CLI."""
+"""``fluoden segment``: seam-free tiled K-means, labels under a copy of the image, metrics,
+resume, CLI."""
 
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ def _blobs(shape: tuple[int, ...], seed: int) -> np.ndarray:
     return (level + rng.normal(0, 6, shape)).astype(np.float32)
 
 
-def _labels(out):
-    """Label array and NGFF metadata of OUT (``open_image`` takes only intensity dtypes,
-    uint8/uint16/float32/float64, so the int32 labels are read with the same NGFF parser)."""
-    group = zarr.open_group(str(out), mode="r")
+def _labels(out, name="clusters"):
+    """Label array and NGFF metadata of OUT/labels/NAME (``open_image`` takes only intensity
+    dtypes, uint8/uint16/float32/float64, so the int32 labels are read with the same NGFF
+    parser)."""
+    group = zarr.open_group(str(out / "labels" / name), mode="r")
     meta, path, _ = read_meta(group.attrs.asdict(), group["0"].ndim)
     return group[path], meta
 
@@ -59,7 +61,7 @@ def test_tiled_kmeans_equals_whole_image_assignment(client, tmp_path, seed):
     assert result.blocks_run == len(p.blocks) > 4 and not result.failed
     centres = read_provenance(tmp_path / "out.zarr")["parameters"]["centres"]
     assert len(centres) == 2 and all(len(c) == 3 and c == sorted(c) for c in centres)
-    labels = _labels(tmp_path / "out.zarr")[0][:]
+    labels = np.stack([_labels(tmp_path / "out.zarr", f"clusters-c{c}")[0][:] for c in (0, 1)])
     for ch in range(2):
         whole = label_by_centres(data[ch], centres[ch])
         brute = np.argmin(np.abs(data[ch][..., None] - np.array(centres[ch])), axis=-1)
@@ -79,16 +81,17 @@ def test_output_is_a_label_image_with_metrics(client, tmp_path, version):
     assert labels_meta.axes == "yx" and labels_meta.scale == [0.25, 0.5]
     assert labels_meta.units == {"y": "micrometer", "x": "micrometer"}
     assert array.chunks == (20, 16) and array.shape == data.shape and array.dtype == np.int32
-    attrs = zarr.open_group(str(out), mode="r").attrs.asdict()
+    np.testing.assert_array_equal(zarr.open_array(str(out), path="0")[:], data)  # the image
+    attrs = zarr.open_group(str(out / "labels" / "clusters"), mode="r").attrs.asdict()
     label = attrs["image-label"] if version == "0.4" else attrs["ome"]["image-label"]
     assert ("version" in label) == (version == "0.4")
     assert {c["label-value"] for c in label["colors"]} >= {0, 1, 2}
-    assert (out / label["source"]["image"]).resolve() == inp.resolve()
+    assert (out / "labels" / "clusters" / label["source"]["image"]).resolve() == out.resolve()
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Label, Reader
 
-    nodes = list(Reader(parse_url(str(out)))())  # ome-zarr-py: a label of its source image
-    assert any(isinstance(sp, Label) for sp in nodes[-1].specs) and len(nodes) == 2
+    nodes = list(Reader(parse_url(str(out)))())  # ome-zarr-py: the image, its labels, a label
+    assert any(isinstance(sp, Label) for sp in nodes[-1].specs) and len(nodes) == 3
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert len(metrics) == len(p.blocks) == 9
     assert list(metrics["block"]) == [b.id for b in p.blocks]
