@@ -27,7 +27,9 @@ def ingest(
     Parameters
     ----------
     tiff : Path
-        A ``.tif``/``.tiff`` file (OME-TIFF physical sizes are carried into the scales).
+        A ``.tif``/``.tiff`` file. An OME-TIFF's physical sizes and time increment become
+        the scales and axis units, its channel names and colours the ``omero`` channels
+        (with display windows sampled from the data, see :mod:`fluoden_batch.io.ome`).
     out : Path
         New OME-Zarr group; must not exist. Removed again when the conversion fails
         (an unreadable plane, a full disk, an interrupt), so a rerun starts afresh.

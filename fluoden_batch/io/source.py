@@ -31,11 +31,13 @@ from fluoden_batch.io.ngff import (
     read_meta,
     validate_axes,
 )
+from fluoden_batch.io.ome import OmeDescription, describe_ngff, ngff_meta, read_ome_xml
 
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 TIFF_SUFFIXES = (".tif", ".tiff")
 MAX_CHUNK_BYTES = 1 << 30  # a chunk larger than this when decoded is refused (memory bound)
 _TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
+_OME_XML_SYNTAX = "OME series raised ParseError"  # tifffile's log of malformed OME-XML
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ class SourceSpec:
 @functools.lru_cache(maxsize=16)
 def _open_cached(spec: SourceSpec) -> zarr.Array:
     if spec.kind == "tiff":
-        store = tifffile.imread(spec.path, aszarr=True)
+        with _tifffile_log():
+            store = tifffile.imread(spec.path, aszarr=True)
         return zarr.open_array(store, mode="r")
     return zarr.open_array(spec.path, path=spec.array_path or None, mode="r")
 
@@ -129,6 +132,11 @@ class ImageSource:
     def chunks(self) -> tuple[int, ...]:
         """Chunk shape of the stored array (the default chunking of the output)."""
         return tuple(self.array.chunks)
+
+    @property
+    def description(self) -> OmeDescription:
+        """Channels and physical sizes as one typed OME description (any input kind)."""
+        return describe_ngff(self.meta)
 
 
 def open_image(
@@ -226,23 +234,29 @@ def _open_tiff(p: Path, axes: str | None) -> ImageSource:
         mapped = "".join(_TIFF_AXES.get(a, "?") for a in tiff_axes)
         axes = mapped if "?" not in mapped and _valid(mapped) else default_axes(array.ndim)
     meta = _plain_meta(array.ndim, axes, p)
-    if ome_xml:
-        try:
-            scale, units = _ome_tiff_scale(ome_xml, meta.axes)
-            meta = ImageMeta(meta.axes, scale, units=units)
-        except InputError as exc:
-            raise InputError(f"{p}: OME-XML physical sizes: {exc}") from None
+    try:
+        description = read_ome_xml(ome_xml, str(p)) if ome_xml else None
+        if description is not None:
+            scale, units, omero = ngff_meta(description, meta.axes, array, str(p))
+            meta = ImageMeta(meta.axes, scale, units=units, omero=omero)
+    except InputError as exc:
+        raise InputError(f"{p}: OME-XML physical sizes: {exc}") from None
     return ImageSource(spec, array, meta)
 
 
 @contextlib.contextmanager
 def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
     """Collect what tifffile logs (it logs broken files instead of raising); on exit,
-    pass on to its logger what :func:`_check_tiff_complete` did not turn into an error."""
+    pass on to its logger what :func:`_check_tiff_complete` did not turn into an error.
+
+    Malformed OME-XML is left out: tifffile logs it at each open and falls back to a
+    generic series; :func:`fluoden_batch.io.ome.read_ome_xml` warns about it once.
+    """
     logger = logging.getLogger("tifffile")
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append  # type: ignore[method-assign]
+    handler.addFilter(lambda record: _OME_XML_SYNTAX not in record.getMessage())
     propagate, logger.propagate = logger.propagate, False
     logger.addHandler(handler)
     try:
@@ -281,26 +295,6 @@ def _valid(axes: str) -> bool:
     except InputError:
         return False
     return True
-
-
-def _ome_tiff_scale(xml: str, axes: str) -> tuple[list[float], dict[str, str]]:
-    """Physical sizes and units per axis from OME-XML (1.0 and no unit where absent)."""
-    pixels = tifffile.xml2dict(xml).get("OME", {}).get("Image", {})
-    if isinstance(pixels, list):
-        pixels = pixels[0]
-    pixels = pixels.get("Pixels", {})
-    unit_names = {"µm": "micrometer", "um": "micrometer", "nm": "nanometer", "s": "second"}
-    scale, units = [], {}
-    for a in axes:
-        size = pixels.get(f"PhysicalSize{a.upper()}") if a in "zyx" else None
-        try:
-            scale.append(float(size) if size else 1.0)
-        except (TypeError, ValueError):
-            raise InputError(f"PhysicalSize{a.upper()} {size!r} is not a number") from None
-        unit = pixels.get(f"PhysicalSize{a.upper()}Unit", "µm" if size else None)
-        if size and unit:
-            units[a] = unit_names.get(unit, unit)
-    return scale, units
 
 
 def _validate(source: ImageSource, dtypes: tuple[type, ...] | None) -> None:
