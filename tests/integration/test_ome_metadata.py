@@ -18,10 +18,11 @@ from ome_zarr_models.v05.image import Image as Image05
 from typer.testing import CliRunner
 
 from fluoden_batch.cli import app
-from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.config import DenoiseConfig, SegmentConfig
 from fluoden_batch.io.ingest import ingest
 from fluoden_batch.io.ome import WINDOW_PERCENTILES
 from fluoden_batch.pipeline import execute, plan
+from fluoden_batch.pipeline.segment import run_segment
 
 NAMES, COLOURS, HEX = ["DAPI", "GFP"], [0x0000FFFF, 0x00FF00FF], ["0000FF", "00FF00"]
 
@@ -137,6 +138,25 @@ def test_direct_denoise_of_the_tiff_keeps_its_metadata(client, tiny_weights, tmp
     result = execute(plan(cfg), client)
     assert not result.failed
     assert_stack_metadata(ngff(result.output), data)  # windows of the input, as sampled
+    validate(result.output, "0.5")
+
+
+@pytest.mark.distributed
+def test_direct_segment_of_the_tiff_keeps_its_metadata_and_the_labels_its_units(client, tmp_path):
+    tif, data = two_channel_stack(tmp_path / "stack.ome.tif")
+    cfg = SegmentConfig(
+        input=tif, output=tmp_path / "seg.zarr", cluster_backend="cpu", quality=False
+    )
+    result = run_segment(cfg, client=client)
+    assert not result.failed
+    assert_stack_metadata(ngff(result.output), data)
+    labels = ngff(result.output / "labels" / "clusters-c0")["multiscales"][0]
+    assert [(a["name"], a.get("unit")) for a in labels["axes"]] == [
+        ("z", "micrometer"),
+        ("y", "micrometer"),
+        ("x", "micrometer"),
+    ]
+    assert labels["datasets"][0]["coordinateTransformations"][0]["scale"] == [0.5, 0.1625, 0.1625]
     validate(result.output, "0.5")
 
 
