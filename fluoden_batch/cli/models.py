@@ -1,7 +1,9 @@
-"""``fluoden models list|show``: the shipped models and any weights file's metadata."""
+"""``fluoden models list|show|export``: the shipped models, any weights file's metadata,
+and BioImage Model Zoo packages."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,7 +32,9 @@ def models_list() -> None:
 
 @models_app.command("show")
 def models_show(
-    model: Annotated[str, typer.Argument(help="Shipped model name or .safetensors path.")],
+    model: Annotated[
+        str, typer.Argument(help="Shipped model name, .safetensors path or exported .zip.")
+    ],
 ) -> None:
     """Print a model's metadata (architecture, normalisation, training) as JSON."""
     from fluoden_batch.models.weights import file_digest, read_metadata, resolve_weights
@@ -39,3 +43,24 @@ def models_show(
         path = resolve_weights(model)
         meta = read_metadata(path)
         out.print_json(data={"path": str(path), "digest": file_digest(path), **meta.model_dump()})
+
+
+@models_app.command("export")
+def models_export(
+    model: Annotated[str, typer.Argument(help="Shipped model name or .safetensors path.")],
+    output: Annotated[Path, typer.Argument(help="The bioimage.io package to write (.zip).")],
+) -> None:
+    """Write a BioImage Model Zoo (bioimage.io) package of a model.
+
+    The package runs without fluoden (bioimageio.core, ilastik, deepImageJ): raw
+    intensities in, denoised intensities out, fluoden's per-plane normalisation inside the
+    network. `fluoden denoise --model OUT.zip` takes it back. Needs the optional
+    bioimageio.spec: pip install 'fluoden-batch[bioimageio]'.
+    """
+    from fluoden_batch.models.bioimageio import export_package
+
+    with errors():
+        if output.suffix != ".zip":
+            raise typer.BadParameter(f"{output}: the package is a zip; name it *.zip")
+        export_package(model, output)
+        out.print(f"wrote {output}")

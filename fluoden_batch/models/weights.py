@@ -176,14 +176,20 @@ def shipped_models() -> dict[str, Path]:
 def resolve_weights(name_or_path: str | Path) -> Path:
     """Return the weights file for a shipped model name or a path.
 
+    A bioimage.io package (zip) that ``fluoden models export`` wrote resolves to the
+    fluoden weights file inside it (:func:`~fluoden_batch.models.bioimageio.package_weights`).
+
     Raises
     ------
     ModelError
-        When neither a file of that path nor a shipped model of that name exists.
+        When neither a file of that path nor a shipped model of that name exists, or for
+        a bioimage.io package fluoden did not export.
     """
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        return path.resolve()
+        from fluoden_batch.models.bioimageio import is_package, package_weights
+
+        return package_weights(path) if is_package(path) else path.resolve()
     shipped = shipped_models()
     if str(name_or_path) in shipped:
         return shipped[str(name_or_path)]
