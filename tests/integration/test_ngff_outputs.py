@@ -128,13 +128,16 @@ def _mean_reference(image: np.ndarray) -> np.ndarray:
     return cast_output(mean, image.dtype)
 
 
-@pytest.mark.distributed
-def test_pyramid_levels_equal_a_reference_downsampling(client, tmp_path):
-    inp, data = _image(tmp_path, shape=(2, 83, 117), chunks=(1, 8, 8))
+@pytest.mark.parametrize(
+    "where", ["here", pytest.param("dask", marks=[pytest.mark.distributed, pytest.mark.slow])]
+)
+def test_pyramid_levels_equal_a_reference_downsampling(request, tmp_path, where):
+    inp, data = _image(tmp_path, shape=(2, 83, 117), chunks=(1, 16, 16))
     out = tmp_path / "seg.zarr"
-    options = {"cluster_backend": "cpu", "block_min": 8, "levels": 5, "quality": False}
-    cfg = SegmentConfig(input=inp, output=out, **options)
-    result = run_segment(cfg, client=client)  # on Dask: several blocks per pyramid level
+    options = {"cluster_backend": "cpu", "block_min": 16, "levels": 5, "quality": False}
+    cfg = SegmentConfig(input=inp, output=out, workers=0, **options)
+    client = request.getfixturevalue("client") if where == "dask" else None  # 20-26 s
+    result = run_segment(cfg, client=client)  # several blocks per pyramid level
     assert result.summary["blocks"] == result.blocks_total and not result.failed
     root = zarr.open_group(str(out), mode="r")
     np.testing.assert_array_equal(root["0"][:], data)  # level 0: the input's intensities
@@ -146,8 +149,8 @@ def test_pyramid_levels_equal_a_reference_downsampling(client, tmp_path):
         for c in (0, 1):
             labels[c] = _mode_reference(labels[c])
             np.testing.assert_array_equal(root[f"labels/clusters-c{c}/{level}"][:], labels[c])
-    markers = list((out / PYRAMID_MARKER_DIR).rglob("*.json"))  # one per block of 8x8
-    blocks = sum(-(-y // 8) * -(-x // 8) for y, x in level_shapes(data.shape[1:], 5)[1:])
+    markers = list((out / PYRAMID_MARKER_DIR).rglob("*.json"))  # one per block of 16x16
+    blocks = sum(-(-y // 16) * -(-x // 16) for y, x in level_shapes(data.shape[1:], 5)[1:])
     assert len(markers) == 4 * blocks  # 2 image channels, 2 label images
 
 
