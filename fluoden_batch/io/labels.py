@@ -22,7 +22,6 @@ labels 1, 2, ... get the colours of :data:`PALETTE`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -122,7 +121,7 @@ def set_image_label(
         {"label-value": i, "rgba": [*PALETTE[(i - 1) % 10 * 3 :][:3], 255]}
         for i in range(1, n_labels)
     ]
-    label: dict[str, Any] = {"colors": colors, "source": {"image": os.path.join("..", "..")}}
+    label: dict[str, Any] = {"colors": colors, "source": {"image": "../.."}}
     if version == "0.4":
         label = {"version": "0.4", **label}
     _set_ome(zarr.open_group(str(group_path), mode="r+"), version, "image-label", label)

@@ -136,9 +136,10 @@ def segment(
     progress: bool | Reporter | None = None,
     **options: Any,
 ) -> RunResult:
-    """Segment every Y/X plane of a stored image into the OME-Zarr label image ``output``
-    by clustering its pixels (``fluoden segment``; same options as
-    :class:`~fluoden_batch.config.SegmentConfig`). ``client``: run on it and leave it open.
+    """Segment every Y/X plane of a stored image by clustering its pixels (``fluoden
+    segment``; same options as :class:`~fluoden_batch.config.SegmentConfig`). ``output``
+    is an OME-Zarr copy of the image with the labels under it, ``output/labels/clusters``
+    (one per channel: ``clusters-c0``, ...). ``client``: run on it and leave it open.
     """
     cfg = load_config(
         SegmentConfig, None, input=source, output=output, clusters=clusters, method=method,
