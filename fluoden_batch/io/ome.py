@@ -14,6 +14,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import ome_types
@@ -123,8 +124,10 @@ def read_ome_xml(xml: str, where: str) -> OmeDescription | None:
     Returns
     -------
     OmeDescription or None
-        None (after one logged warning) when the text is not OME-XML the model can read
-        apart from the scale fields, or holds no image: the caller keeps its defaults.
+        The description. Where the model cannot read part of the document (a bad colour,
+        an odd instrument entry), one warning, and what it can read of the first image's
+        pixels: with its channels, else without them. None (after one warning) when the
+        text is not XML or holds no image: the caller keeps its defaults.
 
     Raises
     ------
@@ -134,17 +137,65 @@ def read_ome_xml(xml: str, where: str) -> OmeDescription | None:
         refused by name.
     """
     try:
-        with warnings.catch_warnings():  # xsdata warns per bad value before pydantic raises
-            warnings.simplefilter("ignore")
-            ome = ome_types.from_xml(xml)
+        return _describe(_first_pixels(xml))
     except ValidationError as exc:
         _refuse_bad_scale(exc)
-        return _unreadable(where, exc.errors()[0]["msg"])
-    except Exception as exc:  # XML syntax errors of the parsers in use, schema mismatches
-        return _unreadable(where, str(exc))
+        problem = _first_error(exc)
+    except Exception as exc:  # XML syntax, no image, a value a field's own type refuses
+        problem = str(exc).splitlines()[0][:200]
+    try:
+        reduced = [
+            (_pixels_only(xml, channels=True), "pixel sizes and channels"),
+            (_pixels_only(xml, channels=False), "pixel sizes only (unnamed channels)"),
+        ]
+    except (ElementTree.ParseError, ValueError):  # not XML, or no image to fall back to
+        return _unreadable(where, problem)
+    for text, kept in reduced:
+        try:
+            description = _describe(_first_pixels(text))
+        except ValidationError as exc:
+            _refuse_bad_scale(exc)
+            continue
+        except Exception:  # e.g. a colour: the next, smaller document leaves it out
+            continue
+        log.warning("%s: OME-XML partly unreadable (%s); using its %s", where, problem, kept)
+        return description
+    return _unreadable(where, problem)
+
+
+def _first_pixels(xml: str) -> Pixels:
+    """The ``Pixels`` of the first image, through the OME model (pydantic validation)."""
+    with warnings.catch_warnings():  # xsdata warns per bad value before pydantic raises
+        warnings.simplefilter("ignore")
+        ome = ome_types.from_xml(xml)
     if not ome.images:
-        return _unreadable(where, "it describes no image")
-    return _describe(ome.images[0].pixels)
+        raise ValueError("it describes no image")
+    return ome.images[0].pixels
+
+
+def _pixels_only(xml: str, channels: bool) -> str:
+    """The document cut to its first image's ``Pixels`` element (attributes only), with
+    or without its ``Channel`` elements (attributes only): the part this module reads."""
+    root = ElementTree.fromstring(xml)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    image = root.find(f"{ns}Image")
+    pixels = image.find(f"{ns}Pixels") if image is not None else None
+    if image is None or pixels is None:
+        raise ValueError("it describes no image")
+    out = ElementTree.Element(root.tag, root.attrib)
+    out_pixels = ElementTree.SubElement(
+        ElementTree.SubElement(out, image.tag, image.attrib), pixels.tag, pixels.attrib
+    )
+    for channel in pixels.findall(f"{ns}Channel") if channels else []:
+        ElementTree.SubElement(out_pixels, channel.tag, channel.attrib)
+    return ElementTree.tostring(out, encoding="unicode")
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first error as ``Model.field: message``."""
+    error = exc.errors()[0]
+    where = ".".join([exc.title, *(str(part) for part in error["loc"])])
+    return f"{where}: {error['msg']}"
 
 
 def _refuse_bad_scale(exc: ValidationError) -> None:
@@ -166,7 +217,7 @@ def _unreadable(where: str, why: str) -> None:
     log.warning(
         "%s: OME-XML not readable (%s); using defaults (no physical sizes, unnamed channels)",
         where,
-        why.splitlines()[0][:200],
+        why,
     )
 
 

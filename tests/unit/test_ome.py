@@ -111,19 +111,59 @@ def test_a_wrong_scale_value_is_refused_by_name(tmp_path, attribute, bad, phrase
         read_ome_xml(xml.replace(attribute, bad), "x.ome.tif")
 
 
-@pytest.mark.parametrize("case", ["not xml", "broken xml", "no image", "bad colour"])
+@pytest.mark.parametrize("case", ["not xml", "broken xml", "no image"])
 def test_unreadable_ome_xml_is_one_warning_and_no_description(tmp_path, caplog, case):
-    xml = ome_xml(tmp_path, np.zeros((8, 8), np.uint8), Channel={"Color": [GREEN]})
+    xml = ome_xml(tmp_path, np.zeros((8, 8), np.uint8), PhysicalSizeX=0.5)
     text = {
         "not xml": "garbage",
         "broken xml": xml.replace("</Pixels>", "</Pixelz>"),
         "no image": xml[: xml.index("<Image ")] + "</OME>",
-        "bad colour": xml.replace(f'Color="{GREEN}"', 'Color="no-such-colour"'),
     }[case]
     with caplog.at_level(logging.WARNING, logger="fluoden_batch.io.ome"):
         assert read_ome_xml(text, "x.ome.tif") is None
     assert len(caplog.records) == 1
     assert "x.ome.tif: OME-XML not readable" in caplog.records[0].getMessage()
+
+
+INSTRUMENT = '<Instrument ID="Instrument:0"><Objective ID="Objective:0" NominalMagnification="x"/>'
+
+
+@pytest.mark.parametrize(
+    ("case", "channels", "phrase"),
+    [
+        ("bad objective", ("DAPI", "GFP"), "Objective.nominal_magnification"),
+        ("bad colour", (), "not a valid color"),
+    ],
+)
+def test_partly_unreadable_ome_xml_keeps_the_pixel_sizes(tmp_path, caplog, case, channels, phrase):
+    xml = ome_xml(
+        tmp_path,
+        np.zeros((2, 8, 8), np.uint16),
+        axes="CYX",
+        PhysicalSizeX=0.5,
+        Channel={"Name": ["DAPI", "GFP"], "Color": [BLUE, GREEN]},
+    )
+    text = {
+        "bad objective": xml.replace("<Image ", INSTRUMENT + "</Instrument><Image ", 1),
+        "bad colour": xml.replace(f'Color="{BLUE}"', 'Color="no-such-colour"'),
+    }[case]
+    with caplog.at_level(logging.WARNING, logger="fluoden_batch.io.ome"):
+        description = read_ome_xml(text, "x.ome.tif")
+    assert description is not None
+    assert description.physical == {"x": Quantity(0.5, "micrometer")}
+    assert tuple(c.name for c in description.channels) == channels
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "x.ome.tif: OME-XML partly unreadable" in message and phrase in message
+
+
+def test_a_wrong_size_beside_a_bad_colour_is_still_refused(tmp_path):
+    xml = ome_xml(
+        tmp_path, np.zeros((8, 8), np.uint8), PhysicalSizeX=0.5, Channel={"Color": [BLUE]}
+    )
+    text = xml.replace(f'Color="{BLUE}"', 'Color="no-such-colour"').replace('X="0.5"', 'X="a"')
+    with pytest.raises(InputError, match="PhysicalSizeX 'a' is not a number"):
+        read_ome_xml(text, "x.ome.tif")
 
 
 def test_windows_are_percentiles_of_central_crops_of_three_planes(monkeypatch):
