@@ -33,7 +33,7 @@ class ComputeOptions(BaseModel):
     profile: Path | None = Field(
         None,
         description="deploy profile (YAML) starting a local, local-cuda, SLURM or Kubernetes "
-        "Dask cluster; see deploy/",
+        "Dask cluster, or a shipped profile's name (`fluoden profiles` lists them)",
     )
     tls: bool = Field(False, description="encrypt Dask traffic with temporary certificates")
     tls_dir: Path | None = Field(

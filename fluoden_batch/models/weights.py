@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -217,12 +218,12 @@ def write_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, with the permissions a new file gets.
 
     ``safetensors.torch.save_file`` creates its file with mode 0600 whatever the umask;
-    here the bytes go to a temporary file beside ``path`` created with mode 0666 less
-    the umask (0644 under the usual 022), which then replaces ``path`` in one rename, so
-    a reader never sees half a file.
+    here the bytes go to a temporary file beside ``path`` (one per process and thread)
+    created with mode 0666 less the umask (0644 under the usual 022), which then replaces
+    ``path`` in one rename, so a reader never sees half a file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:

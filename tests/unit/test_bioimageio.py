@@ -127,6 +127,39 @@ def test_model_option_takes_the_package(
     assert load_model(fmd_package).metadata.name == "dncnn-fmd"
 
 
+def test_denoise_with_a_package_equals_denoise_with_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None
+) -> None:
+    import zarr
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    weights = make_tiny_weights(tmp_path / "tiny.safetensors", normalisation="percentile")
+    package = export_package(weights, tmp_path / "tiny.zip")
+    plane = synthetic_input(96, seed=1)[0, 0].astype(np.uint16)
+    source = zarr.create_array(
+        tmp_path / "in.zarr", shape=plane.shape, chunks=(48, 48), dtype="uint16"
+    )
+    source[:] = plane
+    results = []
+    for model in (package, weights):
+        out = tmp_path / f"out-{model.suffix[1:]}.zarr"
+        args = [
+            "denoise",
+            str(tmp_path / "in.zarr"),
+            str(out),
+            "--model",
+            str(model),
+            "--workers",
+            "0",
+        ]
+        run = CliRunner().invoke(app, args)
+        assert run.exit_code == 0, run.output
+        group = zarr.open_group(out)
+        assert group.attrs["fluoden"]["model"]["name"] == "tiny-test"
+        results.append(group["0"][...])
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 def test_foreign_or_tampered_packages_are_refused(
     fmd_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

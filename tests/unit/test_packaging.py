@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -64,11 +65,21 @@ def test_profiles_command_lists_and_prints_the_shipped_files() -> None:
 
 
 def test_wheel_ships_weights_configs_and_profiles(tmp_path: Path) -> None:
-    """Build the wheel (no build isolation: no download), unpack it, and ask the unpacked
+    """Build the wheel from a copy of the checkout's files (setuptools builds in the
+    source tree; no build isolation: no download), unpack it, and ask the unpacked
     package, away from the checkout, where its profiles and configs are."""
     root = Path(__file__).resolve().parents[2]
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    source = tmp_path / "source"
+    for name in filter(None, listed.split("\0")):
+        if (root / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
          "-q", "-w", str(tmp_path / "dist")],
         check=True, capture_output=True, cwd=tmp_path,
     )  # fmt: skip
