@@ -13,7 +13,9 @@ from fluoden_batch.cli.common import errors, out
 
 __all__ = ["models_app"]
 
-models_app = typer.Typer(help="List and inspect denoising models (shipped and your own).")
+models_app = typer.Typer(
+    help="List and inspect denoising models (shipped and your own); export them to bioimage.io."
+)
 
 
 @models_app.command("list")
@@ -52,10 +54,11 @@ def models_export(
 ) -> None:
     """Write a BioImage Model Zoo (bioimage.io) package of a model.
 
-    The package runs without fluoden (bioimageio.core, ilastik, deepImageJ): raw
-    intensities in, denoised intensities out, fluoden's per-plane normalisation inside the
-    network. `fluoden denoise --model OUT.zip` takes it back. Needs the optional
-    bioimageio.spec: pip install 'fluoden-batch[bioimageio]'.
+    The package runs without fluoden, in bioimage.io tools that run torchscript or
+    pytorch_state_dict weights (tested with bioimageio.core): raw intensities in, denoised
+    intensities out, fluoden's per-plane normalisation inside the network.
+    `fluoden denoise --model OUT.zip` takes it back. Needs the optional bioimageio.spec
+    (the extra 'bioimageio' of fluoden-batch).
     """
     from fluoden_batch.models.bioimageio import export_package
 

@@ -1,7 +1,8 @@
 """BioImage Model Zoo packages (bioimage.io model spec 0.5) of fluoden models, both ways.
 
-:func:`export_package` writes a zip that bioimage.io consumers (bioimageio.core, ilastik,
-deepImageJ, ...) run without fluoden: the network of
+:func:`export_package` writes a zip that bioimage.io tools run without fluoden (checked
+with bioimageio.core's ``test_model``; others that run torchscript or pytorch_state_dict
+weights are untested): the network of
 :mod:`fluoden_batch.models.zoo_network` (DnCNN with fluoden's per-plane normalisation
 inside; it takes and returns raw intensities) as ``pytorch_state_dict`` weights with that
 file as architecture, and as ``torchscript``; a test input made by fluoden's demo
