@@ -21,6 +21,7 @@ from fluoden_batch.cli import app
 from fluoden_batch.config import DenoiseConfig, SegmentConfig
 from fluoden_batch.io.ingest import ingest
 from fluoden_batch.io.ome import WINDOW_PERCENTILES
+from fluoden_batch.io.source import open_image
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.pipeline.segment import run_segment
 
@@ -130,15 +131,17 @@ def test_time_axis_gets_the_time_increment_and_its_unit(tmp_path):
 
 
 @pytest.mark.distributed
-def test_direct_denoise_of_the_tiff_keeps_its_metadata(client, tiny_weights, tmp_path):
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_direct_denoise_of_the_tiff_keeps_its_metadata(client, tiny_weights, tmp_path, version):
     tif, data = two_channel_stack(tmp_path / "stack.ome.tif")
-    cfg = DenoiseConfig(
-        input=tif, output=tmp_path / "den.zarr", model=str(tiny_weights), chunks=(128, 128)
-    )
+    out = tmp_path / "den.zarr"
+    options = {"chunks": (128, 128), "ngff_version": version}
+    cfg = DenoiseConfig(input=tif, output=out, model=str(tiny_weights), **options)
     result = execute(plan(cfg), client)
     assert not result.failed
     assert_stack_metadata(ngff(result.output), data)  # windows of the input, as sampled
-    validate(result.output, "0.5")
+    validate(result.output, version)
+    assert open_image(out).description == open_image(tif).description
 
 
 @pytest.mark.distributed
