@@ -10,16 +10,17 @@ under ``"fluoden_checkpoint"``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as serialise
 
 from fluoden_batch.errors import ModelError
+from fluoden_batch.models.weights import write_file
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "read_state", "save_checkpoint"]
 
@@ -76,9 +77,8 @@ def save_checkpoint(
     }
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(header)})
-    os.replace(tmp, path)
+    # atomic, with the umask's mode (safetensors' save_file would force 0600)
+    write_file(path, serialise(tensors, metadata={HEADER_KEY: json.dumps(header)}))
     for old in sorted(directory.glob(f"{_PREFIX}*.safetensors"))[:-_KEEP]:
         old.unlink()
     return path

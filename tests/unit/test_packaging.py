@@ -12,7 +12,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import make_tiny_weights
@@ -107,3 +109,27 @@ def test_wheel_ships_weights_configs_and_profiles(tmp_path: Path) -> None:
     assert module.parent == site  # the unpacked wheel, not the checkout
     assert profile == site / "_shipped" / "deploy" / "slurm" / "cpu.yaml"
     assert config == site / "_shipped" / "configs" / "noise2noise_fmd.yaml"
+
+
+def test_training_checkpoints_get_the_mode_the_umask_allows(tmp_path: Path) -> None:
+    from fluoden_batch.models import DnCNN
+    from fluoden_batch.train.checkpoint import save_checkpoint
+
+    model = DnCNN(depth=3, width=4)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 10)
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(
+            tmp_path,
+            step=1,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            rng=np.random.default_rng(0),
+            state={},
+        )
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
