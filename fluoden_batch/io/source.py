@@ -90,8 +90,14 @@ class SourceSpec:
 @functools.lru_cache(maxsize=16)
 def _open_cached(spec: SourceSpec) -> zarr.Array:
     if spec.kind == "tiff":
-        with _tifffile_log():
+        # open_image warned about malformed OME-XML once; its reopening (on each worker,
+        # maybe in several threads) leaves tifffile's log of it out, and nothing else
+        tiff_logger = logging.getLogger("tifffile")
+        tiff_logger.addFilter(_not_ome_syntax)
+        try:
             store = tifffile.imread(spec.path, aszarr=True)
+        finally:
+            tiff_logger.removeFilter(_not_ome_syntax)
         return zarr.open_array(store, mode="r")
     return zarr.open_array(spec.path, path=spec.array_path or None, mode="r")
 
@@ -244,6 +250,11 @@ def _open_tiff(p: Path, axes: str | None) -> ImageSource:
     return ImageSource(spec, array, meta)
 
 
+def _not_ome_syntax(record: logging.LogRecord) -> bool:
+    """Logging filter: False for tifffile's record of malformed OME-XML."""
+    return _OME_XML_SYNTAX not in record.getMessage()
+
+
 @contextlib.contextmanager
 def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
     """Collect what tifffile logs (it logs broken files instead of raising); on exit,
@@ -256,7 +267,7 @@ def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append  # type: ignore[method-assign]
-    handler.addFilter(lambda record: _OME_XML_SYNTAX not in record.getMessage())
+    handler.addFilter(_not_ome_syntax)
     propagate, logger.propagate = logger.propagate, False
     logger.addHandler(handler)
     try:
