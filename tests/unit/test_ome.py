@@ -225,3 +225,12 @@ def test_the_ngff_metadata_describes_the_same_image_again():
     ]
     meta = ImageMeta("tczyx", scale, units=units, omero=omero)
     assert describe_ngff(meta) == description
+
+
+def test_a_malformed_omero_block_describes_what_it_can():
+    omero = {"channels": [{"label": "a", "color": "zzz"}, None, {"color": "00FF00", "label": 3}]}
+    meta = ImageMeta("cyx", [1.0, 0.5, 0.5], units={"y": "micrometer"}, omero=omero)
+    assert describe_ngff(meta) == OmeDescription(
+        (ChannelInfo("a"), ChannelInfo(), ChannelInfo(color=GREEN)),
+        {"y": Quantity(0.5, "micrometer")},
+    )
