@@ -94,6 +94,12 @@ def test_every_output_kind_opens_and_validates(tmp_path, tiny_weights, kind, ver
     assert listed.get("ome", listed)["labels"] == ["clusters-c0", "clusters-c1"]
     attrs = root["labels/clusters-c0"].attrs.asdict()
     assert attrs.get("ome", attrs)["image-label"]["source"] == {"image": "../.."}
+    for level in (1, 2):  # the denoised image's and the labels' levels, as for the input's
+        np.testing.assert_array_equal(root[str(level)][:], _mean_reference(root[str(level - 1)][:]))
+        labels = root[f"labels/clusters-c1/{level - 1}"][:]
+        np.testing.assert_array_equal(
+            root[f"labels/clusters-c1/{level}"][:], _mode_reference(labels)
+        )
 
     arrays = [p.parent for p in out.rglob(".zarray" if version == "0.4" else "zarr.json")]
     arrays = [a for a in arrays if zarr.open(str(a), mode="r").__class__ is zarr.Array]
