@@ -32,7 +32,8 @@ class Reporter:
         """Blocks are about to run (``label``: e.g. ``denoising``)."""
 
     def block(self, done: int, total: int) -> None:
-        """One more block finished or failed."""
+        """One more block finished or failed (``total`` grows by the pyramid's blocks when
+        the pyramid phase starts)."""
 
     def stop(self) -> None:
         """The run ended (normally or not)."""
@@ -86,7 +87,7 @@ class ConsoleReporter(Reporter):
 
     def block(self, done: int, total: int) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, completed=done)
+            self._bar.update(self._task, completed=done, total=total)
             return
         now = time.monotonic()
         step = max(1, total // 10)

@@ -18,6 +18,7 @@ killed run block by block, hence these tasks.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,14 @@ def _done(level: Level) -> set[str]:
     return level.job.target.done_ids() if marker_dir.is_dir() else set()
 
 
+Hook = Callable[[int, int], None]
+
+
+def _shifted(on_block: Hook, start: int, total: int) -> Hook:
+    """A level's ``on_block(done, level total)`` as the run's ``(start + done, total)``."""
+    return lambda done, _: on_block(start + done, total)
+
+
 def pyramid_pending(out: Path, block_min: int) -> int:
     """The pixels of OUT's pyramid blocks that have no marker yet."""
     levels = pyramid_levels(out, "", block_min)
@@ -135,11 +144,17 @@ def build_pyramid(
     block_min: int,
     prefix: str,
     memory_limit: str,
+    on_block: Hook | None = None,
+    offset: int = 0,
 ) -> dict[str, str]:
     """Build every pyramid level of OUT whose blocks are not all marked, level after
     level (each from the one before), on ``client`` or here when None; return
     ``{"ID of pyramid level ARRAY": reason}`` of the failed blocks (a failed level stops the
     levels above it in that image, as they would read it).
+
+    ``on_block(done, total)`` counts on from the run's level-0 blocks: ``offset`` (their
+    number) plus the pyramid blocks done, of ``offset`` plus all pyramid blocks, so the
+    run's progress goes on through the pyramid phase.
 
     Raises
     ------
@@ -150,8 +165,14 @@ def build_pyramid(
 
     failed: dict[str, str] = {}
     broken: set[str] = set()  # images with a failed level
-    for level in pyramid_levels(out, owner, block_min):
+    levels = pyramid_levels(out, owner, block_min)
+    total = offset + sum(len(level.blocks) for level in levels)
+    before = offset  # blocks of the levels already passed
+    if on_block is not None:
+        on_block(offset + sum(len(_done(level)) for level in levels), total)
+    for level in levels:
         image = level.job.target.array_path.rpartition("/")[0]
+        start, before = before, before + len(level.blocks)
         if image in broken:
             continue
         level.job.target.marker_dir.mkdir(parents=True, exist_ok=True)
@@ -165,6 +186,7 @@ def build_pyramid(
             prefix=f"{prefix}-pyramid-{level.job.target.array_path.replace('/', '-')}",
             total=len(level.blocks),
             memory_limit=memory_limit,
+            on_block=None if on_block is None else _shifted(on_block, start, total),
         )
         if errors:
             broken.add(image)

@@ -233,6 +233,8 @@ def run_plan(
                     block_min=p.config.block_min,
                     prefix=f"{prefix}-{p.token}",
                     memory_limit=p.config.memory_limit,
+                    on_block=on_block,
+                    offset=len(p.blocks),
                 )
             result = finish(p, time.perf_counter() - t0, failed)
     finally:

@@ -24,6 +24,7 @@ from fluoden_batch.config import DenoiseConfig, SegmentConfig
 from fluoden_batch.io.ngff import ImageMeta, level_shapes
 from fluoden_batch.io.store import MARKER_DIR, PYRAMID_MARKER_DIR
 from fluoden_batch.pipeline.execution import run_denoise
+from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.segment import run_segment
 from fluoden_batch.restore.block import cast_output
 
@@ -143,7 +144,8 @@ def test_pyramid_levels_equal_a_reference_downsampling(request, tmp_path, where)
     options = {"cluster_backend": "cpu", "block_min": 16, "levels": 5, "quality": False}
     cfg = SegmentConfig(input=inp, output=out, workers=0, **options)
     client = request.getfixturevalue("client") if where == "dask" else None  # 20-26 s
-    result = run_segment(cfg, client=client)  # several blocks per pyramid level
+    progress = Recorder()
+    result = run_segment(cfg, client=client, reporter=progress)  # several blocks per level
     assert result.summary["blocks"] == result.blocks_total and not result.failed
     root = zarr.open_group(str(out), mode="r")
     np.testing.assert_array_equal(root["0"][:], data)  # level 0: the input's intensities
@@ -158,6 +160,21 @@ def test_pyramid_levels_equal_a_reference_downsampling(request, tmp_path, where)
     markers = list((out / PYRAMID_MARKER_DIR).rglob("*.json"))  # one per block of 16x16
     blocks = sum(-(-y // 16) * -(-x // 16) for y, x in level_shapes(data.shape[1:], 5)[1:])
     assert len(markers) == 4 * blocks  # 2 image channels, 2 label images
+    # progress goes on through the pyramid phase: the total grows by its blocks, the
+    # count never goes back and ends at level 0's blocks plus the pyramid's
+    assert progress.calls[-1] == (result.blocks_total + len(markers),) * 2
+    assert [d for d, _ in progress.calls] == sorted(d for d, _ in progress.calls)
+    assert {t for _, t in progress.calls} == {result.blocks_total, progress.calls[-1][1]}
+
+
+class Recorder(Reporter):
+    """A reporter that keeps every ``block(done, total)`` call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def block(self, done: int, total: int) -> None:
+        self.calls.append((done, total))
 
 
 def test_pyramid_options_default_and_refusals(tmp_path):
