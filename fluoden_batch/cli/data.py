@@ -48,6 +48,10 @@ def info(path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIF
         table.add_row("axes", src.meta.axes)
         table.add_row("scale", str(src.meta.scale))
         table.add_row("units", str(src.meta.units or "-"))
+        channels = src.description.channels
+        if channels:
+            names = [f"{c.name or f'channel {i}'} (#{c.hex})" for i, c in enumerate(channels)]
+            table.add_row("channels", ", ".join(names))
         table.add_row("NGFF version", str(src.ngff_version or "-"))
         prov = read_provenance(Path(path))
         if prov:

@@ -98,6 +98,8 @@ def test_ingest_keeps_names_colours_sizes_and_units(tmp_path, version):
     assert node.metadata["contrast_limits"] == [
         [w["start"], w["end"]] for w in expected_windows(data)
     ]
+    shown = CliRunner().invoke(app, ["info", str(out)])
+    assert shown.exit_code == 0 and "DAPI (#0000FF), GFP (#00FF00)" in shown.output
 
 
 def test_time_axis_gets_the_time_increment_and_its_unit(tmp_path):
