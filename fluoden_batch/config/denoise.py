@@ -116,6 +116,18 @@ class DenoiseOptions(BaseModel):
         return self.protocol == "masked"
 
 
+class InputOptions(BaseModel):
+    """How much of the input must be stored, shared by ``denoise`` and ``segment``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_sparse: bool = Field(
+        False,
+        description="run even when 99 % or more of the input's chunks are missing (read as "
+        "the fill value; refused otherwise: most likely an incomplete copy)",
+    )
+
+
 class PyramidOptions(BaseModel):
     """The multiscale pyramid of every image an output holds (the image and its labels),
     shared by ``denoise`` and ``segment``."""
@@ -160,7 +172,7 @@ class PyramidOptions(BaseModel):
         return data
 
 
-class DenoiseConfig(DenoiseOptions, PyramidOptions, ComputeOptions):
+class DenoiseConfig(DenoiseOptions, PyramidOptions, InputOptions, ComputeOptions):
     """Parameters of a denoising run from a store into an OME-Zarr.
 
     Only the fields in :meth:`output_parameters` decide the output; a rerun with the same
@@ -191,11 +203,6 @@ class DenoiseConfig(DenoiseOptions, PyramidOptions, ComputeOptions):
         None, gt=0, description="peak-to-peak range for PSNR/SSIM (default: the reference's)"
     )
     overwrite: bool = Field(False, description="replace an OUTPUT written with other parameters")
-    allow_sparse: bool = Field(
-        False,
-        description="run even when 99 % or more of the input's chunks are missing (read as "
-        "the fill value; refused otherwise: most likely an incomplete copy)",
-    )
     performance_report: Path | None = Field(
         None, description="write a Dask performance report (HTML) here"
     )

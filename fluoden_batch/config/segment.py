@@ -8,12 +8,12 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from fluoden_batch.config.compute import COMPUTE_FIELDS, ComputeOptions
-from fluoden_batch.config.denoise import MAX_CLUSTERS, PyramidOptions
+from fluoden_batch.config.denoise import MAX_CLUSTERS, InputOptions, PyramidOptions
 
 __all__ = ["SegmentConfig"]
 
 
-class SegmentConfig(PyramidOptions, ComputeOptions):
+class SegmentConfig(PyramidOptions, InputOptions, ComputeOptions):
     """Parameters of a clustering segmentation run.
 
     Only :meth:`output_parameters` decide OUT; a rerun with the same values resumes. The
@@ -72,7 +72,8 @@ class SegmentConfig(PyramidOptions, ComputeOptions):
         in outputs written before the options were unified, so they still resume).
         ``layout`` tells outputs with the labels under the image from the earlier label-only
         ones, which are not resumed."""
-        skip = {"output", "cluster_backend", "overwrite", "levels", "pyramid", *COMPUTE_FIELDS}
+        skip = {"output", "cluster_backend", "overwrite", "levels", "pyramid", "allow_sparse"}
+        skip |= set(COMPUTE_FIELDS)
         data = self.model_dump(mode="json", exclude=skip)
         data["k"] = data.pop("clusters")
         data["layout"] = "image+labels"

@@ -11,17 +11,13 @@ asked for, so a plan of 239,121 blocks holds an index array, not 239,121 objects
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
-from zarr.core.sync import sync
 
 from fluoden_batch import __version__
 from fluoden_batch.config import DenoiseConfig
@@ -29,6 +25,7 @@ from fluoden_batch.errors import InputError
 from fluoden_batch.io.labels import create_label_images, label_set
 from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
+from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.io.store import OutputSpec, check_output_path, create_output, open_output
 from fluoden_batch.pipeline.params import channel_values, choose_method, stored
 from fluoden_batch.pipeline.statistics import peak_to_peak
@@ -37,11 +34,6 @@ from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
 
 METRICS_FILE = "metrics.parquet"
 LABELS = "clusters"  # --save-labels writes OUT/labels/clusters (clusters-c0, ... per channel)
-# An input of which at least this fraction of its chunks (or shards) is not stored, and
-# which has at least SPARSE_MIN_CHUNKS of them, is refused without --allow-sparse
-SPARSE_MISSING = 0.99
-SPARSE_MIN_CHUNKS = 1000
-_METADATA_KEYS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 
 
 @dataclass
@@ -155,65 +147,6 @@ def plan(cfg: DenoiseConfig) -> Plan:
     pending = blocks.without(spec.done_ids())
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
     return Plan(cfg, source, job, blocks, pending, resumed, token, lock, stray, notes)
-
-
-def check_stored(source: ImageSource, allow_sparse: bool, notes: list[str]) -> None:
-    """Refuse an input of which almost all chunks are missing, unless ``allow_sparse``.
-
-    Zarr reads a chunk that is not stored as the fill value, without a word. When at
-    least :data:`SPARSE_MISSING` of the chunks (shards) are missing, the input is most
-    likely an incomplete copy or declares a shape far larger than its data, and the run
-    would spend nearly all its time denoising the fill value (a 10^6 x 10^6 store with
-    one chunk: 239,121 blocks). So with at least :data:`SPARSE_MIN_CHUNKS` chunks it is
-    refused; a smaller one (cheap to run) gets a warning in ``notes``. Counting stops at
-    the first stored key past the threshold: a dense store is not listed in full.
-
-    Raises
-    ------
-    InputError
-        Almost all chunks missing, at least :data:`SPARSE_MIN_CHUNKS` of them, and not
-        ``allow_sparse``.
-    """
-    array = source.array
-    store = array.store_path.store
-    if source.spec.kind != "zarr" or not store.supports_listing:
-        return
-    grid = getattr(array, "shards", None) or array.chunks
-    total = math.prod(-(-s // g) for s, g in zip(array.shape, grid, strict=True))
-    limit = math.floor(total * (1 - SPARSE_MISSING))
-    stored = _count_stored(array, limit)
-    if stored > limit:
-        return
-    text = (
-        f"{source.spec.describe()}: only {stored:,} of its {total:,} chunks are stored (Zarr "
-        f"reads the {total - stored:,} missing ones as the fill value {array.fill_value})"
-    )
-    if total < SPARSE_MIN_CHUNKS:
-        notes.append(f"warning: {text}")
-        return
-    if not allow_sparse:
-        raise InputError(
-            f"{text}: an incomplete copy, or a shape far larger than the data? Almost all of "
-            "the run would denoise the fill value. Pass --allow-sparse to run it anyway"
-        )
-    notes.append(f"warning: {text}; running it as --allow-sparse asks")
-
-
-def _count_stored(array: zarr.Array, limit: int) -> int:
-    """Stored chunk (shard) objects of ``array``, counted up to ``limit + 1``."""
-    store, root = array.store_path.store, array.store_path.path
-
-    async def count() -> int:
-        n = 0
-        async with contextlib.aclosing(store.list_prefix(f"{root}/" if root else "")) as keys:
-            async for key in keys:
-                if key.rsplit("/", 1)[-1] not in _METADATA_KEYS:
-                    n += 1
-                    if n > limit:
-                        break
-        return n
-
-    return sync(count())
 
 
 def _open_or_create(

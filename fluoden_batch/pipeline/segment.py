@@ -36,6 +36,7 @@ from fluoden_batch.io import store
 from fluoden_batch.io.labels import create_label_images, label_names, label_set, set_image_label
 from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
+from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.pipeline.execution import run_planned
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.run import RunResult, run_plan
@@ -67,6 +68,8 @@ class SegmentPlan:
 def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     """Validate, pick the backend, fit K-means centres, create or reopen OUT, list blocks."""
     source = open_image(cfg.input, cfg.axes)
+    stored: list[str] = []  # the warning of a small, sparse input
+    check_stored(source, cfg.allow_sparse, stored)
     out = store.check_output_path(cfg.output, [cfg.input])
     engine, reason = select_backend(cfg.cluster_backend)
     resolved = "gpu" if engine.name == "cuml" else "cpu"
@@ -87,7 +90,7 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     job = SegmentJob(source.spec, spec, labels, source.meta.axes, cluster, fixed, cfg.quality)
     text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres or [])
     note = f"{cfg.method} clusters each block alone: labels can change at block borders"
-    notes = [f"K-means centres per channel (seam-free): {text}" if centres else note]
+    notes = [f"K-means centres per channel (seam-free): {text}" if centres else note, *stored]
     pending = blocks.without(spec.done_ids())
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
     return SegmentPlan(cfg, source, job, blocks, pending, resumed, token, reason, lock, notes)

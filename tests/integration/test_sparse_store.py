@@ -48,6 +48,9 @@ def test_almost_all_chunks_missing_is_refused_before_out_exists(huge, tmp_path):
     result = CliRunner().invoke(app, ["denoise", str(inp), str(out), "--model", str(weights)])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "--allow-sparse" in result.output and not out.exists()
+    segment = CliRunner().invoke(app, ["segment", str(inp), str(out)])  # segment alike
+    assert segment.exit_code == 2 and len(segment.output.strip().splitlines()) == 1
+    assert "--allow-sparse" in segment.output and not out.exists()
 
 
 def test_allow_sparse_plans_every_block_without_a_list_of_them(huge, tmp_path):
