@@ -106,7 +106,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
     ranges, noise, centres = values.ranges, values.noise, values.centres
     data_range = cfg.data_range
     if reference is not None and data_range is None:
-        data_range = peak_to_peak(reference.array, blocks)
+        data_range = peak_to_peak(reference.array, blocks, name=f"reference {cfg.reference}")
     params = {
         **cfg.output_parameters(),
         "model_digest": digest,

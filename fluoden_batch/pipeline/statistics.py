@@ -256,8 +256,11 @@ def gat_parameters(est: NoiseEstimate) -> tuple[float, float]:
     return max(est.a, float(floor)), est.b
 
 
-def peak_to_peak(array: zarr.Array, blocks: list[Block], max_blocks: int = 8) -> float:
-    """max - min of a sample of blocks: the default ``data_range`` for PSNR/SSIM."""
-    values = _sample(array, _spread(blocks, max_blocks), (None,) * array.ndim)
+def peak_to_peak(
+    array: zarr.Array, blocks: list[Block], max_blocks: int = 8, name: str | None = None
+) -> float:
+    """max - min of a sample of blocks: the default ``data_range`` for PSNR/SSIM (``name``
+    names the array in the error when no sampled block can be read)."""
+    values = _sample(array, _spread(blocks, max_blocks), (None,) * array.ndim, name)
     span = float(np.nanmax(values)) - float(np.nanmin(values))
     return span if span > 0 else 1.0

@@ -290,6 +290,15 @@ def unreadable_denoise_input(tmp: Path, weights: Path) -> Case:
                 denoise_args(good, out, weights), out)  # fmt: skip
 
 
+def unreadable_reference(tmp: Path, weights: Path) -> Case:
+    inp, good, bad = (small_image(tmp / f"{n}.zarr") for n in ("in", "good", "bad"))
+    corrupt_every_chunk(bad)
+    out = tmp / "out.zarr"
+    return Case(denoise_args(inp, out, weights, "--reference", str(bad)),
+                [f"reference {bad}: no sampled block could be read"],
+                denoise_args(inp, out, weights, "--reference", str(good)), out)  # fmt: skip
+
+
 CASES = {
     "nan-weights": model_case("nan", "NaN/Inf weights in 1 tensor(s): body.0.weight"),
     "window-low-above-high": model_case("window", "needs low < high, got low=90.0 high=10.0"),
@@ -313,6 +322,7 @@ CASES = {
     "denoise-truncated-tiff": truncated_tiff_case("denoise", 4),
     "estimate-noise-no-readable-plane": unreadable_noise_input,
     "denoise-no-readable-block": unreadable_denoise_input,
+    "denoise-unreadable-reference": unreadable_reference,
 }
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 NEEDS_NO_CUDA = {"device-cuda-without-cuda", "reduced-precision-on-cpu"}
