@@ -1,8 +1,9 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - creates .venv on first use, then runs `fluoden demo`
 #   make test   - creates .venv on first use, starts a single-node SLURM where it can
-#                 (.ci/slurm-up.sh: root and apt; else its tests skip), runs the test suite
-#                 (what CI runs)
+#                 (.ci/slurm-up.sh: root and apt; else its tests skip), adds napari, pytest-qt
+#                 and Xvfb where they install (.ci/napari-up.sh; else the napari viewer tests
+#                 skip), runs the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,9 +23,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/fluoden demo
 
-# SLURM for tests/cluster/test_slurm.py: never fails the target; without it those tests skip
+# SLURM for tests/cluster/test_slurm.py and napari for tests/napari: neither fails the
+# target; without them those tests skip
 test: $(STAMP)
 	@timeout 300 bash .ci/slurm-up.sh || echo "make test: no SLURM here, the tests marked slurm skip"
+	@timeout 600 bash .ci/napari-up.sh $(PY) || echo "make test: no napari viewer here, the tests marked napari skip"
 	$(PY) -m pytest -m "not slow" -q
 
 test-all: $(STAMP)

@@ -108,4 +108,4 @@ def demo(
             f"denoised image: {output}\nnoisy input: {noisy}\nclean reference: {clean}",
             soft_wrap=True,
         )
-        out.print(f"view it: napari --plugin napari-ome-zarr {output}", soft_wrap=True)
+        out.print(f"view it: napari --plugin fluoden-batch {output}", soft_wrap=True)
