@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from fluoden_batch.config.compute import ComputeOptions
 
 __all__ = [
+    "AdaptOptions",
     "DEFAULT_MASKED_MODEL",
     "DEFAULT_MODEL",
     "MAX_CLUSTERS",
@@ -172,7 +173,42 @@ class PyramidOptions(BaseModel):
         return data
 
 
-class DenoiseConfig(DenoiseOptions, PyramidOptions, InputOptions, ComputeOptions):
+class AdaptOptions(BaseModel):
+    """Fitting the model to the input before denoising it (``--adapt``); store runs only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapt: Literal["none", "auto", "n2n", "single"] = Field(
+        "none",
+        description="fit the model to INPUT itself before denoising (no clean data needed): "
+        "n2n (Noise2Noise between repeated captures along a t axis of a still sample), "
+        "single (Neighbor2Neighbor on single frames), auto (n2n where t holds still "
+        "repeats, else single); the fitted weights are kept in OUTPUT/.fluoden and reused "
+        "on resume",
+    )
+    adapt_steps: int = Field(
+        400, ge=1, le=100_000, description="--adapt: optimisation steps (batches of 16 patches)"
+    )
+    adapt_minutes: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="--adapt: stop the fit after this many minutes even if steps remain "
+        "(the result then depends on the machine's speed)",
+    )
+    adapt_seed: int = Field(0, ge=0, description="--adapt: seed of the patch draws and batches")
+
+    def adapt_parameters(self) -> dict[str, Any]:
+        """The adapt fields for the output parameters, only when adapting (outputs written
+        before --adapt existed resume unchanged)."""
+        if self.adapt == "none":
+            return {}
+        return self.model_dump(
+            mode="json", include={"adapt", "adapt_steps", "adapt_minutes", "adapt_seed"}
+        )
+
+
+class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, ComputeOptions):
     """Parameters of a denoising run from a store into an OME-Zarr.
 
     Only the fields in :meth:`output_parameters` decide the output; a rerun with the same
@@ -221,6 +257,15 @@ class DenoiseConfig(DenoiseOptions, PyramidOptions, InputOptions, ComputeOptions
         """Whether the run computes cluster labels (``masked`` or ``save_labels``)."""
         return self.protocol == "masked" or self.save_labels
 
+    @model_validator(mode="after")
+    def _adapt_needs_a_model(self) -> DenoiseConfig:
+        if self.adapt != "none" and self.protocol != "whole":
+            raise ValueError(
+                f"--adapt fits the model of --protocol whole; --protocol {self.protocol} "
+                "is not supported with it"
+            )
+        return self
+
     def output_parameters(self) -> dict[str, Any]:
         """The parameters that determine the output, as JSON-compatible values.
 
@@ -250,4 +295,4 @@ class DenoiseConfig(DenoiseOptions, PyramidOptions, InputOptions, ComputeOptions
             keys.append("tta")
         data = self.model_dump(mode="json", include=set(keys))
         data["input"] = str(self.input.expanduser().resolve())
-        return data | self.pyramid_parameters()
+        return data | self.pyramid_parameters() | self.adapt_parameters()

@@ -206,12 +206,17 @@ def save_weights(model: Denoiser, path: Path, metadata: ModelMetadata) -> str:
 
     Returns the file's digest (see :func:`file_digest`).
     """
+    write_file(path, weights_bytes(model, metadata))
+    return file_digest(path)
+
+
+def weights_bytes(model: Denoiser, metadata: ModelMetadata) -> bytes:
+    """``model``'s tensors and ``metadata`` as the bytes of a safetensors weights file."""
     arch = metadata.architecture
     if arch != Architecture.of(model):
         raise ModelError(f"metadata architecture {arch} does not match the model")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_file(path, serialise(tensors, metadata={METADATA_KEY: metadata.model_dump_json()}))
-    return file_digest(path)
+    return serialise(tensors, metadata={METADATA_KEY: metadata.model_dump_json()})
 
 
 def write_file(path: Path, data: bytes) -> None:

@@ -18,6 +18,7 @@ from distributed import Client, performance_report
 
 from fluoden_batch.compute import dask_client, gpu_resources, load_profile
 from fluoden_batch.config import ComputeOptions, DenoiseConfig
+from fluoden_batch.pipeline.adapt import ensure_adapted
 from fluoden_batch.pipeline.planning import plan
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.pyramid import pyramid_pending
@@ -67,14 +68,16 @@ def run_planned(
     client: Client | None = None,
     reporter: Reporter | None = None,
     report_file: Any = None,
+    prepare: Callable[..., None] | None = None,
 ) -> RunResult:
     """Report the plan ``p``, then run its pending blocks with ``execute(p, client,
     on_block=, resources=)`` on :func:`client_for`'s client (or finish at once when
-    no block is pending, of level 0 or of the pyramid). ``report_file``: a Dask
-    performance report (HTML) there. The plan's lock on OUT is released at the end,
+    no block is pending, of level 0 or of the pyramid). ``prepare(p, client, reporter,
+    resources)`` runs first on the same client (``--adapt``'s fit). ``report_file``: a
+    Dask performance report (HTML) there. The plan's lock on OUT is released at the end,
     however the run ends."""
     try:
-        return _run_planned(p, execute, finish, label, client, reporter, report_file)
+        return _run_planned(p, execute, finish, label, client, reporter, report_file, prepare)
     finally:
         p.lock.release()
 
@@ -87,6 +90,7 @@ def _run_planned(
     client: Client | None,
     reporter: Reporter | None,
     report_file: Any,
+    prepare: Callable[..., None] | None = None,
 ) -> RunResult:
     reporter = reporter or Reporter()
     cfg = p.config
@@ -110,6 +114,8 @@ def _run_planned(
             if report_file and c is not None
             else contextlib.nullcontext()
         )
+        if prepare is not None:
+            prepare(p, c, reporter, resources)
         reporter.start(label, len(p.blocks), done, pixels / max(1, len(p.pending)))
         try:
             with report:
@@ -134,4 +140,5 @@ def run_denoise(
         client=client,
         reporter=reporter,
         report_file=cfg.performance_report,
+        prepare=ensure_adapted if p.adapt is not None else None,
     )

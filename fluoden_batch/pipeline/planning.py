@@ -27,10 +27,12 @@ from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.io.store import OutputSpec, check_output_path, create_output, open_output
+from fluoden_batch.pipeline.adapt import plan_adapt
 from fluoden_batch.pipeline.params import channel_values, choose_method, stored
 from fluoden_batch.pipeline.statistics import peak_to_peak
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
+from fluoden_batch.train.adapt import AdaptJob
 
 METRICS_FILE = "metrics.parquet"
 LABELS = "clusters"  # --save-labels writes OUT/labels/clusters (clusters-c0, ... per channel)
@@ -50,6 +52,7 @@ class Plan:
     lock: OutputLock
     stray_removed: int = 0
     notes: list[str] = field(default_factory=list)
+    adapt: AdaptJob | None = None
 
 
 def _output_dtype(cfg: DenoiseConfig, source: ImageSource) -> np.dtype:
@@ -81,6 +84,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
     cfg = cfg.model_copy(update={"model": method.model})
     source = open_image(cfg.input, cfg.axes)
     check_stored(source, cfg.allow_sparse, notes)
+    adapt_mode = plan_adapt(cfg, source, notes)
     inputs = [cfg.input] + ([cfg.reference] if cfg.reference else [])
     out = check_output_path(cfg.output, inputs)
     reference = None
@@ -146,7 +150,13 @@ def plan(cfg: DenoiseConfig) -> Plan:
     )
     pending = blocks.without(spec.done_ids())
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
-    return Plan(cfg, source, job, blocks, pending, resumed, token, lock, stray, notes)
+    adapt = None
+    if adapt_mode is not None:
+        adapt = AdaptJob(
+            source.spec, source.meta.axes, ranges, adapt_mode, cfg.adapt_steps,
+            cfg.adapt_minutes, cfg.adapt_seed, method.path, digest, cfg.device,
+        )  # fmt: skip
+    return Plan(cfg, source, job, blocks, pending, resumed, token, lock, stray, notes, adapt)
 
 
 def _open_or_create(

@@ -28,8 +28,11 @@ class Reporter:
     def dashboard(self, link: str) -> None:
         """The Dask dashboard of the run's cluster."""
 
-    def start(self, label: str, total: int, done: int, pixels_per_block: float) -> None:
-        """Blocks are about to run (``label``: e.g. ``denoising``)."""
+    def start(
+        self, label: str, total: int, done: int, pixels_per_block: float, unit: str = "blocks"
+    ) -> None:
+        """Blocks (or other ``unit``s, e.g. the ``steps`` of ``--adapt``'s fit) are about
+        to run (``label``: e.g. ``denoising``); ``pixels_per_block`` 0: no Mpx/s."""
 
     def block(self, done: int, total: int) -> None:
         """One more block finished or failed (``total`` grows by the pyramid's blocks when
@@ -56,6 +59,7 @@ class ConsoleReporter(Reporter):
         self._bar: Progress | None = None
         self._task: Any = None
         self._label, self._total, self._first, self._px = "", 0, 0, 0.0
+        self._unit = "blocks"
         self._t0 = self._last_time = 0.0
         self._last_done = 0
 
@@ -67,8 +71,11 @@ class ConsoleReporter(Reporter):
     def dashboard(self, link: str) -> None:
         self.console.print(f"Dask dashboard: {link}", highlight=False)
 
-    def start(self, label: str, total: int, done: int, pixels_per_block: float) -> None:
+    def start(
+        self, label: str, total: int, done: int, pixels_per_block: float, unit: str = "blocks"
+    ) -> None:
         self._label, self._total, self._first, self._px = label, total, done, pixels_per_block
+        self._unit = unit
         self._t0 = self._last_time = time.monotonic()
         self._last_done = done
         if self.console.is_terminal:
@@ -76,14 +83,14 @@ class ConsoleReporter(Reporter):
                 TextColumn(label),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("blocks"),
+                TextColumn(unit),
                 TimeRemainingColumn(),
             )
             self._bar = Progress(*columns, console=self.console, transient=False)
             self._bar.start()
             self._task = self._bar.add_task(label, total=total, completed=done)
         else:
-            self.console.print(f"{label}: {done}/{total} blocks done before this run")
+            self.console.print(f"{label}: {done}/{total} {unit} done before this run")
 
     def block(self, done: int, total: int) -> None:
         if self._bar is not None:
@@ -98,11 +105,13 @@ class ConsoleReporter(Reporter):
 
     def _line(self, done: int, total: int, elapsed: float) -> str:
         ran = done - self._first
-        text = f"{self._label}: {done}/{total} blocks ({100 * done / max(total, 1):.0f} %)"
+        text = f"{self._label}: {done}/{total} {self._unit} ({100 * done / max(total, 1):.0f} %)"
         if ran > 0 and elapsed > 0:
             rate = ran / elapsed
             left = (total - done) / rate
-            text += f", {ran * self._px / elapsed / 1e6:.3g} Mpx/s, {_duration(left)} left"
+            if self._px:
+                text += f", {ran * self._px / elapsed / 1e6:.3g} Mpx/s"
+            text += f", {_duration(left)} left"
         return text
 
     def stop(self) -> None:

@@ -1,0 +1,124 @@
+"""``fluoden denoise --adapt``: fit the model to the input, once per output, before any block.
+
+:func:`plan_adapt` (called by :func:`~fluoden_batch.pipeline.planning.plan`, before OUT
+is created) checks that the input can be fitted and picks the loss;
+:func:`ensure_adapted` (called by the run once its client exists, before the blocks)
+fits on a Dask worker (a GPU worker where the profile has one) or in this process, and
+writes the weights to ``OUT/.fluoden/adapted.safetensors`` (atomically, holding OUT's
+lock). The blocks then run the adapted model. A rerun or a resume finds the file and never
+refits: a run killed during the fit refits from the same seed, one killed after it reuses
+the weights, so both end as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+from distributed import Client
+
+from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.errors import OutputError
+from fluoden_batch.io.source import ImageSource
+from fluoden_batch.io.store import update_provenance
+from fluoden_batch.models.weights import file_digest, read_metadata, write_file
+from fluoden_batch.pipeline.progress import Reporter
+from fluoden_batch.train.adapt import (
+    PATCH,
+    AdaptJob,
+    Mode,
+    adapt_model,
+    check_repeats,
+    choose_mode,
+    probe_input,
+)
+
+__all__ = ["ADAPTED_FILE", "adapted_path", "ensure_adapted", "plan_adapt"]
+
+ADAPTED_FILE = "adapted.safetensors"
+
+
+def adapted_path(out: Path) -> Path:
+    """Where a run keeps the weights ``--adapt`` fitted: ``OUT/.fluoden/adapted.safetensors``."""
+    return Path(out) / ".fluoden" / ADAPTED_FILE
+
+
+def plan_adapt(cfg: DenoiseConfig, source: ImageSource, notes: list[str]) -> Mode | None:
+    """The fit's mode for ``cfg.adapt`` on ``source`` (None without ``--adapt``), after
+    refusing inputs it cannot fit (:func:`~fluoden_batch.train.adapt.choose_mode`,
+    :func:`~fluoden_batch.train.adapt.probe_input`); appends notes."""
+    if cfg.adapt == "none":
+        return None
+    name, axes = str(cfg.input), source.meta.axes
+    check = check_repeats(source.array, axes) if cfg.adapt in ("auto", "n2n") else None
+    mode = choose_mode(cfg.adapt, check, name, axes, notes)  # type: ignore[arg-type]
+    probe_input(source.array, axes, mode, name)
+    return mode
+
+
+def ensure_adapted(
+    p: Any, client: Client | None, reporter: Reporter, resources: dict[str, float] | None = None
+) -> None:
+    """Give the plan ``p`` the adapted model: the one in OUT when a run already fitted it,
+    else a fresh fit (on ``client``'s workers, or here when ``client`` is None), written
+    to :func:`adapted_path`. Replaces ``p.job``'s model path and digest.
+
+    Raises
+    ------
+    OutputError
+        OUT holds weights fitted from another model (a changed file under the same name).
+    """
+    job: AdaptJob = p.adapt
+    out = Path(p.job.output.path)
+    path = adapted_path(out)
+    if path.is_file():
+        base = read_metadata(path).training.get("base_model", {}).get("digest")
+        if base != job.model_digest:
+            raise OutputError(
+                f"{path} was fitted from model {base}, this run starts from "
+                f"{job.model_digest}; rerun with --overwrite"
+            )
+        reporter.planned(f"adapt: reusing the weights fitted by an earlier run ({path})", [])
+    else:
+        steps = job.steps
+        reporter.planned(
+            f"adapt: fitting {Path(job.model_path).name} to the input ({job.mode}, "
+            f"{steps} steps of 16 patches of {PATCH[job.mode]} px"
+            + (f", at most {job.minutes:g} min" if job.minutes else "")
+            + (", on a worker" if client is not None else "")
+            + ")",
+            [],
+        )
+        if client is None:
+            reporter.start("adapting", steps, 0, 0.0, unit="steps")
+            try:
+                fitted = adapt_model(job, on_step=reporter.block)
+            finally:
+                reporter.stop()
+        else:
+            key = f"adapt-{uuid.uuid4().hex[:8]}"
+            future = client.submit(adapt_model, job, key=key, pure=False, resources=resources)
+            fitted = future.result()
+        p.lock.check()
+        write_file(path, fitted.data)
+        update_provenance(
+            out,
+            adapted={
+                "file": f".fluoden/{ADAPTED_FILE}",
+                "digest": file_digest(path),
+                "mode": job.mode,
+                "steps": fitted.steps,
+                "seconds": round(fitted.seconds, 1),
+                "final_loss": fitted.final_loss,
+                "train_mpx": round(fitted.train_mpx, 3),
+                "device": fitted.device,
+            },
+        )
+        reporter.planned(
+            f"adapt: {fitted.steps} steps in {fitted.seconds:.0f} s on {fitted.device} "
+            f"({fitted.train_mpx:.2f} Mpx of patches), loss {fitted.final_loss:.4g}",
+            [],
+        )
+    p.job = dataclasses.replace(p.job, model_path=str(path), model_digest=file_digest(path))

@@ -1,0 +1,466 @@
+"""Fit a model to the data it is about to denoise, without a clean reference.
+
+``fluoden denoise --adapt`` fine-tunes the run's model on patches of the input itself
+before any block is denoised (orchestration: :mod:`fluoden_batch.pipeline.adapt`). Two
+self-supervised losses, neither of which sees a clean image:
+
+- ``n2n`` (Noise2Noise; Lehtinen et al. 2018): where the ``t`` axis holds repeated
+  captures of a still sample, the input is one frame of a patch and the target the mean of
+  the other frames at the same place (their noise is independent of the input's, so the
+  expected loss is minimised by the clean image).
+- ``single`` (Neighbor2Neighbor; Huang et al., CVPR 2021): from one noisy frame, two
+  half-resolution images are drawn by taking two different neighbours of every 2 x 2 cell;
+  the network maps one to the other, with the paper's regulariser (gamma = 2) that ties
+  the result to the full-resolution output. No blind spot, no repeats needed.
+
+Patches are read from the input store at positions spread over the whole dataset (every
+plane, every channel), a fixed number of them (:data:`POOL`), so memory does not grow
+with the dataset. Everything is seeded: the same input, model, settings and thread count
+give the same weights, bit for bit, on the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from skimage.registration import phase_cross_correlation
+
+from fluoden_batch import __version__
+from fluoden_batch.errors import InputError, ModelError
+from fluoden_batch.io.source import SourceSpec
+from fluoden_batch.models.normalise import normalise
+from fluoden_batch.models.weights import (
+    Architecture,
+    ModelMetadata,
+    file_digest,
+    load_trainable,
+    weights_bytes,
+)
+from fluoden_batch.train.inference import resolve_device
+
+__all__ = [
+    "AdaptJob",
+    "Adapted",
+    "RepeatCheck",
+    "adapt_model",
+    "check_repeats",
+    "choose_mode",
+    "neighbour_pair",
+    "probe_input",
+    "sample_patches",
+]
+
+Mode = Literal["n2n", "single"]
+
+PATCH = {"n2n": 64, "single": 128}  # single: Neighbor2Neighbor trains on 64 x 64 halves
+POOL = 512  # patch positions read from the whole dataset
+MAX_FRAMES = 8  # n2n: frames read at each position (input + targets)
+BATCH = 16
+LR = 3e-4
+GAMMA = 2.0  # Neighbor2Neighbor regulariser weight
+SHIFT_LIMIT = 1.5  # px: median shift between repeats above which the sample moves
+SHIFT_TILE = 128  # px: tiles of the shift estimate
+# the 2 x 2 cell's pixels are 0 1 / 2 3; ordered pairs of horizontal or vertical neighbours
+_PAIRS = torch.tensor([(0, 1), (1, 0), (0, 2), (2, 0), (1, 3), (3, 1), (2, 3), (3, 2)])
+
+
+@dataclass(frozen=True)
+class RepeatCheck:
+    """Whether the ``t`` axis holds repeated captures of a still sample.
+
+    Attributes
+    ----------
+    frames : int
+        Length of the ``t`` axis.
+    shift_px : float
+        Median over 128-pixel tiles and frame pairs of the shift between frames
+        (phase correlation, pixels; 0 for a perfectly still sample, noise reads about
+        0.1-0.7 px on FMD's still captures).
+    identical : tuple of int or None
+        Two frames that are exact copies of each other (a Noise2Noise pair without
+        independent noise), else None.
+    """
+
+    frames: int
+    shift_px: float
+    identical: tuple[int, int] | None
+
+    @property
+    def still(self) -> bool:
+        """Whether the frames repeat a still sample (median shift under 1.5 px)."""
+        return self.shift_px < SHIFT_LIMIT
+
+
+def _plane(array: Any, axes: str, fixed: dict[str, int], crop: int = 1024) -> np.ndarray:
+    """One Y/X plane (the other axes at ``fixed``, else 0), its central ``crop`` square,
+    as float64."""
+    h, w = array.shape[-2:]
+    y0, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+    index = tuple(fixed.get(a, 0) for a in axes[:-2])
+    return np.asarray(array[index + (slice(y0, y0 + crop), slice(x0, x0 + crop))], np.float64)
+
+
+def check_repeats(array: Any, axes: str) -> RepeatCheck | None:
+    """Look at the ``t`` frames of ``array`` (first, middle and last; the other axes at
+    their first index): None without a ``t`` axis of at least 2 frames."""
+    if "t" not in axes or array.shape[axes.index("t")] < 2:
+        return None
+    n = array.shape[axes.index("t")]
+    picks = sorted({0, n // 2, n - 1})
+    frames = [_plane(array, axes, {"t": t}) for t in picks]
+    identical = None
+    shifts = []
+    for i in range(len(picks)):
+        for j in range(i + 1, len(picks)):
+            if np.array_equal(frames[i], frames[j]):
+                identical = identical or (picks[i], picks[j])
+                continue
+            shifts.append(_median_shift(frames[i], frames[j]))
+    return RepeatCheck(n, float(np.median(shifts)) if shifts else 0.0, identical)
+
+
+def _median_shift(a: np.ndarray, b: np.ndarray) -> float:
+    """Median over ``SHIFT_TILE`` tiles of the shift between ``a`` and ``b`` (pixels)."""
+    n = min(SHIFT_TILE, *a.shape)
+    out = []
+    for y in range(0, a.shape[0] - n + 1, n):
+        for x in range(0, a.shape[1] - n + 1, n):
+            ta, tb = a[y : y + n, x : x + n], b[y : y + n, x : x + n]
+            if np.ptp(ta) == 0 or np.ptp(tb) == 0:
+                continue  # a flat tile has no shift to measure
+            shift, _, _ = phase_cross_correlation(ta, tb, upsample_factor=10, normalization=None)
+            out.append(float(np.hypot(*shift)))
+    return float(np.median(out)) if out else 0.0
+
+
+def choose_mode(
+    requested: Literal["auto", "n2n", "single"],
+    check: RepeatCheck | None,
+    name: str,
+    axes: str,
+    notes: list[str],
+) -> Mode:
+    """The fit's mode: ``requested``, or for ``auto`` ``n2n`` where ``check`` finds still
+    repeats along ``t`` and ``single`` otherwise; appends notes saying why.
+
+    Raises
+    ------
+    InputError
+        ``n2n`` without a ``t`` axis of at least 2 frames, or with identical frames
+        (``auto`` too: copies are not captures, and ``single`` would not tell).
+    """
+    if check is not None and check.identical is not None:
+        i, j = check.identical
+        raise InputError(
+            f"{name}: t frames {i} and {j} are identical copies, not repeated captures "
+            "(no independent noise to fit); remove the copies, or use --adapt single on "
+            "data without them"
+        )
+    if requested == "n2n" and check is None:
+        raise InputError(
+            f"--adapt n2n needs repeated captures along a t axis of 2 or more frames; "
+            f"{name} has axes {axes!r}. Use --adapt single (one frame at a time) or --axes "
+            "to name the repeats t"
+        )
+    if requested == "single":
+        notes.append("adapt: single (Neighbor2Neighbor on single frames)")
+        return "single"
+    if check is None:
+        notes.append(f"adapt: single (auto: no t axis of 2 or more frames in axes {axes!r})")
+        return "single"
+    moving = (
+        f"the t frames move: median shift {check.shift_px:.2f} px between frames "
+        f"(phase correlation over {SHIFT_TILE}-px tiles; still captures read under "
+        f"{SHIFT_LIMIT} px)"
+    )
+    if requested == "n2n":
+        if not check.still:
+            notes.append(
+                f"warning: {moving}; Noise2Noise assumes a still sample and will blur "
+                "what moves (--adapt single does not)"
+            )
+        notes.append(f"adapt: n2n on {check.frames} repeated frames along t")
+        return "n2n"
+    if not check.still:
+        notes.append(f"warning: {moving}: adapt: single instead of n2n (auto)")
+        return "single"
+    notes.append(
+        f"adapt: n2n (auto: {check.frames} frames along t, median shift "
+        f"{check.shift_px:.2f} px: a still sample)"
+    )
+    return "n2n"
+
+
+def probe_input(array: Any, axes: str, mode: Mode, name: str) -> None:
+    """Refuse, before anything is written, an input the fit cannot learn from.
+
+    Raises
+    ------
+    InputError
+        Planes smaller than the training patch, or a channel whose sampled planes are
+        constant.
+    """
+    h, w = array.shape[-2:]
+    patch = PATCH[mode]
+    if min(h, w) < patch:
+        raise InputError(
+            f"{name}: planes of {h} x {w} pixels are smaller than the {patch} x {patch} "
+            f"patches --adapt {mode} trains on"
+            + ("; --adapt n2n uses 64 x 64" if mode == "single" and min(h, w) >= 64 else "")
+        )
+    c = axes.find("c")
+    for ch in range(array.shape[c] if c >= 0 else 1):
+        fixed = {"c": ch} if c >= 0 else {}
+        for axis in "tz":
+            if axis in axes:
+                fixed[axis] = array.shape[axes.index(axis)] // 2
+        plane = _plane(array, axes, fixed)
+        finite = plane[np.isfinite(plane)]
+        if finite.size == 0 or np.ptp(finite) == 0:
+            value = f"every sampled pixel is {finite[0]:g}" if finite.size else "no finite pixel"
+            where = f"channel {ch}" if c >= 0 else "the image"
+            raise InputError(f"{name}: {where} is constant ({value}): there is nothing to fit")
+
+
+def sample_patches(
+    array: Any,
+    axes: str,
+    ranges: tuple[tuple[float, float], ...],
+    mode: Mode,
+    rng: np.random.Generator,
+    count: int = POOL,
+) -> np.ndarray:
+    """``count`` normalised patches from places spread over all of ``array``.
+
+    Each patch is read on its own from the store (only the chunks under it), at a random
+    index of every axis but Y/X (and, for ``n2n``, of up to :data:`MAX_FRAMES` frames of
+    ``t`` at the same place) and a random Y/X corner; it is normalised with its channel's
+    model window ``ranges[c]`` as inference will be.
+
+    Returns
+    -------
+    ndarray, float32, shape (count, F, P, P)
+        F frames (1 for ``single``), P = :data:`PATCH` of the mode.
+    """
+    p = PATCH[mode]
+    shape = array.shape
+    h, w = shape[-2:]
+    c = axes.find("c")
+    frames = min(shape[axes.index("t")], MAX_FRAMES) if mode == "n2n" else 1
+    out = np.empty((count, frames, p, p), np.float32)
+    for i in range(count):
+        index: list[Any] = []
+        for axis, size in zip(axes[:-2], shape[:-2], strict=True):
+            if mode == "n2n" and axis == "t":
+                index.append(np.sort(rng.choice(size, frames, replace=False)).tolist())
+            else:
+                index.append(int(rng.integers(size)))
+        y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
+        lo, hi = ranges[index[c] if c >= 0 else 0]
+        region = [*index, slice(y, y + p), slice(x, x + p)]
+        if mode == "n2n":
+            t = axes.index("t")
+            stack = [
+                np.asarray(array[tuple(region[:t] + [f] + region[t + 1 :])]) for f in index[t]
+            ]
+            out[i] = normalise(np.stack(stack), lo, hi)
+        else:
+            out[i, 0] = normalise(np.asarray(array[tuple(region)]), lo, hi)
+    return out
+
+
+def neighbour_pair(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Neighbor2Neighbor's sub-sampler: from ``x`` (N, 1, 2H, 2W), two (N, 1, H, W) images
+    taking, in every 2 x 2 cell, two different horizontal or vertical neighbours drawn at
+    random; also the two index maps (N, 1, H, W, 1) to sub-sample other images alike."""
+    n, _, h2, w2 = x.shape
+    cells = _cells(x)
+    choice = torch.randint(len(_PAIRS), (n, 1, h2 // 2, w2 // 2), generator=generator)
+    first = _PAIRS[choice, 0].unsqueeze(-1).to(x.device)
+    second = _PAIRS[choice, 1].unsqueeze(-1).to(x.device)
+    return (
+        cells.gather(-1, first).squeeze(-1),
+        cells.gather(-1, second).squeeze(-1),
+        first,
+        second,
+    )
+
+
+def _cells(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 2H, 2W) as (N, 1, H, W, 4): the pixels of each 2 x 2 cell, row-major."""
+    n, ch, h2, w2 = x.shape
+    cells = x.reshape(n, ch, h2 // 2, 2, w2 // 2, 2).permute(0, 1, 2, 4, 3, 5)
+    return cells.reshape(n, ch, h2 // 2, w2 // 2, 4)
+
+
+def _orient(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``batch`` (N, F, P, P) with one random flip/rotation of the square per patch."""
+    out = np.empty_like(batch)
+    for i, patch in enumerate(batch):
+        turned = np.rot90(patch, int(rng.integers(4)), axes=(-2, -1))
+        out[i] = turned[..., ::-1] if rng.random() < 0.5 else turned
+    return out
+
+
+def _n2n_batch(batch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Noise2Noise pairs from (N, F, P, P) frames: one frame each, and the mean of the
+    others as its target."""
+    n, f = batch.shape[:2]
+    pick = rng.integers(f, size=n)
+    inputs = batch[np.arange(n), pick][:, None]
+    targets = (batch.sum(axis=1, keepdims=True) - inputs) / (f - 1)
+    return np.ascontiguousarray(inputs), np.ascontiguousarray(targets)
+
+
+@dataclass(frozen=True)
+class AdaptJob:
+    """Everything the fit needs, as small picklable values (it may run on a Dask worker).
+
+    Attributes
+    ----------
+    source : SourceSpec
+        The input store.
+    axes : str
+        Its axis names.
+    ranges : tuple of (float, float)
+        The run's normalisation window per channel (data units).
+    mode : {"n2n", "single"}
+        The loss (:func:`choose_mode`).
+    steps : int
+        Optimisation steps (batch :data:`BATCH`).
+    minutes : float or None
+        Stop earlier when the fit has run this long (the steps then vary with speed).
+    seed : int
+        Seeds the patch positions, batches and torch.
+    model_path, model_digest : str
+        The model to start from and its expected digest.
+    device : str
+        Torch device (``auto``: CUDA where present).
+    """
+
+    source: SourceSpec
+    axes: str
+    ranges: tuple[tuple[float, float], ...]
+    mode: Mode
+    steps: int
+    minutes: float | None
+    seed: int
+    model_path: str
+    model_digest: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """A finished fit: the weights file's bytes and what went into it."""
+
+    data: bytes
+    steps: int
+    seconds: float
+    final_loss: float
+    train_mpx: float  # megapixels of distinct training data read (the patch pool)
+    device: str
+
+
+def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None) -> Adapted:
+    """Fine-tune ``job``'s model on its input (see the module notes) and return the new
+    weights file's bytes; ``on_step(step, steps)`` after each step. Runs where it is
+    called: in this process or as one task on a Dask worker.
+
+    Batch norm layers keep the statistics of the model's training (evaluated, not
+    re-estimated on the input), Adam at ``LR`` with cosine decay to 1 % of it.
+    """
+    if file_digest(Path(job.model_path)) != job.model_digest:
+        raise ModelError(f"{job.model_path} changed since the run was planned (digest differs)")
+    device = resolve_device(job.device)
+    torch.manual_seed(job.seed)
+    rng = np.random.default_rng(job.seed)
+    generator = torch.Generator().manual_seed(job.seed)
+    array = job.source.open()
+    pool = sample_patches(array, job.axes, job.ranges, job.mode, rng)
+    model, base = load_trainable(Path(job.model_path))
+    model = model.to(device).eval()  # eval: batch norm keeps its trained statistics
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, job.steps, LR * 0.01)
+    losses: list[float] = []
+    started = time.perf_counter()
+    step = 0
+    while step < job.steps:
+        if job.minutes is not None and time.perf_counter() - started > 60 * job.minutes:
+            break
+        batch = _orient(pool[rng.integers(len(pool), size=BATCH)], rng)
+        loss = _loss(model, batch, job.mode, rng, generator, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.item()))
+        step += 1
+        if on_step is not None:
+            on_step(step, job.steps)
+    seconds = time.perf_counter() - started
+    model = model.cpu()
+    p = PATCH[job.mode]
+    training = {
+        "mode": f"adapt-{job.mode}",
+        "method": "Noise2Noise (mean of the other frames as target)"
+        if job.mode == "n2n"
+        else f"Neighbor2Neighbor (gamma {GAMMA})",
+        "base_model": {"name": base.name, "digest": job.model_digest},
+        "input": job.source.describe(),
+        "patches": f"{POOL} positions of {p} x {p} pixels"
+        + (f" x up to {MAX_FRAMES} frames" if job.mode == "n2n" else ""),
+        "steps": step,
+        "batch_size": BATCH,
+        "optimizer": f"Adam lr={LR}, cosine to {LR * 0.01:g}",
+        "batch_norm": "frozen (trained statistics)",
+        "seed": job.seed,
+        "device": str(device),
+        "seconds": round(seconds, 1),
+        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "software": f"fluoden-batch {__version__}, torch {torch.__version__}",
+    }
+    metadata = ModelMetadata(
+        name=f"{base.name}-adapted",
+        description=f"{base.name} fitted to {job.source.describe()} by fluoden denoise --adapt",
+        architecture=Architecture.of(model),
+        normalisation=base.normalisation,
+        protocol=base.protocol,
+        training=training,
+        noise_model=base.noise_model,
+    )
+    return Adapted(
+        weights_bytes(model, metadata),
+        step,
+        seconds,
+        training["final_loss"] or float("nan"),
+        pool.size / 1e6,
+        str(device),
+    )
+
+
+def _loss(
+    model: torch.nn.Module,
+    batch: np.ndarray,
+    mode: Mode,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """The step's loss on ``batch`` (N, F, P, P): Noise2Noise or Neighbor2Neighbor."""
+    if mode == "n2n":
+        inputs, targets = (torch.from_numpy(a).to(device) for a in _n2n_batch(batch, rng))
+        return ((model(inputs) - targets) ** 2).mean()
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+    g1, g2, first, second = neighbour_pair(x, generator)
+    with torch.no_grad():
+        full = _cells(model(x))
+        offset = full.gather(-1, first).squeeze(-1) - full.gather(-1, second).squeeze(-1)
+    diff = model(g1) - g2
+    return (diff**2).mean() + GAMMA * ((diff - offset) ** 2).mean()
