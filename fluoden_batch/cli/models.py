@@ -35,7 +35,11 @@ def models_list() -> None:
 @models_app.command("show")
 def models_show(
     model: Annotated[
-        str, typer.Argument(help="Shipped model name, .safetensors path or exported .zip.")
+        str,
+        typer.Argument(
+            help="Shipped model name, .safetensors path, exported .zip, or the OUTPUT of a "
+            "denoise --adapt run (its fitted weights)."
+        ),
     ],
 ) -> None:
     """Print a model's metadata (architecture, normalisation, training) as JSON."""

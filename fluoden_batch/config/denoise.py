@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from fluoden_batch.config.compute import ComputeOptions
 
 __all__ = [
-    "AdaptOptions",
     "DEFAULT_MASKED_MODEL",
     "DEFAULT_MODEL",
     "MAX_CLUSTERS",
+    "AdaptOptions",
     "DenoiseConfig",
     "DenoiseOptions",
     "PyramidOptions",

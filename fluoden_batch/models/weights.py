@@ -30,6 +30,7 @@ from fluoden_batch.models.fused import FusedDnCNN
 
 METADATA_KEY = "fluoden"
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+ADAPTED_WEIGHTS = Path(".fluoden") / "adapted.safetensors"  # in OUT of denoise --adapt
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 Denoiser = DnCNN | FFDNet
@@ -177,6 +178,9 @@ def shipped_models() -> dict[str, Path]:
 def resolve_weights(name_or_path: str | Path) -> Path:
     """Return the weights file for a shipped model name or a path.
 
+    An output directory of ``fluoden denoise --adapt`` resolves to the weights its run
+    fitted (``OUT/.fluoden/adapted.safetensors``).
+
     A bioimage.io package (zip) that ``fluoden models export`` wrote resolves to the
     fluoden weights file inside it (:func:`~fluoden_batch.models.bioimageio.package_weights`).
 
@@ -187,6 +191,8 @@ def resolve_weights(name_or_path: str | Path) -> Path:
         a bioimage.io package fluoden did not export.
     """
     path = Path(name_or_path).expanduser()
+    if path.is_dir() and (path / ADAPTED_WEIGHTS).is_file():
+        return (path / ADAPTED_WEIGHTS).resolve()
     if path.is_file():
         from fluoden_batch.models.bioimageio import is_package, package_weights
 

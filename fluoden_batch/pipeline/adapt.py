@@ -23,26 +23,25 @@ from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import OutputError
 from fluoden_batch.io.source import ImageSource
 from fluoden_batch.io.store import update_provenance
-from fluoden_batch.models.weights import file_digest, read_metadata, write_file
+from fluoden_batch.models.weights import ADAPTED_WEIGHTS, file_digest, read_metadata, write_file
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.train.adapt import (
-    PATCH,
     AdaptJob,
     Mode,
     adapt_model,
     check_repeats,
     choose_mode,
+    patch_size,
     probe_input,
 )
 
-__all__ = ["ADAPTED_FILE", "adapted_path", "ensure_adapted", "plan_adapt"]
-
-ADAPTED_FILE = "adapted.safetensors"
+__all__ = ["adapted_path", "ensure_adapted", "plan_adapt"]
 
 
 def adapted_path(out: Path) -> Path:
-    """Where a run keeps the weights ``--adapt`` fitted: ``OUT/.fluoden/adapted.safetensors``."""
-    return Path(out) / ".fluoden" / ADAPTED_FILE
+    """Where a run keeps the weights ``--adapt`` fitted: ``OUT/.fluoden/adapted.safetensors``
+    (``--model OUT`` and ``fluoden models show OUT`` find them there)."""
+    return Path(out) / ADAPTED_WEIGHTS
 
 
 def plan_adapt(cfg: DenoiseConfig, source: ImageSource, notes: list[str]) -> Mode | None:
@@ -85,7 +84,7 @@ def ensure_adapted(
         steps = job.steps
         reporter.planned(
             f"adapt: fitting {Path(job.model_path).name} to the input ({job.mode}, "
-            f"{steps} steps of 16 patches of {PATCH[job.mode]} px"
+            f"{steps} steps of 16 patches of {patch_size(job.mode, p.source.shape)} px"
             + (f", at most {job.minutes:g} min" if job.minutes else "")
             + (", on a worker" if client is not None else "")
             + ")",
@@ -106,7 +105,7 @@ def ensure_adapted(
         update_provenance(
             out,
             adapted={
-                "file": f".fluoden/{ADAPTED_FILE}",
+                "file": str(ADAPTED_WEIGHTS),
                 "digest": file_digest(path),
                 "mode": job.mode,
                 "steps": fitted.steps,
@@ -114,10 +113,12 @@ def ensure_adapted(
                 "final_loss": fitted.final_loss,
                 "train_mpx": round(fitted.train_mpx, 3),
                 "device": fitted.device,
+                "ran_on": fitted.ran_on,
             },
         )
         reporter.planned(
             f"adapt: {fitted.steps} steps in {fitted.seconds:.0f} s on {fitted.device} "
+            f"({fitted.ran_on}) "
             f"({fitted.train_mpx:.2f} Mpx of patches), loss {fitted.final_loss:.4g}",
             [],
         )

@@ -52,6 +52,7 @@ __all__ = [
     "check_repeats",
     "choose_mode",
     "neighbour_pair",
+    "patch_size",
     "probe_input",
     "sample_patches",
 ]
@@ -59,6 +60,7 @@ __all__ = [
 Mode = Literal["n2n", "single"]
 
 PATCH = {"n2n": 64, "single": 128}  # single: Neighbor2Neighbor trains on 64 x 64 halves
+MIN_PATCH = 64  # smaller planes are refused; single uses less than 128 on smaller planes
 POOL = 512  # patch positions read from the whole dataset
 MAX_FRAMES = 8  # n2n: frames read at each position (input + targets)
 BATCH = 16
@@ -103,7 +105,7 @@ def _plane(array: Any, axes: str, fixed: dict[str, int], crop: int = 1024) -> np
     h, w = array.shape[-2:]
     y0, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
     index = tuple(fixed.get(a, 0) for a in axes[:-2])
-    return np.asarray(array[index + (slice(y0, y0 + crop), slice(x0, x0 + crop))], np.float64)
+    return np.asarray(array[(*index, slice(y0, y0 + crop), slice(x0, x0 + crop))], np.float64)
 
 
 def check_repeats(array: Any, axes: str) -> RepeatCheck | None:
@@ -207,12 +209,10 @@ def probe_input(array: Any, axes: str, mode: Mode, name: str) -> None:
         constant.
     """
     h, w = array.shape[-2:]
-    patch = PATCH[mode]
-    if min(h, w) < patch:
+    if min(h, w) < MIN_PATCH:
         raise InputError(
-            f"{name}: planes of {h} x {w} pixels are smaller than the {patch} x {patch} "
-            f"patches --adapt {mode} trains on"
-            + ("; --adapt n2n uses 64 x 64" if mode == "single" and min(h, w) >= 64 else "")
+            f"{name}: planes of {h} x {w} pixels are smaller than the {MIN_PATCH} x "
+            f"{MIN_PATCH} patches --adapt {mode} trains on"
         )
     c = axes.find("c")
     for ch in range(array.shape[c] if c >= 0 else 1):
@@ -226,6 +226,13 @@ def probe_input(array: Any, axes: str, mode: Mode, name: str) -> None:
             value = f"every sampled pixel is {finite[0]:g}" if finite.size else "no finite pixel"
             where = f"channel {ch}" if c >= 0 else "the image"
             raise InputError(f"{name}: {where} is constant ({value}): there is nothing to fit")
+
+
+def patch_size(mode: Mode, shape: tuple[int, ...]) -> int:
+    """Side of the training patches of ``mode`` on planes of ``shape[-2:]``: ``PATCH[mode]``,
+    or for ``single`` on planes under 128 pixels the largest even size that fits."""
+    fits = min(shape[-2:]) // 2 * 2
+    return min(PATCH[mode], fits) if mode == "single" else PATCH[mode]
 
 
 def sample_patches(
@@ -246,9 +253,9 @@ def sample_patches(
     Returns
     -------
     ndarray, float32, shape (count, F, P, P)
-        F frames (1 for ``single``), P = :data:`PATCH` of the mode.
+        F frames (1 for ``single``), P = :func:`patch_size`.
     """
-    p = PATCH[mode]
+    p = patch_size(mode, array.shape)
     shape = array.shape
     h, w = shape[-2:]
     c = axes.find("c")
@@ -266,9 +273,7 @@ def sample_patches(
         region = [*index, slice(y, y + p), slice(x, x + p)]
         if mode == "n2n":
             t = axes.index("t")
-            stack = [
-                np.asarray(array[tuple(region[:t] + [f] + region[t + 1 :])]) for f in index[t]
-            ]
+            stack = [np.asarray(array[(*region[:t], f, *region[t + 1 :])]) for f in index[t]]
             out[i] = normalise(np.stack(stack), lo, hi)
         else:
             out[i, 0] = normalise(np.asarray(array[tuple(region)]), lo, hi)
@@ -366,6 +371,7 @@ class Adapted:
     final_loss: float
     train_mpx: float  # megapixels of distinct training data read (the patch pool)
     device: str
+    ran_on: str  # the Dask worker's address, or "this process"
 
 
 def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None) -> Adapted:
@@ -406,7 +412,7 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
             on_step(step, job.steps)
     seconds = time.perf_counter() - started
     model = model.cpu()
-    p = PATCH[job.mode]
+    p = pool.shape[-1]
     training = {
         "mode": f"adapt-{job.mode}",
         "method": "Noise2Noise (mean of the other frames as target)"
@@ -420,9 +426,8 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         "batch_size": BATCH,
         "optimizer": f"Adam lr={LR}, cosine to {LR * 0.01:g}",
         "batch_norm": "frozen (trained statistics)",
-        "seed": job.seed,
+        "seed": job.seed,  # (no wall time here: the same fit gives the same file)
         "device": str(device),
-        "seconds": round(seconds, 1),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "software": f"fluoden-batch {__version__}, torch {torch.__version__}",
     }
@@ -442,7 +447,18 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         training["final_loss"] or float("nan"),
         pool.size / 1e6,
         str(device),
+        _where(),
     )
+
+
+def _where() -> str:
+    """The address of the Dask worker running this, or ``"this process"``."""
+    from distributed import get_worker
+
+    try:
+        return str(get_worker().address)
+    except ValueError:
+        return "this process"
 
 
 def _loss(

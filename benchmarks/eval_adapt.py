@@ -1,0 +1,181 @@
+"""Leave-types-out FMD with ``fluoden denoise --adapt``: the fit inside the batch run.
+
+For each held-out type of each leave-types-out fold model of ``train_fmd.py`` (never
+trained on that type), the run a user would make:
+
+- ``n2n``: the type's distinct raw captures as one ``(t, y, x)`` Zarr array (fmd_dev's
+  WideField_BPAE_B_2 is a copy of _1 and is left out: ``--adapt`` refuses copies),
+  ``fluoden_batch.denoise(raw, out, adapt="n2n")``;
+- ``single``: one raw frame (``<Type>_1``) alone as a ``(y, x)`` array,
+  ``adapt="single"``.
+
+The adapted weights (``OUT/.fluoden/adapted.safetensors``) then denoise every level of
+the type (FMD scoring: four 256x256 crops, peak 255; whole-image inference, clipped to
+0..255); gt only scores. VST+NLM (``--protocol vst-nlm``, noise estimated per image, not
+fitted against gt) is scored on the raw frames beside them.
+
+Usage (repository root)::
+
+    PYTHONPATH=.:benchmarks python benchmarks/eval_adapt.py \\
+        runs/dncnn-fmdn-A.safetensors runs/dncnn-fmdn-B.safetensors --threads 2
+
+writes ``benchmarks/results/eval_adapt_leave_types_out.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from eval_fmd import DATA, LEVELS, RESULTS
+from finetune_n2n import distinct_captures, score
+from skimage import io
+from train_fmd import held_out_types
+
+import fluoden_batch as fb
+from fluoden_batch.io.store import read_provenance
+from fluoden_batch.metrics import fmd_scores
+from fluoden_batch.pipeline.adapt import adapted_path
+
+
+def fit(weights: Path, frames: np.ndarray, mode: str, steps: int, work: Path) -> tuple[Path, dict]:
+    """Run ``denoise --adapt mode`` on ``frames`` ((t, y, x) or (y, x) uint8); return the
+    adapted weights and the run's ``adapted`` provenance record."""
+    axes = "tyx" if frames.ndim == 3 else "yx"
+    raw = work / f"raw-{mode}.zarr"
+    array = zarr.create_array(str(raw), shape=frames.shape, dtype=frames.dtype,
+                              chunks=frames.shape, overwrite=True)  # fmt: skip
+    array[...] = frames
+    out = work / f"out-{mode}.zarr"
+    fb.denoise(raw, out, model=str(weights), axes=axes, adapt=mode, adapt_steps=steps,
+               overwrite=True, workers=0)  # fmt: skip
+    return adapted_path(out), read_provenance(out)["adapted"]
+
+
+def vst_nlm(fmd: Path, kind: str) -> list[tuple[float, float]]:
+    """FMD scores of ``--protocol vst-nlm`` on the raw frames of ``kind``."""
+    rows = []
+    for path in sorted((fmd / "raw").glob(f"{kind}_*.png")):
+        noisy = io.imread(path)
+        gt = io.imread(fmd / "gt" / path.name).astype(np.float64)
+        out = np.asarray(fb.denoise(noisy, protocol="vst-nlm", dtype="float32"), np.float64)
+        rows.append(fmd_scores(np.clip(out, 0, 255), gt, 255.0))
+    return rows
+
+
+def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
+    """Markdown: per type, raw and every level, fold model -> n2n / single; VST+NLM."""
+
+    def m(values: list[tuple[float, float]]) -> float:
+        return float(np.mean([v[0] for v in values]))
+
+    lines = [
+        "# Leave-types-out FMD with `fluoden denoise --adapt`",
+        "",
+        f"Command (repository root): `{command}`",
+        "",
+        f"Fold models: `{args.fold_a}` (never saw {', '.join(held_out_types('A'))}) and "
+        f"`{args.fold_b}` (never saw {', '.join(held_out_types('B'))}). Per held-out type: "
+        f"`--adapt n2n` on its distinct raw captures as a t axis, `--adapt single` on "
+        f"`<Type>_1` of raw alone; {args.steps} steps each (the default), batch 16, seed 0, "
+        f"{args.threads} CPU thread(s). FMD scoring (four 256x256 crops, peak 255), 4 images "
+        "per type and level; the adapted weights are scored on every level. gt only scores.",
+        "",
+        "## raw (single frame): PSNR (dB)",
+        "",
+        "| type | noisy | VST+NLM | fold model | n2n | single | n2n fit | single fit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['type']} | {m(r['fold']['noisy/raw']):.2f} | {m(r['vst_nlm']):.2f} | "
+            f"{m(r['fold']['raw']):.2f} | {m(r['n2n']['raw']):.2f} | "
+            f"{m(r['single']['raw']):.2f} | {r['fit']['n2n']['seconds']:.0f} s, "
+            f"{r['fit']['n2n']['train_mpx']:.1f} Mpx | {r['fit']['single']['seconds']:.0f} s, "
+            f"{r['fit']['single']['train_mpx']:.1f} Mpx |"
+        )
+    keys = [("noisy", "fold", "noisy/raw"), ("fold", "fold", "raw"), ("n2n", "n2n", "raw"),
+            ("single", "single", "raw")]  # fmt: skip
+    mean = {k: np.mean([m(r[src][lv]) for r in rows]) for k, src, lv in keys}
+    nlm_mean = np.mean([m(r["vst_nlm"]) for r in rows])
+    lines += [
+        f"| **mean** | {mean['noisy']:.2f} | {nlm_mean:.2f} | {mean['fold']:.2f} | "
+        f"**{mean['n2n']:.2f}** | **{mean['single']:.2f}** | | |",
+        "",
+        "## Every level: mean PSNR over the six types (dB)",
+        "",
+        "| level | noisy | fold model | n2n | single |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for lv in LEVELS:
+        vals = [np.mean([m(r[src][key]) for r in rows]) for src, key in
+                [("fold", f"noisy/{lv}"), ("fold", lv), ("n2n", lv), ("single", lv)]]  # fmt: skip
+        lines.append(f"| {lv} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+    lines += [
+        "",
+        "## Per type and level: noisy / fold model / n2n / single (dB)",
+        "",
+        "| type | " + " | ".join(LEVELS) + " |",
+        "|---|" + "---:|" * len(LEVELS),
+    ]
+    below = []
+    for r in rows:
+        cells = []
+        for lv in LEVELS:
+            n = m(r["fold"][f"noisy/{lv}"])
+            vals = [m(r["fold"][lv]), m(r["n2n"][lv]), m(r["single"][lv])]
+            cells.append(f"{n:.2f} / " + " / ".join(f"{v:.2f}" for v in vals))
+            below += [f"{r['type']} {lv} {name}" for name, v in zip(("fold", "n2n", "single"),
+                      vals, strict=True) if v < n]  # fmt: skip
+        lines.append(f"| {r['type']} | " + " | ".join(cells) + " |")
+    lines += ["", "Below the input: " + (", ".join(below) if below else "none") + ".", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("fold_a", type=Path, help="weights trained with train_fmd.py --fold A")
+    parser.add_argument("fold_b", type=Path, help="weights trained with train_fmd.py --fold B")
+    parser.add_argument("--steps", type=int, default=400, help="--adapt-steps")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--data", type=Path, default=DATA / "fmd_dev", help="fmd_dev folder")
+    args = parser.parse_args()
+    if not (args.data / "gt").is_dir():
+        raise SystemExit(f"FMD data not found at {args.data} (set FLUODEN_DATA or --data)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for fold, weights in (("A", args.fold_a), ("B", args.fold_b)):
+            for kind in held_out_types(fold):
+                t0 = time.perf_counter()
+                captures, _ = distinct_captures(args.data / "raw", kind)
+                frames = np.stack([io.imread(p) for p in captures])
+                row: dict = {"type": kind, "fold": score(weights, args.data, kind), "fit": {}}
+                for mode, data in (("n2n", frames), ("single", frames[0])):
+                    work = Path(tmp) / f"{kind}-{mode}"
+                    work.mkdir()
+                    adapted, record = fit(weights, data, mode, args.steps, work)
+                    row[mode], row["fit"][mode] = score(adapted, args.data, kind), record
+                row["vst_nlm"] = vst_nlm(args.data, kind)
+                logging.info("%s raw: fold %.2f n2n %.2f single %.2f (%.0f s)", kind,
+                             *(np.mean([v[0] for v in row[k]["raw"]]) for k in
+                               ("fold", "n2n", "single")), time.perf_counter() - t0)  # fmt: skip
+                rows.append(row)
+    command = (
+        f"PYTHONPATH=.:benchmarks python benchmarks/eval_adapt.py {args.fold_a} {args.fold_b} "
+        f"--steps {args.steps} --threads {args.threads}"
+    )
+    path = RESULTS / "eval_adapt_leave_types_out.md"
+    path.write_text(report(rows, args, command))
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

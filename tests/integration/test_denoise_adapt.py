@@ -1,0 +1,150 @@
+"""``fluoden denoise --adapt`` end to end: it beats no adaptation against the truth, a run
+killed during or after the fit ends byte-identical to an uninterrupted one, bad input is
+one line and exit 2 with nothing written, and the fit runs on a Dask worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import fluoden_batch as fb
+from conftest import blobs, make_tiny_weights, write_image
+from fluoden_batch.cli import app
+from fluoden_batch.io.store import MARKER_DIR, read_provenance
+from fluoden_batch.models.weights import file_digest, read_metadata
+from fluoden_batch.pipeline.adapt import adapted_path
+
+
+def repeats(path: Path, frames: int = 4, size: int = 192, sigma: float = 15.0) -> tuple:
+    """A still sample captured ``frames`` times (uint16, t axis) and its clean truth."""
+    rng = np.random.default_rng(0)
+    clean = blobs(rng, size, count=30)
+    noisy = np.stack([clean + rng.normal(0, sigma, clean.shape) for _ in range(frames)])
+    data = np.clip(np.rint(noisy), 0, 65535).astype(np.uint16)
+    truth = np.repeat(np.rint(clean)[None], frames, 0).astype(np.uint16)
+    inp = write_image(path / "in.zarr", data, "tyx", (1, 96, 96))
+    ref = write_image(path / "gt.zarr", truth, "tyx", (1, 96, 96))
+    return inp, ref
+
+
+def level0(store: Path) -> dict[str, bytes]:
+    root = store / "0"
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_n2n_beats_no_adaptation_against_the_truth(tmp_path, one_torch_thread):
+    inp, ref = repeats(tmp_path)
+    common = {"reference": ref, "block_min": 96, "workers": 0}
+    plain = fb.denoise(inp, tmp_path / "plain.zarr", **common)
+    adapted = fb.denoise(inp, tmp_path / "n2n.zarr", adapt="n2n", adapt_steps=60, **common)
+    gain = adapted.summary["psnr_out"] - plain.summary["psnr_out"]
+    assert gain > 0.3, f"n2n: {plain.summary['psnr_out']:.2f} -> {adapted.summary['psnr_out']:.2f}"
+    record = read_provenance(tmp_path / "n2n.zarr")["adapted"]
+    path = adapted_path(tmp_path / "n2n.zarr")
+    assert record["digest"] == file_digest(path) and record["mode"] == "n2n"
+    assert record["steps"] == 60 and record["train_mpx"] > 0
+    meta = read_metadata(path)
+    assert meta.training["base_model"]["name"] == "dncnn-fmd"
+    assert meta.name == "dncnn-fmd-adapted"
+    # `fluoden models show OUT` shows the adapted weights
+    shown = CliRunner().invoke(app, ["models", "show", str(tmp_path / "n2n.zarr")])
+    assert shown.exit_code == 0, shown.output
+    assert "dncnn-fmd-adapted" in shown.output and "adapt-n2n" in shown.output
+
+
+def _cli(inp: Path, out: Path, weights: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "fluoden_batch.cli", "denoise", str(inp), str(out),
+            "--model", str(weights), "--block-min", "32", "--workers", "0",
+            "--adapt", "n2n", "--adapt-steps", "300", *extra]  # fmt: skip
+
+
+def _kill_when(cmd: list[str], ready) -> None:
+    """Start ``cmd`` (one torch thread), SIGKILL its process group once ``ready(line)``
+    holds for a line of its stderr (the batch-log progress)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=env, start_new_session=True)  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if ready(line):
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("when", ["during the fit", "after the fit"])
+def test_killed_run_resumes_without_refitting_byte_identical(tmp_path, when):
+    inp, _ = repeats(tmp_path, frames=3, size=128)
+    weights = make_tiny_weights(tmp_path / "w.safetensors", depth=4, width=8)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    clean = tmp_path / "clean.zarr"
+    subprocess.run(_cli(inp, clean, weights), check=True, env=env, capture_output=True)
+
+    out = tmp_path / "killed.zarr"
+    if when == "during the fit":
+        _kill_when(_cli(inp, out, weights), lambda line: line.startswith("adapting: 60/300"))
+        assert not adapted_path(out).exists()
+    else:
+        _kill_when(_cli(inp, out, weights), lambda line: line.startswith("denoising: 0/"))
+        assert adapted_path(out).exists()
+    done = subprocess.run(_cli(inp, out, weights), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    reused = "adapt: reusing the weights fitted by an earlier run" in done.stderr
+    assert reused == (when == "after the fit")
+    assert adapted_path(out).read_bytes() == adapted_path(clean).read_bytes()
+    assert level0(out) == level0(clean)
+    assert read_provenance(out)["adapted"]["digest"] == read_provenance(clean)["adapted"]["digest"]
+    assert not list((out / MARKER_DIR).glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("data", "axes", "mode", "message"),
+    [
+        (np.zeros((3, 96, 96), np.uint16) + np.arange(96, dtype=np.uint16), "zyx", "n2n",
+         "--adapt n2n needs repeated captures along a t axis of 2 or more frames; "),
+        (np.arange(30 * 90, dtype=np.uint16).reshape(30, 90), "yx", "single",
+         "planes of 30 x 90 pixels are smaller than the 64 x 64 patches --adapt single"),
+        (np.full((2, 96, 96), 7, np.uint16), "tyx", "auto",
+         "t frames 0 and 1 are identical copies"),
+        (np.full((96, 96), 7, np.uint16), "yx", "auto",
+         "the image is constant (every sampled pixel is 7): there is nothing to fit"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, data, axes, mode, message):
+    inp = write_image(tmp_path / "in.zarr", data, axes, data.shape)
+    out = tmp_path / "out.zarr"
+    result = CliRunner().invoke(app, ["denoise", str(inp), str(out), "--adapt", mode])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert not out.exists()
+
+
+def test_adapt_refuses_other_protocols_and_arrays(tmp_path):
+    inp, _ = repeats(tmp_path, frames=2, size=96)
+    result = CliRunner().invoke(
+        app, ["denoise", str(inp), str(tmp_path / "o.zarr"), "--adapt", "n2n", "--protocol", "vst"]
+    )
+    assert result.exit_code == 2 and "--protocol vst is not supported with it" in result.output
+
+
+@pytest.mark.distributed
+def test_fit_runs_on_a_dask_worker(client, tmp_path):
+    inp, _ = repeats(tmp_path, frames=3, size=128)
+    weights = make_tiny_weights(tmp_path / "w.safetensors", depth=4, width=8)
+    result = fb.denoise(inp, tmp_path / "out.zarr", model=str(weights), adapt="auto",
+                        adapt_steps=20, block_min=64, client=client)  # fmt: skip
+    assert result.blocks_run == result.blocks_total
+    record = read_provenance(tmp_path / "out.zarr")["adapted"]
+    assert record["mode"] == "n2n" and record["steps"] == 20
+    assert record["digest"] == file_digest(adapted_path(tmp_path / "out.zarr"))
+    assert record["ran_on"] in client.scheduler_info()["workers"]  # a worker's address

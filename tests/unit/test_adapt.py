@@ -1,0 +1,159 @@
+"""The science of ``--adapt`` (fluoden_batch.train.adapt): the repeat check, the mode,
+input probes, patch sampling, Neighbor2Neighbor's sub-sampler and a seeded fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.ndimage import shift
+
+from conftest import blobs, make_tiny_weights
+from fluoden_batch.errors import InputError
+from fluoden_batch.io.source import SourceSpec
+from fluoden_batch.models.weights import file_digest
+from fluoden_batch.train.adapt import (
+    PATCH,
+    AdaptJob,
+    RepeatCheck,
+    adapt_model,
+    check_repeats,
+    choose_mode,
+    neighbour_pair,
+    patch_size,
+    probe_input,
+    sample_patches,
+)
+
+
+def frames(n: int = 4, size: int = 256, motion: float = 0.0, seed: int = 0) -> np.ndarray:
+    """``n`` noisy captures of one blob image, frame k shifted by ``k * motion`` px."""
+    rng = np.random.default_rng(seed)
+    clean = blobs(rng, size, count=40)
+    out = [shift(clean, (k * motion, k * motion / 2), mode="reflect") for k in range(n)]
+    return np.stack([f + rng.normal(0, 10, f.shape) for f in out])
+
+
+def test_still_repeats_are_still_and_moving_ones_are_not():
+    still = check_repeats(frames(), "tyx")
+    assert still is not None and still.frames == 4 and still.still and still.identical is None
+    moving = check_repeats(frames(motion=2.0), "tyx")
+    assert moving is not None and not moving.still and moving.shift_px > 1.5
+
+
+def test_repeat_check_finds_copies_and_needs_a_t_axis():
+    data = frames(3)
+    data[2] = data[0]
+    assert check_repeats(data, "tyx").identical == (0, 2)
+    assert check_repeats(frames(3), "zyx") is None
+    assert check_repeats(frames(1), "tyx") is None
+
+
+STILL, MOVING = RepeatCheck(4, 0.2, None), RepeatCheck(4, 3.0, None)
+
+
+@pytest.mark.parametrize(
+    ("requested", "check", "mode", "warned"),
+    [
+        ("auto", STILL, "n2n", False),
+        ("auto", MOVING, "single", True),
+        ("auto", None, "single", False),
+        ("n2n", STILL, "n2n", False),
+        ("n2n", MOVING, "n2n", True),
+        ("single", STILL, "single", False),
+    ],
+)
+def test_choose_mode(requested, check, mode, warned):
+    notes: list[str] = []
+    assert choose_mode(requested, check, "in.zarr", "tyx", notes) == mode
+    assert any(n.startswith("warning:") for n in notes) == warned
+    assert any(n.startswith("adapt:") or "adapt: single" in n for n in notes)
+
+
+def test_choose_mode_refuses_n2n_without_repeats_and_copies():
+    with pytest.raises(InputError, match=r"needs repeated captures along a t axis.*'zyx'"):
+        choose_mode("n2n", None, "in.zarr", "zyx", [])
+    with pytest.raises(InputError, match="t frames 0 and 2 are identical copies"):
+        choose_mode("auto", RepeatCheck(3, 0.0, (0, 2)), "in.zarr", "tyx", [])
+
+
+def test_probe_refuses_tiny_planes_and_constant_channels():
+    with pytest.raises(InputError, match=r"planes of 40 x 40 pixels are smaller than the 64"):
+        probe_input(np.zeros((40, 40)), "yx", "n2n", "in.zarr")
+    with pytest.raises(
+        InputError, match=r"50 x 90 pixels are smaller than the 64 x 64 patches --adapt single"
+    ):
+        probe_input(np.zeros((50, 90)), "yx", "single", "in.zarr")
+    assert patch_size("single", (3, 100, 90)) == 90 and patch_size("single", (300, 200)) == 128
+    assert patch_size("n2n", (3, 100, 90)) == 64
+    data = np.ones((2, 96, 96))
+    data[0] = np.random.default_rng(0).random((96, 96))
+    with pytest.raises(InputError, match=r"channel 1 is constant \(every sampled pixel is 1\)"):
+        probe_input(data, "cyx", "n2n", "in.zarr")
+    probe_input(data[:1], "cyx", "n2n", "in.zarr")  # a varying channel passes
+
+
+def test_patches_come_from_the_whole_dataset_normalised_per_channel():
+    # each pixel's value encodes where it is: c, t, y, x
+    c, t, h, w = np.meshgrid(np.arange(2), np.arange(5), np.arange(96), np.arange(80),
+                             indexing="ij")  # fmt: skip
+    data = (c * 50_000 + t * 10_000 + h * 100 + w).astype(np.float64)
+    ranges = ((0.0, 50_000.0), (-50_000.0, 50_000.0))  # channel 1 maps to 1.0 .. 1.5
+    patches = sample_patches(data, "ctyx", ranges, "n2n", np.random.default_rng(0), count=40)
+    p = PATCH["n2n"]
+    assert patches.shape == (40, 5, p, p) and patches.dtype == np.float32
+    seen = set()
+    for patch in patches:
+        ch = int(patch[0, 0, 0] >= 1.0)
+        seen.add(ch)
+        lo, hi = ranges[ch]
+        raw = np.rint(patch.astype(np.float64) * (hi - lo) + lo) - ch * 50_000
+        t0, y0, x0 = (raw[:, 0, 0] // 10_000), raw[0, 0, 0] % 10_000 // 100, raw[0, 0, 0] % 100
+        assert list(t0) == [0, 1, 2, 3, 4]  # all 5 frames (at most 8 are read), in order
+        expected = data[0, :, int(y0) : int(y0) + p, int(x0) : int(x0) + p]
+        np.testing.assert_array_equal(raw, expected)  # the same place in every frame
+    assert seen == {0, 1}
+    plane = np.arange(200 * 150, dtype=np.float64).reshape(200, 150)
+    single = sample_patches(plane, "yx", ((0.0, 100.0),), "single", np.random.default_rng(1), 3)
+    q = PATCH["single"]
+    assert single.shape == (3, 1, q, q)  # one frame
+    for patch in single:
+        raw = np.rint(patch[0].astype(np.float64) * 100)
+        y0, x0 = divmod(int(raw[0, 0]), 150)
+        np.testing.assert_array_equal(raw, plane[y0 : y0 + q, x0 : x0 + q])
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), half=st.integers(1, 6), seed=st.integers(0, 2**31 - 1))
+def test_neighbour_pairs_are_different_neighbours_of_one_cell(n, half, seed):
+    size = 2 * half
+    index = torch.arange(n * size * size, dtype=torch.float32).reshape(n, 1, size, size)
+    g1, g2, first, second = neighbour_pair(index, torch.Generator().manual_seed(seed))
+    assert g1.shape == g2.shape == (n, 1, half, half)
+    for a, b in zip(g1.flatten().tolist(), g2.flatten().tolist(), strict=True):
+        (na, ya, xa), (nb, yb, xb) = (np.unravel_index(int(v), (n, size, size)) for v in (a, b))
+        assert na == nb and (ya // 2, xa // 2) == (yb // 2, xb // 2)  # one 2 x 2 cell
+        assert abs(ya - yb) + abs(xa - xb) == 1  # horizontal or vertical neighbours
+    assert (first != second).all()
+
+
+def test_fit_is_seeded_and_recorded(tmp_path, one_torch_thread):
+    rng = np.random.default_rng(0)
+    data = np.stack([blobs(rng, 128, count=8) + rng.normal(0, 8, (128, 128)) for _ in range(3)])
+    store = zarr.create_array(str(tmp_path / "in.zarr"), shape=data.shape, dtype="float32",
+                              chunks=(1, 64, 64))  # fmt: skip
+    store[...] = data
+    weights = make_tiny_weights(tmp_path / "w.safetensors")
+    job = AdaptJob(SourceSpec("zarr", str(tmp_path / "in.zarr")), "tyx", ((0.0, 300.0),),
+                   "n2n", 6, None, 0, str(weights), file_digest(weights), "cpu")  # fmt: skip
+    steps: list[int] = []
+    first = adapt_model(job, on_step=lambda s, n: steps.append(s))
+    assert steps == list(range(1, 7)) and first.steps == 6 and first.device == "cpu"
+    assert adapt_model(job).data == first.data  # same seed: the same bytes
+    other = adapt_model(AdaptJob(**{**job.__dict__, "seed": 1}))
+    assert other.data != first.data
+    single = adapt_model(AdaptJob(**{**job.__dict__, "mode": "single", "steps": 2}))
+    assert single.steps == 2 and np.isfinite(single.final_loss)
