@@ -21,6 +21,7 @@ give the same weights, bit for bit, on the CPU.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ __all__ = [
     "adapt_model",
     "check_repeats",
     "choose_mode",
+    "held_out_loss",
     "neighbour_pair",
     "patch_size",
     "probe_input",
@@ -62,6 +64,8 @@ Mode = Literal["n2n", "single"]
 PATCH = {"n2n": 64, "single": 128}  # single: Neighbor2Neighbor trains on 64 x 64 halves
 MIN_PATCH = 64  # smaller planes are refused; single uses less than 128 on smaller planes
 POOL = 512  # patch positions read from the whole dataset
+VAL = 48  # of them held out to score the fit (never trained on)
+CHECKS = 8  # held-out scores during the fit (and one of the model it starts from)
 MAX_FRAMES = 8  # n2n: frames read at each position (input + targets)
 BATCH = 16
 LR = 3e-4
@@ -323,6 +327,37 @@ def _n2n_batch(batch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     return np.ascontiguousarray(inputs), np.ascontiguousarray(targets)
 
 
+def held_out_loss(
+    model: torch.nn.Module, val: np.ndarray, mode: Mode, device: torch.device
+) -> float:
+    """The fit's loss on the held-out patches ``val`` (N, F, P, P), without augmentation.
+
+    ``n2n``: every frame against the mean of the others. Its expectation is the MSE to
+    the clean image plus the targets' noise variance, which does not depend on the model:
+    a lower held-out loss is a lower error against the truth (Noise2Noise's argument), so
+    it can choose between models without a clean reference. ``single``: Neighbor2Neighbor's
+    first term on fixed neighbour draws; the same argument holds only where the noise of
+    neighbouring pixels is independent (not for the spatially correlated noise of many
+    cameras), so it catches gross failures, not small ones.
+    """
+    total, count = 0.0, 0
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for start in range(0, len(val), BATCH):
+            x = torch.from_numpy(np.ascontiguousarray(val[start : start + BATCH])).to(device)
+            if mode == "n2n":
+                f = x.shape[1]
+                for i in range(f):
+                    target = (x.sum(dim=1, keepdim=True) - x[:, i : i + 1]) / (f - 1)
+                    total += float(((model(x[:, i : i + 1]) - target) ** 2).sum())
+                    count += target.numel()
+            else:
+                g1, g2, _, _ = neighbour_pair(x, generator)
+                total += float(((model(g1) - g2) ** 2).sum())
+                count += g2.numel()
+    return total / count
+
+
 @dataclass(frozen=True)
 class AdaptJob:
     """Everything the fit needs, as small picklable values (it may run on a Dask worker).
@@ -371,6 +406,8 @@ class Adapted:
     final_loss: float
     train_mpx: float  # megapixels of distinct training data read (the patch pool)
     device: str
+    kept_step: int  # the step whose weights were kept (0: the starting model's)
+    held_out: tuple[float, float]  # held-out loss of the starting and of the kept weights
     ran_on: str  # the Dask worker's address, or "this process"
 
 
@@ -380,7 +417,10 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
     called: in this process or as one task on a Dask worker.
 
     Batch norm layers keep the statistics of the model's training (evaluated, not
-    re-estimated on the input), Adam at ``LR`` with cosine decay to 1 % of it.
+    re-estimated on the input), Adam at ``LR`` with cosine decay to 1 % of it. :data:`VAL`
+    of the patch positions are held out and scored (:func:`held_out_loss`) before the
+    fit and :data:`CHECKS` times during it; the weights with the lowest score are kept,
+    which may be the starting model's own (then the fit changed nothing).
     """
     if file_digest(Path(job.model_path)) != job.model_digest:
         raise ModelError(f"{job.model_path} changed since the run was planned (digest differs)")
@@ -390,13 +430,16 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
     generator = torch.Generator().manual_seed(job.seed)
     array = job.source.open()
     pool = sample_patches(array, job.axes, job.ranges, job.mode, rng)
+    pool, val = pool[:-VAL], pool[-VAL:]
     model, base = load_trainable(Path(job.model_path))
     model = model.to(device).eval()  # eval: batch norm keeps its trained statistics
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, job.steps, LR * 0.01)
     losses: list[float] = []
     started = time.perf_counter()
-    step = 0
+    step, every = 0, max(1, job.steps // CHECKS)
+    scores = [(0, held_out_loss(model, val, job.mode, device))]
+    best = (scores[0][1], 0, copy.deepcopy(model.state_dict()))
     while step < job.steps:
         if job.minutes is not None and time.perf_counter() - started > 60 * job.minutes:
             break
@@ -408,9 +451,14 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         schedule.step()
         losses.append(float(loss.item()))
         step += 1
+        if step % every == 0 or step == job.steps:
+            scores.append((step, held_out_loss(model, val, job.mode, device)))
+            if scores[-1][1] < best[0]:
+                best = (scores[-1][1], step, copy.deepcopy(model.state_dict()))
         if on_step is not None:
             on_step(step, job.steps)
     seconds = time.perf_counter() - started
+    model.load_state_dict(best[2])
     model = model.cpu()
     p = pool.shape[-1]
     training = {
@@ -429,6 +477,13 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         "seed": job.seed,  # (no wall time here: the same fit gives the same file)
         "device": str(device),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "held_out": {
+            "patches": VAL,
+            "loss": [[k, round(v, 8)] for k, v in scores],
+            "kept_step": best[1],
+            "rule": "the weights of the lowest held-out loss, step 0 (the model it started "
+            "from) included",
+        },
         "software": f"fluoden-batch {__version__}, torch {torch.__version__}",
     }
     metadata = ModelMetadata(
@@ -445,8 +500,10 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         step,
         seconds,
         training["final_loss"] or float("nan"),
-        pool.size / 1e6,
+        (pool.size + val.size) / 1e6,
         str(device),
+        best[1],
+        (scores[0][1], best[0]),
         _where(),
     )
 
