@@ -5,9 +5,10 @@ before any block is denoised (orchestration: :mod:`fluoden_batch.pipeline.adapt`
 self-supervised losses, neither of which sees a clean image:
 
 - ``n2n`` (Noise2Noise; Lehtinen et al. 2018): where the ``t`` axis holds repeated
-  captures of a still sample, the input is one frame of a patch and the target the mean of
-  the other frames at the same place (their noise is independent of the input's, so the
-  expected loss is minimised by the clean image).
+  captures of a still sample, the input is the mean of k frames of a patch (k from 1 to
+  F-1: several noise levels) and the target the mean of the other frames at the same
+  place (their noise is independent of the input's, so the expected loss is minimised by
+  the clean image).
 - ``single`` (Neighbor2Neighbor; Huang et al., CVPR 2021): from one noisy frame, two
   half-resolution images are drawn by taking two different neighbours of every 2 x 2 cell;
   the network maps one to the other, with the paper's regulariser (gamma = 2) that ties
@@ -318,13 +319,20 @@ def _orient(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _n2n_batch(batch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Noise2Noise pairs from (N, F, P, P) frames: one frame each, and the mean of the
-    others as its target."""
+    """Noise2Noise pairs from (N, F, P, P) frames: the mean of k of the frames (k drawn
+    from 1 .. F-1 per patch) and the mean of the other F-k as its target, so the model
+    meets several noise levels of the data (the input's and cleaner) and does not
+    specialise to one."""
     n, f = batch.shape[:2]
-    pick = rng.integers(f, size=n)
-    inputs = batch[np.arange(n), pick][:, None]
-    targets = (batch.sum(axis=1, keepdims=True) - inputs) / (f - 1)
-    return np.ascontiguousarray(inputs), np.ascontiguousarray(targets)
+    inputs = np.empty((n, 1, *batch.shape[2:]), np.float32)
+    targets = np.empty_like(inputs)
+    for i in range(n):
+        k = int(rng.integers(1, f))
+        chosen = np.zeros(f, bool)
+        chosen[rng.choice(f, k, replace=False)] = True
+        inputs[i, 0] = batch[i, chosen].mean(axis=0)
+        targets[i, 0] = batch[i, ~chosen].mean(axis=0)
+    return inputs, targets
 
 
 def held_out_loss(
@@ -463,7 +471,7 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
     p = pool.shape[-1]
     training = {
         "mode": f"adapt-{job.mode}",
-        "method": "Noise2Noise (mean of the other frames as target)"
+        "method": "Noise2Noise (mean of k frames, k = 1 .. F-1, against the mean of the others)"
         if job.mode == "n2n"
         else f"Neighbor2Neighbor (gamma {GAMMA})",
         "base_model": {"name": base.name, "digest": job.model_digest},
