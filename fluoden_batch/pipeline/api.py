@@ -121,6 +121,12 @@ def denoise(
         return run_denoise(cfg, client=client, reporter=_reporter(progress))
     if config is not None:
         raise InputError("config= is for runs with an output path; pass options as arguments")
+    if options.get("adapt", "none") != "none":
+        raise InputError(
+            "adapt= needs a stored input and an output path: the fitted weights are kept in "
+            "OUT (OUT/.fluoden/adapted.safetensors) and reused on resume; then pass "
+            "model=OUT to denoise arrays with them"
+        )
     opts = load_config(DenoiseOptions, None, model=model, protocol=protocol, **options)
     array = _open_array(source, opts.axes) if _is_path(source) else source
     return denoise_array(array, opts)

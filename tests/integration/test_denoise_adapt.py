@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import fluoden_batch as fb
 from conftest import blobs, make_tiny_weights, write_image
 from fluoden_batch.cli import app
+from fluoden_batch.errors import InputError
 from fluoden_batch.io.store import MARKER_DIR, read_provenance
 from fluoden_batch.models.weights import file_digest, read_metadata
 from fluoden_batch.pipeline.adapt import adapted_path
@@ -135,6 +136,8 @@ def test_adapt_refuses_other_protocols_and_arrays(tmp_path):
         app, ["denoise", str(inp), str(tmp_path / "o.zarr"), "--adapt", "n2n", "--protocol", "vst"]
     )
     assert result.exit_code == 2 and "--protocol vst is not supported with it" in result.output
+    with pytest.raises(InputError, match="adapt= needs a stored input and an output path"):
+        fb.denoise(np.zeros((64, 64), np.float32), adapt="single")
 
 
 @pytest.mark.distributed
