@@ -98,8 +98,17 @@ def ensure_adapted(
                 reporter.stop()
         else:
             key = f"adapt-{uuid.uuid4().hex[:8]}"
-            future = client.submit(adapt_model, job, key=key, pure=False, resources=resources)
-            fitted = future.result()
+            remote = dataclasses.replace(job, progress_topic=key)
+            reporter.start("adapting", steps, 0, 0.0, unit="steps")
+            client.subscribe_topic(key, lambda event: reporter.block(*event[1]))
+            try:
+                future = client.submit(
+                    adapt_model, remote, key=key, pure=False, resources=resources
+                )
+                fitted = future.result()
+            finally:
+                client.unsubscribe_topic(key)
+                reporter.stop()
         p.lock.check()
         write_file(path, fitted.data)
         update_provenance(

@@ -390,6 +390,9 @@ class AdaptJob:
         The model to start from and its expected digest.
     device : str
         Torch device (``auto``: CUDA where present).
+    progress_topic : str or None
+        On a Dask worker: publish ``(step, steps)`` after each step as an event of this
+        topic (``Worker.log_event``), for the client's progress bar.
     """
 
     source: SourceSpec
@@ -402,6 +405,7 @@ class AdaptJob:
     model_path: str
     model_digest: str
     device: str
+    progress_topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -430,6 +434,8 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
     fit and :data:`CHECKS` times during it; the weights with the lowest score are kept,
     which may be the starting model's own (then the fit changed nothing).
     """
+    if on_step is None and job.progress_topic is not None:
+        on_step = _publisher(job.progress_topic)
     if file_digest(Path(job.model_path)) != job.model_digest:
         raise ModelError(f"{job.model_path} changed since the run was planned (digest differs)")
     device = resolve_device(job.device)
@@ -514,6 +520,14 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         (scores[0][1], best[0]),
         _where(),
     )
+
+
+def _publisher(topic: str) -> Callable[[int, int], None]:
+    """``on_step`` that logs ``(step, steps)`` as an event of ``topic`` on this Dask worker."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    return lambda step, steps: worker.log_event(topic, (step, steps))
 
 
 def _where() -> str:

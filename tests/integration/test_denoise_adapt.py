@@ -21,6 +21,7 @@ from fluoden_batch.errors import InputError
 from fluoden_batch.io.store import MARKER_DIR, read_provenance
 from fluoden_batch.models.weights import file_digest, read_metadata
 from fluoden_batch.pipeline.adapt import adapted_path
+from fluoden_batch.pipeline.progress import Reporter
 
 
 def repeats(path: Path, frames: int = 4, size: int = 192, sigma: float = 15.0) -> tuple:
@@ -144,10 +145,19 @@ def test_adapt_refuses_other_protocols_and_arrays(tmp_path):
 def test_fit_runs_on_a_dask_worker(client, tmp_path):
     inp, _ = repeats(tmp_path, frames=3, size=128)
     weights = make_tiny_weights(tmp_path / "w.safetensors", depth=4, width=8)
+    seen: list[tuple[int, int]] = []
+
+    class Steps(Reporter):
+        def block(self, done: int, total: int) -> None:
+            if total == 20:  # the fit's steps (the blocks come after)
+                seen.append((done, total))
+
     result = fb.denoise(inp, tmp_path / "out.zarr", model=str(weights), adapt="auto",
-                        adapt_steps=20, block_min=64, client=client)  # fmt: skip
+                        adapt_steps=20, block_min=64, client=client, progress=Steps())  # fmt: skip
     assert result.blocks_run == result.blocks_total
     record = read_provenance(tmp_path / "out.zarr")["adapted"]
     assert record["mode"] == "n2n" and record["steps"] == 20
     assert record["digest"] == file_digest(adapted_path(tmp_path / "out.zarr"))
     assert record["ran_on"] in client.scheduler_info()["workers"]  # a worker's address
+    # the worker's steps reached the client's reporter (events may trail the result)
+    assert seen and all(0 < done <= 20 for done, _ in seen)
