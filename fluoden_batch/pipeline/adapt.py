@@ -125,18 +125,23 @@ def ensure_adapted(
                 "ran_on": fitted.ran_on,
                 "kept_step": fitted.kept_step,
                 "held_out_loss": [fitted.held_out[0], fitted.held_out[1]],
+                "skipped": fitted.skipped,
             },
         )
         start, kept = fitted.held_out
-        verdict = (
-            f"kept step {fitted.kept_step}: held-out loss {start:.4g} -> {kept:.4g}"
-            if fitted.kept_step
-            else f"the fit never lowered the held-out loss ({start:.4g}): the starting "
-            "model's weights are kept"
-        )
+        warnings = [f"warning: adapt: not fitted: {fitted.skipped}"] if fitted.skipped else []
+        if fitted.skipped:
+            verdict = "the starting model is kept"
+        elif fitted.kept_step:
+            verdict = f"kept step {fitted.kept_step}: held-out loss {start:.4g} -> {kept:.4g}"
+        else:
+            verdict = (
+                f"the fit never lowered the held-out loss ({start:.4g}): the starting "
+                "model's weights are kept"
+            )
         reporter.planned(
             f"adapt: {fitted.steps} steps in {fitted.seconds:.0f} s on {fitted.device} "
             f"({fitted.ran_on}, {fitted.train_mpx:.2f} Mpx of patches); {verdict}",
-            [],
+            warnings,
         )
     p.job = dataclasses.replace(p.job, model_path=str(path), model_digest=file_digest(path))

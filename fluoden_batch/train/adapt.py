@@ -57,6 +57,7 @@ __all__ = [
     "neighbour_pair",
     "patch_size",
     "probe_input",
+    "residual_correlation",
     "sample_patches",
 ]
 
@@ -73,6 +74,10 @@ LR = 3e-4
 GAMMA = 2.0  # Neighbor2Neighbor regulariser weight
 SHIFT_LIMIT = 1.5  # px: median shift between repeats above which the sample moves
 SHIFT_TILE = 128  # px: tiles of the shift estimate
+# single: above this lag-1 correlation of the starting model's residual, the noise is taken
+# as spatially correlated and the fit is skipped (FMD: widefield 0.57-0.68, confocal and
+# two-photon -0.03-0.15, raw..avg16)
+CORRELATED = 0.3
 # the 2 x 2 cell's pixels are 0 1 / 2 3; ordered pairs of horizontal or vertical neighbours
 _PAIRS = torch.tensor([(0, 1), (1, 0), (0, 2), (2, 0), (1, 3), (3, 1), (2, 3), (3, 2)])
 
@@ -335,6 +340,22 @@ def _n2n_batch(batch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     return inputs, targets
 
 
+def residual_correlation(model: torch.nn.Module, val: np.ndarray, device: torch.device) -> float:
+    """Lag-1 autocorrelation (mean of Y and X) of what ``model`` removes from the patches
+    ``val`` (N, F, P, P; first frame): the residual of a decent denoiser is mostly noise,
+    so this reads the noise's spatial correlation (FMD, against the truth's: widefield
+    0.57-0.61 read 0.57-0.68; confocal and two-photon 0.02-0.10 read -0.03-0.15)."""
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(val[:, :1])).to(device)
+        r = torch.cat([x[i : i + BATCH] - model(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+    r = (r - r.mean(dim=(-2, -1), keepdim=True)).double()
+    var = float((r**2).mean())
+    if var == 0:
+        return 0.0
+    lag = float((r[..., 1:, :] * r[..., :-1, :]).mean() + (r[..., 1:] * r[..., :-1]).mean())
+    return lag / 2 / var
+
+
 def held_out_loss(
     model: torch.nn.Module, val: np.ndarray, mode: Mode, device: torch.device
 ) -> float:
@@ -420,6 +441,7 @@ class Adapted:
     device: str
     kept_step: int  # the step whose weights were kept (0: the starting model's)
     held_out: tuple[float, float]  # held-out loss of the starting and of the kept weights
+    skipped: str | None  # why the fit did not run (single on correlated noise), else None
     ran_on: str  # the Dask worker's address, or "this process"
 
 
@@ -432,7 +454,9 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
     re-estimated on the input), Adam at ``LR`` with cosine decay to 1 % of it. :data:`VAL`
     of the patch positions are held out and scored (:func:`held_out_loss`) before the
     fit and :data:`CHECKS` times during it; the weights with the lowest score are kept,
-    which may be the starting model's own (then the fit changed nothing).
+    which may be the starting model's own (then the fit changed nothing). ``single`` is
+    not run where the noise is spatially correlated (:func:`residual_correlation` over
+    :data:`CORRELATED`): the starting model is kept, with the reason in the metadata.
     """
     if on_step is None and job.progress_topic is not None:
         on_step = _publisher(job.progress_topic)
@@ -454,7 +478,16 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
     step, every = 0, max(1, job.steps // CHECKS)
     scores = [(0, held_out_loss(model, val, job.mode, device))]
     best = (scores[0][1], 0, copy.deepcopy(model.state_dict()))
-    while step < job.steps:
+    correlation = residual_correlation(model, val, device)
+    skipped = None
+    if job.mode == "single" and correlation > CORRELATED:
+        skipped = (
+            f"the noise is spatially correlated (lag-1 {correlation:.2f} in the starting "
+            f"model's residual, over {CORRELATED}): Neighbor2Neighbor would learn to keep "
+            "it, so the starting model is kept; repeated captures along t (--adapt n2n) "
+            "do not have this limit"
+        )
+    while step < job.steps and skipped is None:
         if job.minutes is not None and time.perf_counter() - started > 60 * job.minutes:
             break
         batch = _orient(pool[rng.integers(len(pool), size=BATCH)], rng)
@@ -491,6 +524,8 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         "seed": job.seed,  # (no wall time here: the same fit gives the same file)
         "device": str(device),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "residual_correlation": round(correlation, 4),
+        "skipped": skipped,
         "held_out": {
             "patches": VAL,
             "loss": [[k, round(v, 8)] for k, v in scores],
@@ -518,6 +553,7 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         str(device),
         best[1],
         (scores[0][1], best[0]),
+        skipped,
         _where(),
     )
 

@@ -9,12 +9,14 @@ import torch
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load as safe_load
 from scipy.ndimage import shift
 
 from conftest import blobs, make_tiny_weights
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.source import SourceSpec
-from fluoden_batch.models.weights import file_digest
+from fluoden_batch.models.weights import file_digest, load_trainable, resolve_weights
+from fluoden_batch.noise.simulate import correlate
 from fluoden_batch.train.adapt import (
     PATCH,
     AdaptJob,
@@ -25,6 +27,7 @@ from fluoden_batch.train.adapt import (
     neighbour_pair,
     patch_size,
     probe_input,
+    residual_correlation,
     sample_patches,
 )
 
@@ -155,5 +158,38 @@ def test_fit_is_seeded_and_recorded(tmp_path, one_torch_thread):
     assert adapt_model(job).data == first.data  # same seed: the same bytes
     other = adapt_model(AdaptJob(**{**job.__dict__, "seed": 1}))
     assert other.data != first.data
-    single = adapt_model(AdaptJob(**{**job.__dict__, "mode": "single", "steps": 2}))
-    assert single.steps == 2 and np.isfinite(single.final_loss)
+    shipped = resolve_weights("dncnn-fmd")  # a real denoiser: its residual is white here
+    single = adapt_model(AdaptJob(**{**job.__dict__, "mode": "single", "steps": 2,
+                                     "model_path": str(shipped),
+                                     "model_digest": file_digest(shipped)}))  # fmt: skip
+    assert single.skipped is None and single.steps == 2 and np.isfinite(single.final_loss)
+
+
+def test_residual_correlation_reads_the_noise_correlation():
+    rng = np.random.default_rng(0)
+    white = rng.normal(0, 1, (16, 1, 64, 64)).astype(np.float32)
+    correlated = np.stack([[correlate(p[0], 0.6)] for p in white]).astype(np.float32)
+
+    def nothing(x: torch.Tensor) -> torch.Tensor:  # a "denoiser" that removes everything
+        return torch.zeros_like(x)
+
+    assert abs(residual_correlation(nothing, white, torch.device("cpu"))) < 0.05
+    assert 0.5 < residual_correlation(nothing, correlated, torch.device("cpu")) < 0.7
+
+
+def test_single_is_not_fitted_on_correlated_noise(tmp_path, one_torch_thread):
+    rng = np.random.default_rng(0)
+    clean = blobs(rng, 256, count=20)
+    noise = correlate(rng.normal(0, 15, clean.shape), 0.7)
+    store = zarr.create_array(str(tmp_path / "in.zarr"), shape=clean.shape, dtype="float32",
+                              chunks=(128, 128))  # fmt: skip
+    store[...] = clean + noise
+    weights = resolve_weights("dncnn-fmd")
+    job = AdaptJob(SourceSpec("zarr", str(tmp_path / "in.zarr")), "yx", ((0.0, 600.0),),
+                   "single", 50, None, 0, str(weights), file_digest(weights), "cpu")  # fmt: skip
+    fitted = adapt_model(job)
+    assert fitted.skipped is not None and "spatially correlated" in fitted.skipped
+    assert fitted.steps == 0 and fitted.kept_step == 0
+    kept = safe_load(fitted.data)
+    base = {k: v for k, v in load_trainable(weights)[0].state_dict().items()}
+    assert kept.keys() == base.keys() and all(torch.equal(kept[k], base[k]) for k in base)
