@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,13 @@ from distributed import Client
 
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import OutputError
-from fluoden_batch.io.source import ImageSource
+from fluoden_batch.io.source import ImageSource, SourceSpec
 from fluoden_batch.io.store import update_provenance
 from fluoden_batch.models.weights import ADAPTED_WEIGHTS, file_digest, read_metadata, write_file
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.train.adapt import (
-    AdaptJob,
+    Adapted,
+    AdaptSettings,
     Mode,
     adapt_model,
     check_repeats,
@@ -35,7 +37,40 @@ from fluoden_batch.train.adapt import (
     probe_input,
 )
 
-__all__ = ["adapted_path", "ensure_adapted", "plan_adapt"]
+__all__ = ["AdaptJob", "adapted_path", "ensure_adapted", "fit_job", "plan_adapt"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptJob:
+    """The fit of a run: where its input is, what to fit, and (on a Dask worker) the
+    event topic its steps are published under for the client's progress bar."""
+
+    source: SourceSpec
+    settings: AdaptSettings
+    progress_topic: str | None = None
+
+
+def fit_job(
+    job: AdaptJob, on_step: Callable[[int, int], None] | None = None
+) -> tuple[Adapted, str]:
+    """Open the input and fit (:func:`~fluoden_batch.train.adapt.adapt_model`), here or as
+    one task on a Dask worker; returns the fit and where it ran (the worker's address, or
+    ``"this process"``). On a worker with ``progress_topic``, each step is logged as an
+    event of that topic (``Worker.log_event``)."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        worker = None
+    if on_step is None and worker is not None and job.progress_topic is not None:
+        topic = job.progress_topic
+
+        def on_step(step: int, steps: int) -> None:
+            worker.log_event(topic, (step, steps))
+
+    fitted = adapt_model(job.source.open(), job.settings, on_step)
+    return fitted, str(worker.address) if worker is not None else "this process"
 
 
 def adapted_path(out: Path) -> Path:
@@ -70,22 +105,23 @@ def ensure_adapted(
         OUT holds weights fitted from another model (a changed file under the same name).
     """
     job: AdaptJob = p.adapt
+    settings = job.settings
     out = Path(p.job.output.path)
     path = adapted_path(out)
     if path.is_file():
         base = read_metadata(path).training.get("base_model", {}).get("digest")
-        if base != job.model_digest:
+        if base != settings.model_digest:
             raise OutputError(
                 f"{path} was fitted from model {base}, this run starts from "
-                f"{job.model_digest}; rerun with --overwrite"
+                f"{settings.model_digest}; rerun with --overwrite"
             )
         reporter.planned(f"adapt: reusing the weights fitted by an earlier run ({path})", [])
     else:
-        steps = job.steps
+        steps = settings.steps
         reporter.planned(
-            f"adapt: fitting {Path(job.model_path).name} to the input ({job.mode}, "
-            f"{steps} steps of 16 patches of {patch_size(job.mode, p.source.shape)} px"
-            + (f", at most {job.minutes:g} min" if job.minutes else "")
+            f"adapt: fitting {Path(settings.model_path).name} to the input ({settings.mode}, "
+            f"{steps} steps of 16 patches of {patch_size(settings.mode, p.source.shape)} px"
+            + (f", at most {settings.minutes:g} min" if settings.minutes else "")
             + (", on a worker" if client is not None else "")
             + ")",
             [],
@@ -93,7 +129,7 @@ def ensure_adapted(
         if client is None:
             reporter.start("adapting", steps, 0, 0.0, unit="steps")
             try:
-                fitted = adapt_model(job, on_step=reporter.block)
+                fitted, ran_on = fit_job(job, on_step=reporter.block)
             finally:
                 reporter.stop()
         else:
@@ -102,10 +138,8 @@ def ensure_adapted(
             reporter.start("adapting", steps, 0, 0.0, unit="steps")
             client.subscribe_topic(key, lambda event: reporter.block(*event[1]))
             try:
-                future = client.submit(
-                    adapt_model, remote, key=key, pure=False, resources=resources
-                )
-                fitted = future.result()
+                future = client.submit(fit_job, remote, key=key, pure=False, resources=resources)
+                fitted, ran_on = future.result()
             finally:
                 client.unsubscribe_topic(key)
                 reporter.stop()
@@ -116,13 +150,13 @@ def ensure_adapted(
             adapted={
                 "file": str(ADAPTED_WEIGHTS),
                 "digest": file_digest(path),
-                "mode": job.mode,
+                "mode": settings.mode,
                 "steps": fitted.steps,
                 "seconds": round(fitted.seconds, 1),
                 "final_loss": fitted.final_loss,
                 "train_mpx": round(fitted.train_mpx, 3),
                 "device": fitted.device,
-                "ran_on": fitted.ran_on,
+                "ran_on": ran_on,
                 "kept_step": fitted.kept_step,
                 "held_out_loss": [fitted.held_out[0], fitted.held_out[1]],
                 "skipped": fitted.skipped,
@@ -141,7 +175,7 @@ def ensure_adapted(
             )
         reporter.planned(
             f"adapt: {fitted.steps} steps in {fitted.seconds:.0f} s on {fitted.device} "
-            f"({fitted.ran_on}, {fitted.train_mpx:.2f} Mpx of patches); {verdict}",
+            f"({ran_on}, {fitted.train_mpx:.2f} Mpx of patches); {verdict}",
             warnings,
         )
     p.job = dataclasses.replace(p.job, model_path=str(path), model_digest=file_digest(path))

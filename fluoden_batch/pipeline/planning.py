@@ -27,12 +27,12 @@ from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.io.store import OutputSpec, check_output_path, create_output, open_output
-from fluoden_batch.pipeline.adapt import plan_adapt
+from fluoden_batch.pipeline.adapt import AdaptJob, plan_adapt
 from fluoden_batch.pipeline.params import channel_values, choose_method, stored
 from fluoden_batch.pipeline.statistics import peak_to_peak
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
-from fluoden_batch.train.adapt import AdaptJob
+from fluoden_batch.train.adapt import AdaptSettings
 
 METRICS_FILE = "metrics.parquet"
 LABELS = "clusters"  # --save-labels writes OUT/labels/clusters (clusters-c0, ... per channel)
@@ -152,10 +152,11 @@ def plan(cfg: DenoiseConfig) -> Plan:
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
     adapt = None
     if adapt_mode is not None:
-        adapt = AdaptJob(
-            source.spec, source.meta.axes, ranges, adapt_mode, cfg.adapt_steps,
+        settings = AdaptSettings(
+            source.spec.describe(), source.meta.axes, ranges, adapt_mode, cfg.adapt_steps,
             cfg.adapt_minutes, cfg.adapt_seed, method.path, digest, cfg.device,
         )  # fmt: skip
+        adapt = AdaptJob(source.spec, settings)
     return Plan(cfg, source, job, blocks, pending, resumed, token, lock, stray, notes, adapt)
 
 

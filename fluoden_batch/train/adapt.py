@@ -14,9 +14,10 @@ self-supervised losses, neither of which sees a clean image:
   the network maps one to the other, with the paper's regulariser (gamma = 2) that ties
   the result to the full-resolution output. No blind spot, no repeats needed.
 
-Patches are read from the input store at positions spread over the whole dataset (every
-plane, every channel), a fixed number of them (:data:`POOL`), so memory does not grow
-with the dataset. Everything is seeded: the same input, model, settings and thread count
+Patches are read from the input array (a Zarr array: only the chunks under each patch)
+at positions spread over the whole dataset (every plane, every channel), a fixed number
+of them (:data:`POOL`), so memory does not grow with the dataset. Arrays in, weights out:
+opening the store and running on a Dask worker is :mod:`fluoden_batch.pipeline.adapt`'s. Everything is seeded: the same input, model, settings and thread count
 give the same weights, bit for bit, on the CPU.
 """
 
@@ -35,7 +36,6 @@ from skimage.registration import phase_cross_correlation
 
 from fluoden_batch import __version__
 from fluoden_batch.errors import InputError, ModelError
-from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.models.normalise import normalise
 from fluoden_batch.models.weights import (
     Architecture,
@@ -47,7 +47,7 @@ from fluoden_batch.models.weights import (
 from fluoden_batch.train.inference import resolve_device
 
 __all__ = [
-    "AdaptJob",
+    "AdaptSettings",
     "Adapted",
     "RepeatCheck",
     "adapt_model",
@@ -388,13 +388,13 @@ def held_out_loss(
 
 
 @dataclass(frozen=True)
-class AdaptJob:
-    """Everything the fit needs, as small picklable values (it may run on a Dask worker).
+class AdaptSettings:
+    """What to fit (small picklable values: the fit may run on a Dask worker).
 
     Attributes
     ----------
-    source : SourceSpec
-        The input store.
+    input_name : str
+        The input, as errors and the weights' metadata name it.
     axes : str
         Its axis names.
     ranges : tuple of (float, float)
@@ -411,12 +411,9 @@ class AdaptJob:
         The model to start from and its expected digest.
     device : str
         Torch device (``auto``: CUDA where present).
-    progress_topic : str or None
-        On a Dask worker: publish ``(step, steps)`` after each step as an event of this
-        topic (``Worker.log_event``), for the client's progress bar.
     """
 
-    source: SourceSpec
+    input_name: str
     axes: str
     ranges: tuple[tuple[float, float], ...]
     mode: Mode
@@ -426,7 +423,6 @@ class AdaptJob:
     model_path: str
     model_digest: str
     device: str
-    progress_topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -442,13 +438,14 @@ class Adapted:
     kept_step: int  # the step whose weights were kept (0: the starting model's)
     held_out: tuple[float, float]  # held-out loss of the starting and of the kept weights
     skipped: str | None  # why the fit did not run (single on correlated noise), else None
-    ran_on: str  # the Dask worker's address, or "this process"
 
 
-def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None) -> Adapted:
-    """Fine-tune ``job``'s model on its input (see the module notes) and return the new
-    weights file's bytes; ``on_step(step, steps)`` after each step. Runs where it is
-    called: in this process or as one task on a Dask worker.
+def adapt_model(
+    array: Any, job: AdaptSettings, on_step: Callable[[int, int], None] | None = None
+) -> Adapted:
+    """Fine-tune ``job``'s model on ``array`` (a Zarr, NumPy or Dask array with axes
+    ``job.axes``; see the module notes) and return the new weights file's bytes;
+    ``on_step(step, steps)`` after each step.
 
     Batch norm layers keep the statistics of the model's training (evaluated, not
     re-estimated on the input), Adam at ``LR`` with cosine decay to 1 % of it. :data:`VAL`
@@ -458,15 +455,12 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
     not run where the noise is spatially correlated (:func:`residual_correlation` over
     :data:`CORRELATED`): the starting model is kept, with the reason in the metadata.
     """
-    if on_step is None and job.progress_topic is not None:
-        on_step = _publisher(job.progress_topic)
     if file_digest(Path(job.model_path)) != job.model_digest:
         raise ModelError(f"{job.model_path} changed since the run was planned (digest differs)")
     device = resolve_device(job.device)
     torch.manual_seed(job.seed)
     rng = np.random.default_rng(job.seed)
     generator = torch.Generator().manual_seed(job.seed)
-    array = job.source.open()
     pool = sample_patches(array, job.axes, job.ranges, job.mode, rng)
     pool, val = pool[:-VAL], pool[-VAL:]
     model, base = load_trainable(Path(job.model_path))
@@ -514,7 +508,7 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         if job.mode == "n2n"
         else f"Neighbor2Neighbor (gamma {GAMMA})",
         "base_model": {"name": base.name, "digest": job.model_digest},
-        "input": job.source.describe(),
+        "input": job.input_name,
         "patches": f"{POOL} positions of {p} x {p} pixels"
         + (f" x up to {MAX_FRAMES} frames" if job.mode == "n2n" else ""),
         "steps": step,
@@ -537,7 +531,7 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
     }
     metadata = ModelMetadata(
         name=f"{base.name}-adapted",
-        description=f"{base.name} fitted to {job.source.describe()} by fluoden denoise --adapt",
+        description=f"{base.name} fitted to {job.input_name} by fluoden denoise --adapt",
         architecture=Architecture.of(model),
         normalisation=base.normalisation,
         protocol=base.protocol,
@@ -554,26 +548,7 @@ def adapt_model(job: AdaptJob, on_step: Callable[[int, int], None] | None = None
         best[1],
         (scores[0][1], best[0]),
         skipped,
-        _where(),
     )
-
-
-def _publisher(topic: str) -> Callable[[int, int], None]:
-    """``on_step`` that logs ``(step, steps)`` as an event of ``topic`` on this Dask worker."""
-    from distributed import get_worker
-
-    worker = get_worker()
-    return lambda step, steps: worker.log_event(topic, (step, steps))
-
-
-def _where() -> str:
-    """The address of the Dask worker running this, or ``"this process"``."""
-    from distributed import get_worker
-
-    try:
-        return str(get_worker().address)
-    except ValueError:
-        return "this process"
 
 
 def _loss(

@@ -14,12 +14,11 @@ from scipy.ndimage import shift
 
 from conftest import blobs, make_tiny_weights
 from fluoden_batch.errors import InputError
-from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.models.weights import file_digest, load_trainable, resolve_weights
 from fluoden_batch.noise.simulate import correlate
 from fluoden_batch.train.adapt import (
     PATCH,
-    AdaptJob,
+    AdaptSettings,
     RepeatCheck,
     adapt_model,
     check_repeats,
@@ -150,16 +149,16 @@ def test_fit_is_seeded_and_recorded(tmp_path, one_torch_thread):
                               chunks=(1, 64, 64))  # fmt: skip
     store[...] = data
     weights = make_tiny_weights(tmp_path / "w.safetensors")
-    job = AdaptJob(SourceSpec("zarr", str(tmp_path / "in.zarr")), "tyx", ((0.0, 300.0),),
+    job = AdaptSettings("in.zarr", "tyx", ((0.0, 300.0),),
                    "n2n", 6, None, 0, str(weights), file_digest(weights), "cpu")  # fmt: skip
     steps: list[int] = []
-    first = adapt_model(job, on_step=lambda s, n: steps.append(s))
+    first = adapt_model(store, job, on_step=lambda s, n: steps.append(s))
     assert steps == list(range(1, 7)) and first.steps == 6 and first.device == "cpu"
-    assert adapt_model(job).data == first.data  # same seed: the same bytes
-    other = adapt_model(AdaptJob(**{**job.__dict__, "seed": 1}))
+    assert adapt_model(store, job).data == first.data  # same seed: the same bytes
+    other = adapt_model(store, AdaptSettings(**{**job.__dict__, "seed": 1}))
     assert other.data != first.data
     shipped = resolve_weights("dncnn-fmd")  # a real denoiser: its residual is white here
-    single = adapt_model(AdaptJob(**{**job.__dict__, "mode": "single", "steps": 2,
+    single = adapt_model(store, AdaptSettings(**{**job.__dict__, "mode": "single", "steps": 2,
                                      "model_path": str(shipped),
                                      "model_digest": file_digest(shipped)}))  # fmt: skip
     assert single.skipped is None and single.steps == 2 and np.isfinite(single.final_loss)
@@ -185,9 +184,9 @@ def test_single_is_not_fitted_on_correlated_noise(tmp_path, one_torch_thread):
                               chunks=(128, 128))  # fmt: skip
     store[...] = clean + noise
     weights = resolve_weights("dncnn-fmd")
-    job = AdaptJob(SourceSpec("zarr", str(tmp_path / "in.zarr")), "yx", ((0.0, 600.0),),
+    job = AdaptSettings("in.zarr", "yx", ((0.0, 600.0),),
                    "single", 50, None, 0, str(weights), file_digest(weights), "cpu")  # fmt: skip
-    fitted = adapt_model(job)
+    fitted = adapt_model(store, job)
     assert fitted.skipped is not None and "spatially correlated" in fitted.skipped
     assert fitted.steps == 0 and fitted.kept_step == 0
     kept = safe_load(fitted.data)
