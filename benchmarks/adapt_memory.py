@@ -3,9 +3,11 @@ patches, wherever they are, so its memory should not grow with the input.
 
 For each size (``(4, side, side)`` uint16 Zarr arrays of Poisson-Gaussian-like noise on a
 smooth pattern, chunks ``(1, 512, 512)``, side 4096 and 8192: 4x the data), the fit of
-``fluoden_batch.train.adapt.adapt_model`` (``n2n``, the shipped default model, 40 steps)
-runs in a fresh subprocess, which reports its peak resident memory (``ru_maxrss``) and the
-seconds spent reading the patch pool and fitting. Writes ``results/adapt_memory.md``.
+``fluoden_batch.pipeline.adapt.fit_job`` (``n2n``, the shipped default model, 40 steps)
+runs in a fresh subprocess, which reports its resident memory before the fit and its peak
+(``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` would carry the parent's peak across
+``exec``) and the seconds spent reading the patch pool and fitting. Writes
+``results/adapt_memory.md``.
 
 Usage::
 
@@ -30,23 +32,31 @@ FRAMES = 4
 SIDES = (4096, 8192)
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import torch
 from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.models.weights import file_digest, resolve_weights
-from fluoden_batch.train import adapt
+from fluoden_batch.pipeline.adapt import AdaptJob, fit_job
+from fluoden_batch.train.adapt import AdaptSettings
 
 path, steps = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(2)
 weights = resolve_weights("dncnn-fmd")
-job = adapt.AdaptJob(SourceSpec("zarr", path), "tyx", ((0.0, 4000.0),), "n2n", steps, None, 0,
-                     str(weights), file_digest(weights), "cpu")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+settings = AdaptSettings(path, "tyx", ((0.0, 4000.0),), "n2n", steps, None, 0, str(weights),
+                         file_digest(weights), "cpu")
+
+def status(key):  # kB; VmHWM is this process's own peak (ru_maxrss survives exec)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+
+
+before = status("VmRSS")
 t0 = time.perf_counter()
-fitted = adapt.adapt_model(job)
+fitted, _ = fit_job(AdaptJob(SourceSpec("zarr", path), settings))
 wall = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rss_before_mb": before / 1024, "rss_peak_mb": peak / 1024, "wall_s": wall,
+peak = status("VmHWM")
+print(json.dumps({"rss_before_mb": before, "rss_peak_mb": peak, "wall_s": wall,
                   "fit_s": fitted.seconds, "train_mpx": fitted.train_mpx}))
 """
 
@@ -85,18 +95,19 @@ def main() -> None:
         "",
         f"Command: `PYTHONPATH=. python benchmarks/adapt_memory.py --steps {args.steps}`",
         "",
-        f"`adapt_model` (`n2n`, `dncnn-fmd`, {args.steps} steps of 16 patches, 2 torch "
+        f"`fit_job` (`n2n`, `dncnn-fmd`, {args.steps} steps of 16 patches, 2 torch "
         f"threads) on `({FRAMES}, side, side)` uint16 Zarr arrays (chunks 1 x 512 x 512), each "
-        "in a fresh process; peak resident memory is the process's `ru_maxrss` (torch and "
-        "the model included).",
+        "in a fresh process; peak resident memory is the process's `VmHWM` (torch and "
+        "the model included), the fit's own share is the peak less the memory before it.",
         "",
-        "| side (px) | input (GB) | patches read (Mpx) | peak RSS (MB) | fit incl. reading (s) |",
-        "|---:|---:|---:|---:|---:|",
+        "| side (px) | input (GB) | patches read (Mpx) | RSS before (MB) | peak RSS (MB) "
+        "| fit incl. reading (s) |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['side']} | {r['gb']:.2f} | {r['train_mpx']:.1f} | "
-            f"{r['rss_peak_mb']:.0f} | {r['wall_s']:.1f} |"
+            f"{r['rss_before_mb']:.0f} | {r['rss_peak_mb']:.0f} | {r['wall_s']:.1f} |"
         )
     ratio = rows[-1]["rss_peak_mb"] / rows[0]["rss_peak_mb"]
     lines += [
