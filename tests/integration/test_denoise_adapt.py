@@ -66,7 +66,7 @@ def test_n2n_beats_no_adaptation_against_the_truth(tmp_path, one_torch_thread):
 def _cli(inp: Path, out: Path, weights: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "fluoden_batch.cli", "denoise", str(inp), str(out),
             "--model", str(weights), "--block-min", "32", "--workers", "0",
-            "--adapt", "n2n", "--adapt-steps", "300", *extra]  # fmt: skip
+            "--adapt", "n2n", "--adapt-steps", "150", *extra]  # fmt: skip
 
 
 def _kill_when(cmd: list[str], ready) -> None:
@@ -93,7 +93,7 @@ def test_killed_run_resumes_without_refitting_byte_identical(tmp_path, when):
 
     out = tmp_path / "killed.zarr"
     if when == "during the fit":
-        _kill_when(_cli(inp, out, weights), lambda line: line.startswith("adapting: 60/300"))
+        _kill_when(_cli(inp, out, weights), lambda line: line.startswith("adapting: 30/150"))
         assert not adapted_path(out).exists()
     else:
         _kill_when(_cli(inp, out, weights), lambda line: line.startswith("denoising: 0/"))
