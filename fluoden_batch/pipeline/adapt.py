@@ -18,12 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from distributed import Client
 
 from fluoden_batch.config import DenoiseConfig
-from fluoden_batch.errors import OutputError
+from fluoden_batch.errors import FluodenError, ModelError, OutputError
 from fluoden_batch.io.source import ImageSource, SourceSpec
-from fluoden_batch.io.store import update_provenance
+from fluoden_batch.io.store import read_provenance, update_provenance
 from fluoden_batch.models.weights import ADAPTED_WEIGHTS, file_digest, read_metadata, write_file
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.train.adapt import (
@@ -55,8 +56,9 @@ def fit_job(
 ) -> tuple[Adapted, str]:
     """Open the input and fit (:func:`~fluoden_batch.train.adapt.adapt_model`), here or as
     one task on a Dask worker; returns the fit and where it ran (the worker's address, or
-    ``"this process"``). On a worker with ``progress_topic``, each step is logged as an
-    event of that topic (``Worker.log_event``)."""
+    ``"this process"``). On a worker, torch uses the worker's threads (block tasks set
+    one), and with ``progress_topic`` each step is logged as an event of that topic
+    (``Worker.log_event``)."""
     from distributed import get_worker
 
     try:
@@ -69,8 +71,14 @@ def fit_job(
         def on_step(step: int, steps: int) -> None:
             worker.log_event(topic, (step, steps))
 
-    fitted = adapt_model(job.source.open(), job.settings, on_step)
-    return fitted, str(worker.address) if worker is not None else "this process"
+    if worker is None:
+        return adapt_model(job.source.open(), job.settings, on_step), "this process"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(worker.state.nthreads)  # block tasks may have left it at 1
+    try:
+        return adapt_model(job.source.open(), job.settings, on_step), str(worker.address)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def adapted_path(out: Path) -> Path:
@@ -116,6 +124,10 @@ def ensure_adapted(
                 f"{settings.model_digest}; rerun with --overwrite"
             )
         reporter.planned(f"adapt: reusing the weights fitted by an earlier run ({path})", [])
+        if "adapted" not in (read_provenance(out) or {}):  # killed between file and record
+            update_provenance(
+                out, adapted={"file": str(ADAPTED_WEIGHTS), "digest": file_digest(path)}
+            )
     else:
         steps = settings.steps
         reporter.planned(
@@ -140,6 +152,14 @@ def ensure_adapted(
             try:
                 future = client.submit(fit_job, remote, key=key, pure=False, resources=resources)
                 fitted, ran_on = future.result()
+            except FluodenError:
+                raise
+            except Exception as exc:  # a worker that died, ran out of memory, ...
+                text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                raise ModelError(
+                    f"--adapt: the fit failed on the cluster ({text}); nothing was written: "
+                    "rerun to fit again"
+                ) from exc
             finally:
                 client.unsubscribe_topic(key)
                 reporter.stop()

@@ -17,8 +17,9 @@ self-supervised losses, neither of which sees a clean image:
 Patches are read from the input array (a Zarr array: only the chunks under each patch)
 at positions spread over the whole dataset (every plane, every channel), a fixed number
 of them (:data:`POOL`), so memory does not grow with the dataset. Arrays in, weights out:
-opening the store and running on a Dask worker is :mod:`fluoden_batch.pipeline.adapt`'s. Everything is seeded: the same input, model, settings and thread count
-give the same weights, bit for bit, on the CPU.
+opening the store and running on a Dask worker is :mod:`fluoden_batch.pipeline.adapt`'s.
+Everything is seeded: the same input, model, settings and thread count give the same
+weights, bit for bit, on the CPU.
 """
 
 from __future__ import annotations
