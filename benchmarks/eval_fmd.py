@@ -150,10 +150,19 @@ def report(scores: dict, name: str, weights: str, seconds: float, command: str) 
         lines.append("|---|" + "---:|" * len(LEVELS))
         lines += [f"| {k} | " + " | ".join(cell(k, lv) for lv in LEVELS) + " |" for k in kinds]
     worse = [lv for lv in LEVELS if _mean(scores, lv, "model")[0] < _mean(scores, lv, "noisy")[0]]
+    below = [
+        f"{k} {lv}"
+        for k in kinds
+        for lv in LEVELS
+        if _mean(scores, lv, "model", k)[0] < _mean(scores, lv, "noisy", k)[0]
+    ]
     lines += [
         "",
-        "Levels where the model output scores BELOW the noisy input: "
+        "Levels whose mean over the types scores BELOW the noisy input: "
         + (", ".join(worse) if worse else "none"),
+        "",
+        "Types and levels (four-crop PSNR) BELOW the noisy input: "
+        + (", ".join(below) if below else "none"),
         "",
     ]
     return "\n".join(lines)
