@@ -82,8 +82,9 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
         "",
         f"Fold models: `{args.fold_a}` (never saw {', '.join(held_out_types('A'))}) and "
         f"`{args.fold_b}` (never saw {', '.join(held_out_types('B'))}). Per held-out type: "
-        f"`--adapt n2n` on its distinct raw captures as a t axis, `--adapt single` on "
-        f"`<Type>_1` of raw alone; {args.steps} steps each (the default), batch 16, seed 0, "
+        f"`--adapt n2n` on its distinct {args.fit_level} captures as a t axis, `--adapt "
+        f"single` on `<Type>_1` of {args.fit_level} alone; {args.steps} steps each (the "
+        "default), batch 16, seed 0, "
         f"{args.threads} CPU thread(s). FMD scoring (four 256x256 crops, peak 255), 4 images "
         "per type and level; the adapted weights are scored on every level. gt only scores.",
         "",
@@ -145,6 +146,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="--adapt-steps")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--data", type=Path, default=DATA / "fmd_dev", help="fmd_dev folder")
+    parser.add_argument(
+        "--fit-level", default="raw", choices=LEVELS, help="the level whose captures are fitted"
+    )
     args = parser.parse_args()
     if not (args.data / "gt").is_dir():
         raise SystemExit(f"FMD data not found at {args.data} (set FLUODEN_DATA or --data)")
@@ -155,7 +159,7 @@ def main() -> None:
         for fold, weights in (("A", args.fold_a), ("B", args.fold_b)):
             for kind in held_out_types(fold):
                 t0 = time.perf_counter()
-                captures, _ = distinct_captures(args.data / "raw", kind)
+                captures, _ = distinct_captures(args.data / args.fit_level, kind)
                 frames = np.stack([io.imread(p) for p in captures])
                 row: dict = {"type": kind, "fold": score(weights, args.data, kind), "fit": {}}
                 for mode, data in (("n2n", frames), ("single", frames[0])):
@@ -171,8 +175,10 @@ def main() -> None:
     command = (
         f"PYTHONPATH=.:benchmarks python benchmarks/eval_adapt.py {args.fold_a} {args.fold_b} "
         f"--steps {args.steps} --threads {args.threads}"
+        + (f" --fit-level {args.fit_level}" if args.fit_level != "raw" else "")
     )
-    path = RESULTS / "eval_adapt_leave_types_out.md"
+    suffix = "" if args.fit_level == "raw" else f"_fit-{args.fit_level}"
+    path = RESULTS / f"eval_adapt_leave_types_out{suffix}.md"
     path.write_text(report(rows, args, command))
     print(path.read_text())
 
