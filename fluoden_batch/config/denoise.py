@@ -258,7 +258,7 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
         return self.protocol == "masked" or self.save_labels
 
     @model_validator(mode="after")
-    def _adapt_needs_a_model(self) -> DenoiseConfig:
+    def _adapt_whole_protocol_only(self) -> DenoiseConfig:
         if self.adapt != "none" and self.protocol != "whole":
             raise ValueError(
                 f"--adapt fits the model of --protocol whole; --protocol {self.protocol} "
