@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from typer.testing import CliRunner
 
 import fluoden_batch as fb
 from conftest import blobs, make_tiny_weights, write_image
 from fluoden_batch.cli import app
 from fluoden_batch.errors import InputError
-from fluoden_batch.io.store import MARKER_DIR, read_provenance
+from fluoden_batch.io.store import MARKER_DIR, PROVENANCE_KEY, read_provenance
 from fluoden_batch.models.weights import file_digest, read_metadata
 from fluoden_batch.pipeline.adapt import adapted_path
 from fluoden_batch.pipeline.progress import Reporter
@@ -161,3 +162,27 @@ def test_fit_runs_on_a_dask_worker(client, tmp_path):
     assert record["ran_on"] in client.scheduler_info()["workers"]  # a worker's address
     # the worker's steps reached the client's reporter (events may trail the result)
     assert seen and all(0 < done <= 20 for done, _ in seen)
+
+
+def test_overwrite_refits_and_a_lost_record_is_rewritten(tmp_path, one_torch_thread):
+    inp, _ = repeats(tmp_path, frames=3, size=96)
+    weights = make_tiny_weights(tmp_path / "w.safetensors")
+    out = tmp_path / "out.zarr"
+    common = {"model": str(weights), "adapt": "n2n", "adapt_steps": 8, "workers": 0}
+    fb.denoise(inp, out, **common)
+    first = adapted_path(out).read_bytes()
+    # killed between writing the weights and recording them: the resume records them
+    group = zarr.open_group(str(out), mode="r+")
+    provenance = dict(group.attrs[PROVENANCE_KEY])
+    del provenance["adapted"]
+    group.attrs[PROVENANCE_KEY] = provenance
+    marker = next((out / MARKER_DIR).glob("*.json"))
+    marker.unlink()
+    result = fb.denoise(inp, out, **common)
+    assert result.blocks_run == 1  # resumed, reusing the weights (same bytes)
+    assert adapted_path(out).read_bytes() == first
+    assert read_provenance(out)["adapted"]["digest"] == file_digest(adapted_path(out))
+    # --overwrite clears OUT, the fitted weights included, and fits again
+    fb.denoise(inp, out, **{**common, "adapt_seed": 1}, overwrite=True)
+    assert adapted_path(out).read_bytes() != first
+    assert read_metadata(adapted_path(out)).training["seed"] == 1
