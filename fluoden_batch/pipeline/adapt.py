@@ -124,10 +124,9 @@ def ensure_adapted(
                 f"{settings.model_digest}; rerun with --overwrite"
             )
         reporter.planned(f"adapt: reusing the weights fitted by an earlier run ({path})", [])
+        digest = file_digest(path)
         if "adapted" not in (read_provenance(out) or {}):  # killed between file and record
-            update_provenance(
-                out, adapted={"file": str(ADAPTED_WEIGHTS), "digest": file_digest(path)}
-            )
+            update_provenance(out, adapted={"file": str(ADAPTED_WEIGHTS), "digest": digest})
     else:
         steps = settings.steps
         reporter.planned(
@@ -138,38 +137,22 @@ def ensure_adapted(
             + ")",
             [],
         )
-        if client is None:
-            reporter.start("adapting", steps, 0, 0.0, unit="steps")
-            try:
+        reporter.start("adapting", steps, 0, 0.0, unit="steps")
+        try:
+            if client is None:
                 fitted, ran_on = fit_job(job, on_step=reporter.block)
-            finally:
-                reporter.stop()
-        else:
-            key = f"adapt-{uuid.uuid4().hex[:8]}"
-            remote = dataclasses.replace(job, progress_topic=key)
-            reporter.start("adapting", steps, 0, 0.0, unit="steps")
-            client.subscribe_topic(key, lambda event: reporter.block(*event[1]))
-            try:
-                future = client.submit(fit_job, remote, key=key, pure=False, resources=resources)
-                fitted, ran_on = future.result()
-            except FluodenError:
-                raise
-            except Exception as exc:  # a worker that died, ran out of memory, ...
-                text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                raise ModelError(
-                    f"--adapt: the fit failed on the cluster ({text}); nothing was written: "
-                    "rerun to fit again"
-                ) from exc
-            finally:
-                client.unsubscribe_topic(key)
-                reporter.stop()
+            else:
+                fitted, ran_on = _fit_on_cluster(client, job, reporter, resources)
+        finally:
+            reporter.stop()
         p.lock.check()
         write_file(path, fitted.data)
+        digest = file_digest(path)
         update_provenance(
             out,
             adapted={
                 "file": str(ADAPTED_WEIGHTS),
-                "digest": file_digest(path),
+                "digest": digest,
                 "mode": settings.mode,
                 "steps": fitted.steps,
                 "seconds": round(fitted.seconds, 1),
@@ -198,4 +181,27 @@ def ensure_adapted(
             f"({ran_on}, {fitted.train_mpx:.2f} Mpx of patches); {verdict}",
             warnings,
         )
-    p.job = dataclasses.replace(p.job, model_path=str(path), model_digest=file_digest(path))
+    p.job = dataclasses.replace(p.job, model_path=str(path), model_digest=digest)
+
+
+def _fit_on_cluster(
+    client: Client, job: AdaptJob, reporter: Reporter, resources: dict[str, float] | None
+) -> tuple[Adapted, str]:
+    """:func:`fit_job` as one task on ``client``'s workers, its steps (published as Dask
+    events) driving ``reporter``; a failure other than fluoden's own is one
+    :class:`ModelError` line."""
+    key = f"adapt-{uuid.uuid4().hex[:8]}"
+    client.subscribe_topic(key, lambda event: reporter.block(*event[1]))
+    try:
+        remote = dataclasses.replace(job, progress_topic=key)
+        return client.submit(fit_job, remote, key=key, pure=False, resources=resources).result()
+    except FluodenError:
+        raise
+    except Exception as exc:  # a worker that died, ran out of memory, ...
+        text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise ModelError(
+            f"--adapt: the fit failed on the cluster ({text}); nothing was written: "
+            "rerun to fit again"
+        ) from exc
+    finally:
+        client.unsubscribe_topic(key)
