@@ -90,6 +90,7 @@ def make_config(
     arch: str = "dncnn",
     noise_map: bool = False,
     correlated: float = 0.0,
+    bias_free: bool = False,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD for the folds to stay honest)."""
@@ -123,10 +124,12 @@ def make_config(
             for fovs in ["01?", "02?", *(f"{i:03d}" for i in range(30, 37))]
         ]
     label = "ffdnet" if ffdnet else "dncnn-map" if noise_map else "dncnn"
+    net_kind = "FFDNet (bias-free, noise map)" if ffdnet else "DnCNN"
+    net_kind = f"bias-free {net_kind}" if bias_free else net_kind
     return TrainConfig(
         name=f"{label}-fmd" if fold == "all" else f"{label}-fmd-fold{fold}",
         description=(
-            f"{'FFDNet (bias-free, noise map)' if ffdnet else 'DnCNN'}"
+            f"{net_kind}"
             f"{' with a noise-map input' if noise_map else ''} {depth}x{width} trained "
             f"on FMD pairs (all noise levels -> 50-frame mean) of {', '.join(types)} and W2S "
             f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches"
@@ -137,7 +140,8 @@ def make_config(
         architecture=arch,
         depth=depth,
         width=width,
-        batch_norm=not wide,
+        batch_norm=not (wide or bias_free),
+        bias=not bias_free,
         noise_map=noise_map,
         mode="supervised",
         noisy_dir=w2s / "avg1",
@@ -177,6 +181,7 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     wide = ffdnet or config.noise_map
     suffix += "_ffdnet" if ffdnet else "_map" if config.noise_map else ""
     suffix += "_corr" if config.noise_correlation else ""
+    suffix += "_biasfree" if not config.bias else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
     path = RESULTS / f"train_fmd_{fold}{suffix}.md"
@@ -187,6 +192,9 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
         else f"DnCNN depth {config.depth}, width {config.width}, noise-map input, no batch "
         "norm (grown from the initial weights)"
         if config.noise_map
+        else f"bias-free DnCNN depth {config.depth}, width {config.width}, no batch norm "
+        "(the initial weights with batch norm folded in and their biases dropped)"
+        if not config.bias
         else f"DnCNN depth {config.depth}, width {config.width}, batch norm (folded at load)"
     )
     w2s_text = "channels 0-2 of FOV 001-036" if wide else "channel 0 of FOV 001-040"
@@ -257,6 +265,11 @@ def main() -> None:
         metavar="RHO",
         help="synthetic noise with lag-1 correlation uniform in (0, RHO) (camera-like)",
     )
+    parser.add_argument(
+        "--bias-free",
+        action="store_true",
+        help="a bias-free DnCNN (no biases, no batch norm; Mohan et al. 2020)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
     if not (DATA / "fmd_dev" / "gt").is_dir():
@@ -279,6 +292,7 @@ def main() -> None:
         arch=args.arch,
         noise_map=args.noise_map,
         correlated=args.correlated,
+        bias_free=args.bias_free,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -290,6 +304,7 @@ def main() -> None:
         + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
         + (" --noise-map" if args.noise_map else "")
         + (f" --correlated {args.correlated}" if args.correlated else "")
+        + (" --bias-free" if args.bias_free else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)
     logging.info("done: %s", path)

@@ -47,11 +47,17 @@ def blobs(
 
 
 def make_tiny_weights(
-    path: Path, depth: int = 4, width: int = 8, seed: int = 0, normalisation: str = "percentile"
+    path: Path,
+    depth: int = 4,
+    width: int = 8,
+    seed: int = 0,
+    normalisation: str = "percentile",
+    bias: bool = True,
 ) -> Path:
-    """A small DnCNN with random weights and non-trivial batch-norm statistics."""
+    """A small DnCNN with random weights and non-trivial batch-norm statistics (``bias``
+    False: a bias-free DnCNN, no batch norm)."""
     torch.manual_seed(seed)
-    model = DnCNN(depth, width)
+    model = DnCNN(depth, width, batch_norm=bias, bias=bias)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
@@ -60,7 +66,7 @@ def make_tiny_weights(
             m.bias.data.uniform_(-0.1, 0.1)
     meta = ModelMetadata(
         name="tiny-test",
-        architecture=Architecture(depth=depth, width=width),
+        architecture=Architecture(depth=depth, width=width, batch_norm=bias, bias=bias),
         normalisation=Normalisation(method=normalisation),
     )
     save_weights(model, path, meta)

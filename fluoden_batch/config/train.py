@@ -122,6 +122,12 @@ class TrainConfig(BaseModel):
     depth: int = Field(17, ge=2, le=64, description="convolution layers")
     width: int = Field(64, ge=1, le=512, description="feature channels of the hidden layers")
     batch_norm: bool = Field(True, description="dncnn only: batch norm in the hidden layers")
+    bias: bool = Field(
+        True,
+        description="dncnn only: additive biases; false: a bias-free DnCNN (Mohan et al. "
+        "2020; needs batch_norm false), whose output scales with its input, so it treats "
+        "every signal-to-noise ratio alike; init_weights with biases are taken without them",
+    )
     noise_map: bool = Field(
         False,
         description="dncnn: also give the network the noise map sqrt(a x + b) of its input "
@@ -412,6 +418,7 @@ class TrainConfig(BaseModel):
             width=self.width,
             batch_norm=self.batch_norm,
             noise_map=self.noise_map,
+            bias=self.bias,
         )
 
 

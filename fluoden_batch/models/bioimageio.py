@@ -181,6 +181,7 @@ def _network_kwargs(meta: ModelMetadata) -> dict[str, Any]:
         "low": norm.low,
         "high": norm.high,
         "scale": norm.scale,
+        "bias": arch.bias,
     }
 
 

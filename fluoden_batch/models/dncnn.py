@@ -33,6 +33,12 @@ class DnCNN(nn.Module):
     noise_map : bool
         One more input channel after the image channels: their noise standard deviation
         per pixel (same units). The output has ``in_channels`` channels.
+    bias : bool
+        Additive biases in the convolutions. ``False``: a bias-free DnCNN (Mohan,
+        Kadkhodaie, Simoncelli & Fernandez-Granda, ICLR 2020), which is then
+        positively homogeneous, ``f(s x) = s f(x)`` for ``s > 0``, so it treats an input
+        of any intensity scale (in model units: any signal-to-noise ratio) alike; only
+        without batch norm (its shift is a bias).
     """
 
     align = 1  # tiles may start anywhere
@@ -44,20 +50,23 @@ class DnCNN(nn.Module):
         in_channels: int = 1,
         batch_norm: bool = True,
         noise_map: bool = False,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if depth < 2 or width < 1 or in_channels < 1:
             raise ValueError(f"invalid DnCNN shape depth={depth} width={width}")
+        if batch_norm and not bias:
+            raise ValueError("a bias-free DnCNN has no batch norm (its shift is a bias)")
         self.depth, self.width, self.in_channels = depth, width, in_channels
-        self.batch_norm, self.noise_map = batch_norm, noise_map
+        self.batch_norm, self.noise_map, self.bias = batch_norm, noise_map, bias
         inputs = in_channels + int(noise_map)
-        layers: list[nn.Module] = [nn.Conv2d(inputs, width, 3, padding=1), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(inputs, width, 3, padding=1, bias=bias), nn.ReLU()]
         for _ in range(depth - 2):
-            layers.append(nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm))
+            layers.append(nn.Conv2d(width, width, 3, padding=1, bias=bias and not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.ReLU())
-        layers.append(nn.Conv2d(width, in_channels, 3, padding=1))
+        layers.append(nn.Conv2d(width, in_channels, 3, padding=1, bias=bias))
         self.body = nn.Sequential(*layers)
 
     @property
@@ -84,7 +93,9 @@ def fold_batch_norm(model: DnCNN) -> DnCNN:
     The result has ``batch_norm=False`` and computes the same function as ``model`` in
     eval mode (up to float rounding), with fewer operations per layer.
     """
-    folded = DnCNN(model.depth, model.width, model.in_channels, False, model.noise_map)
+    folded = DnCNN(
+        model.depth, model.width, model.in_channels, False, model.noise_map, bias=model.bias
+    )
     src = list(model.body)
     dst_convs = [m for m in folded.body if isinstance(m, nn.Conv2d)]
     i = 0
@@ -101,10 +112,25 @@ def fold_batch_norm(model: DnCNN) -> DnCNN:
             bias = (bias - bn.running_mean) * scale + bn.bias
             i += 1
         dst.weight.copy_(weight)
-        dst.bias.copy_(bias)
+        if dst.bias is not None:
+            dst.bias.copy_(bias)
         while i < len(src) and not isinstance(src[i], nn.Conv2d):
             i += 1
     return folded.eval()
+
+
+@torch.no_grad()
+def without_biases(model: DnCNN) -> DnCNN:
+    """A bias-free DnCNN with ``model``'s convolution weights (batch norm folded in first),
+    its biases dropped: a warm start for training a bias-free network (``bias=False``).
+    Not the same function: what the biases did is lost until training restores it."""
+    src = fold_batch_norm(model.eval()) if model.batch_norm else model
+    out = DnCNN(model.depth, model.width, model.in_channels, False, model.noise_map, bias=False)
+    old = [m for m in src.body if isinstance(m, nn.Conv2d)]
+    new = [m for m in out.body if isinstance(m, nn.Conv2d)]
+    for dst, conv in zip(new, old, strict=True):
+        dst.weight.copy_(conv.weight)
+    return out.eval()
 
 
 @torch.no_grad()
@@ -127,7 +153,7 @@ def grow(model: DnCNN, depth: int, noise_map: bool) -> DnCNN:
     if depth < model.depth or (model.noise_map and not noise_map):
         raise ValueError(f"cannot grow depth {model.depth} to {depth} (noise map {noise_map})")
     src = fold_batch_norm(model.eval()) if model.batch_norm else model
-    out = DnCNN(depth, model.width, model.in_channels, False, noise_map)
+    out = DnCNN(depth, model.width, model.in_channels, False, noise_map, bias=model.bias)
     old = [m for m in src.body if isinstance(m, nn.Conv2d)]
     new = [m for m in out.body if isinstance(m, nn.Conv2d)]
     first_extra = 1 + (len(old) - 2) // 2  # insert after the first half of the hidden layers
@@ -136,11 +162,13 @@ def grow(model: DnCNN, depth: int, noise_map: bool) -> DnCNN:
     for dst, i in zip(new, mapping, strict=True):
         if i is None:
             dst.weight.zero_()
-            dst.bias.zero_()
+            if dst.bias is not None:
+                dst.bias.zero_()
             for c in range(model.width):
                 dst.weight[c, c, 1, 1] = 1.0
             continue
         dst.weight.zero_()
         dst.weight[:, : old[i].weight.shape[1]] = old[i].weight
-        dst.bias.copy_(old[i].bias)
+        if dst.bias is not None:
+            dst.bias.copy_(old[i].bias)
     return out.eval()

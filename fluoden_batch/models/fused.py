@@ -53,7 +53,9 @@ class FusedDnCNN(DnCNN):
     def __init__(self, model: DnCNN) -> None:
         if model.batch_norm:
             raise ValueError("FusedDnCNN needs a model without batch norm: fold it first")
-        super().__init__(model.depth, model.width, model.in_channels, False, model.noise_map)
+        super().__init__(
+            model.depth, model.width, model.in_channels, False, model.noise_map, model.bias
+        )
         self.load_state_dict(model.state_dict())
         self.eval()
         self._convs = [m for m in self.body if isinstance(m, nn.Conv2d)]

@@ -40,7 +40,7 @@ class Architecture(BaseModel):
     """Network shape; enough to rebuild the module before loading tensors.
 
     ``dncnn``: :class:`~fluoden_batch.models.dncnn.DnCNN` (``depth``, ``width``,
-    ``in_channels``, ``batch_norm``, ``noise_map``). ``ffdnet``:
+    ``in_channels``, ``batch_norm``, ``noise_map``, ``bias``). ``ffdnet``:
     :class:`~fluoden_batch.models.ffdnet.FFDNet` (``depth``, ``width``, ``bias``,
     ``map_gain``; always with a noise map, no batch norm). ``noise_map``: the input holds
     one more channel, the noise level of every pixel.
@@ -53,7 +53,7 @@ class Architecture(BaseModel):
     in_channels: int = Field(1, ge=1)
     batch_norm: bool = True
     noise_map: bool = Field(False, description="the noise map is an input channel")
-    bias: bool = Field(True, description="ffdnet: additive biases (False: bias-free)")
+    bias: bool = Field(True, description="additive biases (False: bias-free)")
     map_gain: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="ffdnet: factor on the noise map"
     )
@@ -64,16 +64,17 @@ class Architecture(BaseModel):
             self.batch_norm or self.in_channels != 1 or not self.noise_map or not self.map_gain
         ):
             raise ValueError("an ffdnet has a noise map, no batch norm, 1 channel, a map_gain")
-        if self.name == "dncnn" and (not self.bias or self.map_gain is not None):
-            raise ValueError("bias and map_gain are ffdnet fields")
+        if self.name == "dncnn" and self.map_gain is not None:
+            raise ValueError("map_gain is an ffdnet field")
+        if self.name == "dncnn" and self.batch_norm and not self.bias:
+            raise ValueError("a bias-free dncnn has no batch norm (its shift is a bias)")
         return self
 
     def describe(self) -> str:
         """Short text, e.g. ``DnCNN 10x32, batch norm`` or ``FFDNet 15x64, noise map``."""
         kind = "FFDNet" if self.name == "ffdnet" else "DnCNN"
-        extras = [
-            t for t, on in (("batch norm", self.batch_norm), ("noise map", self.noise_map)) if on
-        ]
+        flags = (("batch norm", self.batch_norm), ("noise map", self.noise_map))
+        extras = [t for t, on in (*flags, ("bias-free", not self.bias)) if on]
         return ", ".join([f"{kind} {self.depth}x{self.width}", *extras])
 
     @classmethod
@@ -96,6 +97,7 @@ class Architecture(BaseModel):
             in_channels=model.in_channels,
             batch_norm=model.batch_norm,
             noise_map=model.noise_map,
+            bias=model.bias,
         )
 
 
@@ -270,7 +272,7 @@ def build_model(a: Architecture) -> Denoiser:
     if a.name == "ffdnet":
         assert a.map_gain is not None
         return FFDNet(a.depth, a.width, a.map_gain, a.bias)
-    return DnCNN(a.depth, a.width, a.in_channels, a.batch_norm, a.noise_map)
+    return DnCNN(a.depth, a.width, a.in_channels, a.batch_norm, a.noise_map, a.bias)
 
 
 def load_trainable(path: Path) -> tuple[Denoiser, ModelMetadata]:

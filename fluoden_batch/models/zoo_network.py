@@ -51,6 +51,8 @@ class FluodenDnCNN(nn.Module):
         Percentiles (in %) of the window.
     scale : float
         ``noise`` method: ``hi - lo = scale * sigma``.
+    bias : bool
+        Additive biases in the convolutions (False: a bias-free DnCNN).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class FluodenDnCNN(nn.Module):
         low: float = 0.1,
         high: float = 99.9,
         scale: float = 40.0,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if method not in ("percentile", "noise"):
@@ -70,13 +73,13 @@ class FluodenDnCNN(nn.Module):
         self.low, self.high, self.scale = float(low), float(high), float(scale)
         # module attributes, not globals: TorchScript compiles no global floats
         self.sigma_floor, self.outlier_limit, self.mad = SIGMA_FLOOR, OUTLIER_LIMIT, GAUSSIAN_MAD
-        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1, bias=bias), nn.ReLU()]
         for _ in range(depth - 2):
-            layers.append(nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm))
+            layers.append(nn.Conv2d(width, width, 3, padding=1, bias=bias and not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.ReLU())
-        layers.append(nn.Conv2d(width, 1, 3, padding=1))
+        layers.append(nn.Conv2d(width, 1, 3, padding=1, bias=bias))
         self.body = nn.Sequential(*layers)
         high_pass = torch.tensor(DB2_HIGH_PASS, dtype=torch.float64).flip(0)
         self.register_buffer(

@@ -25,7 +25,7 @@ from rich.progress import (
 
 from fluoden_batch.config.train import TrainConfig, TrainConfigError
 from fluoden_batch.errors import FluodenError, ModelError
-from fluoden_batch.models.dncnn import DnCNN, grow
+from fluoden_batch.models.dncnn import DnCNN, grow, without_biases
 from fluoden_batch.models.weights import (
     Architecture,
     Denoiser,
@@ -141,17 +141,23 @@ def _init_model(config: TrainConfig) -> tuple[Denoiser, str | None]:
         )
     if meta.architecture != arch:
         assert isinstance(start, DnCNN)
-        log.info("growing %s (depth %d) into depth %d", path.name, start.depth, arch.depth)
-        start = grow(start, arch.depth, arch.noise_map)
+        if start.depth != arch.depth or start.noise_map != arch.noise_map:
+            log.info("growing %s (depth %d) into depth %d", path.name, start.depth, arch.depth)
+            start = grow(start, arch.depth, arch.noise_map)
+        if not arch.bias and start.bias:
+            log.info("starting from %s without its biases (a bias-free network)", path.name)
+            start = without_biases(start)
     model.load_state_dict(start.state_dict())
     return model, file_digest(path)
 
 
 def _growable(old: Architecture, new: Architecture) -> bool:
-    """Whether :func:`~fluoden_batch.models.dncnn.grow` turns ``old`` into ``new``."""
+    """Whether :func:`~fluoden_batch.models.dncnn.grow` (and, for a bias-free ``new``,
+    :func:`~fluoden_batch.models.dncnn.without_biases`) turns ``old`` into ``new``."""
     return (
         old.name == new.name == "dncnn"
         and not new.batch_norm
+        and (old.bias or not new.bias)
         and old.width == new.width
         and old.in_channels == new.in_channels
         and old.depth <= new.depth

@@ -67,12 +67,13 @@ def fmd_package(tmp_path_factory: pytest.TempPathFactory, offline: None) -> Path
     return export_package("dncnn-fmd", tmp_path_factory.mktemp("zoo") / "dncnn-fmd.zip")
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("normalisation", ["noise", "percentile"])
 @pytest.mark.parametrize("name", ["demo", "odd", "zeros", "flat"])
 def test_package_network_equals_fluoden_per_plane(
-    tmp_path: Path, normalisation: str, name: str
+    tmp_path: Path, normalisation: str, name: str, bias: bool
 ) -> None:
-    weights = make_tiny_weights(tmp_path / "w.safetensors", normalisation=normalisation)
+    weights = make_tiny_weights(tmp_path / "w.safetensors", normalisation=normalisation, bias=bias)
     net, meta = zoo_network_of(weights)
     plane = planes()[name]
     window = net.window(torch.from_numpy(plane).double())
