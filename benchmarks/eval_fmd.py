@@ -21,6 +21,7 @@ import argparse
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,20 @@ def nlm(image: np.ndarray) -> np.ndarray:
     return np.clip(classical.nlm(image, sigma), 0, 255)
 
 
+def fmd_images(
+    fmd: Path, types: list[str] | None = None
+) -> Iterator[tuple[str, str, np.ndarray, np.ndarray]]:
+    """``(level, type, noisy, gt)`` of every image of ``fmd`` (an ``fmd_dev`` folder), level
+    by level, in file order; of ``types`` only when given. Float64 grey levels."""
+    for level in LEVELS:
+        for path in sorted((fmd / level).glob("*.png")):
+            kind = path.stem.rsplit("_", 1)[0]
+            if types is not None and kind not in types:
+                continue
+            noisy = io.imread(path).astype(np.float64)
+            yield level, kind, noisy, io.imread(fmd / "gt" / path.name).astype(np.float64)
+
+
 def evaluate(
     weights: str | Path,
     fmd: Path,
@@ -72,25 +87,19 @@ def evaluate(
     module = Dihedral(loaded.module) if tta else loaded.module
     scores: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
     infer = []
-    for level in LEVELS:
-        for path in sorted((fmd / level).glob("*.png")):
-            kind = path.stem.rsplit("_", 1)[0]
-            if types is not None and kind not in types:
-                continue
-            noisy = io.imread(path).astype(np.float64)
-            gt = io.imread(fmd / "gt" / path.name).astype(np.float64)
-            t0 = time.perf_counter()
-            out = denoise_whole(
-                module, noisy, clip=(0.0, 255.0), normalisation=loaded.metadata.normalisation
-            )
-            infer.append(time.perf_counter() - t0)
-            scores[(level, kind, "noisy")].append(fmd_scores(noisy, gt, 255.0))
-            scores[(level, kind, "model")].append(fmd_scores(out, gt, 255.0))
-            for method, image in (("noisy", noisy), ("model", out)):  # as most papers do
-                full = (psnr(image, gt, 255.0), ssim(image, gt, 255.0))
-                scores[(level, kind, f"{method}_full")].append(full)
-            if level == "raw" and nlm_baseline:
-                scores[(level, kind, "nlm")].append(fmd_scores(nlm(noisy), gt, 255.0))
+    for level, kind, noisy, gt in fmd_images(fmd, types):
+        t0 = time.perf_counter()
+        out = denoise_whole(
+            module, noisy, clip=(0.0, 255.0), normalisation=loaded.metadata.normalisation
+        )
+        infer.append(time.perf_counter() - t0)
+        scores[(level, kind, "noisy")].append(fmd_scores(noisy, gt, 255.0))
+        scores[(level, kind, "model")].append(fmd_scores(out, gt, 255.0))
+        for method, image in (("noisy", noisy), ("model", out)):  # as most papers do
+            full = (psnr(image, gt, 255.0), ssim(image, gt, 255.0))
+            scores[(level, kind, f"{method}_full")].append(full)
+        if level == "raw" and nlm_baseline:
+            scores[(level, kind, "nlm")].append(fmd_scores(nlm(noisy), gt, 255.0))
     return scores, loaded.metadata.name, float(np.mean(infer))
 
 

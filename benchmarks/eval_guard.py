@@ -25,16 +25,15 @@ writes ``benchmarks/results/eval_guard_<name>.md``.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from eval_fmd import DATA, LEVELS, RESULTS, fmd_images
 from safetensors.torch import load_file
 from scipy.ndimage import uniform_filter
-from skimage import io
 
 from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model
@@ -44,9 +43,6 @@ from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train import denoise_whole
 from fluoden_batch.train.checkpoint import read_state
 
-DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
-LEVELS = ["raw", "avg2", "avg4", "avg8", "avg16"]
-RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = [(k, kappa) for k in (9, 17, 33) for kappa in (1.0, 1.5, 2.0)]
 
 
@@ -86,21 +82,15 @@ def main() -> None:
     fmd = DATA / "fmd_dev"
     scores: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     started = time.perf_counter()
-    for level in LEVELS:
-        for path in sorted((fmd / level).glob("*.png")):
-            kind = path.stem.rsplit("_", 1)[0]
-            if kind not in types:
-                continue
-            z = io.imread(path).astype(np.float64)
-            gt = io.imread(fmd / "gt" / path.name).astype(np.float64)
-            d = denoise_whole(module, z, clip=(0.0, 255.0), normalisation=normalisation)
-            d = d.astype(np.float64)
-            a, b = plane_noise(z)
-            scores[(level, kind, "noisy")].append(fmd_scores(z, gt, 255.0)[0])
-            scores[(level, kind, "model")].append(fmd_scores(d, gt, 255.0)[0])
-            for k, kappa in VARIANTS:
-                out = np.clip(guard(z, d, a, b, k, kappa), 0.0, 255.0)
-                scores[(level, kind, f"k{k} x{kappa:g}")].append(fmd_scores(out, gt, 255.0)[0])
+    for level, kind, z, gt in fmd_images(fmd, types):
+        d = denoise_whole(module, z, clip=(0.0, 255.0), normalisation=normalisation)
+        d = d.astype(np.float64)
+        a, b = plane_noise(z)
+        scores[(level, kind, "noisy")].append(fmd_scores(z, gt, 255.0)[0])
+        scores[(level, kind, "model")].append(fmd_scores(d, gt, 255.0)[0])
+        for k, kappa in VARIANTS:
+            out = np.clip(guard(z, d, a, b, k, kappa), 0.0, 255.0)
+            scores[(level, kind, f"k{k} x{kappa:g}")].append(fmd_scores(out, gt, 255.0)[0])
     methods = ["noisy", "model"] + [f"k{k} x{kappa:g}" for k, kappa in VARIANTS]
     lines = [
         f"| level | type | {' | '.join(methods)} |",
