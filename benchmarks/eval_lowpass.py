@@ -7,10 +7,22 @@ input's lowest frequencies back: it gains where the model shifted local intensit
 (dimmed or brightened structures: a bias), and loses the low-frequency noise the model
 had removed. A large gain says the model is biased on that data.
 
+Whether to do it can be decided per image without a reference: ``SURE`` picks, among
+``s`` in 0 (no restoration), 1, 2, 4, 8 px and a blend ``z + w (d_s - z)`` with ``w`` in
+0, 0.5, 0.75, 1 (``w = 0``: the input), the output of lowest Stein's unbiased risk
+estimate (Stein 1981) for heteroscedastic Gaussian noise of variance ``v = a d + b``
+(``(a, b)`` the image's Poisson-Gaussian estimate): ``mean((out - z)^2) - mean(v) + 2
+mean(v * div)``, the divergence from one Rademacher probe and one more forward pass
+(Monte-Carlo SURE, Ramani, Blu & Unser 2008). It assumes spatially white noise, so it is
+applied only where the lag-1 correlation of the residual is under 0.3 (the threshold of
+``fluoden_batch.train.adapt``), else the model's output is kept.
+
 For each leave-types-out fold model of ``train_fmd.py``: every ``fmd_dev`` image of the
 types it never saw (``out of fold``) and of the types it trained on (``in fold``), every
-level, FMD scoring (four 256x256 crops, peak 255), the model and ``d + G_s * r`` for
-``s`` in 1, 2, 4, 8 px (reflecting borders, truncated at 3 s), clipped to 0..255.
+level, FMD scoring (four 256x256 crops, peak 255), the model, ``d + G_s * r`` for ``s`` in
+1, 2, 4, 8 px (reflecting borders, truncated at 3 s) and the SURE choice, clipped to
+0..255. Then the W2S pairs no model trained on (FOV 037-040, channels 1 and 2) with the
+fold-A model, scale-invariant PSNR (``eval_w2s.py``).
 
 Usage (repository root)::
 
@@ -30,14 +42,55 @@ from pathlib import Path
 import numpy as np
 import torch
 from eval_fmd import DATA, LEVELS, RESULTS, fmd_images
+from eval_w2s import pairs, scale_invariant_psnr
 from scipy.ndimage import gaussian_filter
 from train_fmd import held_out_types
 
 from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model
+from fluoden_batch.models.normalise import normalisation_range, plane_noise
+from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train import denoise_whole
 
 SIGMAS = (1.0, 2.0, 4.0, 8.0)
+WEIGHTS = (0.0, 0.5, 0.75, 1.0)  # SURE: the blend z + w (d_s - z)
+CORRELATED = 0.3  # SURE only where the residual's lag-1 correlation is under this
+
+
+def lag1_correlation(r: np.ndarray) -> float:
+    """Lag-1 autocorrelation of ``r`` (mean of Y and X)."""
+    r = r - r.mean()
+    return float(((r[1:] * r[:-1]).mean() + (r[:, 1:] * r[:, :-1]).mean()) / 2 / (r * r).mean())
+
+
+def sure_choice(module: torch.nn.Module, norm: Normalisation, z: np.ndarray) -> tuple:
+    """The model's output ``d`` and the SURE-chosen output (module docstring), with the
+    chosen ``(s, w)`` (``(0, 1)``: the model's output, also where the noise is correlated)."""
+    window = normalisation_range(z, norm)
+
+    def model(x: np.ndarray) -> np.ndarray:
+        return denoise_whole(module, x, norm=window, normalisation=norm).astype(np.float64)
+
+    d = model(z)
+    if lag1_correlation(z - d) >= CORRELATED:
+        return d, d, (0.0, 1.0)
+    a, b = plane_noise(z)
+    v = np.maximum(a * d + b, 1e-3)
+    probe = np.random.default_rng(0).choice([-1.0, 1.0], size=z.shape)
+    eps = 0.05 * float(np.sqrt(v.mean()))
+    jp = (model(z + eps * probe) - d) / eps  # the Jacobian of the model times the probe
+    best = (np.inf, d, (0.0, 1.0))
+    for s in (0.0, *SIGMAS):
+        ds, js = d, jp
+        if s:
+            ds = d + gaussian_filter(z - d, s, mode="reflect", truncate=3.0)
+            js = jp + gaussian_filter(probe - jp, s, mode="reflect", truncate=3.0)
+        for w in WEIGHTS:
+            out, jo = z + w * (ds - z), (1 - w) * probe + w * js
+            risk = float(((out - z) ** 2).mean() - v.mean() + 2 * (v * probe * jo).mean())
+            if risk < best[0]:
+                best = (risk, out, (s, w))
+    return d, best[1], best[2]
 
 
 def restore_low(noisy: np.ndarray, denoised: np.ndarray, sigma: float) -> np.ndarray:
@@ -53,18 +106,23 @@ def score(weights: Path, types: list[str], fmd: Path) -> dict:
     norm = loaded.metadata.normalisation
     scores: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for level, kind, z, gt in fmd_images(fmd, types):
-        d = denoise_whole(loaded.module, z, clip=(0, 255), normalisation=norm).astype(np.float64)
+        d, chosen, (s_chosen, w_chosen) = sure_choice(loaded.module, norm, z)
+        d = np.clip(d, 0, 255)
         scores[(level, kind, "noisy")].append(fmd_scores(z, gt, 255.0)[0])
         scores[(level, kind, "model")].append(fmd_scores(d, gt, 255.0)[0])
         for s in SIGMAS:
             out = restore_low(z, d, s)
             scores[(level, kind, f"s{s:g}")].append(fmd_scores(out, gt, 255.0)[0])
+        sure = fmd_scores(np.clip(chosen, 0, 255), gt, 255.0)[0]
+        scores[(level, kind, "SURE")].append(sure)
+        scores[(level, kind, "SURE s")].append(s_chosen)
+        scores[(level, kind, "SURE w")].append(w_chosen)
     return scores
 
 
 def table(scores: dict) -> list[str]:
     """Markdown rows: per level, each type and the mean over the types."""
-    cols = ["noisy", "model", *(f"s{s:g}" for s in SIGMAS)]
+    cols = ["noisy", "model", *(f"s{s:g}" for s in SIGMAS), "SURE", "SURE s", "SURE w"]
     lines = [
         "| level | type | " + " | ".join(cols) + " |",
         "|---|---|" + "---:|" * len(cols),
@@ -81,6 +139,23 @@ def table(scores: dict) -> list[str]:
             name = f"**{kind}**" if kind == "mean" else kind
             lines.append(f"| {level} | {name} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
     return lines
+
+
+def w2s_rows(weights: Path, w2s: Path) -> list[str]:
+    """Markdown rows: scale-invariant PSNR of the W2S pairs no model trained on."""
+    loaded = load_model(weights)
+    rows, totals = [], []
+    for name, noisy, clean in pairs(w2s):
+        d, chosen, (s, w) = sure_choice(loaded.module, loaded.metadata.normalisation, noisy)
+        d = np.clip(d, 0, 255)
+        vals = [scale_invariant_psnr(noisy, clean), scale_invariant_psnr(d, clean)]
+        vals += [scale_invariant_psnr(restore_low(noisy, d, s2), clean) for s2 in SIGMAS]
+        vals.append(scale_invariant_psnr(np.clip(chosen, 0, 255), clean))
+        totals.append(vals)
+        rows.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {s:g} | {w:g} |")
+    mean = np.mean(totals, axis=0)
+    rows.append("| **mean** | " + " | ".join(f"{v:.2f}" for v in mean) + " | | |")
+    return rows
 
 
 def main() -> None:
@@ -101,6 +176,7 @@ def main() -> None:
         other = "B" if fold == "A" else "A"
         out_of_fold.update(score(weights, held_out_types(fold), args.data))
         in_fold.update(score(weights, held_out_types(other), args.data))
+    w2s = w2s_rows(args.fold_a, DATA / "w2s_train")
     command = (
         f"PYTHONPATH=.:benchmarks python benchmarks/eval_lowpass.py {args.fold_a} "
         f"{args.fold_b} --name {args.name} --threads {args.threads}"
@@ -123,6 +199,14 @@ def main() -> None:
             "the rest seen in training)",
             "",
             *table(in_fold),
+            "",
+            f"## W2S pairs no model trained on (`{args.fold_a}`; scale-invariant PSNR, dB)",
+            "",
+            "| pair | noisy | model | "
+            + " | ".join(f"s{s:g}" for s in SIGMAS)
+            + " | SURE | SURE s | SURE w |",
+            "|---|" + "---:|" * (len(SIGMAS) + 5),
+            *w2s,
             "",
         ]
     )

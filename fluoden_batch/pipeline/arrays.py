@@ -21,7 +21,7 @@ from fluoden_batch.config import DenoiseOptions
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.ngff import default_axes, validate_axes
 from fluoden_batch.io.source import SUPPORTED_DTYPES
-from fluoden_batch.pipeline.params import channel_values, choose_method
+from fluoden_batch.pipeline.params import channel_values, choose_method, planned_detail
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.block import cast_output
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
@@ -70,7 +70,9 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
     lazy = isinstance(array, da.Array)
     chunks = array.chunksize if lazy else (1,) * (array.ndim - 2) + array.shape[-2:]
     blocks = plan_blocks(array.shape, block_shape(array.shape, chunks, options.block_min))
-    values = channel_values(options, array, axes, "the array", blocks, method.metadata, notes)
+    name = "the array"
+    values = channel_values(options, array, axes, name, blocks, method.metadata, notes)
+    detail, values = planned_detail(options, array, axes, name, method, values, notes)
     dtype = np.dtype(array.dtype if options.dtype == "same" else options.dtype)
     job = JobSpec(
         source=None,
@@ -89,6 +91,7 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
         channel_levels=values.levels,
         mask_sigma=options.mask_sigma,
         tta=options.tta,
+        channel_detail=detail,
     )
     model = job.model()  # the halo is the model's receptive radius
     out = None if lazy else np.empty(array.shape, dtype=dtype)

@@ -17,7 +17,7 @@ refused unless ``--overwrite``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from fluoden_batch.models.weights import (
     ModelMetadata,
     Normalisation,
     file_digest,
+    load_model,
     load_trainable,
     resolve_weights,
     shipped_models,
@@ -45,10 +46,14 @@ from fluoden_batch.pipeline.statistics import (
     channel_centres,
     channel_levels,
     channel_noise,
+    channel_planes,
     channel_ranges,
     gat_parameters,
 )
 from fluoden_batch.restore.classical import CLASSICAL
+from fluoden_batch.restore.detail import Detail, choose_detail, sure_plane
+from fluoden_batch.restore.inference import Dihedral
+from fluoden_batch.restore.protocols import PlaneParams, whole
 from fluoden_batch.restore.tiles import Block
 
 __all__ = [
@@ -59,6 +64,7 @@ __all__ = [
     "choose_method",
     "choose_model",
     "cluster_centres",
+    "planned_detail",
     "planned_noise",
     "stored",
 ]
@@ -295,3 +301,60 @@ def channel_values(
             sigmas = tuple((hi - lo) / norm.scale for lo, hi in ranges)
         noise = planned_noise(array, axes, name, notes, stored("channel_noise"), sigmas)
     return ChannelValues(ranges, noise, centres, levels)
+
+
+def planned_detail(
+    cfg: DenoiseOptions,
+    array: Any,
+    axes: str,
+    name: str,
+    method: Method,
+    values: ChannelValues,
+    notes: list[str],
+    stored: Callable[[str], Any] = lambda key: None,
+) -> tuple[tuple[Detail, ...] | None, ChannelValues]:
+    """``--detail sure``: one :class:`~fluoden_batch.restore.detail.Detail` per channel,
+    chosen by SURE on a sample of the input (:func:`~fluoden_batch.restore.detail.
+    choose_detail`), or reused from the run being resumed (``channel_detail``); None for
+    ``--detail off``. Needs the channel's Poisson-Gaussian ``(a, b)``: estimated here when
+    the run has none yet (returned in the values, to be stored); a channel whose noise
+    cannot be estimated keeps the model's output, with a note.
+
+    The model runs here, on the machine that plans (twice per sampled plane: the plane and
+    the plane plus a small probe), as :func:`~fluoden_batch.restore.protocols.whole` runs
+    it on every block (same window, tiles, precision, ``--tta``).
+    """
+    if cfg.detail == "off":
+        return None, values
+    noise = values.noise
+    if noise is None:
+        try:
+            noise = planned_noise(array, axes, name, notes, stored("channel_noise"))
+        except InputError as exc:
+            notes.append(f"warning: --detail sure keeps the model's output: {exc}")
+            return tuple(Detail() for _ in values.ranges), values
+        values = replace(values, noise=noise)
+    old = stored("channel_detail")
+    if old:
+        notes.append("detail restoration per channel: reused from the run being resumed")
+        return tuple(Detail(float(s), float(w)) for s, w in old), values
+    loaded = load_model(method.path, device=_planning_device(cfg.device))
+    network = Dihedral(loaded.module) if cfg.tta else loaded.module
+    details = []
+    for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, noise, strict=True)):
+        params = PlaneParams(lo, hi, a, b)
+
+        def model(plane: Any, params: PlaneParams = params) -> Any:
+            return whole(network, plane, params, cfg.tile, cfg.precision)
+
+        planes = channel_planes(array, axes, ch, name=name)
+        detail, why = choose_detail([sure_plane(p, model, a, b) for p in planes])
+        notes.append(f"detail restoration, channel {ch} (SURE on {len(planes)} planes): {why}")
+        details.append(detail)
+    return tuple(details), values
+
+
+def _planning_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

@@ -28,7 +28,7 @@ from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.io.store import OutputSpec, check_output_path, create_output, open_output
 from fluoden_batch.pipeline.adapt import AdaptJob, plan_adapt
-from fluoden_batch.pipeline.params import channel_values, choose_method, stored
+from fluoden_batch.pipeline.params import channel_values, choose_method, planned_detail, stored
 from fluoden_batch.pipeline.statistics import peak_to_peak
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
@@ -107,6 +107,16 @@ def plan(cfg: DenoiseConfig) -> Plan:
         notes,
         stored=lambda key: stored(cfg, out, digest, key),
     )
+    detail, values = planned_detail(
+        cfg,
+        source.array,
+        source.meta.axes,
+        source.spec.describe(),
+        method,
+        values,
+        notes,
+        stored=lambda key: stored(cfg, out, digest, key),
+    )
     ranges, noise, centres = values.ranges, values.noise, values.centres
     data_range = cfg.data_range
     if reference is not None and data_range is None:
@@ -122,6 +132,8 @@ def plan(cfg: DenoiseConfig) -> Plan:
         params["channel_centres"] = [list(c) for c in centres]
     if values.levels is not None:
         params["channel_levels"] = list(values.levels)
+    if detail is not None:
+        params["channel_detail"] = [[d.sigma, d.weight] for d in detail]
     spec, resumed, lock = _open_or_create(cfg, out, source, chunks, params, method.name, digest)
     labels = None
     if cfg.save_labels:
@@ -147,6 +159,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         mask_sigma=cfg.mask_sigma,
         labels=labels,
         tta=cfg.tta,
+        channel_detail=detail,
     )
     pending = blocks.without(spec.done_ids())
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]

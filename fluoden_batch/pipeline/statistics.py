@@ -232,6 +232,33 @@ def channel_noise(
     return tuple(result)
 
 
+def channel_planes(
+    array: zarr.Array,
+    axes: str,
+    channel: int,
+    count: int = 4,
+    side: int = 512,
+    name: str | None = None,
+) -> list[np.ndarray]:
+    """Up to ``count`` Y/X regions of at most ``side`` pixels a side of ``channel``,
+    spread evenly over all its planes and places (as :func:`channel_noise` spreads its
+    regions): a small deterministic sample that does not depend on the block layout, to
+    run the model on at planning. Unreadable regions are skipped; ``name`` names the
+    input in the error when none can be read."""
+    c = axes.find("c")
+    lead = [idx for idx in np.ndindex(*array.shape[:-2]) if c < 0 or idx[c] == channel]
+    regions = plane_regions(array.shape, side)
+    planes, errors = [], []
+    for task in spread([(*idx, *r) for idx in lead for r in regions], count):
+        try:
+            planes.append(np.asarray(array[task]))
+        except Exception as exc:  # a corrupt chunk: the blocks over it fail by name
+            errors.append(f"{type(exc).__name__}: {exc}")
+    if not planes:
+        raise InputError(f"{name or array}: no sampled region could be read ({errors[0]})")
+    return planes
+
+
 def channel_levels(
     array: zarr.Array,
     axes: str,

@@ -32,6 +32,7 @@ from fluoden_batch.restore.block import (
     reference_scores,
 )
 from fluoden_batch.restore.classical import CLASSICAL
+from fluoden_batch.restore.detail import Detail, detail_radius
 from fluoden_batch.restore.inference import Dihedral, align
 from fluoden_batch.restore.protocols import PlaneParams, get_protocol
 from fluoden_batch.restore.tiles import Block, Window, halo_window
@@ -91,6 +92,9 @@ class JobSpec:
     tta : bool
         Test-time augmentation: each plane's result is the mean over its 8 flips and
         rotations (:class:`~fluoden_batch.restore.inference.Dihedral`).
+    channel_detail : tuple of Detail or None
+        Detail restoration after the model per channel index (``--detail sure``), chosen
+        once at planning; None: none.
     """
 
     source: SourceSpec | None
@@ -112,6 +116,7 @@ class JobSpec:
     mask_sigma: float = 0.0
     labels: LabelSet | None = None
     tta: bool = False
+    channel_detail: tuple[Detail, ...] | None = None
 
     def plane_params(self, channel: int) -> PlaneParams:
         """The protocol's parameters for channel index ``channel``."""
@@ -119,15 +124,18 @@ class JobSpec:
         a, b = (None, None) if self.channel_noise is None else self.channel_noise[channel]
         centres = None if self.channel_centres is None else self.channel_centres[channel]
         level = None if self.channel_levels is None else self.channel_levels[channel]
-        return PlaneParams(lo, hi, a, b, centres, self.mask_sigma, level)
+        detail = None if self.channel_detail is None else self.channel_detail[channel]
+        return PlaneParams(lo, hi, a, b, centres, self.mask_sigma, level, detail)
 
     @property
     def halo(self) -> int:
-        """Pixels read around a block beyond the model's receptive radius (label smoothing),
-        or, without a model, the classical denoiser's reach."""
+        """Pixels read around a block beyond the model's receptive radius (label smoothing,
+        the detail restoration's Gaussian), or, without a model, the classical denoiser's
+        reach."""
         label = 0 if self.channel_centres is None else smoothing_radius(self.mask_sigma)
         if self.model_path:
-            return label
+            detail = max(map(detail_radius, self.channel_detail or ()), default=0)
+            return label + detail
         return label + (CLASSICAL[self.protocol].reach or WHOLE_PLANE_HALO)
 
     def model(self) -> LoadedModel | None:

@@ -9,6 +9,8 @@ block read with its halo gives exactly the pixels of whole-image application.
 - ``whole``: ``normalise -> model -> denormalise`` (the model sees raw intensities). A
   network with a noise map (:class:`~fluoden_batch.models.ffdnet.FFDNet`) also gets
   ``sqrt(max(a x + b, 0))`` of the channel's ``(a, b)`` in model units, pixel by pixel.
+  With ``--detail sure``, then the channel's detail restoration
+  (:mod:`fluoden_batch.restore.detail`; a Gaussian that reaches its radius further).
 - ``vst``: ``gat_forward(z, a, b) -> normalise -> model -> denormalise ->
   gat_inverse(exact_unbiased)``: the generalized Anscombe transform makes
   Poisson-Gaussian noise close to unit-variance Gaussian, so a Gaussian denoiser serves
@@ -40,6 +42,7 @@ from fluoden_batch.errors import InputError
 from fluoden_batch.models.normalise import denormalise, map_parameters, normalise, with_noise_map
 from fluoden_batch.noise import gat_forward, gat_inverse
 from fluoden_batch.restore.classical import CLASSICAL
+from fluoden_batch.restore.detail import Detail, restore_detail
 from fluoden_batch.restore.inference import Network, infer_plane, needs_noise_map
 
 __all__ = [
@@ -74,6 +77,9 @@ class PlaneParams:
     level : float or None
         Typical intensity of the channel, data units (the plain classical denoisers take
         their noise std at it: :mod:`fluoden_batch.restore.classical`).
+    detail : Detail or None
+        ``whole``: the detail restoration after the model (``--detail sure``,
+        :mod:`fluoden_batch.restore.detail`); None: none.
     """
 
     lo: float
@@ -83,6 +89,7 @@ class PlaneParams:
     centres: tuple[float, ...] | None = None
     sigma: float = 0.0
     level: float | None = None
+    detail: Detail | None = None
 
 
 Protocol = Callable[[Network | None, np.ndarray, PlaneParams, int | None, str], np.ndarray]
@@ -106,7 +113,8 @@ def whole(
         Intensities in data units.
     params : PlaneParams
         ``lo``/``hi`` of the normalisation in data units; ``a``/``b`` for a network with a
-        noise map.
+        noise map; ``detail``: restored after the model
+        (:func:`~fluoden_batch.restore.detail.restore_detail`).
     tile, precision
         As in :func:`~fluoden_batch.restore.inference.infer_plane`.
 
@@ -119,7 +127,10 @@ def whole(
         if params.a is None or params.b is None:
             raise InputError("a network with a noise map needs the noise parameters a and b")
         x = with_noise_map(x, *map_parameters(params.a, params.b, params.lo, params.hi))
-    return denormalise(infer_plane(module, x, tile, precision), params.lo, params.hi)
+    out = denormalise(infer_plane(module, x, tile, precision), params.lo, params.hi)
+    if params.detail is not None and not params.detail.identity:
+        out = restore_detail(plane, out, params.detail)
+    return out
 
 
 def vst(

@@ -1,0 +1,114 @@
+"""``--detail sure`` through the batch engine: tiles equal whole planes, values stored and
+reused on resume, bad combinations refused with one line."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from conftest import write_image
+from fluoden_batch.cli import app
+from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.io.store import read_provenance
+from fluoden_batch.models import load_model
+from fluoden_batch.noise import simulate
+from fluoden_batch.pipeline import execute, plan
+from fluoden_batch.restore.detail import Detail
+from fluoden_batch.restore.protocols import whole
+
+pytestmark = pytest.mark.distributed
+
+
+def noisy(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """uint16 planes of spots and a ramp under Poisson-Gaussian noise (a = 2, b = 100)."""
+    rng = np.random.default_rng(seed)
+    h, w = shape[-2:]
+    yy, xx = np.mgrid[0:h, 0:w]
+    planes = []
+    for _ in range(int(np.prod(shape[:-2]))):
+        clean = 200 + yy + xx
+        clean = clean + 800 * (rng.random((h, w)) > 0.995)
+        planes.append(simulate(clean.astype(float), 2.0, 100.0, clip=(0, 4095), rng=rng))
+    return np.rint(np.stack(planes).reshape(shape)).astype(np.uint16)
+
+
+@settings(
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(64, 120), st.integers(64, 120)),
+    chunk=st.tuples(st.integers(24, 64), st.integers(24, 64)),
+    block_min=st.integers(24, 96),
+    tile=st.integers(32, 80),
+    sigma=st.sampled_from([1.0, 4.0, 8.0]),
+    seed=st.integers(0, 1000),
+)
+def test_tiled_detail_equals_whole_plane_application(
+    client, tiny_weights, shape, chunk, block_min, tile, sigma, seed
+):
+    """Blocks read the Gaussian's reach as more halo: every block equals the whole plane
+    (the restoration is set to a non-trivial value after planning, whatever SURE chose)."""
+    data = noisy(shape, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        inp = write_image(Path(tmp) / "in.zarr", data, "zyx", (1, *chunk))
+        cfg = DenoiseConfig(
+            input=inp,
+            output=Path(tmp) / "out.zarr",
+            model=str(tiny_weights),
+            detail="sure",
+            dtype="float32",
+            block_min=block_min,
+            tile=tile,
+        )
+        p = plan(cfg)
+        assert p.job.channel_detail is not None and p.job.channel_noise is not None
+        p.job = replace(p.job, channel_detail=(Detail(sigma, 0.75),))
+        execute(p, client)
+        got = zarr.open_array(str(Path(tmp) / "out.zarr"), path="0")[:]
+    module = load_model(tiny_weights).module
+    params = p.job.plane_params(0)
+    expected = np.stack([whole(module, data[i], params) for i in range(shape[0])])
+    assert np.abs(got - expected).max() < 1e-4 * np.ptp(data)
+
+
+def test_sure_values_are_stored_and_reused_on_resume(client, tiny_weights, tmp_path):
+    data = noisy((2, 96, 96), 1)
+    inp = write_image(tmp_path / "in.zarr", data, "zyx", (1, 48, 48))
+    cfg = DenoiseConfig(
+        input=inp, output=tmp_path / "out.zarr", model=str(tiny_weights), detail="sure"
+    )
+    first = plan(cfg)
+    assert any("detail restoration, channel 0 (SURE on" in n for n in first.notes)
+    execute(first, client)
+    params = read_provenance(tmp_path / "out.zarr")["parameters"]
+    assert params["detail"] == "sure" and len(params["channel_detail"]) == 1
+    assert len(params["channel_noise"]) == 1
+    again = plan(cfg)
+    assert any("reused from the run being resumed" in n for n in again.notes)
+    assert again.job.channel_detail == first.job.channel_detail
+    off = cfg.model_copy(update={"detail": "off"})
+    assert "detail" not in off.output_parameters()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--protocol", "vst"], "--protocol vst is not supported with it"),
+        (["--adapt", "single"], "--adapt changes the model after it"),
+    ],
+)
+def test_bad_combinations_are_one_line_exit_2(tmp_path, extra, message):
+    inp = write_image(tmp_path / "in.zarr", noisy((1, 64, 64), 2), "zyx", (1, 64, 64))
+    out = tmp_path / "out.zarr"
+    result = CliRunner().invoke(app, ["denoise", str(inp), str(out), "--detail", "sure", *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
