@@ -7,15 +7,12 @@ input's lowest frequencies back: it gains where the model shifted local intensit
 (dimmed or brightened structures: a bias), and loses the low-frequency noise the model
 had removed. A large gain says the model is biased on that data.
 
-Whether to do it can be decided per image without a reference: ``SURE`` picks, among
-``s`` in 0 (no restoration), 1, 2, 4, 8 px and a blend ``z + w (d_s - z)`` with ``w`` in
-0, 0.5, 0.75, 1 (``w = 0``: the input), the output of lowest Stein's unbiased risk
-estimate (Stein 1981) for heteroscedastic Gaussian noise of variance ``v = a d + b``
-(``(a, b)`` the image's Poisson-Gaussian estimate): ``mean((out - z)^2) - mean(v) + 2
-mean(v * div)``, the divergence from one Rademacher probe and one more forward pass
-(Monte-Carlo SURE, Ramani, Blu & Unser 2008). It assumes spatially white noise, so it is
-applied only where the lag-1 correlation of the residual is under 0.3 (the threshold of
-``fluoden_batch.train.adapt``), else the model's output is kept.
+Whether to do it can be decided per image without a reference: the ``SURE`` column is
+``fluoden denoise --detail sure`` (:mod:`fluoden_batch.restore.detail`) with each image
+as its own channel: among ``s`` in 0 (no restoration), 1, 2, 4, 8 px and a blend
+``z + w (d_s - z)`` with ``w`` in 0, 0.5, 0.75, 1 (``w = 0``: the input), the output of
+lowest Monte-Carlo SURE for the image's Poisson-Gaussian noise, where the residual says
+the noise is white (lag-1 correlation under 0.3), else the model's output.
 
 For each leave-types-out fold model of ``train_fmd.py``: every ``fmd_dev`` image of the
 types it never saw (``out of fold``) and of the types it trained on (``in fold``), every
@@ -43,61 +40,35 @@ import numpy as np
 import torch
 from eval_fmd import DATA, LEVELS, RESULTS, fmd_images
 from eval_w2s import pairs, scale_invariant_psnr
-from scipy.ndimage import gaussian_filter
 from train_fmd import held_out_types
 
 from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model
 from fluoden_batch.models.normalise import normalisation_range, plane_noise
 from fluoden_batch.models.weights import Normalisation
+from fluoden_batch.restore.detail import Detail, choose_detail, restore_detail, sure_plane
 from fluoden_batch.train import denoise_whole
 
 SIGMAS = (1.0, 2.0, 4.0, 8.0)
-WEIGHTS = (0.0, 0.5, 0.75, 1.0)  # SURE: the blend z + w (d_s - z)
-CORRELATED = 0.3  # SURE only where the residual's lag-1 correlation is under this
-
-
-def lag1_correlation(r: np.ndarray) -> float:
-    """Lag-1 autocorrelation of ``r`` (mean of Y and X)."""
-    r = r - r.mean()
-    return float(((r[1:] * r[:-1]).mean() + (r[:, 1:] * r[:, :-1]).mean()) / 2 / (r * r).mean())
 
 
 def sure_choice(module: torch.nn.Module, norm: Normalisation, z: np.ndarray) -> tuple:
-    """The model's output ``d`` and the SURE-chosen output (module docstring), with the
-    chosen ``(s, w)`` (``(0, 1)``: the model's output, also where the noise is correlated)."""
+    """The model's output ``d``, the output ``--detail sure`` gives for ``z`` as its own
+    one-plane channel (:mod:`fluoden_batch.restore.detail`, with the image's own
+    Poisson-Gaussian estimate), and the chosen ``(s, w)``."""
     window = normalisation_range(z, norm)
 
     def model(x: np.ndarray) -> np.ndarray:
-        return denoise_whole(module, x, norm=window, normalisation=norm).astype(np.float64)
+        return denoise_whole(module, x, norm=window, normalisation=norm)
 
-    d = model(z)
-    if lag1_correlation(z - d) >= CORRELATED:
-        return d, d, (0.0, 1.0)
-    a, b = plane_noise(z)
-    v = np.maximum(a * d + b, 1e-3)
-    probe = np.random.default_rng(0).choice([-1.0, 1.0], size=z.shape)
-    eps = 0.05 * float(np.sqrt(v.mean()))
-    jp = (model(z + eps * probe) - d) / eps  # the Jacobian of the model times the probe
-    best = (np.inf, d, (0.0, 1.0))
-    for s in (0.0, *SIGMAS):
-        ds, js = d, jp
-        if s:
-            ds = d + gaussian_filter(z - d, s, mode="reflect", truncate=3.0)
-            js = jp + gaussian_filter(probe - jp, s, mode="reflect", truncate=3.0)
-        for w in WEIGHTS:
-            out, jo = z + w * (ds - z), (1 - w) * probe + w * js
-            risk = float(((out - z) ** 2).mean() - v.mean() + 2 * (v * probe * jo).mean())
-            if risk < best[0]:
-                best = (risk, out, (s, w))
-    return d, best[1], best[2]
+    d = model(z).astype(np.float64)
+    detail, _ = choose_detail([sure_plane(z, model, *plane_noise(z))])
+    return d, restore_detail(z, d, detail).astype(np.float64), (detail.sigma, detail.weight)
 
 
 def restore_low(noisy: np.ndarray, denoised: np.ndarray, sigma: float) -> np.ndarray:
     """``denoised + G_sigma * (noisy - denoised)``, clipped to 0..255 (float64)."""
-    residual = noisy - denoised
-    low = gaussian_filter(residual, sigma, mode="reflect", truncate=3.0)
-    return np.clip(denoised + low, 0, 255)
+    return np.clip(restore_detail(noisy, denoised, Detail(sigma, 1.0)), 0, 255).astype(np.float64)
 
 
 def score(weights: Path, types: list[str], fmd: Path) -> dict:

@@ -11,6 +11,7 @@ it). Nothing is written and nothing resumes: for that, give paths.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dask
@@ -27,6 +28,8 @@ from fluoden_batch.restore.block import cast_output
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
 
 __all__ = ["array_axes", "denoise_array"]
+
+log = logging.getLogger(__name__)
 
 
 def array_axes(array: Any, axes: str | None) -> str:
@@ -63,6 +66,11 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
     numpy.ndarray or dask.array.Array
         Same shape; dtype ``options.dtype`` (``same``: the input's). NumPy in, NumPy out;
         Dask in, a lazy Dask array out (one task per block).
+
+    Notes
+    -----
+    The planning notes a store run prints (the noise parameters, the ``--detail`` choice,
+    warnings) go to this module's logger, warnings at WARNING, the rest at INFO.
     """
     axes = array_axes(array, options.axes)
     notes: list[str] = []
@@ -73,6 +81,8 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
     name = "the array"
     values = channel_values(options, array, axes, name, blocks, method.metadata, notes)
     detail, values = planned_detail(options, array, axes, name, method, values, notes)
+    for note in notes:  # what a store run prints at planning
+        (log.warning if note.startswith("warning") else log.info)(note)
     dtype = np.dtype(array.dtype if options.dtype == "same" else options.dtype)
     job = JobSpec(
         source=None,

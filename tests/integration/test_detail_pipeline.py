@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+import fluoden_batch as fb
 from conftest import write_image
 from fluoden_batch.cli import app
 from fluoden_batch.config import DenoiseConfig
@@ -112,3 +113,12 @@ def test_bad_combinations_are_one_line_exit_2(tmp_path, extra, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_an_array_run_logs_its_choice(tiny_weights, caplog):
+    """Arrays have no OUT to record it in: the choice goes to the log."""
+    data = noisy((1, 96, 96), 3)[0]
+    with caplog.at_level("INFO", logger="fluoden_batch.pipeline.arrays"):
+        out = fb.denoise(data, model=str(tiny_weights), detail="sure", dtype="float32")
+    assert out.shape == data.shape and np.isfinite(out).all()
+    assert "detail restoration, channel 0 (SURE on 1 planes)" in caplog.text
