@@ -25,7 +25,8 @@ keeps a model from making a clean input worse, up to the estimate's precision.
 
 Measured (``benchmarks/eval_lowpass.py``): on FMD sample types the models never saw, the
 white-noise types gain 0.4-2 dB; on held-out W2S widefield pairs, where the reference is
-a separate 400-frame mean, the choice loses up to 0.5 dB. So it is off by default.
+a separate 400-frame mean, the choice costs 0.27 dB on average (up to 0.66). So it is
+off by default.
 
 Everything here is pixel-wise or a Gaussian of reach :func:`detail_radius`, so a block
 read with that much more halo gives exactly the pixels of whole-plane application.
