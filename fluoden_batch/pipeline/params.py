@@ -322,7 +322,8 @@ def planned_detail(
 
     The model runs here, on the machine that plans (twice per sampled plane: the plane and
     the plane plus a small probe), as :func:`~fluoden_batch.restore.protocols.whole` runs
-    it on every block (same window, tiles, precision, ``--tta``).
+    it on every block (same window, tiles, ``--tta``; the run's precision where this
+    machine has CUDA, else fp32: a CPU login node can plan a bf16 GPU run).
     """
     if cfg.detail == "off":
         return None, values
@@ -338,14 +339,16 @@ def planned_detail(
     if old:
         notes.append("detail restoration per channel: reused from the run being resumed")
         return tuple(Detail(float(s), float(w)) for s, w in old), values
-    loaded = load_model(method.path, device=_planning_device(cfg.device))
+    device = _planning_device(cfg.device)
+    precision = cfg.precision if device.startswith("cuda") else "fp32"
+    loaded = load_model(method.path, device=device)
     network = Dihedral(loaded.module) if cfg.tta else loaded.module
     details = []
     for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, noise, strict=True)):
         params = PlaneParams(lo, hi, a, b)
 
         def model(plane: Any, params: PlaneParams = params) -> Any:
-            return whole(network, plane, params, cfg.tile, cfg.precision)
+            return whole(network, plane, params, cfg.tile, precision)
 
         planes = channel_planes(array, axes, ch, name=name)
         detail, why = choose_detail([sure_plane(p, model, a, b) for p in planes])
@@ -355,6 +358,9 @@ def planned_detail(
 
 
 def _planning_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    """``device`` where this machine has it, else the CPU (``--device cuda`` with a
+    scheduler or profile is checked on the workers, not here)."""
+    has_cuda = torch.cuda.is_available()
+    if device == "auto" or (device.startswith("cuda") and not has_cuda):
+        return "cuda" if has_cuda else "cpu"
     return device

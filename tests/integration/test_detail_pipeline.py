@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,14 +19,16 @@ from typer.testing import CliRunner
 import fluoden_batch as fb
 from conftest import write_image
 from fluoden_batch.cli import app
-from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.config import DenoiseConfig, DenoiseOptions
 from fluoden_batch.io.store import read_provenance
 from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model
 from fluoden_batch.noise import simulate
 from fluoden_batch.pipeline import execute, plan
+from fluoden_batch.pipeline.params import channel_values, choose_method, planned_detail
 from fluoden_batch.restore.detail import Detail
 from fluoden_batch.restore.protocols import whole
+from fluoden_batch.restore.tiles import block_shape, plan_blocks
 
 pytestmark = pytest.mark.distributed
 
@@ -143,3 +146,19 @@ def test_shipped_default_with_detail_is_not_worse_than_avg16_inputs(fmd_dir):
             before.append(fmd_scores(z.astype(np.float64), gt, 255.0)[0])
             after.append(fmd_scores(np.clip(out, 0, 255), gt, 255.0)[0])
         assert np.mean(after) >= np.mean(before), (kind, np.mean(before), np.mean(after))
+
+
+def test_a_cpu_machine_plans_a_bf16_gpu_run(tiny_weights):
+    """With a scheduler or profile the blocks run on GPU workers while a CPU login node
+    plans: SURE then runs the model in fp32 here instead of failing on bf16."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the run's precision is used")
+    data = noisy((1, 96, 96), 4)
+    options = DenoiseOptions(model=str(tiny_weights), detail="sure", precision="bf16")
+    notes: list[str] = []
+    method = choose_method(options.model_copy(update={"precision": "fp32"}), notes)
+    blocks = plan_blocks(data.shape, block_shape(data.shape, data.shape, 2048))
+    values = channel_values(options, data, "zyx", "x", blocks, method.metadata, notes)
+    details, values = planned_detail(options, data, "zyx", "x", method, values, notes)
+    assert details is not None and len(details) == 1 and values.noise is not None
+    assert any("detail restoration, channel 0" in n for n in notes)
