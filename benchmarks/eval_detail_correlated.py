@@ -36,14 +36,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from eval_fmd import DATA, LEVELS, RESULTS, fmd_images
-from scipy.ndimage import gaussian_filter
 from train_fmd import held_out_types
 
 from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model
 from fluoden_batch.models.normalise import normalisation_range, plane_noise
 from fluoden_batch.noise.simulate import correlate
-from fluoden_batch.restore.detail import SIGMAS, TRUNCATE, WEIGHTS, lag1_correlation
+from fluoden_batch.restore.detail import (
+    Detail,
+    candidate_risks,
+    lag1_correlation,
+    restore_detail,
+)
 from fluoden_batch.train import denoise_whole
 
 WHITE = np.random.default_rng(123).normal(0, 1, (512, 512))
@@ -70,19 +74,11 @@ def correlated_sure(module: torch.nn.Module, norm, z: np.ndarray) -> tuple:
     p = np.random.default_rng(0).choice([-1.0, 1.0], size=z.shape)
     sv = np.sqrt(v)
     sigma_p = sv * correlate(correlate(sv * p, rho), rho)
-    jp = (model(z + 0.05 * float(np.sqrt(v.mean())) * p) - d) / (0.05 * float(np.sqrt(v.mean())))
-    best = (np.inf, d, (0.0, 1.0))
-    for s in SIGMAS:
-        ds, js = d, jp
-        if s:
-            ds = d + gaussian_filter(z - d, s, mode="reflect", truncate=TRUNCATE)
-            js = jp + gaussian_filter(p - jp, s, mode="reflect", truncate=TRUNCATE)
-        for w in WEIGHTS:
-            out, jo = z + w * (ds - z), (1 - w) * p + w * js
-            risk = float(((out - z) ** 2).mean() - v.mean() + 2 * (sigma_p * jo).mean())
-            if risk < best[0]:
-                best = (risk, out, (s, w))
-    return d, best[1], best[2], rho
+    eps = 0.05 * float(np.sqrt(v.mean()))
+    jp = (model(z + eps * p) - d) / eps
+    risks = candidate_risks(z, d, p, jp, sigma_p, float(v.sum()))
+    s, w = min(risks, key=risks.__getitem__)
+    return d, restore_detail(z, d, Detail(s, w)).astype(np.float64), (s, w), rho
 
 
 def main() -> None:

@@ -46,10 +46,16 @@ from fluoden_batch.metrics import fmd_scores
 from fluoden_batch.models import load_model
 from fluoden_batch.models.normalise import normalisation_range, plane_noise
 from fluoden_batch.models.weights import Normalisation
-from fluoden_batch.restore.detail import Detail, choose_detail, restore_detail, sure_plane
+from fluoden_batch.restore.detail import SIGMAS as CANDIDATES
+from fluoden_batch.restore.detail import (
+    Detail,
+    choose_detail,
+    restore_detail,
+    sure_plane,
+)
 from fluoden_batch.train import denoise_whole
 
-SIGMAS = (1.0, 2.0, 4.0, 8.0)
+SIGMAS = tuple(s for s in CANDIDATES if s)  # the restorations alone (0: the model)
 
 
 def sure_choice(module: torch.nn.Module, norm: Normalisation, z: np.ndarray) -> tuple:

@@ -46,6 +46,7 @@ __all__ = [
     "WEIGHTS",
     "Detail",
     "SurePlane",
+    "candidate_risks",
     "choose_detail",
     "detail_radius",
     "lag1_correlation",
@@ -166,7 +167,40 @@ def sure_plane(
     probe = np.random.default_rng(seed).choice([-1.0, 1.0], size=z.shape)
     eps = 0.05 * float(np.sqrt(v.mean()))
     jp = (np.asarray(model(z + eps * probe), dtype=np.float64) - d) / eps  # Jacobian x probe
-    noise = float(v.sum())
+    risks = candidate_risks(z, d, probe, jp, v * probe, float(v.sum()))
+    return SurePlane(risks, z.size, lag1_correlation(z - d))
+
+
+def candidate_risks(
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    probe: np.ndarray,
+    jacobian_probe: np.ndarray,
+    covariance_probe: np.ndarray,
+    noise: float,
+) -> dict[tuple[float, float], float]:
+    """SURE of every candidate ``(s, w)``, summed over the plane's pixels.
+
+    Parameters
+    ----------
+    noisy, denoised : ndarray, shape (H, W)
+        The model's input ``z`` and output ``d``, data units.
+    probe : ndarray, shape (H, W)
+        The Monte-Carlo probe ``p`` (zero mean, unit variance per pixel).
+    jacobian_probe : ndarray, shape (H, W)
+        The model's Jacobian times the probe, ``J p``.
+    covariance_probe : ndarray, shape (H, W)
+        The noise covariance times the probe, ``Sigma p`` (white noise: ``v * p``).
+    noise : float
+        ``trace(Sigma)``, the noise variance summed over the pixels.
+
+    Returns
+    -------
+    dict of (sigma, weight) -> float
+        ``sum((out - z)^2) - trace(Sigma) + 2 (Sigma p) . (J_out p)`` per candidate, data
+        units squared; ``J_out p`` follows from ``J p`` because ``out`` is linear in ``d``.
+    """
+    z, d, jp = noisy, denoised, jacobian_probe
     risks = {}
     for s in SIGMAS:
         ds, js = d, jp
@@ -175,8 +209,10 @@ def sure_plane(
             js = jp + _low(probe - jp, s)
         for w in WEIGHTS:
             out, jo = z + w * (ds - z), (1 - w) * probe + w * js
-            risks[(s, w)] = float(((out - z) ** 2).sum() - noise + 2 * (v * probe * jo).sum())
-    return SurePlane(risks, z.size, lag1_correlation(z - d))
+            risks[(s, w)] = float(
+                ((out - z) ** 2).sum() - noise + 2 * (covariance_probe * jo).sum()
+            )
+    return risks
 
 
 def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str]:
