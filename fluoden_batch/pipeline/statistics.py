@@ -211,12 +211,9 @@ def channel_noise(
     """
     c = axes.find("c")
     n_channels = array.shape[c] if c >= 0 else 1
-    lead = list(np.ndindex(*array.shape[:-2]))
-    regions = plane_regions(array.shape, side)
     result = []
     for ch in range(n_channels):
-        planes = [idx for idx in lead if c < 0 or idx[c] == ch]
-        tasks = spread([(*idx, *r) for idx in planes for r in regions], max_blocks)
+        tasks = channel_regions(array, axes, ch, max_blocks, side)
         found = [estimate_region(array, t) for t in tasks]
         good = [e for e in found if isinstance(e, NoiseEstimate)]
         try:
@@ -232,6 +229,18 @@ def channel_noise(
     return tuple(result)
 
 
+def channel_regions(
+    array: zarr.Array, axes: str, channel: int, count: int, side: int
+) -> list[tuple]:
+    """Up to ``count`` index tuples of Y/X regions of at most ``side`` pixels a side of
+    ``channel`` (every leading axis an int), spread evenly over all its planes and places:
+    a deterministic sample that does not depend on the block layout."""
+    c = axes.find("c")
+    lead = [idx for idx in np.ndindex(*array.shape[:-2]) if c < 0 or idx[c] == channel]
+    regions = plane_regions(array.shape, side)
+    return spread([(*idx, *r) for idx in lead for r in regions], count)
+
+
 def channel_planes(
     array: zarr.Array,
     axes: str,
@@ -240,16 +249,11 @@ def channel_planes(
     side: int = 512,
     name: str | None = None,
 ) -> list[np.ndarray]:
-    """Up to ``count`` Y/X regions of at most ``side`` pixels a side of ``channel``,
-    spread evenly over all its planes and places (as :func:`channel_noise` spreads its
-    regions): a small deterministic sample that does not depend on the block layout, to
-    run the model on at planning. Unreadable regions are skipped; ``name`` names the
-    input in the error when none can be read."""
-    c = axes.find("c")
-    lead = [idx for idx in np.ndindex(*array.shape[:-2]) if c < 0 or idx[c] == channel]
-    regions = plane_regions(array.shape, side)
+    """The regions of :func:`channel_regions` (as :func:`channel_noise` samples them),
+    read: a small sample to run the model on at planning. Unreadable regions are skipped;
+    ``name`` names the input in the error when none can be read."""
     planes, errors = [], []
-    for task in spread([(*idx, *r) for idx in lead for r in regions], count):
+    for task in channel_regions(array, axes, channel, count, side):
         try:
             planes.append(np.asarray(array[task]))
         except Exception as exc:  # a corrupt chunk: the blocks over it fail by name
