@@ -37,7 +37,6 @@ from fluoden_batch.models.weights import (
     ModelMetadata,
     Normalisation,
     file_digest,
-    load_model,
     load_trainable,
     resolve_weights,
     shipped_models,
@@ -50,6 +49,7 @@ from fluoden_batch.pipeline.statistics import (
     channel_ranges,
     gat_parameters,
 )
+from fluoden_batch.pipeline.worker import worker_model
 from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.detail import Detail, choose_detail, sure_plane
 from fluoden_batch.restore.inference import Dihedral
@@ -341,7 +341,7 @@ def planned_detail(
         return tuple(Detail(float(s), float(w)) for s, w in old), values
     device = _planning_device(cfg.device)
     precision = cfg.precision if device.startswith("cuda") else "fp32"
-    loaded = load_model(method.path, device=device)
+    loaded = worker_model(method.path, method.digest, device)  # the block tasks here reuse it
     network = Dihedral(loaded.module) if cfg.tta else loaded.module
     details = []
     for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, noise, strict=True)):
