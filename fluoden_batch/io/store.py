@@ -20,6 +20,7 @@ empty directory where OUT existed before, and a rerun accepts either.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+import zarr.core.sync
 
 from fluoden_batch.errors import OutputError
 from fluoden_batch.io.lock import LOCK_DIR, LOCK_FILE, OutputLock, check_owner
@@ -355,9 +357,26 @@ def open_output(
 def _undo_creation(out: Path, existed: bool) -> None:
     """Remove what an unfinished creation left, the lock included, and ``out`` itself if
     it did not exist before (best effort: a rerun clears whatever is left)."""
+    _settle_zarr_writes()
     with contextlib.suppress(OSError):
         clear_output(out)
         (out / LOCK_DIR / LOCK_FILE).unlink()
         (out / LOCK_DIR).rmdir()
         if not existed:
             out.rmdir()
+
+
+def _settle_zarr_writes(timeout: float = 30.0) -> None:
+    """Wait (at most ``timeout`` seconds) for the writes zarr still has in flight.
+
+    zarr writes a node's metadata and its parents' concurrently; when one write fails (no
+    space left), zarr raises at once while the others go on, and one landing after the
+    cleanup would bring back a file the cleanup had removed.
+    """
+
+    async def others() -> None:
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    zarr.core.sync.sync(others())

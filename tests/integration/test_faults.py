@@ -221,6 +221,35 @@ def test_disk_full_at_every_step_of_creating_out_then_rerun(small_fs, tmp_path):
     assert {"cannot write to", "cannot create", "later"} <= set(seen), seen
 
 
+def test_failed_creation_waits_for_zarr_writes_still_in_flight(small_fs, tmp_path, monkeypatch):
+    """zarr writes an array's metadata and its group's at once; when one fails for want of
+    space the other may land later. Here it is held back 0.3 s: the failed creation still
+    leaves nothing behind once it has landed (CI saw OUT's zarr.json come back)."""
+    import zarr.storage._local as local
+    from typer.testing import CliRunner
+
+    from fluoden_batch.cli import app
+
+    put = local._put
+
+    def late_put(path, value, exclusive=False):
+        if exclusive:  # zarr's write of the parent group's metadata, if not there yet
+            time.sleep(0.3)
+        return put(path, value, exclusive)
+
+    monkeypatch.setattr(local, "_put", late_put)
+    weights = make_tiny_weights(tmp_path / "w.safetensors", depth=4, width=8)
+    data = np.random.default_rng(2).integers(0, 4000, (2, 64, 64), dtype=np.uint16)
+    inp = write_image(tmp_path / "in.zarr", data, "zyx", (1, 32, 32))
+    out = small_fs / "out.zarr"
+    filler = fill(small_fs, 2)  # room for the lock and the group, not for the array
+    result = CliRunner().invoke(app, ["denoise", str(inp), str(out), "--model", str(weights)])
+    filler.unlink()
+    time.sleep(0.6)
+    assert result.exit_code == 2 and "cannot create" in result.output, result.output
+    assert not out.exists(), sorted(out.rglob("*"))
+
+
 def test_unfinished_creation_of_out_is_redone_by_the_rerun(dataset, clean_run):
     """What a run killed while creating OUT leaves (its lock, a group without provenance
     or markers folder) does not block the rerun."""
