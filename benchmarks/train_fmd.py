@@ -91,6 +91,7 @@ def make_config(
     noise_map: bool = False,
     correlated: float = 0.0,
     bias_free: bool = False,
+    match: bool = False,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD for the folds to stay honest)."""
@@ -134,6 +135,7 @@ def make_config(
             f"on FMD pairs (all noise levels -> 50-frame mean) of {', '.join(types)} and W2S "
             f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches"
             f"{f' (lag-1 correlation 0..{correlated})' if correlated else ''}. "
+            f"{'References fitted to the brightness of their inputs. ' if match else ''}"
             f"Whole-image protocol, {normalisation} normalisation per plane."
         ),
         output=output,
@@ -149,6 +151,7 @@ def make_config(
         clean_dir=w2s / "avg400",
         clean_glob=f"target_avg400_{w2s_main}.tif",
         extra_pairs=extra,
+        match_brightness=match,
         normalisation=normalisation,
         val_keys=[f"raw-{kind}/4" for kind in types],
         synthetic_fraction=synthetic,
@@ -182,6 +185,7 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     suffix += "_ffdnet" if ffdnet else "_map" if config.noise_map else ""
     suffix += "_corr" if config.noise_correlation else ""
     suffix += "_biasfree" if not config.bias else ""
+    suffix += "_matched" if config.match_brightness else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
     path = RESULTS / f"train_fmd_{fold}{suffix}.md"
@@ -270,6 +274,12 @@ def main() -> None:
         action="store_true",
         help="a bias-free DnCNN (no biases, no batch norm; Mohan et al. 2020)",
     )
+    parser.add_argument(
+        "--match-brightness",
+        action="store_true",
+        help="fit each reference's gain and offset to its input (W2S's 8-bit pairs were "
+        "stretched one by one)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
     if not (DATA / "fmd_dev" / "gt").is_dir():
@@ -293,6 +303,7 @@ def main() -> None:
         noise_map=args.noise_map,
         correlated=args.correlated,
         bias_free=args.bias_free,
+        match=args.match_brightness,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -305,6 +316,7 @@ def main() -> None:
         + (" --noise-map" if args.noise_map else "")
         + (f" --correlated {args.correlated}" if args.correlated else "")
         + (" --bias-free" if args.bias_free else "")
+        + (" --match-brightness" if args.match_brightness else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)
     logging.info("done: %s", path)

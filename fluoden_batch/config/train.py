@@ -184,6 +184,14 @@ class TrainConfig(BaseModel):
         "single captures and means of 2, each against the mean of the rest of its field of "
         "view (the model then also meets cleaner, averaged inputs)",
     )
+    match_brightness: bool = Field(
+        False,
+        description="pairs: bring each clean reference to its noisy partner's brightness "
+        "(gain and offset fitted by least squares) before training and validation, for pairs "
+        "whose brightness was scaled apart (separate acquisitions; 8-bit exports stretched "
+        "one by one, as W2S's): the model then learns to remove noise, not to change "
+        "brightness",
+    )
     normalisation: Literal["percentile", "noise"] = Field(
         "percentile",
         description="model input range: 'percentile' maps the 0.1..99.9 percentile window to "
@@ -316,6 +324,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"mode {self.mode!r} needs clean_dir")
         if self.mode == "synthetic" and self.noisy_dir is not None:
             raise ValueError("mode 'synthetic' uses clean images only; drop noisy_dir")
+        if self.match_brightness and (self.noisy_dir is None or self.clean_dir is None):
+            raise ValueError("match_brightness needs noisy/clean pairs (noisy_dir and clean_dir)")
         if self.mode in NOISY_ONLY_MODES:
             if self.synthetic_fraction > 0:
                 raise ValueError(f"mode {self.mode!r} has no synthetic_fraction")

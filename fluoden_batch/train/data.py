@@ -35,6 +35,7 @@ __all__ = [
     "load_images",
     "load_noisy",
     "load_pairs",
+    "match_brightness",
     "match_pairs",
     "split_validation",
     "validation_images",
@@ -124,10 +125,67 @@ def match_pairs(
     return [(k, noisy[k], clean[k]) for k in sorted(noisy)]
 
 
+def match_brightness(
+    clean: np.ndarray,
+    noisy: np.ndarray,
+    clip: tuple[float, float] | None = None,
+    where: str = "the clean image",
+) -> np.ndarray:
+    """``clean`` mapped to ``noisy``'s brightness: ``gain * clean + offset``, fitted by least
+    squares of ``noisy`` on ``clean``.
+
+    Noise has zero mean, so where the pair shows one scene the fit recovers how the two
+    brightness scales relate (FMD's averages of the same frames: about 1 and 0). Pixels at
+    ``clip``'s limits (saturated or cut at zero in either image) are left out of the fit.
+
+    Parameters
+    ----------
+    clean, noisy : ndarray, shape (H, W)
+        The reference and its noisy partner, stored units.
+    clip : (float, float) or None
+        The stored dtype's value range, or None (floats: every pixel fits).
+    where : str
+        Names the reference in the error.
+
+    Returns
+    -------
+    ndarray, float32, shape (H, W)
+        The reference in the noisy image's units (not clipped).
+
+    Raises
+    ------
+    InputError
+        The fitted gain is not positive: the two images do not show one scene alike.
+    """
+    c = np.asarray(clean, dtype=np.float64)
+    n = np.asarray(noisy, dtype=np.float64)
+    keep = np.ones(c.shape, dtype=bool)
+    if clip is not None:
+        keep = (c > clip[0]) & (c < clip[1]) & (n > clip[0]) & (n < clip[1])
+    x, y = c[keep], n[keep]
+    var = float(x.var()) if x.size > 1 else 0.0
+    gain = float(((x - x.mean()) * (y - y.mean())).mean() / var) if var > 0 else 0.0
+    if not gain > 0:
+        raise InputError(
+            f"{where}: its brightness does not follow its noisy partner's (fitted gain "
+            f"{gain:.3g}); they do not look like one scene, so it cannot be matched"
+        )
+    offset = float(y.mean() - gain * x.mean())
+    return (gain * c + offset).astype(np.float32)
+
+
 def load_pairs(
-    noisy_dir: Path, noisy_glob: str, clean_dir: Path, clean_glob: str
+    noisy_dir: Path,
+    noisy_glob: str,
+    clean_dir: Path,
+    clean_glob: str,
+    match: bool = False,
 ) -> list[TrainImage]:
-    """Load matched (noisy, clean) pairs; see :func:`match_pairs` for the rule."""
+    """Load matched (noisy, clean) pairs; see :func:`match_pairs` for the rule.
+
+    ``match``: each reference is brought to its noisy partner's brightness
+    (:func:`match_brightness`), for pairs whose brightness was scaled apart.
+    """
     images = []
     for key, noisy_ref, clean_ref in match_pairs(noisy_dir, noisy_glob, clean_dir, clean_glob):
         noisy, clean = noisy_ref.read(), clean_ref.read()
@@ -135,16 +193,14 @@ def load_pairs(
             raise InputError(
                 f"{noisy_ref.where} {noisy.shape} and {clean_ref.where} {clean.shape} differ"
             )
-        images.append(
-            TrainImage(
-                key,
-                clean.astype(np.float32),
-                noisy.astype(np.float32),
-                _dtype_clip(clean.dtype),
-                clean_ref.where,
-                noisy_ref.where,
-            )
-        )
+        clip = _dtype_clip(clean.dtype)
+        target = clean.astype(np.float32)
+        if match:
+            noisy_clip = _dtype_clip(noisy.dtype)
+            both = clip if clip == noisy_clip else None
+            target = match_brightness(target, noisy, both, clean_ref.where)
+        noisy32 = noisy.astype(np.float32)
+        images.append(TrainImage(key, target, noisy32, clip, clean_ref.where, noisy_ref.where))
     return images
 
 

@@ -37,7 +37,13 @@ def _noisy_and_val(config: TrainConfig) -> tuple[list[Capture], list[TrainImage]
     assert config.noisy_dir is not None
     if config.clean_dir is None:  # no references: no validation (val_keys is empty)
         return load_noisy(config.noisy_dir, config.noisy_glob), []
-    images = load_pairs(config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob)
+    images = load_pairs(
+        config.noisy_dir,
+        config.noisy_glob,
+        config.clean_dir,
+        config.clean_glob,
+        config.match_brightness,
+    )
     held = set(config.val_keys)
     unknown = held - {im.key for im in images}
     if unknown or not config.val_in_training:
@@ -85,13 +91,21 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
     else:
         assert config.noisy_dir is not None and config.clean_dir is not None
         images = load_pairs(
-            config.noisy_dir, config.noisy_glob, config.clean_dir, config.clean_glob
+            config.noisy_dir,
+            config.noisy_glob,
+            config.clean_dir,
+            config.clean_glob,
+            config.match_brightness,
         )
     for source in config.extra_pairs:
         images += [
             replace(im, key=f"{source.prefix}/{im.key}")
             for im in load_pairs(
-                source.noisy_dir, source.noisy_glob, source.clean_dir, source.clean_glob
+                source.noisy_dir,
+                source.noisy_glob,
+                source.clean_dir,
+                source.clean_glob,
+                config.match_brightness,
             )
         ]
     train_images, val = split_validation(images, config.val_keys)

@@ -31,7 +31,13 @@ from fluoden_batch.models.normalise import normalise, percentile_range
 from fluoden_batch.models.weights import METADATA_KEY, Architecture, file_digest, shipped_models
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, denoise_whole, train, validation_psnr
-from fluoden_batch.train.data import PatchSampler, load_images, load_pairs, match_pairs
+from fluoden_batch.train.data import (
+    PatchSampler,
+    load_images,
+    load_pairs,
+    match_brightness,
+    match_pairs,
+)
 from fluoden_batch.train.sources import load_data
 
 SIZE = 48
@@ -133,6 +139,76 @@ def test_config_rejects_bad_fields(pair_dirs: tuple[Path, Path], tmp_path: Path)
         _config(pair_dirs, tmp_path, a_range=None)
     with pytest.raises(ValidationError, match="noisy_dir"):
         _config(pair_dirs, tmp_path, mode="synthetic")
+
+
+def _scaled_pairs(root: Path, gain: float, offset: float) -> tuple[Path, Path]:
+    """Three uint8 pairs whose noisy image shows ``gain * clean + offset`` (Poisson-Gaussian,
+    clipped to 0..255): references stretched apart from their inputs."""
+    rng = np.random.default_rng(11)
+    (root / "noisy").mkdir(parents=True)
+    (root / "clean").mkdir()
+    for k in range(3):
+        clean = _clean_image(rng)
+        shown = gain * clean.astype(np.float64) + offset
+        noisy = np.clip(np.rint(simulate(shown, 2.0, 16.0, rng=rng)), 0, 255).astype(np.uint8)
+        tifffile.imwrite(root / "noisy" / f"in_{k}.tif", noisy)
+        tifffile.imwrite(root / "clean" / f"gt_{k}.tif", clean)
+    return root / "noisy", root / "clean"
+
+
+def test_match_brightness_fits_gain_and_offset(tmp_path: Path) -> None:
+    """References stretched apart from their inputs come back to the inputs' brightness;
+    without ``match`` they load as stored."""
+    noisy_dir, clean_dir = _scaled_pairs(tmp_path, 0.6, 14.0)
+    plain = load_pairs(noisy_dir, "in_*.tif", clean_dir, "gt_*.tif")
+    matched = load_pairs(noisy_dir, "in_*.tif", clean_dir, "gt_*.tif", match=True)
+    for before, after in zip(plain, matched, strict=True):
+        gain, offset = np.polyfit(before.clean.ravel(), after.clean.ravel(), 1)
+        assert gain == pytest.approx(0.6, abs=0.02) and offset == pytest.approx(14.0, abs=1.5)
+        np.testing.assert_array_equal(after.noisy, before.noisy)
+
+
+def test_match_brightness_leaves_saturated_pixels_out(tmp_path: Path) -> None:
+    """Where the noisy image saturates (its blobs shown 2.5x as bright), the fit that leaves
+    pixels at the dtype's limits out finds the gain; one that keeps them finds it low."""
+    noisy_dir, clean_dir = _scaled_pairs(tmp_path, 2.5, 5.0)
+    image = load_pairs(noisy_dir, "in_*.tif", clean_dir, "gt_*.tif")[0]
+    assert (image.noisy == 255).mean() > 0.01
+    gains = [
+        np.polyfit(
+            image.clean.ravel(), match_brightness(image.clean, image.noisy, clip).ravel(), 1
+        )[0]
+        for clip in ((0.0, 255.0), None)
+    ]
+    assert gains[0] == pytest.approx(2.5, abs=0.05) and gains[1] < 2.3
+
+
+def test_match_brightness_refuses_an_unrelated_reference(tmp_path: Path) -> None:
+    noisy_dir, clean_dir = _scaled_pairs(tmp_path, 0.6, 14.0)
+    inverted = 255 - tifffile.imread(clean_dir / "gt_1.tif")
+    tifffile.imwrite(clean_dir / "gt_1.tif", inverted)
+    with pytest.raises(InputError, match=r"gt_1\.tif: its brightness does not follow"):
+        load_pairs(noisy_dir, "in_*.tif", clean_dir, "gt_*.tif", match=True)
+
+
+def test_training_with_match_brightness_validates_on_matched_references(
+    tmp_path: Path,
+) -> None:
+    """``match_brightness``: validation scores against the matched reference too (the noisy
+    input scores higher against it than against the stretched one), and the option is
+    refused without pairs."""
+    pairs = _scaled_pairs(tmp_path / "pairs", 0.6, 14.0)
+    noisy_db = {}
+    for match in (False, True):
+        config = _config(
+            pairs, tmp_path, match_brightness=match, val_keys=["2"], steps=2, val_every=2
+        )
+        result = train(config, progress=False)
+        assert result.metadata is not None
+        noisy_db[match] = result.metadata.training["val_noisy_psnr_db"]
+    assert noisy_db[True] > noisy_db[False] + 3
+    with pytest.raises(ValidationError, match="match_brightness needs noisy/clean pairs"):
+        _config(pairs, tmp_path, mode="synthetic", noisy_dir=None, match_brightness=True)
 
 
 def test_correlated_synthetic_noise_is_drawn_and_recorded(
