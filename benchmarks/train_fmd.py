@@ -92,6 +92,7 @@ def make_config(
     correlated: float = 0.0,
     bias_free: bool = False,
     match: bool = False,
+    seed: int = 0,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD for the folds to stay honest)."""
@@ -165,7 +166,7 @@ def make_config(
         lr_schedule="cosine",
         init_weights=init,
         lr_min_ratio=0.02,
-        seed=0,
+        seed=seed,
         device="auto",
         channels_last=True,
         val_every=250,
@@ -186,6 +187,7 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     suffix += "_corr" if config.noise_correlation else ""
     suffix += "_biasfree" if not config.bias else ""
     suffix += "_matched" if config.match_brightness else ""
+    suffix += f"_seed{config.seed}" if config.seed else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
     path = RESULTS / f"train_fmd_{fold}{suffix}.md"
@@ -280,6 +282,7 @@ def main() -> None:
         help="fit each reference's gain and offset to its input (W2S's 8-bit pairs were "
         "stretched one by one)",
     )
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the run")
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
     if not (DATA / "fmd_dev" / "gt").is_dir():
@@ -304,6 +307,7 @@ def main() -> None:
         correlated=args.correlated,
         bias_free=args.bias_free,
         match=args.match_brightness,
+        seed=args.seed,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -317,6 +321,7 @@ def main() -> None:
         + (f" --correlated {args.correlated}" if args.correlated else "")
         + (" --bias-free" if args.bias_free else "")
         + (" --match-brightness" if args.match_brightness else "")
+        + (f" --seed {args.seed}" if args.seed else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)
     logging.info("done: %s", path)

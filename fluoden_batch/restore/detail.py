@@ -23,10 +23,12 @@ model's residual on the sample reaches :data:`CORRELATED` (camera noise of widef
 microscopes), nothing is changed. ``w = 0`` is a candidate, so on white noise SURE also
 keeps a model from making a clean input worse, up to the estimate's precision.
 
-Measured (``benchmarks/eval_lowpass.py``): on FMD sample types the models never saw, the
-white-noise types gain 0.4-2 dB; on held-out W2S widefield pairs, where the reference is
-a separate 400-frame mean, the choice costs 0.27 dB on average (up to 0.66). So it is
-off by default.
+Measured (``benchmarks/eval_lowpass.py``): with the fold models of ``dncnn-fmd-v1``'s
+recipe, which had learned to change brightness, the white-noise FMD types they never saw
+gain 0.4-2 dB and held-out W2S widefield pairs lose 0.27 dB on average (SURE undoes part
+of a brightness change that the scale-invariant W2S score ignores). With the shipped
+recipe's (references matched to their inputs' brightness): +0.05 dB at raw, +0.59 dB at
+avg16 (where models lower nearly clean inputs), +0.05 dB on W2S. Off by default so far.
 
 Everything here is pixel-wise or a Gaussian of reach :func:`detail_radius`, so a block
 read with that much more halo gives exactly the pixels of whole-plane application.
