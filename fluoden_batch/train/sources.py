@@ -27,6 +27,18 @@ Sampler = PatchSampler | BlindSpotSampler
 Capture = tuple[str, np.ndarray, str]  # key, noisy image float32 (H, W), where it is
 
 
+def _pairs(config: TrainConfig) -> list[TrainImage]:
+    """The pairs of ``noisy_dir`` and ``clean_dir`` (brightness-matched if the config says)."""
+    assert config.noisy_dir is not None and config.clean_dir is not None
+    return load_pairs(
+        config.noisy_dir,
+        config.noisy_glob,
+        config.clean_dir,
+        config.clean_glob,
+        config.match_brightness,
+    )
+
+
 def _noisy_and_val(config: TrainConfig) -> tuple[list[Capture], list[TrainImage]]:
     """Noisy-only modes: the training captures and the validation images.
 
@@ -37,13 +49,7 @@ def _noisy_and_val(config: TrainConfig) -> tuple[list[Capture], list[TrainImage]
     assert config.noisy_dir is not None
     if config.clean_dir is None:  # no references: no validation (val_keys is empty)
         return load_noisy(config.noisy_dir, config.noisy_glob), []
-    images = load_pairs(
-        config.noisy_dir,
-        config.noisy_glob,
-        config.clean_dir,
-        config.clean_glob,
-        config.match_brightness,
-    )
+    images = _pairs(config)
     held = set(config.val_keys)
     unknown = held - {im.key for im in images}
     if unknown or not config.val_in_training:
@@ -89,14 +95,7 @@ def load_data(config: TrainConfig) -> tuple[Sampler, int, list[ValImage]]:
         assert config.clean_dir is not None
         images = load_images(config.clean_dir, config.clean_glob)
     else:
-        assert config.noisy_dir is not None and config.clean_dir is not None
-        images = load_pairs(
-            config.noisy_dir,
-            config.noisy_glob,
-            config.clean_dir,
-            config.clean_glob,
-            config.match_brightness,
-        )
+        images = _pairs(config)
     for source in config.extra_pairs:
         images += [
             replace(im, key=f"{source.prefix}/{im.key}")
