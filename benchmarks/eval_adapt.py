@@ -19,7 +19,8 @@ Usage (repository root)::
     PYTHONPATH=.:benchmarks python benchmarks/eval_adapt.py \\
         runs/dncnn-fmdn-A.safetensors runs/dncnn-fmdn-B.safetensors --threads 2
 
-writes ``benchmarks/results/eval_adapt_leave_types_out.md``.
+writes ``benchmarks/results/eval_adapt_leave_types_out.md`` (``--modes single``: only that
+fit, ``..._single.md``; ``--name``: a suffix for other fold models).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     def m(values: list[tuple[float, float]]) -> float:
         return float(np.mean([v[0] for v in values]))
 
+    modes = args.modes
+
     lines = [
         "# Leave-types-out FMD with `fluoden denoise --adapt`",
         "",
@@ -82,45 +85,59 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
         "",
         f"Fold models: `{args.fold_a}` (never saw {', '.join(held_out_types('A'))}) and "
         f"`{args.fold_b}` (never saw {', '.join(held_out_types('B'))}). Per held-out type: "
-        f"`--adapt n2n` on its distinct {args.fit_level} captures as a t axis, `--adapt "
-        f"single` on `<Type>_1` of {args.fit_level} alone; {args.steps} steps each (the "
-        "default), batch 16, seed 0, "
+        + " ".join(
+            {
+                "n2n": f"`--adapt n2n` on its distinct {args.fit_level} captures as a t axis;",
+                "single": f"`--adapt single` on `<Type>_1` of {args.fit_level} alone;",
+            }[mode]
+            for mode in modes
+        )
+        + f" {args.steps} steps each (the default), batch 16, seed 0, "
         f"{args.threads} CPU thread(s). FMD scoring (four 256x256 crops, peak 255), 4 images "
         "per type and level; the adapted weights are scored on every level. gt only scores.",
         "",
         "## raw (single frame): PSNR (dB)",
         "",
-        "| type | noisy | VST+NLM | fold model | n2n | single | n2n fit | single fit |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| type | noisy | VST+NLM | fold model | "
+        + " | ".join(modes)
+        + " | "
+        + " | ".join(f"{mode} fit" for mode in modes)
+        + " |",
+        "|---|" + "---:|" * (3 + 2 * len(modes)),
     ]
     for r in rows:
+        fits = [r["fit"][mode] for mode in modes]
         lines.append(
             f"| {r['type']} | {m(r['fold']['noisy/raw']):.2f} | {m(r['vst_nlm']):.2f} | "
-            f"{m(r['fold']['raw']):.2f} | {m(r['n2n']['raw']):.2f} | "
-            f"{m(r['single']['raw']):.2f} | {r['fit']['n2n']['seconds']:.0f} s, "
-            f"{r['fit']['n2n']['train_mpx']:.1f} Mpx | {r['fit']['single']['seconds']:.0f} s, "
-            f"{r['fit']['single']['train_mpx']:.1f} Mpx |"
+            f"{m(r['fold']['raw']):.2f} | "
+            + " | ".join(f"{m(r[mode]['raw']):.2f}" for mode in modes)
+            + " | "
+            + " | ".join(
+                f"{f['seconds']:.0f} s, {f['train_mpx']:.1f} Mpx, kept step {f['kept_step']}"
+                for f in fits
+            )
+            + " |"
         )
-    keys = [("noisy", "fold", "noisy/raw"), ("fold", "fold", "raw"), ("n2n", "n2n", "raw"),
-            ("single", "single", "raw")]  # fmt: skip
-    mean = {k: np.mean([m(r[src][lv]) for r in rows]) for k, src, lv in keys}
-    nlm_mean = np.mean([m(r["vst_nlm"]) for r in rows])
+    mean = {k: np.mean([m(r[k]["raw"]) for r in rows]) for k in ["fold", *modes]}
     lines += [
-        f"| **mean** | {mean['noisy']:.2f} | {nlm_mean:.2f} | {mean['fold']:.2f} | "
-        f"**{mean['n2n']:.2f}** | **{mean['single']:.2f}** | | |",
+        f"| **mean** | {np.mean([m(r['fold']['noisy/raw']) for r in rows]):.2f} | "
+        f"{np.mean([m(r['vst_nlm']) for r in rows]):.2f} | {mean['fold']:.2f} | "
+        + " | ".join(f"**{mean[mode]:.2f}**" for mode in modes)
+        + " |"
+        + " |" * len(modes),
         "",
         "## Every level: mean PSNR over the six types (dB)",
         "",
-        "| level | noisy | fold model | n2n | single |",
-        "|---|---:|---:|---:|---:|",
+        "| level | noisy | fold model | " + " | ".join(modes) + " |",
+        "|---|" + "---:|" * (2 + len(modes)),
     ]
     for lv in LEVELS:
-        vals = [np.mean([m(r[src][key]) for r in rows]) for src, key in
-                [("fold", f"noisy/{lv}"), ("fold", lv), ("n2n", lv), ("single", lv)]]  # fmt: skip
+        keys = [("fold", f"noisy/{lv}"), ("fold", lv), *((mode, lv) for mode in modes)]
+        vals = [np.mean([m(r[src][key]) for r in rows]) for src, key in keys]
         lines.append(f"| {lv} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
     lines += [
         "",
-        "## Per type and level: noisy / fold model / n2n / single (dB)",
+        f"## Per type and level: noisy / fold model / {' / '.join(modes)} (dB)",
         "",
         "| type | " + " | ".join(LEVELS) + " |",
         "|---|" + "---:|" * len(LEVELS),
@@ -130,10 +147,11 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
         cells = []
         for lv in LEVELS:
             n = m(r["fold"][f"noisy/{lv}"])
-            vals = [m(r["fold"][lv]), m(r["n2n"][lv]), m(r["single"][lv])]
+            names = ("fold", *modes)
+            vals = [m(r[name][lv]) for name in names]
             cells.append(f"{n:.2f} / " + " / ".join(f"{v:.2f}" for v in vals))
-            below += [f"{r['type']} {lv} {name}" for name, v in zip(("fold", "n2n", "single"),
-                      vals, strict=True) if v < n]  # fmt: skip
+            below += [f"{r['type']} {lv} {name}" for name, v in zip(names, vals, strict=True)
+                      if v < n]  # fmt: skip
         lines.append(f"| {r['type']} | " + " | ".join(cells) + " |")
     lines += ["", "Below the input: " + (", ".join(below) if below else "none") + ".", ""]
     return "\n".join(lines)
@@ -149,6 +167,11 @@ def main() -> None:
     parser.add_argument(
         "--fit-level", default="raw", choices=LEVELS, help="the level whose captures are fitted"
     )
+    parser.add_argument(
+        "--modes", nargs="+", default=["n2n", "single"], choices=["n2n", "single"],
+        help="the fits to run",
+    )  # fmt: skip
+    parser.add_argument("--name", default="", help="suffix of the report's name")
     args = parser.parse_args()
     if not (args.data / "gt").is_dir():
         raise SystemExit(f"FMD data not found at {args.data} (set FLUODEN_DATA or --data)")
@@ -162,22 +185,27 @@ def main() -> None:
                 captures, _ = distinct_captures(args.data / args.fit_level, kind)
                 frames = np.stack([io.imread(p) for p in captures])
                 row: dict = {"type": kind, "fold": score(weights, args.data, kind), "fit": {}}
-                for mode, data in (("n2n", frames), ("single", frames[0])):
+                for mode in args.modes:
+                    data = frames if mode == "n2n" else frames[0]
                     work = Path(tmp) / f"{kind}-{mode}"
                     work.mkdir()
                     adapted, record = fit(weights, data, mode, args.steps, work)
                     row[mode], row["fit"][mode] = score(adapted, args.data, kind), record
                 row["vst_nlm"] = vst_nlm(args.data, kind)
-                logging.info("%s raw: fold %.2f n2n %.2f single %.2f (%.0f s)", kind,
-                             *(np.mean([v[0] for v in row[k]["raw"]]) for k in
-                               ("fold", "n2n", "single")), time.perf_counter() - t0)  # fmt: skip
+                logging.info("%s raw: %s (%.0f s)", kind, ", ".join(
+                    f"{k} {np.mean([v[0] for v in row[k]['raw']]):.2f}"
+                    for k in ("fold", *args.modes)), time.perf_counter() - t0)  # fmt: skip
                 rows.append(row)
     command = (
         f"PYTHONPATH=.:benchmarks python benchmarks/eval_adapt.py {args.fold_a} {args.fold_b} "
         f"--steps {args.steps} --threads {args.threads}"
         + (f" --fit-level {args.fit_level}" if args.fit_level != "raw" else "")
+        + (f" --modes {' '.join(args.modes)}" if args.modes != ["n2n", "single"] else "")
+        + (f" --name {args.name}" if args.name else "")
     )
     suffix = "" if args.fit_level == "raw" else f"_fit-{args.fit_level}"
+    suffix += "" if args.modes == ["n2n", "single"] else "_" + "_".join(args.modes)
+    suffix += f"_{args.name}" if args.name else ""
     path = RESULTS / f"eval_adapt_leave_types_out{suffix}.md"
     path.write_text(report(rows, args, command))
     print(path.read_text())

@@ -162,6 +162,7 @@ def ensure_adapted(
                 "ran_on": ran_on,
                 "kept_step": fitted.kept_step,
                 "held_out_loss": [fitted.held_out[0], fitted.held_out[1]],
+                "held_out_criterion": fitted.criterion,
                 "skipped": fitted.skipped,
             },
         )
@@ -170,11 +171,14 @@ def ensure_adapted(
         if fitted.skipped:
             verdict = "the starting model is kept"
         elif fitted.kept_step:
-            verdict = f"kept step {fitted.kept_step}: held-out loss {start:.4g} -> {kept:.4g}"
+            verdict = (
+                f"kept step {fitted.kept_step}: held-out {fitted.criterion} {start:.4g} -> "
+                f"{kept:.4g}"
+            )
         else:
             verdict = (
-                f"the fit never lowered the held-out loss ({start:.4g}): the starting "
-                "model's weights are kept"
+                f"the fit never lowered the held-out {fitted.criterion} ({start:.4g}): the "
+                "starting model's weights are kept"
             )
         reporter.planned(
             f"adapt: {fitted.steps} steps in {fitted.seconds:.0f} s on {fitted.device} "

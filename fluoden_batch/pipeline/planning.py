@@ -12,7 +12,7 @@ asked for, so a plan of 239,121 blocks holds an index array, not 239,121 objects
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,13 @@ from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.io.store import OutputSpec, check_output_path, create_output, open_output
 from fluoden_batch.pipeline.adapt import AdaptJob, plan_adapt
-from fluoden_batch.pipeline.params import channel_values, choose_method, planned_detail, stored
+from fluoden_batch.pipeline.params import (
+    channel_values,
+    choose_method,
+    planned_detail,
+    planned_noise,
+    stored,
+)
 from fluoden_batch.pipeline.statistics import peak_to_peak
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
@@ -117,6 +123,10 @@ def plan(cfg: DenoiseConfig) -> Plan:
         notes,
         stored=lambda key: stored(cfg, out, digest, key),
     )
+    if adapt_mode == "single" and values.noise is None:  # its fit is chosen by SURE
+        old = stored(cfg, out, digest, "channel_noise")
+        noise = planned_noise(source.array, source.meta.axes, source.spec.describe(), notes, old)
+        values = replace(values, noise=noise)
     ranges, noise, centres = values.ranges, values.noise, values.centres
     data_range = cfg.data_range
     if reference is not None and data_range is None:
@@ -167,7 +177,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
     if adapt_mode is not None:
         settings = AdaptSettings(
             source.spec.describe(), source.meta.axes, ranges, adapt_mode, cfg.adapt_steps,
-            cfg.adapt_minutes, cfg.adapt_seed, method.path, digest, cfg.device,
+            cfg.adapt_minutes, cfg.adapt_seed, method.path, digest, cfg.device, noise,
         )  # fmt: skip
         adapt = AdaptJob(source.spec, settings)
     return Plan(cfg, source, job, blocks, pending, resumed, token, lock, stray, notes, adapt)

@@ -54,6 +54,7 @@ __all__ = [
     "lag1_correlation",
     "restore_detail",
     "sure_plane",
+    "sure_risk",
 ]
 
 SIGMAS = (0.0, 1.0, 2.0, 4.0, 8.0)  # px; 0: no low frequencies put back
@@ -211,10 +212,35 @@ def candidate_risks(
             js = jp + _low(probe - jp, s)
         for w in WEIGHTS:
             out, jo = z + w * (ds - z), (1 - w) * probe + w * js
-            risks[(s, w)] = float(
-                ((out - z) ** 2).sum() - noise + 2 * (covariance_probe * jo).sum()
-            )
+            risks[(s, w)] = sure_risk(z, out, jo, covariance_probe, noise)
     return risks
+
+
+def sure_risk(
+    noisy: np.ndarray,
+    out: np.ndarray,
+    jacobian_probe: np.ndarray,
+    covariance_probe: np.ndarray,
+    noise: float,
+) -> float:
+    """Monte-Carlo SURE of one estimate ``out`` of the noise-free image, summed over pixels.
+
+    ``sum((out - z)^2) - trace(Sigma) + 2 (Sigma p) . (J_out p)``: in expectation (over the
+    noise and the probe ``p``) the summed squared error of ``out`` against the noise-free
+    image, for noise of covariance ``Sigma`` (Ramani, Blu & Unser 2008).
+
+    Parameters
+    ----------
+    noisy, out : ndarray, shape (H, W) or any, the same for all arguments
+        The noisy input ``z`` and the estimate computed from it.
+    jacobian_probe : ndarray
+        ``J_out p``, the estimate's Jacobian (with respect to ``z``) times the probe.
+    covariance_probe : ndarray
+        ``Sigma p`` (white noise: the per-pixel variance times ``p``).
+    noise : float
+        ``trace(Sigma)``, the noise variance summed over the pixels.
+    """
+    return float(((out - noisy) ** 2).sum() - noise + 2 * (covariance_probe * jacobian_probe).sum())
 
 
 def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str]:

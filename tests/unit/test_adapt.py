@@ -1,5 +1,6 @@
 """The science of ``--adapt`` (fluoden_batch.train.adapt): the repeat check, the mode,
-input probes, patch sampling, Neighbor2Neighbor's sub-sampler and a seeded fit."""
+input probes, patch sampling, Neighbor2Neighbor's sub-sampler, the held-out SURE and a
+seeded fit."""
 
 from __future__ import annotations
 
@@ -14,15 +15,22 @@ from scipy.ndimage import shift
 
 from conftest import blobs, make_tiny_weights
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.weights import file_digest, load_trainable, resolve_weights
+from fluoden_batch.models.weights import (
+    file_digest,
+    load_trainable,
+    read_metadata,
+    resolve_weights,
+)
 from fluoden_batch.noise.simulate import correlate
 from fluoden_batch.train.adapt import (
     PATCH,
     AdaptSettings,
     RepeatCheck,
+    _model_units,
     adapt_model,
     check_repeats,
     choose_mode,
+    held_out_sure,
     neighbour_pair,
     patch_size,
     probe_input,
@@ -104,12 +112,14 @@ def test_patches_come_from_the_whole_dataset_normalised_per_channel():
                              indexing="ij")  # fmt: skip
     data = (c * 50_000 + t * 10_000 + h * 100 + w).astype(np.float64)
     ranges = ((0.0, 50_000.0), (-50_000.0, 50_000.0))  # channel 1 maps to 1.0 .. 1.5
-    patches = sample_patches(data, "ctyx", ranges, "n2n", np.random.default_rng(0), count=40)
+    rng = np.random.default_rng(0)
+    patches, channels = sample_patches(data, "ctyx", ranges, "n2n", rng, count=40)
     p = PATCH["n2n"]
     assert patches.shape == (40, 5, p, p) and patches.dtype == np.float32
     seen = set()
-    for patch in patches:
+    for patch, channel in zip(patches, channels, strict=True):
         ch = int(patch[0, 0, 0] >= 1.0)
+        assert channel == ch
         seen.add(ch)
         lo, hi = ranges[ch]
         raw = np.rint(patch.astype(np.float64) * (hi - lo) + lo) - ch * 50_000
@@ -119,7 +129,10 @@ def test_patches_come_from_the_whole_dataset_normalised_per_channel():
         np.testing.assert_array_equal(raw, expected)  # the same place in every frame
     assert seen == {0, 1}
     plane = np.arange(200 * 150, dtype=np.float64).reshape(200, 150)
-    single = sample_patches(plane, "yx", ((0.0, 100.0),), "single", np.random.default_rng(1), 3)
+    single, none = sample_patches(
+        plane, "yx", ((0.0, 100.0),), "single", np.random.default_rng(1), 3
+    )
+    assert list(none) == [0, 0, 0]
     q = PATCH["single"]
     assert single.shape == (3, 1, q, q)  # one frame
     for patch in single:
@@ -157,11 +170,65 @@ def test_fit_is_seeded_and_recorded(tmp_path, one_torch_thread):
     assert adapt_model(store, job).data == first.data  # same seed: the same bytes
     other = adapt_model(store, AdaptSettings(**{**job.__dict__, "seed": 1}))
     assert other.data != first.data
+    assert first.criterion == "loss"
     shipped = resolve_weights("dncnn-fmd")  # a real denoiser: its residual is white here
-    single = adapt_model(store, AdaptSettings(**{**job.__dict__, "mode": "single", "steps": 2,
-                                     "model_path": str(shipped),
-                                     "model_digest": file_digest(shipped)}))  # fmt: skip
-    assert single.skipped is None and single.steps == 2 and np.isfinite(single.final_loss)
+    single = {**job.__dict__, "mode": "single", "steps": 2, "model_path": str(shipped),
+              "model_digest": file_digest(shipped)}  # fmt: skip
+    with pytest.raises(ValueError, match="needs the channels' noise"):
+        adapt_model(store, AdaptSettings(**single))
+    fitted = adapt_model(store, AdaptSettings(**{**single, "noise": ((0.0, 64.0),)}))
+    assert fitted.skipped is None and fitted.steps == 2 and np.isfinite(fitted.final_loss)
+    assert fitted.criterion == "SURE" and fitted.held_out[1] <= fitted.held_out[0]
+    (tmp_path / "fitted.safetensors").write_bytes(fitted.data)
+    record = read_metadata(tmp_path / "fitted.safetensors").training["held_out"]
+    assert record["criterion"].startswith("Monte-Carlo SURE")
+    assert record["loss"][0][1] == pytest.approx(fitted.held_out[0], rel=1e-6)
+
+
+class Blur(torch.nn.Module):
+    """A linear denoiser: a 3 x 3 box mean of weight ``w`` blended with the input."""
+
+    def __init__(self, w: float) -> None:
+        super().__init__()
+        self.w = w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        box = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return self.w * box + (1 - self.w) * x
+
+
+def test_held_out_sure_estimates_the_error_against_the_truth():
+    rng = np.random.default_rng(0)
+    clean = np.stack([[blobs(rng, 64, count=6) / 400 + 0.1] for _ in range(48)])
+    a, b = 0.004, 0.0004  # model units: Var = a y + b
+    noisy = (clean + rng.normal(0, 1, clean.shape) * np.sqrt(a * clean + b)).astype(np.float32)
+    noise = np.tile([a, b], (len(noisy), 1))
+    cpu = torch.device("cpu")
+    # the identity: SURE is the noise variance, exactly (J = I)
+    identity = held_out_sure(torch.nn.Identity(), noisy, np.tile([0.0, b], (48, 1)), cpu)
+    assert identity == pytest.approx(b, rel=1e-3)
+    risks, errors = [], []
+    for w in (0.0, 0.3, 0.7, 1.0):
+        model = Blur(w)
+        risks.append(held_out_sure(model, noisy, noise, cpu))
+        with torch.no_grad():
+            out = model(torch.from_numpy(noisy)).double().numpy()
+        errors.append(float(((out - clean) ** 2).mean()))
+    np.testing.assert_allclose(risks, errors, rtol=0.05)
+    assert np.argmin(risks) == np.argmin(errors) != 0  # a blur beats the input here
+
+
+def test_noise_in_model_units_matches_the_normalised_variance():
+    rng = np.random.default_rng(1)
+    a, b, lo, hi = 2.0, 30.0, 100.0, 900.0
+    y = rng.uniform(150, 800, 200_000)
+    z = y + rng.normal(0, 1, y.shape) * np.sqrt(a * y + b)
+    ((ua, ub),) = _model_units(((a, b),), ((lo, hi),))
+    x_clean, x = (y - lo) / (hi - lo), (z - lo) / (hi - lo)
+    residual = (x - x_clean) ** 2
+    np.testing.assert_allclose(residual.mean(), (ua * x_clean + ub).mean(), rtol=0.02)
+    high = x_clean > 0.6
+    np.testing.assert_allclose(residual[high].mean(), (ua * x_clean[high] + ub).mean(), rtol=0.03)
 
 
 def test_residual_correlation_reads_the_noise_correlation():
@@ -184,8 +251,8 @@ def test_single_is_not_fitted_on_correlated_noise(tmp_path, one_torch_thread):
                               chunks=(128, 128))  # fmt: skip
     store[...] = clean + noise
     weights = resolve_weights("dncnn-fmd")
-    job = AdaptSettings("in.zarr", "yx", ((0.0, 600.0),),
-                   "single", 50, None, 0, str(weights), file_digest(weights), "cpu")  # fmt: skip
+    job = AdaptSettings("in.zarr", "yx", ((0.0, 600.0),), "single", 50, None, 0, str(weights),
+                        file_digest(weights), "cpu", ((0.0, 225.0),))  # fmt: skip
     fitted = adapt_model(store, job)
     assert fitted.skipped is not None and "spatially correlated" in fitted.skipped
     assert fitted.steps == 0 and fitted.kept_step == 0
