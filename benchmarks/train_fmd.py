@@ -92,10 +92,12 @@ def make_config(
     correlated: float = 0.0,
     bias_free: bool = False,
     match: bool = False,
+    grown: bool = False,
     seed: int = 0,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
-    which must not have seen FMD for the folds to stay honest)."""
+    which must not have seen FMD outside the fold for the folds to stay honest; ``grown``:
+    no batch norm, so that a shallower ``init`` is grown to ``depth``)."""
     fmd, w2s = DATA / "fmd_dev", DATA / "w2s_train"
     types = fold_types(fold)
     ffdnet = arch == "ffdnet"
@@ -143,7 +145,7 @@ def make_config(
         architecture=arch,
         depth=depth,
         width=width,
-        batch_norm=not (wide or bias_free),
+        batch_norm=not (wide or bias_free or grown),
         bias=not bias_free,
         noise_map=noise_map,
         mode="supervised",
@@ -187,6 +189,7 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     suffix += "_corr" if config.noise_correlation else ""
     suffix += "_biasfree" if not config.bias else ""
     suffix += "_matched" if config.match_brightness else ""
+    suffix += "_grown" if config.bias and not wide and not config.batch_norm else ""
     suffix += f"_seed{config.seed}" if config.seed else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
@@ -201,6 +204,9 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
         else f"bias-free DnCNN depth {config.depth}, width {config.width}, no batch norm "
         "(the initial weights with batch norm folded in and their biases dropped)"
         if not config.bias
+        else f"DnCNN depth {config.depth}, width {config.width}, no batch norm (grown from the "
+        "initial weights)"
+        if not config.batch_norm
         else f"DnCNN depth {config.depth}, width {config.width}, batch norm (folded at load)"
     )
     w2s_text = "channels 0-2 of FOV 001-036" if wide else "channel 0 of FOV 001-040"
@@ -282,6 +288,11 @@ def main() -> None:
         help="fit each reference's gain and offset to its input (W2S's 8-bit pairs were "
         "stretched one by one)",
     )
+    parser.add_argument(
+        "--grow",
+        action="store_true",
+        help="no batch norm: a shallower --init is grown to --depth (identity layers)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the run")
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
@@ -307,6 +318,7 @@ def main() -> None:
         correlated=args.correlated,
         bias_free=args.bias_free,
         match=args.match_brightness,
+        grown=args.grow,
         seed=args.seed,
     )
     result = train(config, progress=not args.no_progress)
@@ -321,6 +333,7 @@ def main() -> None:
         + (f" --correlated {args.correlated}" if args.correlated else "")
         + (" --bias-free" if args.bias_free else "")
         + (" --match-brightness" if args.match_brightness else "")
+        + (" --grow" if args.grow else "")
         + (f" --seed {args.seed}" if args.seed else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)

@@ -141,9 +141,9 @@ def _init_model(config: TrainConfig) -> tuple[Denoiser, str | None]:
         )
     if meta.architecture != arch:
         assert isinstance(start, DnCNN)
-        if start.depth != arch.depth or start.noise_map != arch.noise_map:
+        if start.depth != arch.depth or start.noise_map != arch.noise_map or start.batch_norm:
             log.info("growing %s (depth %d) into depth %d", path.name, start.depth, arch.depth)
-            start = grow(start, arch.depth, arch.noise_map)
+            start = grow(start, arch.depth, arch.noise_map)  # also folds its batch norm
         if not arch.bias and start.bias:
             log.info("starting from %s without its biases (a bias-free network)", path.name)
             start = without_biases(start)

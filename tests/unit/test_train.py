@@ -366,6 +366,16 @@ def test_fine_tuning_starts_from_the_weights(
             progress=False,
         )
     assert "trained with 'percentile' input normalisation, this run uses 'noise'" in caplog.text
+    # batch_norm = false: the start's batch norm folded, deeper or not, the same function
+    for depth in (3, 5):
+        grown = train(
+            _config(pair_dirs, tmp_path / f"g{depth}", init_weights=start, steps=1, lr=1e-30,
+                    val_keys=[], depth=depth, batch_norm=False),
+            progress=False,
+        )  # fmt: skip
+        x = torch.rand(1, 1, 20, 20)
+        with torch.no_grad():
+            torch.testing.assert_close(grown.model.eval()(x), expected.eval()(x))
 
 
 def test_fine_tuning_from_a_shipped_model_name(
