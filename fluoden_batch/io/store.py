@@ -159,9 +159,23 @@ def stored_parameter(out: Path, parameters: dict[str, Any], key: str, overwrite:
     if overwrite or not out.exists():
         return None
     old = (read_provenance(out) or {}).get("parameters") or {}
-    if any(old.get(k) != v for k, v in parameters.items()):
+    if _changed(old, parameters, keys=parameters):
         return None
     return old.get(key)
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any], keys: Any = None) -> list[str]:
+    """The parameters (of ``keys``, default all) that differ between ``old`` and ``new``.
+
+    A model is its weights: with equal ``model_digest`` values the ``model`` string (a name
+    or a path) may differ, so an output written with a default that was since renamed
+    (``dncnn-fmd`` -> ``dncnn-fmd-v2``) resumes with ``--model`` naming the same file.
+    """
+    keys = set(old) | set(new) if keys is None else set(keys)
+    same_weights = "model_digest" in new and old.get("model_digest") == new["model_digest"]
+    return sorted(
+        k for k in keys if old.get(k) != new.get(k) and not (k == "model" and same_weights)
+    )
 
 
 def create_levels(
@@ -272,11 +286,11 @@ def resume_or_clear(out: Path, params: dict[str, Any], overwrite: bool) -> bool:
     if prov is None or not (out / MARKER_DIR).is_dir():  # empty, or creation unfinished
         clear_output(out)
         return False
-    if prov.get("parameters") == params and not overwrite:
+    old = prov.get("parameters") or {}
+    changed = _changed(old, params)
+    if not changed and not overwrite:
         return True
     if not overwrite:
-        old = prov.get("parameters", {})
-        changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
         raise OutputError(
             f"{out} holds a run with other parameters ({', '.join(changed)}); "
             "pass --overwrite to replace it or choose another OUT"

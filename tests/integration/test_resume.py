@@ -56,3 +56,27 @@ def test_killed_run_resumes_only_missing_blocks_byte_identical(client, tmp_path)
     assert result.blocks_run == total - done and result.blocks_skipped == done
     assert chunk_bytes(out) == chunk_bytes(clean)
     assert not list(markers.glob("*.tmp"))
+
+
+def test_a_model_is_its_weights_when_resuming(tmp_path):
+    """The same weights under another name or path resume OUT (a renamed old default);
+    other weights under the same name are refused, naming the digest."""
+    import shutil
+
+    import fluoden_batch as fb
+    from fluoden_batch.errors import OutputError
+
+    weights = make_tiny_weights(tmp_path / "w.safetensors", depth=3, width=8)
+    data = np.random.default_rng(0).integers(0, 4000, (96, 96), dtype=np.uint16)
+    inp = write_image(tmp_path / "in.zarr", data, "yx", (32, 32))
+    out = tmp_path / "out.zarr"
+    fb.denoise(inp, out, model=str(weights), block_min=32, workers=0)
+    markers = sorted((out / MARKER_DIR).glob("*.json"))
+    markers[0].unlink()  # one block left to do
+    renamed = tmp_path / "old-default.safetensors"
+    shutil.copyfile(weights, renamed)
+    again = fb.denoise(inp, out, model=str(renamed), block_min=32, workers=0)
+    assert again.blocks_run == 1
+    make_tiny_weights(weights, depth=3, width=8, seed=1)  # other weights, the same path
+    with pytest.raises(OutputError, match=r"other parameters \(model_digest\)"):
+        fb.denoise(inp, out, model=str(weights), block_min=32, workers=0)
