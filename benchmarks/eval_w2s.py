@@ -81,7 +81,7 @@ def main() -> None:
         outs = [
             denoise_whole(loaded.module, n, clip=(0, 255), normalisation=norm) for _, n, _ in data
         ]
-        rows[f"{loaded.metadata.name} (`{spec}`)"] = [
+        rows[f"`{spec}` (metadata name {loaded.metadata.name})"] = [
             scores(o, c) for o, (_, _, c) in zip(outs, data, strict=True)
         ]
     lines = [

@@ -103,15 +103,15 @@ class DenoiseOptions(BaseModel):
         description="test-time augmentation: the mean over each plane's 8 flips and rotations "
         "(8x the model time; usually a few tenths of a dB better)",
     )
-    detail: Literal["off", "sure"] = Field(
-        "off",
+    detail: Literal["auto", "off", "sure"] = Field(
+        "auto",
         description="sure: after the model, put back the input's lowest spatial frequencies "
         "(a Gaussian of 0-8 px of the residual) and blend towards the input, by how much "
         "chosen per channel at planning by Stein's unbiased risk estimate on a sample "
         "(white noise only: spatially correlated noise keeps the model's output); "
-        "--protocol whole only. With the default model: +0.05 dB on raw FMD types it never "
-        "saw, +0.6 dB at avg16, where it keeps clean inputs from getting worse; +0.05 dB on "
-        "W2S widefield pairs",
+        "--protocol whole only. auto (the default): sure with --protocol whole and no "
+        "--adapt, else off. It keeps nearly clean inputs from getting worse (+0.6 dB at "
+        "FMD's avg16 on types the model never saw)",
     )
 
     @field_validator("device")
@@ -123,7 +123,7 @@ class DenoiseOptions(BaseModel):
 
     @model_validator(mode="after")
     def _detail_whole_protocol_only(self) -> DenoiseOptions:
-        if self.detail != "off" and self.protocol != "whole":
+        if self.detail == "sure" and self.protocol != "whole":
             raise ValueError(
                 f"--detail restores what the model of --protocol whole removed; --protocol "
                 f"{self.protocol} is not supported with it"
@@ -134,6 +134,12 @@ class DenoiseOptions(BaseModel):
     def labelled(self) -> bool:
         """Whether the run computes cluster labels (``masked``)."""
         return self.protocol == "masked"
+
+    @property
+    def restores_detail(self) -> bool:
+        """Whether the run restores detail after the model: ``detail = "sure"``, or
+        ``"auto"`` with ``protocol = "whole"``."""
+        return self.detail == "sure" or (self.detail == "auto" and self.protocol == "whole")
 
 
 class InputOptions(BaseModel):
@@ -276,6 +282,12 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
         """Whether the run computes cluster labels (``masked`` or ``save_labels``)."""
         return self.protocol == "masked" or self.save_labels
 
+    @property
+    def restores_detail(self) -> bool:
+        """As for in-memory arrays, and ``auto`` is off with ``adapt`` (the fit changes the
+        model after planning, where the restoration is tuned)."""
+        return super().restores_detail and self.adapt == "none"
+
     @model_validator(mode="after")
     def _adapt_whole_protocol_only(self) -> DenoiseConfig:
         if self.adapt != "none" and self.protocol != "whole":
@@ -287,7 +299,7 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
 
     @model_validator(mode="after")
     def _detail_without_adapt(self) -> DenoiseConfig:
-        if self.adapt != "none" and self.detail != "off":
+        if self.adapt != "none" and self.detail == "sure":
             raise ValueError(
                 "--detail sure is tuned on the model at planning, --adapt changes the model "
                 "after it; use one of them"
@@ -301,8 +313,8 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
         (they change nothing otherwise, so a ``whole`` run resumes whatever they are);
         ``save_labels`` always (it decides whether OUT holds labels for every block).
         ``cluster_backend`` is left out: the centres it fits are stored and reused.
-        ``tta`` and ``detail`` only when on, so outputs written before they existed resume
-        unchanged.
+        ``tta`` and ``detail`` only when on (``detail`` as ``"sure"``, also for ``auto``), so
+        outputs written before they existed resume unchanged.
         """
         keys = [
             "precision",
@@ -322,8 +334,8 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
             keys += ["clusters", "mask_sigma"]
         if self.tta:
             keys.append("tta")
-        if self.detail != "off":
-            keys.append("detail")
         data = self.model_dump(mode="json", include=set(keys))
+        if self.restores_detail:
+            data["detail"] = "sure"  # auto and sure alike
         data["input"] = str(self.input.expanduser().resolve())
         return data | self.pyramid_parameters() | self.adapt_parameters()

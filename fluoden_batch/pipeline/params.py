@@ -313,7 +313,8 @@ def planned_detail(
     notes: list[str],
     stored: Callable[[str], Any] = lambda key: None,
 ) -> tuple[tuple[Detail, ...] | None, ChannelValues]:
-    """``--detail sure``: one :class:`~fluoden_batch.restore.detail.Detail` per channel,
+    """``--detail sure`` (or ``auto`` where it applies: ``cfg.restores_detail``): one
+    :class:`~fluoden_batch.restore.detail.Detail` per channel,
     chosen by SURE on a sample of the input (:func:`~fluoden_batch.restore.detail.
     choose_detail`), or reused from the run being resumed (``channel_detail``); None for
     ``--detail off``. Needs the channel's Poisson-Gaussian ``(a, b)``: estimated here when
@@ -325,7 +326,7 @@ def planned_detail(
     it on every block (same window, tiles, ``--tta``; the run's precision where this
     machine has CUDA, else fp32: a CPU login node can plan a bf16 GPU run).
     """
-    if cfg.detail == "off":
+    if not cfg.restores_detail:
         return None, values
     noise = values.noise
     if noise is None:

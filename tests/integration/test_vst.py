@@ -133,7 +133,7 @@ def test_vst_run_metrics_carry_noise_near_the_truth(client, tiny_weights, two_ch
     )
     assert refused.exit_code == 2 and "protocol" in refused.output
     assert "--overwrite" in " ".join(refused.output.split())
-    redo = plan(cfg.model_copy(update={"protocol": "whole", "overwrite": True}))
+    redo = plan(cfg.model_copy(update={"protocol": "whole", "overwrite": True, "detail": "off"}))
     assert not redo.resumed and redo.job.channel_noise is None and len(redo.pending) == 8
 
 
