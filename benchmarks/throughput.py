@@ -21,9 +21,10 @@ What is measured
    core: Mpx/s from wall time between the first submission and the last block (workers
    warmed up: model loaded and the block code imported, as for the model-only runs; the
    first-use cost of a cold worker is measured by ``startup.py``), and the peak resident
-   memory of each worker process. ``--detail sure`` runs it with the detail restoration
-   (:mod:`fluoden_batch.restore.detail`); the planning time (which then runs the model on
-   the planning sample) is reported beside the blocks' wall time.
+   memory of each worker process, with ``fluoden denoise``'s default ``--detail auto``
+   (the detail restoration of :mod:`fluoden_batch.restore.detail`; ``--detail off``
+   without it); the planning time (which then runs the model on the planning sample) is
+   reported beside the blocks' wall time.
 """
 
 from __future__ import annotations
@@ -174,7 +175,10 @@ def main() -> None:
     parser.add_argument("--block-min", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.md")
     parser.add_argument(
-        "--detail", choices=["off", "sure"], default="off", help="fluoden denoise --detail"
+        "--detail",
+        choices=["auto", "off", "sure"],
+        default="auto",
+        help="fluoden denoise --detail (auto, its default, is sure here)",
     )
     args = parser.parse_args()
     cores = args.workers
@@ -185,7 +189,7 @@ def main() -> None:
         f"Machine: {describe({'torch': torch.__version__})}; {cores} cores used, "
         f"model `{args.model}`, fp32, channels-last.",
         f"Command: `python benchmarks/throughput.py{' --quick' if args.quick else ''}"
-        f"{' --detail ' + args.detail if args.detail != 'off' else ''}`",
+        f"{' --detail ' + args.detail if args.detail != 'auto' else ''}`",
         "",
     ]
     parts = {threads: gemm_parts(threads) for threads in (cores, 1)}
