@@ -26,7 +26,7 @@ import functools
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,7 +164,9 @@ def stored_parameter(out: Path, parameters: dict[str, Any], key: str, overwrite:
     return old.get(key)
 
 
-def _changed(old: dict[str, Any], new: dict[str, Any], keys: Any = None) -> list[str]:
+def _changed(
+    old: dict[str, Any], new: dict[str, Any], keys: Iterable[str] | None = None
+) -> list[str]:
     """The parameters (of ``keys``, default all) that differ between ``old`` and ``new``.
 
     A model is its weights: with equal ``model_digest`` values the ``model`` string (a name
