@@ -43,7 +43,7 @@ from skimage.registration import phase_cross_correlation
 
 from fluoden_batch import __version__
 from fluoden_batch.errors import InputError, ModelError
-from fluoden_batch.models.normalise import normalise
+from fluoden_batch.models.normalise import map_parameters, normalise
 from fluoden_batch.models.weights import (
     Architecture,
     ModelMetadata,
@@ -521,8 +521,12 @@ def adapt_model(
     pool, channels = sample_patches(array, job.axes, job.ranges, job.mode, rng)
     pool, val = pool[:-VAL], pool[-VAL:]
     if job.mode == "single":
-        units = _model_units(job.noise, job.ranges)  # type: ignore[arg-type]
-        val_noise = units[channels[-VAL:]]
+        assert job.noise is not None
+        units = [
+            map_parameters(a, b, lo, hi)
+            for (a, b), (lo, hi) in zip(job.noise, job.ranges, strict=True)
+        ]
+        val_noise = np.array(units)[channels[-VAL:]]
 
         def score(m: torch.nn.Module) -> float:
             return held_out_sure(m, val, val_noise, device)
@@ -591,7 +595,7 @@ def adapt_model(
         "skipped": skipped,
         "held_out": {
             "patches": VAL,
-            "criterion": _CRITERION[job.mode],
+            "criterion": _CRITERION[job.mode][1],
             "loss": [[k, float(f"{v:.8g}")] for k, v in scores],
             "kept_step": best[1],
             "rule": "the weights of the lowest held-out score, step 0 (the model it started "
@@ -618,28 +622,19 @@ def adapt_model(
         best[1],
         (scores[0][1], best[0]),
         skipped,
-        "loss" if job.mode == "n2n" else "SURE",
+        _CRITERION[job.mode][0],
     )
 
 
+# the held-out score of each mode: its short name and its description in the metadata
 _CRITERION = {
-    "n2n": "Noise2Noise loss (every frame against the mean of the others)",
-    "single": "Monte-Carlo SURE of the full-resolution output, white Poisson-Gaussian noise "
-    "of the channel's (a, b)",
+    "n2n": ("loss", "Noise2Noise loss (every frame against the mean of the others)"),
+    "single": (
+        "SURE",
+        "Monte-Carlo SURE of the full-resolution output, white Poisson-Gaussian noise of the "
+        "channel's (a, b)",
+    ),
 }
-
-
-def _model_units(
-    noise: tuple[tuple[float, float], ...], ranges: tuple[tuple[float, float], ...]
-) -> np.ndarray:
-    """Each channel's ``(a, b)`` (data units) in model units ``x = (z - lo) / s``,
-    ``s = hi - lo``: ``Var[x] = (a / s) x + (a lo + b) / s^2``; shape (C, 2)."""
-    return np.array(
-        [
-            (a / (hi - lo), (a * lo + b) / (hi - lo) ** 2)
-            for (a, b), (lo, hi) in zip(noise, ranges, strict=True)
-        ]
-    )
 
 
 def _loss(

@@ -15,6 +15,7 @@ from scipy.ndimage import shift
 
 from conftest import blobs, make_tiny_weights
 from fluoden_batch.errors import InputError
+from fluoden_batch.models.normalise import map_parameters
 from fluoden_batch.models.weights import (
     file_digest,
     load_trainable,
@@ -26,7 +27,6 @@ from fluoden_batch.train.adapt import (
     PATCH,
     AdaptSettings,
     RepeatCheck,
-    _model_units,
     adapt_model,
     check_repeats,
     choose_mode,
@@ -223,7 +223,7 @@ def test_noise_in_model_units_matches_the_normalised_variance():
     a, b, lo, hi = 2.0, 30.0, 100.0, 900.0
     y = rng.uniform(150, 800, 200_000)
     z = y + rng.normal(0, 1, y.shape) * np.sqrt(a * y + b)
-    ((ua, ub),) = _model_units(((a, b),), ((lo, hi),))
+    ua, ub = map_parameters(a, b, lo, hi)  # what the SURE choice converts (a, b) with
     x_clean, x = (y - lo) / (hi - lo), (z - lo) / (hi - lo)
     residual = (x - x_clean) ** 2
     np.testing.assert_allclose(residual.mean(), (ua * x_clean + ub).mean(), rtol=0.02)
