@@ -164,6 +164,7 @@ def ensure_adapted(
                 "held_out_loss": [fitted.held_out[0], fitted.held_out[1]],
                 "held_out_criterion": fitted.criterion,
                 "skipped": fitted.skipped,
+                "stopped_early": fitted.stopped,
             },
         )
         start, kept = fitted.held_out
@@ -180,6 +181,8 @@ def ensure_adapted(
                 f"the fit never lowered the held-out {fitted.criterion} ({start:.4g}): the "
                 "starting model's weights are kept"
             )
+        if fitted.stopped:
+            verdict += f" ({fitted.stopped})"
         reporter.planned(
             f"adapt: {fitted.steps} steps in {fitted.seconds:.0f} s on {fitted.device} "
             f"({ran_on}, {fitted.train_mpx:.2f} Mpx of patches); {verdict}",

@@ -69,7 +69,8 @@ def test_single_keeps_the_weights_of_lowest_sure_and_never_loses_to_its_start(
 ):
     # 24 steps of Neighbor2Neighbor raise the held-out patches' error against the truth by
     # 14 % (0.55 dB), which Neighbor2Neighbor's own held-out loss does not see (it falls
-    # from 8.97e-4 to 8.89e-4); SURE does (measured once with the step-by-step scores)
+    # from 8.97e-4 to 8.89e-4); SURE does (measured once with the step-by-step scores), so
+    # the fit keeps its start and stops after PATIENCE checks (every 3 steps) above it
     rng = np.random.default_rng(3)
     clean = blobs(rng, 512, count=200) + 20
     noisy = rng.poisson(clean / 2.0) * 2.0 + rng.normal(0, 3, clean.shape)  # a = 2, b = 9
@@ -82,6 +83,11 @@ def test_single_keeps_the_weights_of_lowest_sure_and_never_loses_to_its_start(
     assert record["held_out_criterion"] == "SURE"
     start, kept = record["held_out_loss"]
     assert kept <= start
+    # every check above the start's SURE: the fit stops after PATIENCE of them (of 8)
+    scores = read_metadata(adapted_path(tmp_path / "single.zarr")).training["held_out"]["loss"]
+    assert record["kept_step"] == 0 and [k for k, _ in scores] == [0, 3, 6, 9]
+    assert all(v >= scores[0][1] for _, v in scores) and record["steps"] == 9
+    assert "stopped at step 9 of 24" in record["stopped_early"]
     # SURE is the error against the truth up to its precision: what it keeps is not worse
     assert fitted.summary["psnr_out"] >= plain.summary["psnr_out"] - 0.05
     # a model without a noise normalisation: the run estimates (a, b) for the choice
