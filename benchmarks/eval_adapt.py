@@ -11,7 +11,8 @@ trained on that type), the run a user would make:
 
 The adapted weights (``OUT/.fluoden/adapted.safetensors``) then denoise every level of
 the type (FMD scoring: four 256x256 crops, peak 255; whole-image inference, clipped to
-0..255); gt only scores. VST+NLM (``--protocol vst-nlm``, noise estimated per image, not
+0..255), alone and followed by ``--detail sure`` tuned on each image (``fluoden
+denoise``'s default; the fold models are scored both ways too); gt only scores. VST+NLM (``--protocol vst-nlm``, noise estimated per image, not
 fitted against gt) is scored on the raw frames beside them.
 
 Usage (repository root)::
@@ -29,19 +30,22 @@ import argparse
 import logging
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import zarr
-from eval_fmd import DATA, LEVELS, RESULTS
-from finetune_n2n import distinct_captures, score
+from eval_fmd import DATA, LEVELS, RESULTS, fmd_images
+from eval_lowpass import sure_choice
+from finetune_n2n import distinct_captures
 from skimage import io
 from train_fmd import held_out_types
 
 import fluoden_batch as fb
 from fluoden_batch.io.store import read_provenance
 from fluoden_batch.metrics import fmd_scores
+from fluoden_batch.models import load_model
 from fluoden_batch.pipeline.adapt import adapted_path
 
 
@@ -70,14 +74,35 @@ def vst_nlm(fmd: Path, kind: str) -> list[tuple[float, float]]:
     return rows
 
 
+def score(weights: Path, fmd: Path, kind: str) -> dict[str, list[tuple[float, float]]]:
+    """FMD scores of ``weights`` on every image of ``kind`` (whole-image inference), alone
+    (``{level: ...}``) and followed by ``--detail sure`` tuned on that image
+    (``{"detail/<level>": ...}``, as ``fluoden denoise`` does by default), and of the noisy
+    input (``{"noisy/<level>": ...}``); lists of (PSNR dB, SSIM) per image."""
+    loaded = load_model(weights)
+    scores: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for level, _, z, gt in fmd_images(fmd, [kind]):
+        d, restored, _ = sure_choice(loaded.module, loaded.metadata.normalisation, z)
+        scores[f"noisy/{level}"].append(fmd_scores(z, gt, 255.0))
+        scores[level].append(fmd_scores(np.clip(d, 0, 255), gt, 255.0))
+        scores[f"detail/{level}"].append(fmd_scores(np.clip(restored, 0, 255), gt, 255.0))
+    return dict(scores)
+
+
 def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
-    """Markdown: per type, raw and every level, fold model -> n2n / single; VST+NLM."""
+    """Markdown: per type, raw and every level, fold model -> n2n / single, each alone and
+    with ``--detail``; VST+NLM."""
 
     def m(values: list[tuple[float, float]]) -> float:
         return float(np.mean([v[0] for v in values]))
 
     modes = args.modes
-
+    # (label, row key, level prefix): the weights alone, and with the detail restoration
+    cols = [
+        (f"{name}{' + detail' if detail else ''}", key, "detail/" if detail else "")
+        for key, name in [("fold", "fold model"), *((mode, mode) for mode in modes)]
+        for detail in (False, True)
+    ]
     lines = [
         "# Leave-types-out FMD with `fluoden denoise --adapt`",
         "",
@@ -92,52 +117,54 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
             }[mode]
             for mode in modes
         )
-        + f" {args.steps} steps each (the default), batch 16, seed 0, "
+        + f" {args.steps} steps at most (the default), batch 16, seed 0, "
         f"{args.threads} CPU thread(s). FMD scoring (four 256x256 crops, peak 255), 4 images "
-        "per type and level; the adapted weights are scored on every level. gt only scores.",
+        "per type and level; the adapted weights are scored on every level, alone and with "
+        "`--detail sure` tuned on each image (`+ detail`: what `fluoden denoise` gives by "
+        "default). gt only scores.",
         "",
         "## raw (single frame): PSNR (dB)",
         "",
-        "| type | noisy | VST+NLM | fold model | "
-        + " | ".join(modes)
+        "| type | noisy | VST+NLM | "
+        + " | ".join(label for label, _, _ in cols)
         + " | "
         + " | ".join(f"{mode} fit" for mode in modes)
         + " |",
-        "|---|" + "---:|" * (3 + 2 * len(modes)),
+        "|---|" + "---:|" * (2 + len(cols) + len(modes)),
     ]
     for r in rows:
         fits = [r["fit"][mode] for mode in modes]
         lines.append(
             f"| {r['type']} | {m(r['fold']['noisy/raw']):.2f} | {m(r['vst_nlm']):.2f} | "
-            f"{m(r['fold']['raw']):.2f} | "
-            + " | ".join(f"{m(r[mode]['raw']):.2f}" for mode in modes)
+            + " | ".join(f"{m(r[key][pre + 'raw']):.2f}" for _, key, pre in cols)
             + " | "
             + " | ".join(
-                f"{f['seconds']:.0f} s, {f['train_mpx']:.1f} Mpx, kept step {f['kept_step']}"
+                f"{f['seconds']:.0f} s, {f['steps']} steps, {f['train_mpx']:.1f} Mpx, kept "
+                f"step {f['kept_step']}"
                 for f in fits
             )
             + " |"
         )
-    mean = {k: np.mean([m(r[k]["raw"]) for r in rows]) for k in ["fold", *modes]}
+    means = [np.mean([m(r[key][pre + "raw"]) for r in rows]) for _, key, pre in cols]
     lines += [
         f"| **mean** | {np.mean([m(r['fold']['noisy/raw']) for r in rows]):.2f} | "
-        f"{np.mean([m(r['vst_nlm']) for r in rows]):.2f} | {mean['fold']:.2f} | "
-        + " | ".join(f"**{mean[mode]:.2f}**" for mode in modes)
+        f"{np.mean([m(r['vst_nlm']) for r in rows]):.2f} | "
+        + " | ".join(f"**{v:.2f}**" for v in means)
         + " |"
         + " |" * len(modes),
         "",
         "## Every level: mean PSNR over the six types (dB)",
         "",
-        "| level | noisy | fold model | " + " | ".join(modes) + " |",
-        "|---|" + "---:|" * (2 + len(modes)),
+        "| level | noisy | " + " | ".join(label for label, _, _ in cols) + " |",
+        "|---|" + "---:|" * (1 + len(cols)),
     ]
     for lv in LEVELS:
-        keys = [("fold", f"noisy/{lv}"), ("fold", lv), *((mode, lv) for mode in modes)]
-        vals = [np.mean([m(r[src][key]) for r in rows]) for src, key in keys]
+        vals = [np.mean([m(r["fold"][f"noisy/{lv}"]) for r in rows])]
+        vals += [np.mean([m(r[key][pre + lv]) for r in rows]) for _, key, pre in cols]
         lines.append(f"| {lv} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
     lines += [
         "",
-        f"## Per type and level: noisy / fold model / {' / '.join(modes)} (dB)",
+        "## Per type and level: noisy / " + " / ".join(label for label, _, _ in cols) + " (dB)",
         "",
         "| type | " + " | ".join(LEVELS) + " |",
         "|---|" + "---:|" * len(LEVELS),
@@ -147,11 +174,10 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
         cells = []
         for lv in LEVELS:
             n = m(r["fold"][f"noisy/{lv}"])
-            names = ("fold", *modes)
-            vals = [m(r[name][lv]) for name in names]
+            vals = [m(r[key][pre + lv]) for _, key, pre in cols]
             cells.append(f"{n:.2f} / " + " / ".join(f"{v:.2f}" for v in vals))
-            below += [f"{r['type']} {lv} {name}" for name, v in zip(names, vals, strict=True)
-                      if v < n]  # fmt: skip
+            below += [f"{r['type']} {lv} {label}" for (label, _, _), v in zip(cols, vals,
+                      strict=True) if v < n]  # fmt: skip
         lines.append(f"| {r['type']} | " + " | ".join(cells) + " |")
     lines += ["", "Below the input: " + (", ".join(below) if below else "none") + ".", ""]
     return "\n".join(lines)

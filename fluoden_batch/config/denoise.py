@@ -107,10 +107,11 @@ class DenoiseOptions(BaseModel):
         "auto",
         description="sure: after the model, put back the input's lowest spatial frequencies "
         "(a Gaussian of 0-8 px of the residual) and blend towards the input, by how much "
-        "chosen per channel at planning by Stein's unbiased risk estimate on a sample "
+        "chosen per channel at planning (with --adapt: after the fit, for the fitted "
+        "model) by Stein's unbiased risk estimate on a sample "
         "(white noise only: spatially correlated noise keeps the model's output); "
-        "--protocol whole only. auto (the default): sure with --protocol whole and no "
-        "--adapt, else off. It keeps nearly clean inputs from getting worse (+0.3 dB at "
+        "--protocol whole only. auto (the default): sure with --protocol whole, else "
+        "off. It keeps nearly clean inputs from getting worse (+0.3 dB at "
         "FMD's avg16 on types the model never saw)",
     )
 
@@ -282,27 +283,12 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
         """Whether the run computes cluster labels (``masked`` or ``save_labels``)."""
         return self.protocol == "masked" or self.save_labels
 
-    @property
-    def restores_detail(self) -> bool:
-        """As for in-memory arrays, and ``auto`` is off with ``adapt`` (the fit changes the
-        model after planning, where the restoration is tuned)."""
-        return super().restores_detail and self.adapt == "none"
-
     @model_validator(mode="after")
     def _adapt_whole_protocol_only(self) -> DenoiseConfig:
         if self.adapt != "none" and self.protocol != "whole":
             raise ValueError(
                 f"--adapt fits the model of --protocol whole; --protocol {self.protocol} "
                 "is not supported with it"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _detail_without_adapt(self) -> DenoiseConfig:
-        if self.adapt != "none" and self.detail == "sure":
-            raise ValueError(
-                "--detail sure is tuned on the model at planning, --adapt changes the model "
-                "after it; use one of them"
             )
         return self
 

@@ -5,9 +5,11 @@ is created) checks that the input can be fitted and picks the loss;
 :func:`ensure_adapted` (called by the run once its client exists, before the blocks)
 fits on a Dask worker (a GPU worker where the profile has one) or in this process, and
 writes the weights to ``OUT/.fluoden/adapted.safetensors`` (atomically, holding OUT's
-lock). The blocks then run the adapted model. A rerun or a resume finds the file and never
-refits: a run killed during the fit refits from the same seed, one killed after it reuses
-the weights, so both end as an uninterrupted run would.
+lock). With ``--detail`` (on by default) the restoration is then tuned by SURE for the
+fitted model, on this machine, and stored in OUT's ``adapted`` record. The blocks then run
+the adapted model. A rerun or a resume finds the file and never refits: a run killed
+during the fit refits from the same seed, one killed after it reuses the weights (and the
+restoration, or tunes it again: the same choice), so both end as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from fluoden_batch.errors import FluodenError, ModelError, OutputError
 from fluoden_batch.io.source import ImageSource, SourceSpec
 from fluoden_batch.io.store import read_provenance, update_provenance
 from fluoden_batch.models.weights import ADAPTED_WEIGHTS, file_digest, read_metadata, write_file
+from fluoden_batch.pipeline.params import ChannelValues, tuned_detail
 from fluoden_batch.pipeline.progress import Reporter
+from fluoden_batch.restore.detail import Detail
 from fluoden_batch.train.adapt import (
     Adapted,
     AdaptSettings,
@@ -105,7 +109,8 @@ def ensure_adapted(
 ) -> None:
     """Give the plan ``p`` the adapted model: the one in OUT when a run already fitted it,
     else a fresh fit (on ``client``'s workers, or here when ``client`` is None), written
-    to :func:`adapted_path`. Replaces ``p.job``'s model path and digest.
+    to :func:`adapted_path`. Replaces ``p.job``'s model path and digest, and with
+    ``--detail`` its restoration, tuned for the fitted model.
 
     Raises
     ------
@@ -189,6 +194,29 @@ def ensure_adapted(
             warnings,
         )
     p.job = dataclasses.replace(p.job, model_path=str(path), model_digest=digest)
+    if p.config.restores_detail:
+        p.job = dataclasses.replace(p.job, channel_detail=_adapted_detail(p, out, reporter))
+
+
+def _adapted_detail(p: Any, out: Path, reporter: Reporter) -> tuple[Detail, ...]:
+    """``--detail`` for the fitted model (``p.job``'s): the restoration stored with the fit
+    in OUT's ``adapted`` record by an earlier run, else tuned now
+    (:func:`~fluoden_batch.pipeline.params.tuned_detail`) and stored there."""
+    record = (read_provenance(out) or {}).get("adapted") or {}
+    if record.get("detail") is not None:
+        reporter.planned("detail restoration per channel: reused from the fitted run", [])
+        return tuple(Detail(float(s), float(w)) for s, w in record["detail"])
+    job, notes = p.job, []
+    values = ChannelValues(job.channel_ranges, job.channel_noise, None, None)
+    name = p.source.spec.describe()
+    axes = p.source.meta.axes
+    detail = tuned_detail(
+        p.config, p.source.array, axes, name, job.model_path, job.model_digest, values, notes
+    )
+    p.lock.check()
+    update_provenance(out, adapted={**record, "detail": [[d.sigma, d.weight] for d in detail]})
+    reporter.planned("detail restoration tuned for the fitted model:", notes)
+    return detail
 
 
 def _fit_on_cluster(

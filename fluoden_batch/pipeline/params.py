@@ -67,6 +67,7 @@ __all__ = [
     "planned_detail",
     "planned_noise",
     "stored",
+    "tuned_detail",
 ]
 
 
@@ -308,44 +309,66 @@ def planned_detail(
     array: Any,
     axes: str,
     name: str,
-    method: Method,
+    method: Method | None,
     values: ChannelValues,
     notes: list[str],
     stored: Callable[[str], Any] = lambda key: None,
 ) -> tuple[tuple[Detail, ...] | None, ChannelValues]:
     """``--detail sure`` (or ``auto`` where it applies: ``cfg.restores_detail``): one
-    :class:`~fluoden_batch.restore.detail.Detail` per channel,
-    chosen by SURE on a sample of the input (:func:`~fluoden_batch.restore.detail.
-    choose_detail`), or reused from the run being resumed (``channel_detail``); None for
-    ``--detail off``. Needs the channel's Poisson-Gaussian ``(a, b)``: estimated here when
-    the run has none yet (returned in the values, to be stored); a channel whose noise
-    cannot be estimated keeps the model's output, with a note.
+    :class:`~fluoden_batch.restore.detail.Detail` per channel, chosen by SURE on a sample
+    of the input with ``method``'s model (:func:`tuned_detail`), or reused from the run
+    being resumed (``channel_detail``); None for ``--detail off``, and None with
+    ``method`` None (``--adapt``: tuned after the fit, on the fitted model). Needs the
+    channel's Poisson-Gaussian ``(a, b)``: estimated here when the run has none yet
+    (returned in the values, to be stored); a channel whose noise cannot be estimated
+    keeps the model's output, with a note.
+    """
+    if not cfg.restores_detail:
+        return None, values
+    if values.noise is None:
+        try:
+            noise = planned_noise(array, axes, name, notes, stored("channel_noise"))
+        except InputError as exc:
+            notes.append(f"warning: --detail sure keeps the model's output: {exc}")
+            return (None if method is None else tuple(Detail() for _ in values.ranges)), values
+        values = replace(values, noise=noise)
+    if method is None:
+        return None, values
+    old = stored("channel_detail")
+    if old:
+        notes.append("detail restoration per channel: reused from the run being resumed")
+        return tuple(Detail(float(s), float(w)) for s, w in old), values
+    return tuned_detail(cfg, array, axes, name, method.path, method.digest, values, notes), values
+
+
+def tuned_detail(
+    cfg: DenoiseOptions,
+    array: Any,
+    axes: str,
+    name: str,
+    path: str,
+    digest: str,
+    values: ChannelValues,
+    notes: list[str],
+) -> tuple[Detail, ...]:
+    """The :class:`~fluoden_batch.restore.detail.Detail` of lowest SURE per channel for
+    the model at ``path`` (``digest``) on planes sampled from ``array``
+    (:func:`~fluoden_batch.restore.detail.choose_detail`); the model's output unchanged
+    (``Detail()``) where ``values.noise`` is None. Appends a note per channel.
 
     The model runs here, on the machine that plans (twice per sampled plane: the plane and
     the plane plus a small probe), as :func:`~fluoden_batch.restore.protocols.whole` runs
     it on every block (same window, tiles, ``--tta``; the run's precision where this
     machine has CUDA, else fp32: a CPU login node can plan a bf16 GPU run).
     """
-    if not cfg.restores_detail:
-        return None, values
-    noise = values.noise
-    if noise is None:
-        try:
-            noise = planned_noise(array, axes, name, notes, stored("channel_noise"))
-        except InputError as exc:
-            notes.append(f"warning: --detail sure keeps the model's output: {exc}")
-            return tuple(Detail() for _ in values.ranges), values
-        values = replace(values, noise=noise)
-    old = stored("channel_detail")
-    if old:
-        notes.append("detail restoration per channel: reused from the run being resumed")
-        return tuple(Detail(float(s), float(w)) for s, w in old), values
+    if values.noise is None:
+        return tuple(Detail() for _ in values.ranges)
     device = _planning_device(cfg.device)
     precision = cfg.precision if device.startswith("cuda") else "fp32"
-    loaded = worker_model(method.path, method.digest, device)  # the block tasks here reuse it
+    loaded = worker_model(path, digest, device)  # the block tasks here reuse it
     network = Dihedral(loaded.module) if cfg.tta else loaded.module
     details = []
-    for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, noise, strict=True)):
+    for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, values.noise, strict=True)):
         params = PlaneParams(lo, hi, a, b)
 
         def model(plane: Any, params: PlaneParams = params) -> Any:
@@ -355,7 +378,7 @@ def planned_detail(
         detail, why = choose_detail([sure_plane(p, model, a, b) for p in planes])
         notes.append(f"detail restoration, channel {ch} (SURE on {len(planes)} planes): {why}")
         details.append(detail)
-    return tuple(details), values
+    return tuple(details)
 
 
 def _planning_device(device: str) -> str:

@@ -113,12 +113,12 @@ def plan(cfg: DenoiseConfig) -> Plan:
         notes,
         stored=lambda key: stored(cfg, out, digest, key),
     )
-    detail, values = planned_detail(
+    detail, values = planned_detail(  # with --adapt: tuned after the fit, on its model
         cfg,
         source.array,
         source.meta.axes,
         source.spec.describe(),
-        method,
+        method if adapt_mode is None else None,
         values,
         notes,
         stored=lambda key: stored(cfg, out, digest, key),

@@ -18,10 +18,13 @@ from typer.testing import CliRunner
 import fluoden_batch as fb
 from conftest import blobs, make_tiny_weights, write_image
 from fluoden_batch.cli import app
-from fluoden_batch.errors import InputError
+from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.errors import InputError, OutputError
+from fluoden_batch.io.source import open_image
 from fluoden_batch.io.store import MARKER_DIR, PROVENANCE_KEY, read_provenance
 from fluoden_batch.models.weights import file_digest, read_metadata
 from fluoden_batch.pipeline.adapt import adapted_path
+from fluoden_batch.pipeline.params import ChannelValues, tuned_detail
 from fluoden_batch.pipeline.progress import Reporter
 
 
@@ -96,6 +99,53 @@ def test_single_keeps_the_weights_of_lowest_sure_and_never_loses_to_its_start(
     fb.denoise(inp, tiny, model=str(weights), adapt="single", adapt_steps=2, workers=0)
     ((a, _),) = read_provenance(tiny)["parameters"]["channel_noise"]
     assert 1.0 < a < 3.0 and read_provenance(tiny)["adapted"]["held_out_criterion"] == "SURE"
+
+
+def test_detail_is_tuned_for_the_fitted_model_and_kept_with_it(tmp_path, one_torch_thread):
+    inp, _ = repeats(tmp_path, frames=3, size=96)
+    weights = make_tiny_weights(tmp_path / "w.safetensors")
+    out = tmp_path / "out.zarr"
+    lines: list[str] = []
+
+    class Lines(Reporter):
+        def planned(self, line: str, notes: list[str]) -> None:
+            lines.extend([line, *notes])
+
+    common = {"model": str(weights), "adapt": "n2n", "adapt_steps": 8, "workers": 0}
+    fb.denoise(inp, out, progress=Lines(), **common)  # --detail auto: on
+    prov = read_provenance(out)
+    assert prov["parameters"]["detail"] == "sure" and "channel_detail" not in prov["parameters"]
+    kept = prov["adapted"]["detail"]
+    assert len(kept) == 1 and any("tuned for the fitted model" in line for line in lines)
+    # the choice is SURE's for the fitted weights (tuned again here), not for the start's
+    cfg = DenoiseConfig(input=inp, output=out, **common)
+    source = open_image(inp)
+    values = ChannelValues(
+        tuple(tuple(r) for r in prov["parameters"]["channel_ranges"]),
+        tuple(tuple(n) for n in prov["parameters"]["channel_noise"]),
+        None,
+        None,
+    )
+    notes: dict[Path, list[str]] = {adapted_path(out): [], weights: []}
+    choice = {}
+    for path in notes:
+        digest = file_digest(path)
+        choice[path] = tuned_detail(cfg, source.array, "tyx", "in", str(path), digest, values,
+                                    notes[path])  # fmt: skip
+    assert [[d.sigma, d.weight] for d in choice[adapted_path(out)]] == kept
+    # (its note names SURE's risks, which differ between the two models)
+    assert set(notes[adapted_path(out)]) <= set(lines)
+    assert not set(notes[weights]) & set(lines)
+    # a resume reuses the restoration with the weights: the same output
+    first = level0(out)
+    next((out / MARKER_DIR).glob("*.json")).unlink()
+    lines.clear()
+    assert fb.denoise(inp, out, progress=Lines(), **common).blocks_run == 1
+    assert any("reused from the fitted run" in line for line in lines)
+    assert level0(out) == first
+    # --detail off is another run
+    with pytest.raises(OutputError, match=r"other parameters \(channel_noise, detail\)"):
+        fb.denoise(inp, out, detail="off", **common)
 
 
 def _cli(inp: Path, out: Path, weights: Path, *extra: str) -> list[str]:

@@ -105,11 +105,7 @@ def test_sure_values_are_stored_and_reused_on_resume(client, tiny_weights, tmp_p
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["--protocol", "vst"], "--protocol vst is not supported with it"),
-        (["--adapt", "single"], "--adapt changes the model after it"),
-    ],
+    ("extra", "message"), [(["--protocol", "vst"], "--protocol vst is not supported with it")]
 )
 def test_bad_combinations_are_one_line_exit_2(tmp_path, extra, message):
     inp = write_image(tmp_path / "in.zarr", noisy((1, 64, 64), 2), "zyx", (1, 64, 64))
