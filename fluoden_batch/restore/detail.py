@@ -118,13 +118,14 @@ def restore_detail(noisy: np.ndarray, denoised: np.ndarray, detail: Detail) -> n
 
 
 def lag1_correlation(r: np.ndarray) -> float:
-    """Lag-1 autocorrelation of a plane ``r`` (mean of Y and X; 0 for a constant one)."""
+    """Lag-1 autocorrelation of a plane ``r`` (H, W), or pooled over the planes of a stack
+    (..., H, W), each plane's mean removed (mean of Y and X; 0 for a constant one)."""
     r = np.asarray(r, dtype=np.float64)
-    r = r - r.mean()
+    r = r - r.mean(axis=(-2, -1), keepdims=True)
     var = float((r * r).mean())
-    if var == 0 or min(r.shape) < 2:
+    if var == 0 or min(r.shape[-2:]) < 2:
         return 0.0
-    lag = (r[1:] * r[:-1]).mean() + (r[:, 1:] * r[:, :-1]).mean()
+    lag = (r[..., 1:, :] * r[..., :-1, :]).mean() + (r[..., 1:] * r[..., :-1]).mean()
     return float(lag / 2 / var)
 
 

@@ -51,7 +51,7 @@ from fluoden_batch.models.weights import (
     load_trainable,
     weights_bytes,
 )
-from fluoden_batch.restore.detail import sure_risk
+from fluoden_batch.restore.detail import lag1_correlation, sure_risk
 from fluoden_batch.train.inference import resolve_device
 
 __all__ = [
@@ -358,19 +358,16 @@ def _n2n_batch(batch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
 
 
 def residual_correlation(model: torch.nn.Module, val: np.ndarray, device: torch.device) -> float:
-    """Lag-1 autocorrelation (mean of Y and X) of what ``model`` removes from the patches
-    ``val`` (N, F, P, P; first frame): the residual of a decent denoiser is mostly noise,
-    so this reads the noise's spatial correlation (FMD, against the truth's: widefield
-    0.57-0.61 read 0.57-0.68; confocal and two-photon 0.02-0.10 read -0.03-0.15)."""
+    """Lag-1 autocorrelation (mean of Y and X, pooled over the patches:
+    :func:`~fluoden_batch.restore.detail.lag1_correlation`) of what ``model`` removes from
+    the patches ``val`` (N, F, P, P; first frame): the residual of a decent denoiser is
+    mostly noise, so this reads the noise's spatial correlation (FMD, against the truth's:
+    widefield 0.57-0.61 read 0.57-0.68; confocal and two-photon 0.02-0.10 read
+    -0.03-0.15)."""
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(val[:, :1])).to(device)
         r = torch.cat([x[i : i + BATCH] - model(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
-    r = (r - r.mean(dim=(-2, -1), keepdim=True)).double()
-    var = float((r**2).mean())
-    if var == 0:
-        return 0.0
-    lag = float((r[..., 1:, :] * r[..., :-1, :]).mean() + (r[..., 1:] * r[..., :-1]).mean())
-    return lag / 2 / var
+    return lag1_correlation(r.cpu().numpy())
 
 
 def held_out_loss(

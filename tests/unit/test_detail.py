@@ -121,6 +121,10 @@ def test_lag1_correlation_reads_white_and_correlated_noise():
     assert abs(lag1_correlation(white)) < 0.02
     assert lag1_correlation(correlate(white, 0.5)) == pytest.approx(0.5, abs=0.03)
     assert lag1_correlation(np.ones((8, 8))) == 0.0
+    # a stack: pooled over its planes, each plane's own mean removed (not the stack's)
+    other = correlate(rng.normal(0, 1, (256, 256)), 0.5)
+    stack = np.stack([correlate(white, 0.5) + 10, other - 10])
+    assert lag1_correlation(stack) == pytest.approx(0.5, abs=0.03)
 
 
 @settings(max_examples=5, deadline=None)
