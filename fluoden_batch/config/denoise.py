@@ -213,7 +213,11 @@ class AdaptOptions(BaseModel):
         "on resume",
     )
     adapt_steps: int = Field(
-        400, ge=1, le=100_000, description="--adapt: optimisation steps (batches of 16 patches)"
+        400,
+        ge=1,
+        le=100_000,
+        description="--adapt: optimisation steps at most (batches of 16 patches); the fit "
+        "stops earlier after 3 held-out checks in a row without a better score",
     )
     adapt_minutes: float | None = Field(
         None,
