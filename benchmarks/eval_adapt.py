@@ -12,8 +12,9 @@ trained on that type), the run a user would make:
 The adapted weights (``OUT/.fluoden/adapted.safetensors``) then denoise every level of
 the type (FMD scoring: four 256x256 crops, peak 255; whole-image inference, clipped to
 0..255), alone and followed by ``--detail sure`` tuned on each image (``fluoden
-denoise``'s default; the fold models are scored both ways too); gt only scores. VST+NLM (``--protocol vst-nlm``, noise estimated per image, not
-fitted against gt) is scored on the raw frames beside them.
+denoise``'s default; the fold models are scored both ways too); gt only scores. VST+NLM
+(``--protocol vst-nlm``, noise estimated per image, not fitted against gt) is scored on
+the raw frames beside them.
 
 Usage (repository root)::
 
