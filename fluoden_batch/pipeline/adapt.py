@@ -205,7 +205,7 @@ def _adapted_detail(p: Any, out: Path, reporter: Reporter) -> tuple[Detail, ...]
     record = (read_provenance(out) or {}).get("adapted") or {}
     if record.get("detail") is not None:
         reporter.planned("detail restoration per channel: reused from the fitted run", [])
-        return tuple(Detail(float(s), float(w)) for s, w in record["detail"])
+        return Detail.from_stored(record["detail"])
     job, notes = p.job, []
     values = ChannelValues(job.channel_ranges, job.channel_noise, None, None)
     name = p.source.spec.describe()
@@ -214,7 +214,7 @@ def _adapted_detail(p: Any, out: Path, reporter: Reporter) -> tuple[Detail, ...]
         p.config, p.source.array, axes, name, job.model_path, job.model_digest, values, notes
     )
     p.lock.check()
-    update_provenance(out, adapted={**record, "detail": [[d.sigma, d.weight] for d in detail]})
+    update_provenance(out, adapted={**record, "detail": Detail.stored(detail)})
     reporter.planned("detail restoration tuned for the fitted model:", notes)
     return detail
 

@@ -328,16 +328,15 @@ def planned_detail(
     if values.noise is None:
         try:
             noise = planned_noise(array, axes, name, notes, stored("channel_noise"))
-        except InputError as exc:
+            values = replace(values, noise=noise)
+        except InputError as exc:  # tuned_detail then keeps the model's output
             notes.append(f"warning: --detail sure keeps the model's output: {exc}")
-            return (None if method is None else tuple(Detail() for _ in values.ranges)), values
-        values = replace(values, noise=noise)
     if method is None:
         return None, values
     old = stored("channel_detail")
     if old:
         notes.append("detail restoration per channel: reused from the run being resumed")
-        return tuple(Detail(float(s), float(w)) for s, w in old), values
+        return Detail.from_stored(old), values
     return tuned_detail(cfg, array, axes, name, method.path, method.digest, values, notes), values
 
 

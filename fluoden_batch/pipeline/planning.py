@@ -37,6 +37,7 @@ from fluoden_batch.pipeline.params import (
 )
 from fluoden_batch.pipeline.statistics import peak_to_peak
 from fluoden_batch.pipeline.worker import JobSpec
+from fluoden_batch.restore.detail import Detail
 from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
 from fluoden_batch.train.adapt import AdaptSettings
 
@@ -143,7 +144,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
     if values.levels is not None:
         params["channel_levels"] = list(values.levels)
     if detail is not None:
-        params["channel_detail"] = [[d.sigma, d.weight] for d in detail]
+        params["channel_detail"] = Detail.stored(detail)
     spec, resumed, lock = _open_or_create(cfg, out, source, chunks, params, method.name, digest)
     labels = None
     if cfg.save_labels:

@@ -85,6 +85,17 @@ class Detail:
         """Whether it leaves the model's output unchanged."""
         return self.sigma == 0 and self.weight == 1
 
+    @staticmethod
+    def stored(details: Sequence[Detail]) -> list[list[float]]:
+        """``details`` (one per channel) as OUT's provenance keeps them: ``[[sigma, weight],
+        ...]``."""
+        return [[d.sigma, d.weight] for d in details]
+
+    @staticmethod
+    def from_stored(pairs: Sequence[Sequence[float]]) -> tuple[Detail, ...]:
+        """The inverse of :meth:`stored`."""
+        return tuple(Detail(float(s), float(w)) for s, w in pairs)
+
 
 def detail_radius(detail: Detail | None) -> int:
     """Pixels the restoration reads around each output pixel (its block halo)."""

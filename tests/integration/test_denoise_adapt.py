@@ -26,6 +26,7 @@ from fluoden_batch.models.weights import file_digest, read_metadata
 from fluoden_batch.pipeline.adapt import adapted_path
 from fluoden_batch.pipeline.params import ChannelValues, tuned_detail
 from fluoden_batch.pipeline.progress import Reporter
+from fluoden_batch.restore.detail import Detail
 
 
 def repeats(path: Path, frames: int = 4, size: int = 192, sigma: float = 15.0) -> tuple:
@@ -132,7 +133,7 @@ def test_detail_is_tuned_for_the_fitted_model_and_kept_with_it(tmp_path, one_tor
         digest = file_digest(path)
         choice[path] = tuned_detail(cfg, source.array, "tyx", "in", str(path), digest, values,
                                     notes[path])  # fmt: skip
-    assert [[d.sigma, d.weight] for d in choice[adapted_path(out)]] == kept
+    assert Detail.stored(choice[adapted_path(out)]) == kept
     # (its note names SURE's risks, which differ between the two models)
     assert set(notes[adapted_path(out)]) <= set(lines)
     assert not set(notes[weights]) & set(lines)

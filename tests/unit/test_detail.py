@@ -133,3 +133,10 @@ def test_detail_is_for_the_whole_protocol_only(protocol):
     with pytest.raises(ValidationError, match="--detail restores what the model"):
         DenoiseOptions(detail="sure", protocol=protocol)
     assert DenoiseOptions(detail="sure").detail == "sure"
+
+
+def test_details_round_trip_through_their_stored_form():
+    details = (Detail(), Detail(2.0, 0.75), Detail(8.0, 0.0))
+    stored = Detail.stored(details)
+    assert stored == [[0.0, 1.0], [2.0, 0.75], [8.0, 0.0]]
+    assert Detail.from_stored(stored) == details
