@@ -36,6 +36,11 @@ drawn uniformly in ``(0, RHO)`` per patch (:func:`fluoden_batch.noise.simulate.c
 FMD's widefield captures have 0.57-0.62, which the single-image noise estimator (and so
 the noise map and the noise normalisation) sees as about a fifth of their variance.
 
+``--grow --dilate D ...`` (with ``--init`` of a shallower DnCNN and ``--depth``): the
+identity layers that growing inserts are dilated by ``D ...`` (one per layer), so the
+grown network sees further (receptive radius: the sum of the dilations) at the cost of
+the undilated one.
+
 Usage (the commands that produced the shipped weights are in results/train_fmd_*.md)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/train_fmd.py --fold A \\
@@ -53,6 +58,8 @@ from pathlib import Path
 import torch
 
 from fluoden_batch.config.train import PairSource
+from fluoden_batch.models.dncnn import grown_dilations
+from fluoden_batch.models.weights import read_metadata
 from fluoden_batch.train import TrainConfig, train
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
@@ -93,6 +100,7 @@ def make_config(
     bias_free: bool = False,
     match: bool = False,
     grown: bool = False,
+    dilations: tuple[int, ...] | None = None,
     seed: int = 0,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
@@ -148,6 +156,7 @@ def make_config(
         batch_norm=not (wide or bias_free or grown),
         bias=not bias_free,
         noise_map=noise_map,
+        dilations=list(dilations) if dilations else None,
         mode="supervised",
         noisy_dir=w2s / "avg1",
         noisy_glob=f"input_avg1_{w2s_main}.tif",
@@ -190,6 +199,7 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     suffix += "_biasfree" if not config.bias else ""
     suffix += "_matched" if config.match_brightness else ""
     suffix += "_grown" if config.bias and not wide and not config.batch_norm else ""
+    suffix += "_dilated" if config.dilations else ""
     suffix += f"_seed{config.seed}" if config.seed else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
@@ -293,11 +303,31 @@ def main() -> None:
         action="store_true",
         help="no batch norm: a shallower --init is grown to --depth (identity layers)",
     )
+    parser.add_argument(
+        "--dilate",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="D",
+        help="with --grow: dilations of the inserted layers (one per layer), e.g. 2 3 4 5 4 3 2",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the run")
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
     if not (DATA / "fmd_dev" / "gt").is_dir():
         raise SystemExit(f"FMD data not found under {DATA} (set FLUODEN_DATA)")
+
+    dilations = None
+    if args.dilate:
+        if not (args.grow and args.init):
+            raise SystemExit("--dilate dilates the layers --grow inserts into --init")
+        start = read_metadata(args.init).architecture
+        dilations = grown_dilations(start.dilations or (1,) * start.depth, args.dilate)
+        if len(dilations) != args.depth:
+            raise SystemExit(
+                f"--dilate: {len(args.dilate)} layers, but --depth {args.depth} inserts "
+                f"{args.depth - start.depth} into {args.init}"
+            )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -319,6 +349,7 @@ def main() -> None:
         bias_free=args.bias_free,
         match=args.match_brightness,
         grown=args.grow,
+        dilations=dilations,
         seed=args.seed,
     )
     result = train(config, progress=not args.no_progress)
@@ -334,6 +365,7 @@ def main() -> None:
         + (" --bias-free" if args.bias_free else "")
         + (" --match-brightness" if args.match_brightness else "")
         + (" --grow" if args.grow else "")
+        + (f" --dilate {' '.join(map(str, args.dilate))}" if args.dilate else "")
         + (f" --seed {args.seed}" if args.seed else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)

@@ -53,11 +53,12 @@ def make_tiny_weights(
     seed: int = 0,
     normalisation: str = "percentile",
     bias: bool = True,
+    dilations: tuple[int, ...] | None = None,
 ) -> Path:
     """A small DnCNN with random weights and non-trivial batch-norm statistics (``bias``
-    False: a bias-free DnCNN, no batch norm)."""
+    False: a bias-free DnCNN, no batch norm; ``dilations``: one per layer)."""
     torch.manual_seed(seed)
-    model = DnCNN(depth, width, batch_norm=bias, bias=bias)
+    model = DnCNN(depth, width, batch_norm=bias, bias=bias, dilations=dilations)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
@@ -66,7 +67,9 @@ def make_tiny_weights(
             m.bias.data.uniform_(-0.1, 0.1)
     meta = ModelMetadata(
         name="tiny-test",
-        architecture=Architecture(depth=depth, width=width, batch_norm=bias, bias=bias),
+        architecture=Architecture(
+            depth=depth, width=width, batch_norm=bias, bias=bias, dilations=dilations
+        ),
         normalisation=Normalisation(method=normalisation),
     )
     save_weights(model, path, meta)

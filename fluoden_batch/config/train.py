@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -132,6 +132,13 @@ class TrainConfig(BaseModel):
         False,
         description="dncnn: also give the network the noise map sqrt(a x + b) of its input "
         "(a, b estimated per image) as a second channel (ffdnet always has it)",
+    )
+    dilations: list[Annotated[int, Field(ge=1, le=64)]] | None = Field(
+        None,
+        description="dncnn: dilation of each of the depth convolutions (default all 1): a "
+        "layer of dilation d sees d pixels further at the same cost; the receptive radius "
+        "(tile halo) is their sum. Growing a shallower init_weights, the inserted middle "
+        "layers may be dilated (models.dncnn.grown_dilations)",
     )
     init_weights: Path | None = Field(
         None,
@@ -343,6 +350,13 @@ class TrainConfig(BaseModel):
                 "extra_pairs in mode 'masked' need noisy_dir (without it the data are clean "
                 "images only)"
             )
+        if self.dilations is not None and (
+            self.architecture != "dncnn" or len(self.dilations) != self.depth
+        ):
+            raise ValueError(
+                f"dilations: one per convolution of a dncnn ({self.depth} for depth "
+                f"{self.depth}), got {len(self.dilations)} for {self.architecture!r}"
+            )
         if self.architecture == "ffdnet" and self.mode in ("self_supervised", "masked"):
             raise ValueError(
                 f"architecture 'ffdnet' trains in modes supervised, synthetic and noise2noise, "
@@ -423,12 +437,14 @@ class TrainConfig(BaseModel):
                 bias=False,
                 map_gain=scale,
             )
+        dilated = self.dilations and set(self.dilations) != {1}
         return Architecture(
             depth=self.depth,
             width=self.width,
             batch_norm=self.batch_norm,
             noise_map=self.noise_map,
             bias=self.bias,
+            dilations=tuple(self.dilations) if dilated else None,
         )
 
 

@@ -34,6 +34,7 @@ from fluoden_batch.errors import ModelError
 from fluoden_batch.models import zoo_network
 from fluoden_batch.models.weights import (
     ModelMetadata,
+    build_model,
     file_digest,
     load_trainable,
     resolve_weights,
@@ -182,6 +183,7 @@ def _network_kwargs(meta: ModelMetadata) -> dict[str, Any]:
         "high": norm.high,
         "scale": norm.scale,
         "bias": arch.bias,
+        "dilations": list(arch.dilations) if arch.dilations else None,
     }
 
 
@@ -231,7 +233,7 @@ def _describe(net: FluodenDnCNN, meta: ModelMetadata, weights: Path, work: Path)
     torch_version = Version(torch.__version__.split("+")[0])
     raw, denoised = TensorId("raw"), TensorId("denoised")
     data = IntervalOrRatioDataDescr(type="float32")
-    halo = meta.architecture.depth  # the receptive radius: see fluoden_batch.models.dncnn
+    halo = build_model(meta.architecture).receptive_radius
     space = ParameterizedSize(min=2 * halo + MIN_SIZE, step=1)  # the output keeps MIN_SIZE
     return ModelDescr(
         name=f"fluoden {meta.name}",

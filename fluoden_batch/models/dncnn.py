@@ -1,9 +1,11 @@
 """DnCNN (Zhang et al. 2017): residual denoiser with batch normalisation.
 
-Architecture: Conv+ReLU, (depth-2) x (Conv+BN+ReLU), Conv; 3x3 kernels with zero
-padding of 1 in every layer. The network predicts the noise residual and returns
-``x - residual``. A tile therefore needs a halo of ``depth`` pixels on every side that
-is not an image border to reproduce whole-image inference exactly.
+Architecture: Conv+ReLU, (depth-2) x (Conv+BN+ReLU), Conv; 3x3 kernels, each layer
+dilated by ``d`` (1 unless ``dilations`` says otherwise; Yu & Koltun 2016, as IRCNN, Zhang
+et al. 2017) with zero padding of ``d``. The network predicts the noise residual and
+returns ``x - residual``. A tile therefore needs a halo of ``sum(dilations)`` pixels
+(``depth`` undilated) on every side that is not an image border to reproduce whole-image
+inference exactly.
 
 With ``noise_map=True`` the input has one more channel, the noise level of every pixel
 (:func:`~fluoden_batch.models.normalise.noise_map`, as FFDNet, Zhang, Zuo & Zhang 2018),
@@ -11,6 +13,8 @@ so that one network can tell a 16-frame average from a single frame.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -39,6 +43,10 @@ class DnCNN(nn.Module):
         positively homogeneous, ``f(s x) = s f(x)`` for ``s > 0``, so it treats an input
         of any intensity scale (in model units: any signal-to-noise ratio) alike; only
         without batch norm (its shift is a bias).
+    dilations : sequence of int, optional
+        Dilation of each of the ``depth`` convolutions (default: all 1). A layer of
+        dilation ``d`` sees ``d`` pixels further at the same cost, so the receptive
+        radius is ``sum(dilations)``.
     """
 
     align = 1  # tiles may start anywhere
@@ -51,28 +59,35 @@ class DnCNN(nn.Module):
         batch_norm: bool = True,
         noise_map: bool = False,
         bias: bool = True,
+        dilations: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if depth < 2 or width < 1 or in_channels < 1:
             raise ValueError(f"invalid DnCNN shape depth={depth} width={width}")
+        dilations = (1,) * depth if dilations is None else tuple(int(d) for d in dilations)
+        if len(dilations) != depth or min(dilations) < 1:
+            raise ValueError(f"need {depth} dilations of at least 1, got {list(dilations)}")
         if batch_norm and not bias:
             raise ValueError("a bias-free DnCNN has no batch norm (its shift is a bias)")
         self.depth, self.width, self.in_channels = depth, width, in_channels
         self.batch_norm, self.noise_map, self.bias = batch_norm, noise_map, bias
+        self.dilations = dilations
+        first, *hidden, last = dilations
         inputs = in_channels + int(noise_map)
-        layers: list[nn.Module] = [nn.Conv2d(inputs, width, 3, padding=1, bias=bias), nn.ReLU()]
-        for _ in range(depth - 2):
-            layers.append(nn.Conv2d(width, width, 3, padding=1, bias=bias and not batch_norm))
+        layers: list[nn.Module] = [_conv(inputs, width, first, bias), nn.ReLU()]
+        for d in hidden:
+            layers.append(_conv(width, width, d, bias and not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.ReLU())
-        layers.append(nn.Conv2d(width, in_channels, 3, padding=1, bias=bias))
+        layers.append(_conv(width, in_channels, last, bias))
         self.body = nn.Sequential(*layers)
 
     @property
     def receptive_radius(self) -> int:
-        """Pixels on each side that influence one output pixel (= depth)."""
-        return self.depth
+        """Pixels on each side that influence one output pixel (= the sum of the
+        dilations; ``depth`` undilated)."""
+        return sum(self.dilations)
 
     def flops_per_pixel(self) -> int:
         """Multiply-add FLOPs (2 per MAC) per output pixel of one forward pass."""
@@ -86,6 +101,10 @@ class DnCNN(nn.Module):
         return x[:, : self.in_channels] - self.body(x)
 
 
+def _conv(inputs: int, outputs: int, dilation: int, bias: bool) -> nn.Conv2d:
+    return nn.Conv2d(inputs, outputs, 3, padding=dilation, dilation=dilation, bias=bias)
+
+
 @torch.no_grad()
 def fold_batch_norm(model: DnCNN) -> DnCNN:
     """Return an inference copy of ``model`` with every BatchNorm folded into its conv.
@@ -94,7 +113,13 @@ def fold_batch_norm(model: DnCNN) -> DnCNN:
     eval mode (up to float rounding), with fewer operations per layer.
     """
     folded = DnCNN(
-        model.depth, model.width, model.in_channels, False, model.noise_map, bias=model.bias
+        model.depth,
+        model.width,
+        model.in_channels,
+        False,
+        model.noise_map,
+        bias=model.bias,
+        dilations=model.dilations,
     )
     src = list(model.body)
     dst_convs = [m for m in folded.body if isinstance(m, nn.Conv2d)]
@@ -125,7 +150,15 @@ def without_biases(model: DnCNN) -> DnCNN:
     its biases dropped: a warm start for training a bias-free network (``bias=False``).
     Not the same function: what the biases did is lost until training restores it."""
     src = fold_batch_norm(model.eval()) if model.batch_norm else model
-    out = DnCNN(model.depth, model.width, model.in_channels, False, model.noise_map, bias=False)
+    out = DnCNN(
+        model.depth,
+        model.width,
+        model.in_channels,
+        False,
+        model.noise_map,
+        bias=False,
+        dilations=model.dilations,
+    )
     old = [m for m in src.body if isinstance(m, nn.Conv2d)]
     new = [m for m in out.body if isinstance(m, nn.Conv2d)]
     for dst, conv in zip(new, old, strict=True):
@@ -133,31 +166,75 @@ def without_biases(model: DnCNN) -> DnCNN:
     return out.eval()
 
 
+def _inserted_at(depth: int) -> int:
+    """Index of the first convolution :func:`grow` inserts into a ``depth``-layer DnCNN
+    (after the first half of its hidden layers)."""
+    return 1 + (depth - 2) // 2
+
+
+def grown_dilations(dilations: Sequence[int], inserted: Sequence[int]) -> tuple[int, ...]:
+    """The dilations of a DnCNN with ``dilations`` grown by :func:`grow`, the inserted
+    layers dilated by ``inserted`` (one per new layer)."""
+    at = _inserted_at(len(dilations))
+    return (*dilations[:at], *inserted, *dilations[at:])
+
+
+def kept_dilations(grown: Sequence[int], depth: int) -> tuple[int, ...]:
+    """Of the dilations ``grown`` of a DnCNN grown from a ``depth``-layer one by
+    :func:`grow`, those of the layers the smaller one had."""
+    at, extra = _inserted_at(depth), len(grown) - depth
+    return (*grown[:at], *grown[at + extra :])
+
+
 @torch.no_grad()
-def grow(model: DnCNN, depth: int, noise_map: bool) -> DnCNN:
+def grow(
+    model: DnCNN, depth: int, noise_map: bool, dilations: Sequence[int] | None = None
+) -> DnCNN:
     """A deeper DnCNN without batch norm that computes the same function as ``model``.
 
     Net2Net-style (Chen, Goodfellow & Shlens 2016) warm start for training a larger
     network on a CPU budget: batch norm is folded into the convolutions; ``depth -
     model.depth`` identity layers (3x3 kernels with a single 1 at the centre, channel to
-    channel, no bias: ``relu(conv(h)) = h`` for the non-negative activations ``h``) are
-    inserted in the middle; with ``noise_map`` (and none in ``model``) the first
-    convolution gets the map's input channel with zero weights. Training then moves
+    channel, no bias: ``relu(conv(h)) = h`` for the non-negative activations ``h``, at any
+    dilation) are inserted in the middle; with ``noise_map`` (and none in ``model``) the
+    first convolution gets the map's input channel with zero weights. Training then moves
     away from this start.
+
+    Parameters
+    ----------
+    model : DnCNN
+    depth : int
+        Layers of the result, at least ``model.depth``.
+    noise_map : bool
+        The result has a noise-map input.
+    dilations : sequence of int, optional
+        The result's dilations (``depth`` of them; :func:`grown_dilations` builds them):
+        ``model``'s layers keep theirs, the inserted identity layers may be dilated to
+        see further once trained. Default: the inserted layers undilated.
 
     Raises
     ------
     ValueError
-        ``depth`` below ``model.depth``, or a map ``model`` has that would be dropped.
+        ``depth`` below ``model.depth``, a map ``model`` has that would be dropped, or
+        ``dilations`` that change one of ``model``'s layers.
     """
     if depth < model.depth or (model.noise_map and not noise_map):
         raise ValueError(f"cannot grow depth {model.depth} to {depth} (noise map {noise_map})")
+    extra = depth - model.depth
+    if dilations is None:
+        dilations = grown_dilations(model.dilations, (1,) * extra)
+    if len(dilations) != depth or kept_dilations(dilations, model.depth) != model.dilations:
+        raise ValueError(
+            f"dilations {list(dilations)} do not keep the {model.depth} layers' "
+            f"{list(model.dilations)} around {extra} inserted ones"
+        )
     src = fold_batch_norm(model.eval()) if model.batch_norm else model
-    out = DnCNN(depth, model.width, model.in_channels, False, noise_map, bias=model.bias)
+    out = DnCNN(
+        depth, model.width, model.in_channels, False, noise_map, model.bias, dilations=dilations
+    )
     old = [m for m in src.body if isinstance(m, nn.Conv2d)]
     new = [m for m in out.body if isinstance(m, nn.Conv2d)]
-    first_extra = 1 + (len(old) - 2) // 2  # insert after the first half of the hidden layers
-    extra = depth - model.depth
+    first_extra = _inserted_at(model.depth)
     mapping = list(range(first_extra)) + [None] * extra + list(range(first_extra, len(old)))
     for dst, i in zip(new, mapping, strict=True):
         if i is None:

@@ -21,7 +21,7 @@ from fluoden_batch.models.dncnn import DnCNN
 
 log = logging.getLogger(__name__)
 
-_UNIT = [1, 1]  # padding, stride and dilation of every DnCNN convolution
+_STRIDE = [1, 1]  # of every DnCNN convolution; padding = dilation (models.dncnn)
 
 
 def fused_ops_available() -> bool:
@@ -54,7 +54,13 @@ class FusedDnCNN(DnCNN):
         if model.batch_norm:
             raise ValueError("FusedDnCNN needs a model without batch norm: fold it first")
         super().__init__(
-            model.depth, model.width, model.in_channels, False, model.noise_map, model.bias
+            model.depth,
+            model.width,
+            model.in_channels,
+            False,
+            model.noise_map,
+            model.bias,
+            model.dilations,
         )
         self.load_state_dict(model.state_dict())
         self.eval()
@@ -72,8 +78,8 @@ class FusedDnCNN(DnCNN):
             n, _, h, w = x.shape
             reorder = torch.ops.mkldnn._reorder_convolution_weight
             self._packed = [
-                reorder(c.weight, _UNIT, _UNIT, _UNIT, 1, [n, c.in_channels, h, w])
-                for c in self._convs
+                reorder(c.weight, [d, d], _STRIDE, [d, d], 1, [n, c.in_channels, h, w])
+                for c, d in zip(self._convs, self.dilations, strict=True)
             ]
             self._packed_key = key
         return self._packed
@@ -82,9 +88,10 @@ class FusedDnCNN(DnCNN):
         conv = torch.ops.mkldnn._convolution_pointwise
         h = x
         last = len(self._convs) - 1
-        for i, (c, w) in enumerate(zip(self._convs, self._packed_weights(x), strict=True)):
+        layers = zip(self._convs, self._packed_weights(x), self.dilations, strict=True)
+        for i, (c, w, d) in enumerate(layers):
             post = "none" if i == last else "relu"
-            h = conv(h, w, c.bias, _UNIT, _UNIT, _UNIT, 1, post, [], "")
+            h = conv(h, w, c.bias, [d, d], _STRIDE, [d, d], 1, post, [], "")
         return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

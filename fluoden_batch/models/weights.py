@@ -40,7 +40,8 @@ class Architecture(BaseModel):
     """Network shape; enough to rebuild the module before loading tensors.
 
     ``dncnn``: :class:`~fluoden_batch.models.dncnn.DnCNN` (``depth``, ``width``,
-    ``in_channels``, ``batch_norm``, ``noise_map``, ``bias``). ``ffdnet``:
+    ``in_channels``, ``batch_norm``, ``noise_map``, ``bias``, ``dilations``; ``None``
+    when every layer is undilated, as in files written before dilations existed). ``ffdnet``:
     :class:`~fluoden_batch.models.ffdnet.FFDNet` (``depth``, ``width``, ``bias``,
     ``map_gain``; always with a noise map, no batch norm). ``noise_map``: the input holds
     one more channel, the noise level of every pixel.
@@ -57,6 +58,9 @@ class Architecture(BaseModel):
     map_gain: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="ffdnet: factor on the noise map"
     )
+    dilations: tuple[int, ...] | None = Field(
+        None, description="dncnn: dilation of each convolution (None: all 1)"
+    )
 
     @model_validator(mode="after")
     def _check_kind(self) -> Architecture:
@@ -68,6 +72,16 @@ class Architecture(BaseModel):
             raise ValueError("map_gain is an ffdnet field")
         if self.name == "dncnn" and self.batch_norm and not self.bias:
             raise ValueError("a bias-free dncnn has no batch norm (its shift is a bias)")
+        if self.dilations is not None and (
+            self.name != "dncnn"
+            or len(self.dilations) != self.depth
+            or min(self.dilations) < 1
+            or set(self.dilations) == {1}
+        ):
+            raise ValueError(
+                f"dilations {list(self.dilations)}: a dncnn's, one per layer ({self.depth}), "
+                "each at least 1, not all 1 (leave them out)"
+            )
         return self
 
     def describe(self) -> str:
@@ -75,6 +89,8 @@ class Architecture(BaseModel):
         kind = "FFDNet" if self.name == "ffdnet" else "DnCNN"
         flags = (("batch norm", self.batch_norm), ("noise map", self.noise_map))
         extras = [t for t, on in (*flags, ("bias-free", not self.bias)) if on]
+        if self.dilations:
+            extras.append(f"dilated (receptive radius {sum(self.dilations)} px)")
         return ", ".join([f"{kind} {self.depth}x{self.width}", *extras])
 
     @classmethod
@@ -98,6 +114,7 @@ class Architecture(BaseModel):
             batch_norm=model.batch_norm,
             noise_map=model.noise_map,
             bias=model.bias,
+            dilations=model.dilations if set(model.dilations) != {1} else None,
         )
 
 
@@ -272,7 +289,7 @@ def build_model(a: Architecture) -> Denoiser:
     if a.name == "ffdnet":
         assert a.map_gain is not None
         return FFDNet(a.depth, a.width, a.map_gain, a.bias)
-    return DnCNN(a.depth, a.width, a.in_channels, a.batch_norm, a.noise_map, a.bias)
+    return DnCNN(a.depth, a.width, a.in_channels, a.batch_norm, a.noise_map, a.bias, a.dilations)
 
 
 def load_trainable(path: Path) -> tuple[Denoiser, ModelMetadata]:

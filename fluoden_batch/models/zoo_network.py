@@ -53,6 +53,8 @@ class FluodenDnCNN(nn.Module):
         ``noise`` method: ``hi - lo = scale * sigma``.
     bias : bool
         Additive biases in the convolutions (False: a bias-free DnCNN).
+    dilations : list of int, optional
+        Dilation of each convolution (default: all 1).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class FluodenDnCNN(nn.Module):
         high: float = 99.9,
         scale: float = 40.0,
         bias: bool = True,
+        dilations: list[int] | None = None,
     ) -> None:
         super().__init__()
         if method not in ("percentile", "noise"):
@@ -73,13 +76,18 @@ class FluodenDnCNN(nn.Module):
         self.low, self.high, self.scale = float(low), float(high), float(scale)
         # module attributes, not globals: TorchScript compiles no global floats
         self.sigma_floor, self.outlier_limit, self.mad = SIGMA_FLOOR, OUTLIER_LIMIT, GAUSSIAN_MAD
-        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1, bias=bias), nn.ReLU()]
-        for _ in range(depth - 2):
-            layers.append(nn.Conv2d(width, width, 3, padding=1, bias=bias and not batch_norm))
+        first, *hidden, last = dilations or [1] * depth
+
+        def conv(inputs: int, outputs: int, d: int, bias: bool) -> nn.Conv2d:
+            return nn.Conv2d(inputs, outputs, 3, padding=d, dilation=d, bias=bias)
+
+        layers: list[nn.Module] = [conv(1, width, first, bias), nn.ReLU()]
+        for d in hidden:
+            layers.append(conv(width, width, d, bias and not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.ReLU())
-        layers.append(nn.Conv2d(width, 1, 3, padding=1, bias=bias))
+        layers.append(conv(width, 1, last, bias))
         self.body = nn.Sequential(*layers)
         high_pass = torch.tensor(DB2_HIGH_PASS, dtype=torch.float64).flip(0)
         self.register_buffer(

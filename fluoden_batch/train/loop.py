@@ -25,7 +25,7 @@ from rich.progress import (
 
 from fluoden_batch.config.train import TrainConfig, TrainConfigError
 from fluoden_batch.errors import FluodenError, ModelError
-from fluoden_batch.models.dncnn import DnCNN, grow, without_biases
+from fluoden_batch.models.dncnn import DnCNN, grow, kept_dilations, without_biases
 from fluoden_batch.models.weights import (
     Architecture,
     Denoiser,
@@ -140,10 +140,16 @@ def _init_model(config: TrainConfig) -> tuple[Denoiser, str | None]:
             meta.normalisation.method,
         )
     if meta.architecture != arch:
-        assert isinstance(start, DnCNN)
-        if start.depth != arch.depth or start.noise_map != arch.noise_map or start.batch_norm:
+        assert isinstance(start, DnCNN) and isinstance(model, DnCNN)
+        if (
+            start.depth != arch.depth
+            or start.noise_map != arch.noise_map
+            or start.batch_norm
+            or start.dilations != model.dilations
+        ):
             log.info("growing %s (depth %d) into depth %d", path.name, start.depth, arch.depth)
-            start = grow(start, arch.depth, arch.noise_map)  # also folds its batch norm
+            # also folds its batch norm
+            start = grow(start, arch.depth, arch.noise_map, model.dilations)
         if not arch.bias and start.bias:
             log.info("starting from %s without its biases (a bias-free network)", path.name)
             start = without_biases(start)
@@ -154,6 +160,8 @@ def _init_model(config: TrainConfig) -> tuple[Denoiser, str | None]:
 def _growable(old: Architecture, new: Architecture) -> bool:
     """Whether :func:`~fluoden_batch.models.dncnn.grow` (and, for a bias-free ``new``,
     :func:`~fluoden_batch.models.dncnn.without_biases`) turns ``old`` into ``new``."""
+    old_dilations = old.dilations or (1,) * old.depth
+    new_dilations = new.dilations or (1,) * new.depth
     return (
         old.name == new.name == "dncnn"
         and not new.batch_norm
@@ -162,6 +170,7 @@ def _growable(old: Architecture, new: Architecture) -> bool:
         and old.in_channels == new.in_channels
         and old.depth <= new.depth
         and (new.noise_map or not old.noise_map)
+        and kept_dilations(new_dilations, old.depth) == old_dilations
     )
 
 

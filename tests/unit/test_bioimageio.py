@@ -67,13 +67,15 @@ def fmd_package(tmp_path_factory: pytest.TempPathFactory, offline: None) -> Path
     return export_package("dncnn-fmd", tmp_path_factory.mktemp("zoo") / "dncnn-fmd.zip")
 
 
-@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("bias", "dilations"), [(True, None), (False, None), (True, (1, 2, 3, 1))])
 @pytest.mark.parametrize("normalisation", ["noise", "percentile"])
 @pytest.mark.parametrize("name", ["demo", "odd", "zeros", "flat"])
 def test_package_network_equals_fluoden_per_plane(
-    tmp_path: Path, normalisation: str, name: str, bias: bool
+    tmp_path: Path, normalisation: str, name: str, bias: bool, dilations: tuple[int, ...] | None
 ) -> None:
-    weights = make_tiny_weights(tmp_path / "w.safetensors", normalisation=normalisation, bias=bias)
+    weights = make_tiny_weights(
+        tmp_path / "w.safetensors", normalisation=normalisation, bias=bias, dilations=dilations
+    )
     net, meta = zoo_network_of(weights)
     plane = planes()[name]
     window = net.window(torch.from_numpy(plane).double())
@@ -188,14 +190,26 @@ def test_export_refuses_models_a_package_cannot_express(tmp_path: Path) -> None:
     assert not (tmp_path / "m.zip").exists()
 
 
+def _halos(node: object) -> list[int]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "halo"] + [
+            h for v in node.values() for h in _halos(v)
+        ]
+    return [h for v in node for h in _halos(v)] if isinstance(node, list) else []
+
+
 def test_export_command(tmp_path: Path, offline: None) -> None:
-    weights = make_tiny_weights(tmp_path / "tiny.safetensors", normalisation="percentile")
+    weights = make_tiny_weights(
+        tmp_path / "tiny.safetensors", normalisation="percentile", dilations=(1, 2, 3, 1)
+    )
     result = CliRunner().invoke(app, ["models", "export", str(weights), str(tmp_path / "t.zip")])
     assert result.exit_code == 0, result.output
     with zipfile.ZipFile(tmp_path / "t.zip") as zf:
         rdf = yaml.safe_load(zf.read("rdf.yaml"))
     assert rdf["config"]["fluoden"]["metadata"]["normalisation"]["method"] == "percentile"
-    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["depth"] == 4
+    kwargs = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+    assert kwargs["depth"] == 4 and kwargs["dilations"] == [1, 2, 3, 1]
+    assert set(_halos(rdf["outputs"])) == {7}  # the receptive radius: the dilations' sum
     refused = CliRunner().invoke(app, ["models", "export", str(weights), str(tmp_path / "t.tar")])
     assert refused.exit_code == 2
 

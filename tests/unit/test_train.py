@@ -366,13 +366,15 @@ def test_fine_tuning_starts_from_the_weights(
             progress=False,
         )
     assert "trained with 'percentile' input normalisation, this run uses 'noise'" in caplog.text
-    # batch_norm = false: the start's batch norm folded, deeper or not, the same function
-    for depth in (3, 5):
+    # batch_norm = false: the start's batch norm folded, deeper or not (the inserted layers
+    # dilated or not), the same function
+    for depth, dilations in ((3, None), (5, None), (5, [1, 2, 3, 1, 1])):
         grown = train(
-            _config(pair_dirs, tmp_path / f"g{depth}", init_weights=start, steps=1, lr=1e-30,
-                    val_keys=[], depth=depth, batch_norm=False),
+            _config(pair_dirs, tmp_path / f"g{depth}{dilations}", init_weights=start, steps=1,
+                    lr=1e-30, val_keys=[], depth=depth, batch_norm=False, dilations=dilations),
             progress=False,
         )  # fmt: skip
+        assert grown.model.receptive_radius == sum(dilations or [1] * depth)
         x = torch.rand(1, 1, 20, 20)
         with torch.no_grad():
             torch.testing.assert_close(grown.model.eval()(x), expected.eval()(x))
