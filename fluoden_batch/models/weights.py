@@ -355,8 +355,12 @@ def _non_finite(tensor: torch.Tensor) -> bool:
 
 def _refuse_pickle(path: Path) -> None:
     with open(path, "rb") as f:
-        head = f.read(4)
-    if path.suffix in {".pt", ".pth", ".ckpt", ".pkl"} or head.startswith(_PICKLE_MAGIC):
+        head = f.read(9)
+    # a safetensors file starts with its header's length (8 bytes, little-endian) and the
+    # header's "{": a length such as 640 (b"\x80\x02...") is not a pickle
+    safetensors = len(head) == 9 and head[8:9] == b"{"
+    pickled = head.startswith(_PICKLE_MAGIC) and not safetensors
+    if path.suffix in {".pt", ".pth", ".ckpt", ".pkl"} or pickled:
         raise ModelError(
             f"{path}: looks like a pickle/torch.save checkpoint. Loading pickles can run "
             "arbitrary code, so fluoden only reads .safetensors weights; convert it with "
