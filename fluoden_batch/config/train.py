@@ -437,14 +437,13 @@ class TrainConfig(BaseModel):
                 bias=False,
                 map_gain=scale,
             )
-        dilated = self.dilations and set(self.dilations) != {1}
         return Architecture(
             depth=self.depth,
             width=self.width,
             batch_norm=self.batch_norm,
             noise_map=self.noise_map,
             bias=self.bias,
-            dilations=tuple(self.dilations) if dilated else None,
+            dilations=Architecture.stored_dilations(self.dilations),
         )
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -84,6 +85,11 @@ class Architecture(BaseModel):
             )
         return self
 
+    @staticmethod
+    def stored_dilations(dilations: Sequence[int] | None) -> tuple[int, ...] | None:
+        """``dilations`` as this field keeps them: ``None`` when every layer is undilated."""
+        return tuple(dilations) if dilations and set(dilations) != {1} else None
+
     def describe(self) -> str:
         """Short text, e.g. ``DnCNN 10x32, batch norm`` or ``FFDNet 15x64, noise map``."""
         kind = "FFDNet" if self.name == "ffdnet" else "DnCNN"
@@ -114,7 +120,7 @@ class Architecture(BaseModel):
             batch_norm=model.batch_norm,
             noise_map=model.noise_map,
             bias=model.bias,
-            dilations=model.dilations if set(model.dilations) != {1} else None,
+            dilations=cls.stored_dilations(model.dilations),
         )
 
 
