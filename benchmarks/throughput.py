@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import resource
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -188,8 +190,7 @@ def main() -> None:
         "",
         f"Machine: {describe({'torch': torch.__version__})}; {cores} cores used, "
         f"model `{args.model}`, fp32, channels-last.",
-        f"Command: `python benchmarks/throughput.py{' --quick' if args.quick else ''}"
-        f"{' --detail ' + args.detail if args.detail != 'auto' else ''}`",
+        f"Command: `python benchmarks/throughput.py {shlex.join(sys.argv[1:])}`",
         "",
     ]
     parts = {threads: gemm_parts(threads) for threads in (cores, 1)}

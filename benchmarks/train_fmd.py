@@ -102,6 +102,8 @@ def make_config(
     grown: bool = False,
     dilations: tuple[int, ...] | None = None,
     seed: int = 0,
+    batch: int = 16,
+    patch: int = 64,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD outside the fold for the folds to stay honest; ``grown``:
@@ -171,8 +173,8 @@ def make_config(
         b_range=(0.0, 200.0) if wide else (0.0, 50.0),
         noise_correlation=(0.0, correlated) if correlated else None,
         steps=steps,
-        batch_size=16,
-        patch_size=64,
+        batch_size=batch,
+        patch_size=patch,
         lr=lr,
         lr_schedule="cosine",
         init_weights=init,
@@ -201,6 +203,7 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     suffix += "_grown" if config.bias and not wide and not config.batch_norm else ""
     suffix += "_dilated" if config.dilations else ""
     suffix += f"_seed{config.seed}" if config.seed else ""
+    suffix += f"_patch{config.patch_size}" if config.patch_size != 64 else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
     path = RESULTS / f"train_fmd_{fold}{suffix}.md"
@@ -312,22 +315,27 @@ def main() -> None:
         help="with --grow: dilations of the inserted layers (one per layer), e.g. 2 3 4 5 4 3 2",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the run")
+    parser.add_argument("--batch", type=int, default=16, help="patches per step")
+    parser.add_argument("--patch", type=int, default=64, help="patch side, pixels")
     parser.add_argument("--no-progress", action="store_true", help="log lines only")
     args = parser.parse_args()
     if not (DATA / "fmd_dev" / "gt").is_dir():
         raise SystemExit(f"FMD data not found under {DATA} (set FLUODEN_DATA)")
 
     dilations = None
-    if args.dilate:
-        if not (args.grow and args.init):
-            raise SystemExit("--dilate dilates the layers --grow inserts into --init")
+    if args.dilate and not (args.grow and args.init):
+        raise SystemExit("--dilate dilates the layers --grow inserts into --init")
+    if args.grow and args.init:
+        # the init's own dilations are kept (a dilated model continued at its depth)
         start = read_metadata(args.init).architecture
-        dilations = grown_dilations(start.dilations or (1,) * start.depth, args.dilate)
+        inserted = args.dilate or [1] * (args.depth - start.depth)
+        dilations = grown_dilations(start.dilations or (1,) * start.depth, inserted)
         if len(dilations) != args.depth:
             raise SystemExit(
-                f"--dilate: {len(args.dilate)} layers, but --depth {args.depth} inserts "
+                f"--dilate: {len(inserted)} layers, but --depth {args.depth} inserts "
                 f"{args.depth - start.depth} into {args.init}"
             )
+        dilations = dilations if set(dilations) != {1} else None
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -351,6 +359,8 @@ def main() -> None:
         grown=args.grow,
         dilations=dilations,
         seed=args.seed,
+        batch=args.batch,
+        patch=args.patch,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -367,6 +377,8 @@ def main() -> None:
         + (" --grow" if args.grow else "")
         + (f" --dilate {' '.join(map(str, args.dilate))}" if args.dilate else "")
         + (f" --seed {args.seed}" if args.seed else "")
+        + (f" --batch {args.batch}" if args.batch != 16 else "")
+        + (f" --patch {args.patch}" if args.patch != 64 else "")
     )
     path = write_report(args.fold, config, result, command, time.perf_counter() - started)
     logging.info("done: %s", path)

@@ -46,6 +46,18 @@ def blobs(
     return image
 
 
+def randomise(model: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
+    """Non-trivial convolution weights (normal, ``std``; biases std 0.05), in eval mode: the
+    last layer of an FFDNet starts at zero, and a reach test wants strong signals."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                torch.nn.init.normal_(m.bias, std=0.05)
+    return model.eval()
+
+
 def make_tiny_weights(
     path: Path,
     depth: int = 4,

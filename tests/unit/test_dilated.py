@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import randomise
 from fluoden_batch.config.train import TrainConfig
 from fluoden_batch.errors import ModelError
 from fluoden_batch.models import Architecture, FusedDnCNN, ModelMetadata, save_weights
@@ -24,20 +25,10 @@ from fluoden_batch.train.loop import _growable
 dilation_lists = st.lists(st.integers(1, 4), min_size=2, max_size=5)
 
 
-def _random(model: DnCNN, seed: int = 0) -> DnCNN:
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.normal_(m.weight, std=0.3)
-            if m.bias is not None:
-                torch.nn.init.normal_(m.bias, std=0.05)
-    return model.eval()
-
-
 @settings(max_examples=20, deadline=None)
 @given(dilations=dilation_lists)
 def test_receptive_radius_is_the_sum_of_the_dilations(dilations):
-    net = _random(DnCNN(len(dilations), 4, batch_norm=False, dilations=dilations))
+    net = randomise(DnCNN(len(dilations), 4, batch_norm=False, dilations=dilations), std=0.3)
     radius, size = net.receptive_radius, 2 * sum(dilations) + 9
     assert radius == sum(dilations)
     x = torch.zeros(1, 1, size, size)
@@ -61,7 +52,7 @@ def test_receptive_radius_is_the_sum_of_the_dilations(dilations):
     tile=st.integers(16, 40),
 )
 def test_tiled_equals_whole_image(dilations, h, w, tile):
-    net = _random(DnCNN(len(dilations), 6, batch_norm=False, dilations=dilations))
+    net = randomise(DnCNN(len(dilations), 6, batch_norm=False, dilations=dilations), std=0.3)
     x = np.random.default_rng(h * w).random((1, h, w)).astype(np.float32)
     np.testing.assert_allclose(infer_plane(net, x, tile=tile), infer_plane(net, x), atol=1e-5)
 
@@ -88,7 +79,7 @@ def test_grow_inserts_dilated_identity_layers_and_keeps_the_function():
 
 @pytest.mark.skipif(not fused_ops_available(), reason="no oneDNN fused convolution")
 def test_fused_dilated_equals_eager():
-    eager = _random(DnCNN(5, 8, batch_norm=False, dilations=(1, 2, 4, 2, 1)))
+    eager = randomise(DnCNN(5, 8, batch_norm=False, dilations=(1, 2, 4, 2, 1)), std=0.3)
     fused = FusedDnCNN(eager)
     x = torch.randn(2, 1, 45, 38)
     with torch.inference_mode():
@@ -98,7 +89,7 @@ def test_fused_dilated_equals_eager():
 
 
 def test_weights_round_trip_and_refuse_bad_dilations(tmp_path: Path):
-    model = _random(DnCNN(4, 8, batch_norm=False, dilations=(1, 3, 2, 1)))
+    model = randomise(DnCNN(4, 8, batch_norm=False, dilations=(1, 3, 2, 1)), std=0.3)
     meta = ModelMetadata(name="d", architecture=Architecture.of(model))
     assert meta.architecture.dilations == (1, 3, 2, 1)
     assert "receptive radius 7 px" in meta.architecture.describe()

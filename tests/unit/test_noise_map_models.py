@@ -10,6 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import randomise
 from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.models import Architecture, ModelMetadata, save_weights
 from fluoden_batch.models.dncnn import DnCNN, grow
@@ -19,17 +20,6 @@ from fluoden_batch.models.weights import load_model, load_trainable
 from fluoden_batch.restore.inference import Dihedral, infer_plane
 from fluoden_batch.restore.protocols import PlaneParams, whole
 from fluoden_batch.restore.tiles import tile_windows
-
-
-def _random(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial weights (the last layer of an FFDNet starts at zero)."""
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.normal_(m.weight, std=0.1)
-            if m.bias is not None:
-                torch.nn.init.normal_(m.bias, std=0.05)
-    return model.eval()
 
 
 @given(
@@ -57,7 +47,7 @@ def test_noise_map_is_the_poisson_gaussian_sigma_in_model_units(a, b, lo, span):
     tta=st.booleans(),
 )
 def test_tiled_equals_whole_image(model, h, w, tile, tta):
-    net = _random(model)
+    net = randomise(model)
     net = Dihedral(net) if tta else net
     rng = np.random.default_rng(h * w)
     x = rng.random((2, h, w)).astype(np.float32)
@@ -72,7 +62,7 @@ def test_ffdnet_tiles_start_on_the_two_pixel_grid():
 
 
 def test_receptive_radius_is_the_reach_and_costs_are_counted():
-    net = _random(DnCNN(5, 8, batch_norm=False, noise_map=True))
+    net = randomise(DnCNN(5, 8, batch_norm=False, noise_map=True))
     x = torch.zeros(1, 2, 41, 41)
     x[0, 0, 20, 20] = 1.0
     with torch.no_grad():
@@ -101,7 +91,7 @@ def test_grow_keeps_the_function(tmp_path):
 
 
 def test_map_models_round_trip_and_refuse_mismatches(tmp_path):
-    model = _random(DnCNN(4, 8, batch_norm=False, noise_map=True))
+    model = randomise(DnCNN(4, 8, batch_norm=False, noise_map=True))
     meta = ModelMetadata(name="m", architecture=Architecture.of(model))
     assert meta.architecture.noise_map and "noise map" in meta.architecture.describe()
     save_weights(model, tmp_path / "m.safetensors", meta)
@@ -112,7 +102,7 @@ def test_map_models_round_trip_and_refuse_mismatches(tmp_path):
         save_weights(model, tmp_path / "w.safetensors", wrong)
     with pytest.raises(ValueError, match="ffdnet has a noise map"):
         Architecture(name="ffdnet", depth=3, width=8, batch_norm=False, map_gain=40.0)
-    ff = _random(FFDNet(3, 8))
+    ff = randomise(FFDNet(3, 8))
     save_weights(
         ff, tmp_path / "f.safetensors", ModelMetadata(name="f", architecture=Architecture.of(ff))
     )
@@ -120,7 +110,7 @@ def test_map_models_round_trip_and_refuse_mismatches(tmp_path):
 
 
 def test_whole_protocol_needs_the_noise_for_a_map_model():
-    net = _random(DnCNN(3, 8, batch_norm=False, noise_map=True))
+    net = randomise(DnCNN(3, 8, batch_norm=False, noise_map=True))
     plane = np.random.default_rng(0).poisson(30, (40, 40)).astype(np.float64)
     with pytest.raises(InputError, match="noise parameters"):
         whole(net, plane, PlaneParams(0.0, 100.0))
