@@ -129,9 +129,9 @@ def test_shipped_default_is_not_worse_than_avg16_inputs(fmd_dir):
     """Real data (skipped without it): every fmd_dev type's four avg16 captures, nearly
     clean, through the Python API with every default (the shipped model, ``detail="auto"``,
     which is ``sure`` here); the mean FMD PSNR of each type is not below its input's.
-    (Without the detail restoration the shipped model lowers TwoPhoton_BPAE_G from 37.19
-    to 36.99 dB; it trained on these types, so this is a regression guard, not a held-out
-    score: those are in the README.)"""
+    (The shipped model trained on these types, so this is a regression guard, not a
+    held-out score: those are in the README. Its 10x32 predecessor ``dncnn-fmd-v3`` lowered
+    TwoPhoton_BPAE_G from 37.19 to 36.99 dB without the detail restoration.)"""
     types = sorted({p.stem.rsplit("_", 1)[0] for p in (fmd_dir / "avg16").glob("*.png")})
     assert len(types) == 6
     for kind in types:
