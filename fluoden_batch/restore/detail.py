@@ -28,9 +28,10 @@ recipe, which had learned to change brightness, the white-noise FMD types they n
 gain 0.4-2 dB and held-out W2S widefield pairs lose 0.27 dB on average (SURE undoes part
 of a brightness change that the scale-invariant W2S score ignores). With ``dncnn-fmd-v2``'s
 (references matched to their inputs' brightness): +0.05 dB at raw, +0.59 dB at
-avg16 (where models lower nearly clean inputs), +0.05 dB on W2S; with the current
-``dncnn-fmd``'s (trained on 2500 steps more): +0.03, +0.32 and +0.01 dB. On by default
-(``--detail auto``) since then.
+avg16 (where models lower nearly clean inputs), +0.05 dB on W2S; with ``dncnn-fmd-v3``'s
+(trained on 2500 steps more): +0.03, +0.32 and +0.01 dB; with the current, dilated
+``dncnn-fmd``'s: +0.01, +0.17 and +0.02 dB. On by default (``--detail auto``) since
+``dncnn-fmd-v3``.
 
 Everything here is pixel-wise or a Gaussian of reach :func:`detail_radius`, so a block
 read with that much more halo gives exactly the pixels of whole-plane application.
