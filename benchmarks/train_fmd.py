@@ -107,7 +107,8 @@ def make_config(
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD outside the fold for the folds to stay honest; ``grown``:
-    no batch norm, so that a shallower ``init`` is grown to ``depth``)."""
+    no batch norm, so that a shallower ``init`` is grown to ``depth``; ``batch`` patches of
+    ``patch`` x ``patch`` pixels per step)."""
     fmd, w2s = DATA / "fmd_dev", DATA / "w2s_train"
     types = fold_types(fold)
     ffdnet = arch == "ffdnet"
@@ -328,6 +329,8 @@ def main() -> None:
     if args.grow and args.init:
         # the init's own dilations are kept (a dilated model continued at its depth)
         start = read_metadata(args.init).architecture
+        if args.depth < start.depth:
+            raise SystemExit(f"--grow: --depth {args.depth} is under {args.init}'s {start.depth}")
         inserted = args.dilate or [1] * (args.depth - start.depth)
         dilations = grown_dilations(start.dilations or (1,) * start.depth, inserted)
         if len(dilations) != args.depth:
