@@ -59,7 +59,7 @@ import torch
 
 from fluoden_batch.config.train import PairSource
 from fluoden_batch.models.dncnn import grown_dilations
-from fluoden_batch.models.weights import read_metadata
+from fluoden_batch.models.weights import Architecture, read_metadata
 from fluoden_batch.train import TrainConfig, train
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
@@ -338,7 +338,7 @@ def main() -> None:
                 f"--dilate: {len(inserted)} layers, but --depth {args.depth} inserts "
                 f"{args.depth - start.depth} into {args.init}"
             )
-        dilations = dilations if set(dilations) != {1} else None
+        dilations = Architecture.stored_dilations(dilations)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
