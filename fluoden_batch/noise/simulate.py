@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from fluoden_batch.errors import InputError
 
-__all__ = ["MAX_CORRELATION", "as_rng", "correlate", "simulate"]
+__all__ = ["MAX_CORRELATION", "as_rng", "correlate", "kernel_coefficient", "simulate"]
 
 MAX_CORRELATION = 1 / math.sqrt(2)  # the largest lag-1 correlation of [c, 1, c] (c = 1/sqrt 2)
 
@@ -141,6 +141,14 @@ def simulate(
     return z
 
 
+def kernel_coefficient(rho: float) -> float:
+    """The ``c`` of the kernel ``[c, 1, c] / sqrt(1 + 2 c**2)`` whose lag-1 correlation is
+    ``rho`` (in ``[0, MAX_CORRELATION]``): ``(1 - sqrt(1 - 2 rho**2)) / (2 rho)``."""
+    if rho == 0.0:
+        return 0.0
+    return (1.0 - math.sqrt(max(1.0 - 2.0 * rho * rho, 0.0))) / (2.0 * rho)
+
+
 def correlate(noise: np.ndarray, rho: float) -> np.ndarray:
     """Give a zero-mean noise field of independent pixels the lag-1 correlation ``rho``.
 
@@ -164,7 +172,7 @@ def correlate(noise: np.ndarray, rho: float) -> np.ndarray:
     out = np.asarray(noise, dtype=np.float64)
     if rho == 0.0:
         return out.copy()
-    c = (1.0 - math.sqrt(max(1.0 - 2.0 * rho * rho, 0.0))) / (2.0 * rho)
+    c = kernel_coefficient(rho)
     kernel = np.array([c, 1.0, c]) / math.sqrt(1.0 + 2.0 * c * c)
     for axis in (-2, -1):
         out = ndimage.correlate1d(out, kernel, axis=axis, mode="reflect")

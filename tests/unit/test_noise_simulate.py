@@ -10,6 +10,7 @@ from scipy import stats
 
 from fluoden_batch.errors import InputError
 from fluoden_batch.noise import simulate
+from fluoden_batch.noise.simulate import MAX_CORRELATION, kernel_coefficient
 
 N = 200_000  # samples per intensity level
 Z_MAX = 5.0  # two-sided z-test bound: a false alarm is a ~1e-6 event per comparison
@@ -175,3 +176,9 @@ def test_correlated_noise_is_seen_less_by_the_single_image_estimator() -> None:
 def test_correlation_outside_its_range_is_refused(rho: float) -> None:
     with pytest.raises(InputError, match="noise correlation"):
         simulate(np.ones((8, 8)), 1.0, 1.0, rng=0, correlation=rho)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.1, 0.4, 0.6, MAX_CORRELATION])
+def test_kernel_coefficient_gives_the_asked_lag1_correlation(rho: float) -> None:
+    c = kernel_coefficient(rho)
+    assert 2 * c / (1 + 2 * c * c) == pytest.approx(rho, abs=1e-7)
