@@ -27,7 +27,8 @@ Usage (repository root)::
     PYTHONPATH=.:benchmarks python benchmarks/eval_detail_correlated.py \\
         runs/dncnn-mbd-A.safetensors runs/dncnn-mbd-B.safetensors
 
-writes ``benchmarks/results/eval_detail_correlated.md``.
+writes ``benchmarks/results/eval_detail_correlated.md`` (``--inflate K``: SURE's covariance
+times K, ``..._inflateK.md``).
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ def two_scale(z: np.ndarray) -> tuple[float, float, float]:
     return fine.a * scale, fine.b * scale, rho
 
 
-def correlated_sure(module: torch.nn.Module, norm, z: np.ndarray) -> tuple:
+def correlated_sure(module: torch.nn.Module, norm, z: np.ndarray, inflate: float = 1.0) -> tuple:
     """The model's output, the correlated-SURE choice, its ``(s, w)``, ``rho`` and the
-    per-pixel variance read (at the output)."""
+    per-pixel variance read (at the output); SURE's covariance is the one read times
+    ``inflate``."""
     window = normalisation_range(z, norm)
 
     def model(x: np.ndarray) -> np.ndarray:
@@ -86,6 +88,8 @@ def correlated_sure(module: torch.nn.Module, norm, z: np.ndarray) -> tuple:
     d = model(z)
     a, b, rho = two_scale(z)
     v = np.maximum(a * d + b, 1e-3)
+    read = float(v.mean())
+    v = v * inflate
     p = np.random.default_rng(0).choice([-1.0, 1.0], size=z.shape)
     sv = np.sqrt(v)
     sigma_p = sv * correlate(correlate(sv * p, rho), rho)
@@ -93,7 +97,7 @@ def correlated_sure(module: torch.nn.Module, norm, z: np.ndarray) -> tuple:
     jp = (model(z + eps * p) - d) / eps
     risks = candidate_risks(z, d, p, jp, sigma_p, float(v.sum()))
     s, w = min(risks, key=risks.__getitem__)
-    return d, restore_detail(z, d, Detail(s, w)).astype(np.float64), (s, w), rho, float(v.mean())
+    return d, restore_detail(z, d, Detail(s, w)).astype(np.float64), (s, w), rho, read
 
 
 def main() -> None:
@@ -101,6 +105,12 @@ def main() -> None:
     parser.add_argument("fold_a", type=Path, help="weights trained with train_fmd.py --fold A")
     parser.add_argument("fold_b", type=Path, help="weights trained with train_fmd.py --fold B")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--inflate",
+        type=float,
+        default=1.0,
+        help="SURE's covariance: the one read times this (a margin for a variance read low)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -111,7 +121,7 @@ def main() -> None:
         for level, kind, z, gt in fmd_images(DATA / "fmd_dev", kinds):
             seen = "out" if kind in held_out_types(fold) else "in"
             d, out, (s, w), rho, v = correlated_sure(
-                loaded.module, loaded.metadata.normalisation, z
+                loaded.module, loaded.metadata.normalisation, z, args.inflate
             )
             key = (level, kind, seen)
             for name, image in (("noisy", z), ("model", d), ("SURE", out)):
@@ -123,7 +133,8 @@ def main() -> None:
         "# Correlated-noise SURE on the widefield types (experiment, not shipped)",
         "",
         f"Command (repository root): `PYTHONPATH=.:benchmarks python "
-        f"benchmarks/eval_detail_correlated.py {args.fold_a} {args.fold_b}`; "
+        f"benchmarks/eval_detail_correlated.py {args.fold_a} {args.fold_b}"
+        f"{f' --inflate {args.inflate:g}' if args.inflate != 1 else ''}`; "
         f"{time.perf_counter() - started:.0f} s. FMD PSNR (dB), 4 images per row; `fold`: "
         "`in` where the fold model trained on the type, `out` where it never saw it; `s`, "
         "`w`, `rho`: means of the choices and of the noise correlation read; `var`: the "
@@ -139,7 +150,8 @@ def main() -> None:
                 lines.append(
                     f"| {level} | {kind} | {seen} | " + " | ".join(f"{v:.2f}" for v in vals) + " |"
                 )
-    path = RESULTS / "eval_detail_correlated.md"
+    suffix = f"_inflate{args.inflate:g}" if args.inflate != 1 else ""
+    path = RESULTS / f"eval_detail_correlated{suffix}.md"
     path.write_text("\n".join(lines) + "\n")
     print(path.read_text())
 
