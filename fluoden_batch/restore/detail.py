@@ -270,7 +270,8 @@ def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str]:
     if correlation >= CORRELATED:
         return Detail(), (
             f"the noise is spatially correlated (lag-1 {correlation:.2f} in the model's "
-            f"residual, from {CORRELATED}): SURE does not hold, the model's output is kept"
+            f"residual, from {CORRELATED}): SURE does not hold, the model's output is kept; "
+            "repeated captures along t can fit the model to such noise (--adapt n2n)"
         )
     pixels = sum(p.pixels for p in planes)
     pooled = {k: sum(p.risks[k] for p in planes) / pixels for k in planes[0].risks}
