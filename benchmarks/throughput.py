@@ -106,7 +106,15 @@ def model_only(
     else:
         module = FusedDnCNN(DnCNN(*arch, batch_norm=False).eval())
     if not fused:
-        eager = DnCNN(module.depth, module.width, module.in_channels, batch_norm=False)
+        eager = DnCNN(
+            module.depth,
+            module.width,
+            module.in_channels,
+            batch_norm=False,
+            noise_map=module.noise_map,
+            bias=module.bias,
+            dilations=module.dilations,
+        )
         eager.load_state_dict(module.state_dict())
         module = eager.eval()
     module.to(memory_format=torch.channels_last)
