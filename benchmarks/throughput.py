@@ -45,7 +45,8 @@ from machine import describe
 import fluoden_batch as fb
 from fluoden_batch.compute import dask_client, default_workers
 from fluoden_batch.config import DEFAULT_MODEL
-from fluoden_batch.models import DnCNN, FusedDnCNN, load_model
+from fluoden_batch.models import Architecture, DnCNN, FusedDnCNN, load_model
+from fluoden_batch.models.weights import build_model
 from fluoden_batch.restore.inference import infer_plane
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -106,15 +107,7 @@ def model_only(
     else:
         module = FusedDnCNN(DnCNN(*arch, batch_norm=False).eval())
     if not fused:
-        eager = DnCNN(
-            module.depth,
-            module.width,
-            module.in_channels,
-            batch_norm=False,
-            noise_map=module.noise_map,
-            bias=module.bias,
-            dilations=module.dilations,
-        )
+        eager = build_model(Architecture.of(module))  # the same network, unfused
         eager.load_state_dict(module.state_dict())
         module = eager.eval()
     module.to(memory_format=torch.channels_last)
