@@ -153,3 +153,21 @@ def start_cli_denoise(
     while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < wait_markers:
         time.sleep(0.01)
     return proc
+
+
+_DIE_BEFORE_RENAME = """
+import os, pathlib, sys
+import numpy as np
+import zarr
+pathlib.Path.replace = lambda self, target: os._exit(9)  # killed between write and rename
+array = zarr.open_array(sys.argv[1], mode="r+")
+array[tuple(slice(0, n) for n in array.chunks)] = np.ones(array.chunks, array.dtype)
+"""
+
+
+def die_mid_chunk_write(array: Path) -> None:
+    """Write the first chunk of the zarr array at ``array`` in a child process that dies
+    after zarr has written the chunk's temporary file and before it renames it into place:
+    what a worker killed mid-write (SIGKILL, ``scancel``) leaves in a store."""
+    proc = subprocess.run([sys.executable, "-c", _DIE_BEFORE_RENAME, str(array)], check=False)
+    assert proc.returncode == 9, "the child process did not reach zarr's rename"

@@ -13,6 +13,11 @@ Layout of ``OUT``::
     OUT/.fluoden/lock    the lock of the run writing OUT (:mod:`fluoden_batch.io.lock`)
     OUT/metrics.parquet  the per-block metrics table, written at the end of a run
 
+zarr writes each chunk to ``KEY.<uuid hex>.partial`` beside it, then renames it into
+place; a worker killed between the two (``scancel``, a node lost) leaves that file behind
+(the chunk itself is rewritten by the block's retry). :func:`remove_partial_writes` clears
+them at the end of every run that wrote blocks.
+
 :func:`open_output` is the one way in for a run: it locks OUT, then resumes it, or clears
 and creates it; a creation that fails (disk full, read-only) leaves nothing behind, or an
 empty directory where OUT existed before, and a rerun accepts either.
@@ -25,6 +30,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +52,7 @@ from fluoden_batch.io.ngff import (
 )
 
 PROVENANCE_KEY = "fluoden"
+ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr LocalStore's temporary files
 MARKER_DIR = ".fluoden/done"
 PYRAMID_MARKER_DIR = ".fluoden/pyramid"
 LEVEL0 = "0"
@@ -115,6 +122,23 @@ class OutputSpec:
         for f in stray:
             f.unlink(missing_ok=True)
         return len(stray)
+
+
+def remove_partial_writes(out: Path) -> int:
+    """Remove the temporary files that zarr's local store leaves in OUT when a writer dies
+    between writing a chunk (or metadata document) and renaming it into place; returns
+    how many.
+
+    Only names of zarr's own form (``KEY.<32 hex digits>.partial``) are removed; one walk
+    of OUT's directory tree.
+    """
+    removed = 0
+    for folder, _, names in os.walk(out):
+        for name in names:
+            if ZARR_PARTIAL.search(name):
+                Path(folder, name).unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 @functools.lru_cache(maxsize=16)

@@ -30,7 +30,7 @@ from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 
 from fluoden_batch.errors import BlockError, OutputError
-from fluoden_batch.io.store import update_provenance, writing_summary
+from fluoden_batch.io.store import remove_partial_writes, update_provenance, writing_summary
 from fluoden_batch.pipeline.planning import METRICS_FILE, Plan
 from fluoden_batch.pipeline.pyramid import build_pyramid
 from fluoden_batch.pipeline.worker import process_block
@@ -200,7 +200,9 @@ def run_plan(
     resources: dict[str, float] | None = None,
 ) -> RunResult:
     """Run ``fn(block, job=p.job)`` for the plan's pending blocks, then, if none failed,
-    the pyramid phase (:func:`~fluoden_batch.pipeline.pyramid.build_pyramid`), then
+    the pyramid phase (:func:`~fluoden_batch.pipeline.pyramid.build_pyramid`), then clear
+    the temporary files of workers killed mid-write
+    (:func:`~fluoden_batch.io.store.remove_partial_writes`), then
     ``finish(p, seconds, failed)``; raise a :class:`BlockError` naming the failed blocks
     after that (denoise and segment alike). ``p.lock`` (OUT's) is released at the end,
     however the run ends.
@@ -236,6 +238,7 @@ def run_plan(
                     on_block=on_block,
                     offset=len(p.blocks),
                 )
+            remove_partial_writes(Path(p.job.output.path))  # left by workers killed mid-write
             result = finish(p, time.perf_counter() - t0, failed)
     finally:
         p.lock.release()

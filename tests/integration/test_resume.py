@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_tiny_weights, start_cli_denoise, write_image
+from conftest import die_mid_chunk_write, make_tiny_weights, start_cli_denoise, write_image
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.io.store import MARKER_DIR
 from fluoden_batch.pipeline import execute, plan
@@ -49,6 +49,7 @@ def test_killed_run_resumes_only_missing_blocks_byte_identical(client, tmp_path)
     total = 3 * 12 * 12
     assert 20 <= done < total, f"could not interrupt the run ({done}/{total} blocks done)"
     (markers / ".0.0.0.999.tmp").write_text("{")  # what a kill during a marker write leaves
+    die_mid_chunk_write(out / "0")  # and what a kill during a chunk write leaves
 
     p = plan(DenoiseConfig(output=out, **common))
     assert p.resumed and len(p.pending) == total - done and p.stray_removed == 1

@@ -1,6 +1,8 @@
+import numpy as np
 import zarr
 
-from fluoden_batch.io.store import PROVENANCE_KEY, stored_parameter
+from conftest import die_mid_chunk_write
+from fluoden_batch.io.store import PROVENANCE_KEY, remove_partial_writes, stored_parameter
 
 
 def _out(tmp_path, parameters):
@@ -26,3 +28,28 @@ def test_stored_parameter_of_a_missing_or_foreign_output_is_none(tmp_path):
     assert stored_parameter(foreign, {}, "centres", False) is None
     (tmp_path / "file.txt").write_text("not zarr")
     assert stored_parameter(tmp_path / "file.txt", {}, "centres", False) is None
+
+
+def test_remove_partial_writes_clears_only_zarrs_temporaries(tmp_path):
+    out = tmp_path / "out.zarr"
+    group = zarr.open_group(str(out), mode="w")
+    array = group.create_array("0", shape=(64, 64), chunks=(32, 32), dtype="uint16")
+    array[:] = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    (out / "notes.partial").write_text("a user's file")  # not zarr's form: kept
+    before = files(out)
+
+    die_mid_chunk_write(out / "0")
+    left = sorted(set(files(out)) - set(before))
+    assert len(left) == 1 and left[0].endswith(".partial"), left  # zarr's temporary file
+
+    assert remove_partial_writes(out) == 1
+    assert files(out) == before
+    np.testing.assert_array_equal(
+        zarr.open_array(str(out / "0"))[:2, :3], [[0, 1, 2], [64, 65, 66]]
+    )
+    assert remove_partial_writes(out) == 0
+
+
+def files(root):
+    """Every file under ``root`` and its bytes, by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
