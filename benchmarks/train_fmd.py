@@ -36,6 +36,17 @@ drawn uniformly in ``(0, RHO)`` per patch (:func:`fluoden_batch.noise.simulate.c
 FMD's widefield captures have 0.57-0.62, which the single-image noise estimator (and so
 the noise map and the noise normalisation) sees as about a fifth of their variance.
 
+``--camera-noise`` (any recipe; not with ``--correlated``) filters every synthetic patch's
+noise by a random separable camera kernel (:func:`camera_kernel`): a generic family of
+pixel crosstalk and blur, ``w0 delta + w1 G(s1) + w2 G(s2)`` per axis with weights from a
+flat Dirichlet, ``s1`` uniform in (0.5, 1) px and ``s2`` in (1.5, 3) px, normalised to
+keep each pixel's variance: white noise, short (lag-1 only) and long correlations and
+their mixtures, so a model meets more than the one camera of its fold.
+
+``--fold A-cam`` / ``B-cam``: the fold's types without its widefield type, which is left
+for ``eval_camera_gate.py`` to score as an unseen camera inside the training fold (the
+gate for camera-noise recipes; the fold validation holds only the fold's own cameras).
+
 ``--grow --dilate D ...`` (with ``--init`` of a shallower DnCNN and ``--depth``): the
 identity layers that growing inserts are dilated by ``D ...`` (one per layer), so the
 grown network sees further (receptive radius: the sum of the dilations) at the cost of
@@ -55,12 +66,16 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import ndimage
 
 from fluoden_batch.config.train import PairSource
 from fluoden_batch.models.dncnn import grown_dilations
 from fluoden_batch.models.weights import Architecture, read_metadata
+from fluoden_batch.noise.simulate import as_rng, simulate
 from fluoden_batch.train import TrainConfig, train
+from fluoden_batch.train import data as train_data
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 LEVELS = ["raw", "avg2", "avg4", "avg8", "avg16"]
@@ -68,18 +83,53 @@ GROUPS = {
     "A": ["Confocal_MICE", "TwoPhoton_BPAE_G", "WideField_BPAE_B"],
     "B": ["Confocal_BPAE_B", "TwoPhoton_BPAE_R", "WideField_BPAE_G"],
 }
+CAMERA_TYPES = {"A-cam": ("A", "WideField_BPAE_B"), "B-cam": ("B", "WideField_BPAE_G")}
 RESULTS = Path(__file__).resolve().parent / "results"
 W2S_HELD_OUT = ["037", "038", "039", "040"]  # FOVs no run of the wide recipe trains on
 
 
 def fold_types(fold: str) -> list[str]:
     """The FMD sample types a fold trains on."""
+    if fold in CAMERA_TYPES:
+        base, camera = CAMERA_TYPES[fold]
+        return [kind for kind in GROUPS[base] if kind != camera]
     return GROUPS["A"] + GROUPS["B"] if fold == "all" else GROUPS[fold]
 
 
 def held_out_types(fold: str) -> list[str]:
-    """The FMD sample types a fold never sees (empty for ``all``)."""
+    """The FMD sample types a fold never sees (empty for ``all``; a ``-cam`` fold: the
+    other group's and its own widefield type)."""
+    if fold in CAMERA_TYPES:
+        base, camera = CAMERA_TYPES[fold]
+        return [*held_out_types(base), camera]
     return [] if fold == "all" else GROUPS["B" if fold == "A" else "A"]
+
+
+def camera_kernel(rng: np.random.Generator, radius: int = 8) -> np.ndarray:
+    """A random 1-D camera kernel of unit energy, shape (2 radius + 1,): ``w0 delta +
+    w1 G(s1) + w2 G(s2)`` (``G(s)``: a Gaussian of sigma ``s`` px summing to 1; weights
+    from a flat Dirichlet; ``s1`` uniform in (0.5, 1), ``s2`` in (1.5, 3))."""
+    w = rng.dirichlet([1.0, 1.0, 1.0])
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.where(x == 0, w[0], 0.0)
+    for weight, sigma in zip(w[1:], (rng.uniform(0.5, 1.0), rng.uniform(1.5, 3.0)), strict=True):
+        g = np.exp(-0.5 * (x / sigma) ** 2)
+        kernel += weight * g / g.sum()
+    return kernel / np.sqrt((kernel**2).sum())
+
+
+def camera_simulate(y, a, b, *, clip=None, rng=None, correlation=0.0):
+    """:func:`fluoden_batch.noise.simulate.simulate` of independent pixels, then the noise
+    filtered by one :func:`camera_kernel` along Y and along X (``correlation`` unused: the
+    kernel is drawn from ``rng``), then clipped."""
+    gen = as_rng(rng)
+    z = simulate(y, a, b, rng=gen)
+    kernel = camera_kernel(gen)
+    noise = z - y
+    for axis in (-2, -1):
+        noise = ndimage.correlate1d(noise, kernel, axis=axis, mode="reflect")
+    z = y + noise
+    return z if clip is None else np.clip(z, clip[0], clip[1])
 
 
 def make_config(
@@ -97,6 +147,7 @@ def make_config(
     arch: str = "dncnn",
     noise_map: bool = False,
     correlated: float = 0.0,
+    camera: bool = False,
     bias_free: bool = False,
     match: bool = False,
     grown: bool = False,
@@ -148,7 +199,8 @@ def make_config(
             f"{' with a noise-map input' if noise_map else ''} {depth}x{width} trained "
             f"on FMD pairs (all noise levels -> 50-frame mean) of {', '.join(types)} and W2S "
             f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches"
-            f"{f' (lag-1 correlation 0..{correlated})' if correlated else ''}. "
+            f"{f' (lag-1 correlation 0..{correlated})' if correlated else ''}"
+            f"{' (filtered by random camera kernels)' if camera else ''}. "
             f"{'References fitted to the brightness of their inputs. ' if match else ''}"
             f"Whole-image protocol, {normalisation} normalisation per plane."
         ),
@@ -189,7 +241,9 @@ def make_config(
     )
 
 
-def write_report(fold: str, config: TrainConfig, result, command: str, wall: float) -> Path:
+def write_report(
+    fold: str, config: TrainConfig, result, command: str, wall: float, camera: bool = False
+) -> Path:
     """Write results/train_fmd_<fold>[_<normalisation>][_<depth>x<width>].md; its path."""
     t = result.metadata.training if result.metadata else {}
     rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in result.val_psnr)
@@ -199,6 +253,7 @@ def write_report(fold: str, config: TrainConfig, result, command: str, wall: flo
     wide = ffdnet or config.noise_map
     suffix += "_ffdnet" if ffdnet else "_map" if config.noise_map else ""
     suffix += "_corr" if config.noise_correlation else ""
+    suffix += "_camera" if camera else ""
     suffix += "_biasfree" if not config.bias else ""
     suffix += "_matched" if config.match_brightness else ""
     suffix += "_grown" if config.bias and not wide and not config.batch_norm else ""
@@ -263,7 +318,7 @@ Command (repository root):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path, help="weights file (.safetensors)")
-    parser.add_argument("--fold", choices=["A", "B", "all"], required=True)
+    parser.add_argument("--fold", choices=["A", "B", "all", *CAMERA_TYPES], required=True)
     parser.add_argument("--steps", type=int, required=True, help="optimisation steps")
     parser.add_argument("--depth", type=int, default=10)
     parser.add_argument("--width", type=int, default=32)
@@ -290,6 +345,11 @@ def main() -> None:
         default=0.0,
         metavar="RHO",
         help="synthetic noise with lag-1 correlation uniform in (0, RHO) (camera-like)",
+    )
+    parser.add_argument(
+        "--camera-noise",
+        action="store_true",
+        help="synthetic noise filtered by a random camera kernel per patch (camera_kernel)",
     )
     parser.add_argument(
         "--bias-free",
@@ -340,6 +400,11 @@ def main() -> None:
             )
         dilations = Architecture.stored_dilations(dilations)
 
+    if args.camera_noise:
+        if args.correlated:
+            raise SystemExit("--camera-noise and --correlated both shape the synthetic noise")
+        train_data.simulate = camera_simulate  # the patch sampler's noise source
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -357,6 +422,7 @@ def main() -> None:
         arch=args.arch,
         noise_map=args.noise_map,
         correlated=args.correlated,
+        camera=args.camera_noise,
         bias_free=args.bias_free,
         match=args.match_brightness,
         grown=args.grow,
@@ -375,6 +441,7 @@ def main() -> None:
         + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
         + (" --noise-map" if args.noise_map else "")
         + (f" --correlated {args.correlated}" if args.correlated else "")
+        + (" --camera-noise" if args.camera_noise else "")
         + (" --bias-free" if args.bias_free else "")
         + (" --match-brightness" if args.match_brightness else "")
         + (" --grow" if args.grow else "")
@@ -383,7 +450,8 @@ def main() -> None:
         + (f" --batch {args.batch}" if args.batch != 16 else "")
         + (f" --patch {args.patch}" if args.patch != 64 else "")
     )
-    path = write_report(args.fold, config, result, command, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    path = write_report(args.fold, config, result, command, wall, args.camera_noise)
     logging.info("done: %s", path)
 
 
