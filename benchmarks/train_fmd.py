@@ -36,8 +36,9 @@ drawn uniformly in ``(0, RHO)`` per patch (:func:`fluoden_batch.noise.simulate.c
 FMD's widefield captures have 0.57-0.62, which the single-image noise estimator (and so
 the noise map and the noise normalisation) sees as about a fifth of their variance.
 
-``--camera-noise`` (any recipe; not with ``--correlated``) filters every synthetic patch's
-noise by a random separable camera kernel (:func:`camera_kernel`): a generic family of
+``--camera-noise [SHARE]`` (any recipe; not with ``--correlated``) filters the noise of
+a share SHARE (default 1: every one) of the synthetic patches by a random separable camera
+kernel (:func:`camera_kernel`): a generic family of
 pixel crosstalk and blur, ``w0 delta + w1 G(s1) + w2 G(s2)`` per axis with weights from a
 flat Dirichlet, ``s1`` uniform in (0.5, 1) px and ``s2`` in (1.5, 3) px, normalised to
 keep each pixel's variance: white noise, short (lag-1 only) and long correlations and
@@ -61,6 +62,7 @@ Usage (the commands that produced the shipped weights are in results/train_fmd_*
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import time
@@ -118,12 +120,14 @@ def camera_kernel(rng: np.random.Generator, radius: int = 8) -> np.ndarray:
     return kernel / np.sqrt((kernel**2).sum())
 
 
-def camera_simulate(y, a, b, *, clip=None, rng=None, correlation=0.0):
-    """:func:`fluoden_batch.noise.simulate.simulate` of independent pixels, then the noise
-    filtered by one :func:`camera_kernel` along Y and along X (``correlation`` unused: the
-    kernel is drawn from ``rng``), then clipped."""
+def camera_simulate(y, a, b, *, clip=None, rng=None, correlation=0.0, share=1.0):
+    """:func:`fluoden_batch.noise.simulate.simulate` of independent pixels, then, with
+    probability ``share``, the noise filtered by one :func:`camera_kernel` along Y and
+    along X (``correlation`` unused: the kernel is drawn from ``rng``), then clipped."""
     gen = as_rng(rng)
     z = simulate(y, a, b, rng=gen)
+    if share < 1.0 and gen.random() >= share:  # share 1: no draw (the first runs)
+        return z if clip is None else np.clip(z, clip[0], clip[1])
     kernel = camera_kernel(gen)
     noise = z - y
     for axis in (-2, -1):
@@ -147,7 +151,7 @@ def make_config(
     arch: str = "dncnn",
     noise_map: bool = False,
     correlated: float = 0.0,
-    camera: bool = False,
+    camera: float = 0.0,
     bias_free: bool = False,
     match: bool = False,
     grown: bool = False,
@@ -200,7 +204,7 @@ def make_config(
             f"on FMD pairs (all noise levels -> 50-frame mean) of {', '.join(types)} and W2S "
             f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches"
             f"{f' (lag-1 correlation 0..{correlated})' if correlated else ''}"
-            f"{' (filtered by random camera kernels)' if camera else ''}. "
+            f"{f' ({camera:.0%} filtered by random camera kernels)' if camera else ''}. "
             f"{'References fitted to the brightness of their inputs. ' if match else ''}"
             f"Whole-image protocol, {normalisation} normalisation per plane."
         ),
@@ -242,7 +246,7 @@ def make_config(
 
 
 def write_report(
-    fold: str, config: TrainConfig, result, command: str, wall: float, camera: bool = False
+    fold: str, config: TrainConfig, result, command: str, wall: float, camera: float = 0.0
 ) -> Path:
     """Write results/train_fmd_<fold>[_<normalisation>][_<depth>x<width>].md; its path."""
     t = result.metadata.training if result.metadata else {}
@@ -253,7 +257,7 @@ def write_report(
     wide = ffdnet or config.noise_map
     suffix += "_ffdnet" if ffdnet else "_map" if config.noise_map else ""
     suffix += "_corr" if config.noise_correlation else ""
-    suffix += "_camera" if camera else ""
+    suffix += ("_camera" if camera == 1.0 else f"_camera{camera:g}") if camera else ""
     suffix += "_biasfree" if not config.bias else ""
     suffix += "_matched" if config.match_brightness else ""
     suffix += "_grown" if config.bias and not wide and not config.batch_norm else ""
@@ -348,8 +352,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--camera-noise",
-        action="store_true",
-        help="synthetic noise filtered by a random camera kernel per patch (camera_kernel)",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="SHARE",
+        help="this share (default 1) of the synthetic patches' noise filtered by a random "
+        "camera kernel (camera_kernel)",
     )
     parser.add_argument(
         "--bias-free",
@@ -403,7 +412,8 @@ def main() -> None:
     if args.camera_noise:
         if args.correlated:
             raise SystemExit("--camera-noise and --correlated both shape the synthetic noise")
-        train_data.simulate = camera_simulate  # the patch sampler's noise source
+        # the patch sampler's noise source
+        train_data.simulate = functools.partial(camera_simulate, share=args.camera_noise)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -441,7 +451,7 @@ def main() -> None:
         + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
         + (" --noise-map" if args.noise_map else "")
         + (f" --correlated {args.correlated}" if args.correlated else "")
-        + (" --camera-noise" if args.camera_noise else "")
+        + (f" --camera-noise {args.camera_noise:g}" if args.camera_noise else "")
         + (" --bias-free" if args.bias_free else "")
         + (" --match-brightness" if args.match_brightness else "")
         + (" --grow" if args.grow else "")
