@@ -16,7 +16,7 @@ Layout of ``OUT``::
 zarr writes each chunk to ``KEY.<uuid hex>.partial`` beside it, then renames it into
 place; a worker killed between the two (``scancel``, a node lost) leaves that file behind
 (the chunk itself is rewritten by the block's retry). :func:`remove_partial_writes` clears
-them at the end of every run that wrote blocks.
+them at the end of every run (one walk of OUT).
 
 :func:`open_output` is the one way in for a run: it locks OUT, then resumes it, or clears
 and creates it; a creation that fails (disk full, read-only) leaves nothing behind, or an
