@@ -126,13 +126,12 @@ def camera_simulate(y, a, b, *, clip=None, rng=None, correlation=0.0, share=1.0)
     along X (``correlation`` unused: the kernel is drawn from ``rng``), then clipped."""
     gen = as_rng(rng)
     z = simulate(y, a, b, rng=gen)
-    if share < 1.0 and gen.random() >= share:  # share 1: no draw (the first runs)
-        return z if clip is None else np.clip(z, clip[0], clip[1])
-    kernel = camera_kernel(gen)
-    noise = z - y
-    for axis in (-2, -1):
-        noise = ndimage.correlate1d(noise, kernel, axis=axis, mode="reflect")
-    z = y + noise
+    if share >= 1.0 or gen.random() < share:  # share 1: no draw (the first runs)
+        kernel = camera_kernel(gen)
+        noise = z - y
+        for axis in (-2, -1):
+            noise = ndimage.correlate1d(noise, kernel, axis=axis, mode="reflect")
+        z = y + noise
     return z if clip is None else np.clip(z, clip[0], clip[1])
 
 

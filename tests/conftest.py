@@ -155,6 +155,16 @@ def start_cli_denoise(
     return proc
 
 
+def file_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes, by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def chunk_bytes(store: Path) -> dict[str, bytes]:
+    """Every file of the level-0 array of the image ``store``, by relative path."""
+    return file_bytes(store / "0")
+
+
 _DIE_BEFORE_RENAME = """
 import os, pathlib, sys
 import numpy as np

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_tiny_weights, write_image
+from conftest import chunk_bytes, make_tiny_weights, write_image
 from fluoden_batch.compute import load_profile, render_job_script
 from fluoden_batch.io.store import MARKER_DIR
 
@@ -86,14 +86,6 @@ def denoise(
 
 def markers(out: Path) -> list[Path]:
     return list((out / MARKER_DIR).glob("*.json"))
-
-
-def chunk_bytes(store: Path) -> dict[str, bytes]:
-    """Every file of the level-0 array, by relative path."""
-    root = store / "0"
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
 
 
 def job_ids(name: str) -> list[str]:

@@ -9,7 +9,7 @@ import zarr
 from typer.testing import CliRunner
 
 import fluoden_batch as fb
-from conftest import blobs, write_image
+from conftest import blobs, file_bytes, write_image
 from fluoden_batch.cli import app
 from fluoden_batch.errors import FluodenError, InputError
 from fluoden_batch.noise import simulate
@@ -30,12 +30,6 @@ def _stored(tmp_path, data: np.ndarray, chunks: tuple[int, ...]):
 
 def _read(out) -> np.ndarray:
     return zarr.open_group(str(out), mode="r")["0"][:]
-
-
-def _chunk_files(out) -> dict:
-    """Every chunk file of OUT's level 0, by its path in the array: the bytes on disk."""
-    root = out / "0" / "c"
-    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def test_readme_one_liner():
@@ -82,8 +76,8 @@ def test_api_equals_cli_byte_for_byte(tmp_path, tiny_weights):
     assert cli.exit_code == 0, cli.output
     api = fb.denoise(inp, tmp_path / "api.zarr", model=str(tiny_weights), block_min=40, tile=32)
     assert api.blocks_run == 12
-    chunks = _chunk_files(tmp_path / "api.zarr")
-    assert len(chunks) == 12 and chunks == _chunk_files(tmp_path / "cli.zarr")
+    chunks = file_bytes(tmp_path / "api.zarr" / "0" / "c")
+    assert len(chunks) == 12 and chunks == file_bytes(tmp_path / "cli.zarr" / "0" / "c")
 
 
 def test_existing_client_is_reused_and_left_open(client, tmp_path, tiny_weights):

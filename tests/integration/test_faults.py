@@ -15,9 +15,8 @@ import dask
 import numpy as np
 import pytest
 from distributed import WorkerPlugin
-from test_resume import chunk_bytes
 
-from conftest import make_tiny_weights, start_cli_denoise, write_image
+from conftest import chunk_bytes, make_tiny_weights, start_cli_denoise, write_image
 from fluoden_batch.compute import dask_client
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import BlockError

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from test_resume import chunk_bytes
 from typer.testing import CliRunner
 
-from conftest import make_tiny_weights, write_image
+from conftest import chunk_bytes, make_tiny_weights, write_image
 from fluoden_batch.cli import app
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import OutputError

@@ -6,25 +6,22 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import die_mid_chunk_write, make_tiny_weights, start_cli_denoise, write_image
+from conftest import (
+    chunk_bytes,
+    die_mid_chunk_write,
+    make_tiny_weights,
+    start_cli_denoise,
+    write_image,
+)
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.io.store import MARKER_DIR
 from fluoden_batch.pipeline import execute, plan
 
 pytestmark = pytest.mark.distributed
-
-
-def chunk_bytes(store: Path) -> dict[str, bytes]:
-    """Every file of the level-0 array, by relative path."""
-    root = store / "0"
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
 
 
 def test_killed_run_resumes_only_missing_blocks_byte_identical(client, tmp_path):

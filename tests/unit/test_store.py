@@ -1,7 +1,7 @@
 import numpy as np
 import zarr
 
-from conftest import die_mid_chunk_write
+from conftest import die_mid_chunk_write, file_bytes
 from fluoden_batch.io.store import PROVENANCE_KEY, remove_partial_writes, stored_parameter
 
 
@@ -36,20 +36,15 @@ def test_remove_partial_writes_clears_only_zarrs_temporaries(tmp_path):
     array = group.create_array("0", shape=(64, 64), chunks=(32, 32), dtype="uint16")
     array[:] = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
     (out / "notes.partial").write_text("a user's file")  # not zarr's form: kept
-    before = files(out)
+    before = file_bytes(out)
 
     die_mid_chunk_write(out / "0")
-    left = sorted(set(files(out)) - set(before))
+    left = sorted(set(file_bytes(out)) - set(before))
     assert len(left) == 1 and left[0].endswith(".partial"), left  # zarr's temporary file
 
     assert remove_partial_writes(out) == 1
-    assert files(out) == before
+    assert file_bytes(out) == before
     np.testing.assert_array_equal(
         zarr.open_array(str(out / "0"))[:2, :3], [[0, 1, 2], [64, 65, 66]]
     )
     assert remove_partial_writes(out) == 0
-
-
-def files(root):
-    """Every file under ``root`` and its bytes, by relative path."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
