@@ -16,7 +16,9 @@ Usage::
         --candidate runs/dncnn-mcam-A-cam.safetensors runs/dncnn-mcam-B-cam.safetensors \\
         --name camera-noise
 
-writes ``benchmarks/results/eval_camera_gate_<name>.md``.
+writes ``benchmarks/results/eval_camera_gate_<name>.md``. ``--camera-reading``: the
+candidate was trained with ``train_fmd.py --camera-reading`` (its second input channel is
+the plane's :func:`train_fmd.camera_reading`; the control, without one, is unaffected).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from eval_fmd import DATA, LEVELS, RESULTS, evaluate
-from train_fmd import CAMERA_TYPES
+from train_fmd import CAMERA_TYPES, use_camera_reading
 
 from fluoden_batch.models.weights import read_metadata
 
@@ -53,8 +55,13 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="name of the candidate recipe")
     parser.add_argument("--data", type=Path, default=DATA / "fmd_dev", help="fmd_dev folder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--camera-reading", action="store_true", help="the candidate reads camera_reading"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.camera_reading:
+        use_camera_reading()
     cameras = [camera for _, camera in CAMERA_TYPES.values()]
     runs = {"control": args.control, "candidate": args.candidate}
     scores = {kind: camera_scores(paths, args.data) for kind, paths in runs.items()}
@@ -93,7 +100,8 @@ validation {val["candidate"] - val["control"]:+.2f} dB.
 
 Command: `OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/eval_camera_gate.py
 --control {" ".join(map(str, args.control))} --candidate
-{" ".join(map(str, args.candidate))} --name {args.name} --threads {args.threads}`
+{" ".join(map(str, args.candidate))} --name {args.name} --threads {args.threads}
+{"--camera-reading" if args.camera_reading else ""}`
 """
     out = RESULTS / f"eval_camera_gate_{args.name}.md"
     out.write_text(text)

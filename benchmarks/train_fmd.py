@@ -44,6 +44,14 @@ flat Dirichlet, ``s1`` uniform in (0.5, 1) px and ``s2`` in (1.5, 3) px, normali
 keep each pixel's variance: white noise, short (lag-1 only) and long correlations and
 their mixtures, so a model meets more than the one camera of its fold.
 
+``--camera-reading`` (DnCNN; with ``--grow`` from a DnCNN of the same width) tells the
+network how correlated each plane's noise is: a second input channel, constant over the
+plane, holds :func:`camera_reading` (how much more noise the wavelet estimator reads at
+stride 2 than at stride 1), computed on the whole noisy plane in training and at inference
+alike; the channel's input weights start at zero (the grown network starts as ``--init``).
+Benchmark-only: :func:`use_camera_reading` routes the noise-map input of the training
+sampler and of whole-image inference to it.
+
 ``--fold A-cam`` / ``B-cam``: the fold's types without its widefield type, which is left
 for ``eval_camera_gate.py`` to score as an unseen camera inside the training fold (the
 gate for camera-noise recipes; the fold validation holds only the fold's own cameras).
@@ -62,6 +70,7 @@ Usage (the commands that produced the shipped weights are in results/train_fmd_*
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
@@ -74,10 +83,13 @@ from scipy import ndimage
 
 from fluoden_batch.config.train import PairSource
 from fluoden_batch.models.dncnn import grown_dilations
+from fluoden_batch.models.normalise import noise_sigma
 from fluoden_batch.models.weights import Architecture, read_metadata
 from fluoden_batch.noise.simulate import as_rng, simulate
 from fluoden_batch.train import TrainConfig, train
 from fluoden_batch.train import data as train_data
+from fluoden_batch.train import inference as train_inference
+from fluoden_batch.train import sources as train_sources
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 LEVELS = ["raw", "avg2", "avg4", "avg8", "avg16"]
@@ -135,6 +147,50 @@ def camera_simulate(y, a, b, *, clip=None, rng=None, correlation=0.0, share=1.0)
     return z if clip is None else np.clip(z, clip[0], clip[1])
 
 
+def camera_reading(z: np.ndarray) -> float:
+    """How correlated a plane's noise reads: the mean wavelet noise sigma
+    (:func:`~fluoden_batch.models.normalise.noise_sigma`) of the four stride-2 phases of
+    ``z`` (shape (H, W)) over that of ``z``, minus 1, clipped to [0, 3] (0 where the
+    estimator reads no noise). White noise reads about 0, camera-correlated noise more (its
+    variance sits at coarser scales); invariant to the plane's gain and offset."""
+    fine = noise_sigma(z)
+    if fine <= 0.0:
+        return 0.0
+    coarse = np.mean([noise_sigma(z[i::2, j::2]) for i in (0, 1) for j in (0, 1)])
+    return float(np.clip(coarse / fine - 1.0, 0.0, 3.0))
+
+
+def _reading_noise(z: np.ndarray) -> tuple[float, float]:
+    return camera_reading(z), 0.0
+
+
+def _constant_map(x: np.ndarray, reading: float, _: float) -> np.ndarray:
+    return np.full(np.shape(x), reading, np.float32)
+
+
+class ReadingSampler(train_data.PatchSampler):
+    """The patch sampler whose noise-map channel is the whole noisy plane's
+    :func:`camera_reading` (synthetic patches: that of the whole simulated plane)."""
+
+    def draw(self, rng: np.random.Generator) -> train_data.PatchDraw:
+        d = super().draw(rng)
+        return dataclasses.replace(d, noise=_reading_noise(d.noisy)) if d.synthetic else d
+
+
+def use_camera_reading() -> None:
+    """Route the noise-map input of noise-map DnCNNs to :func:`camera_reading`, in the
+    training sampler and in whole-image inference (``denoise_whole``, used by validation
+    and by ``eval_fmd``), for this process."""
+    train_sources.PatchSampler = ReadingSampler
+    for module in (train_data, train_inference):
+        module.plane_noise = _reading_noise
+        module.map_parameters = lambda reading, _b, _lo, _hi: (reading, 0.0)
+    train_data.noise_map = _constant_map
+    train_inference.with_noise_map = lambda x, reading, _: np.stack(
+        [np.asarray(x, np.float32), _constant_map(x, reading, 0.0)]
+    )
+
+
 def make_config(
     fold: str,
     output: Path,
@@ -149,6 +205,7 @@ def make_config(
     normalisation: str = "percentile",
     arch: str = "dncnn",
     noise_map: bool = False,
+    reading: bool = False,
     correlated: float = 0.0,
     camera: float = 0.0,
     bias_free: bool = False,
@@ -193,13 +250,16 @@ def make_config(
             for fovs in ["01?", "02?", *(f"{i:03d}" for i in range(30, 37))]
         ]
     label = "ffdnet" if ffdnet else "dncnn-map" if noise_map else "dncnn"
+    label += "-reading" if reading else ""
     net_kind = "FFDNet (bias-free, noise map)" if ffdnet else "DnCNN"
     net_kind = f"bias-free {net_kind}" if bias_free else net_kind
     return TrainConfig(
         name=f"{label}-fmd" if fold == "all" else f"{label}-fmd-fold{fold}",
         description=(
             f"{net_kind}"
-            f"{' with a noise-map input' if noise_map else ''} {depth}x{width} trained "
+            f"{' with a noise-map input' if noise_map else ''}"
+            f"{' told the camera reading of each plane' if reading else ''}"
+            f" {depth}x{width} trained "
             f"on FMD pairs (all noise levels -> 50-frame mean) of {', '.join(types)} and W2S "
             f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches"
             f"{f' (lag-1 correlation 0..{correlated})' if correlated else ''}"
@@ -213,7 +273,7 @@ def make_config(
         width=width,
         batch_norm=not (wide or bias_free or grown),
         bias=not bias_free,
-        noise_map=noise_map,
+        noise_map=noise_map or reading,
         dilations=list(dilations) if dilations else None,
         mode="supervised",
         noisy_dir=w2s / "avg1",
@@ -245,7 +305,13 @@ def make_config(
 
 
 def write_report(
-    fold: str, config: TrainConfig, result, command: str, wall: float, camera: float = 0.0
+    fold: str,
+    config: TrainConfig,
+    result,
+    command: str,
+    wall: float,
+    camera: float = 0.0,
+    reading: bool = False,
 ) -> Path:
     """Write results/train_fmd_<fold>[_<normalisation>][_<depth>x<width>].md; its path."""
     t = result.metadata.training if result.metadata else {}
@@ -253,8 +319,8 @@ def write_report(
     held = held_out_types(fold)
     suffix = "" if config.normalisation == "percentile" else f"_{config.normalisation}"
     ffdnet = config.architecture == "ffdnet"
-    wide = ffdnet or config.noise_map
-    suffix += "_ffdnet" if ffdnet else "_map" if config.noise_map else ""
+    wide = ffdnet or (config.noise_map and not reading)
+    suffix += "_ffdnet" if ffdnet else "_reading" if reading else "_map" if wide else ""
     suffix += "_corr" if config.noise_correlation else ""
     suffix += ("_camera" if camera == 1.0 else f"_camera{camera:g}") if camera else ""
     suffix += "_biasfree" if not config.bias else ""
@@ -270,6 +336,9 @@ def write_report(
         f"FFDNet (bias-free, noise map, 2x2 pixel unshuffle) depth {config.depth}, width "
         f"{config.width}"
         if ffdnet
+        else f"DnCNN depth {config.depth}, width {config.width}, camera-reading input (a "
+        "constant channel), no batch norm (grown from the initial weights)"
+        if reading
         else f"DnCNN depth {config.depth}, width {config.width}, noise-map input, no batch "
         "norm (grown from the initial weights)"
         if config.noise_map
@@ -343,6 +412,11 @@ def main() -> None:
         "--noise-map", action="store_true", help="DnCNN with a noise-map input (wide data)"
     )
     parser.add_argument(
+        "--camera-reading",
+        action="store_true",
+        help="DnCNN told each plane's camera_reading as a constant second input channel",
+    )
+    parser.add_argument(
         "--correlated",
         type=float,
         default=0.0,
@@ -414,6 +488,11 @@ def main() -> None:
         # the patch sampler's noise source
         train_data.simulate = functools.partial(camera_simulate, share=args.camera_noise)
 
+    if args.camera_reading:
+        if args.noise_map or args.arch != "dncnn":
+            raise SystemExit("--camera-reading is a DnCNN's second input, not with a noise map")
+        use_camera_reading()
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -430,6 +509,7 @@ def main() -> None:
         normalisation=args.normalisation,
         arch=args.arch,
         noise_map=args.noise_map,
+        reading=args.camera_reading,
         correlated=args.correlated,
         camera=args.camera_noise,
         bias_free=args.bias_free,
@@ -449,6 +529,7 @@ def main() -> None:
         + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
         + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
         + (" --noise-map" if args.noise_map else "")
+        + (" --camera-reading" if args.camera_reading else "")
         + (f" --correlated {args.correlated}" if args.correlated else "")
         + (f" --camera-noise {args.camera_noise:g}" if args.camera_noise else "")
         + (" --bias-free" if args.bias_free else "")
@@ -460,7 +541,9 @@ def main() -> None:
         + (f" --patch {args.patch}" if args.patch != 64 else "")
     )
     wall = time.perf_counter() - started
-    path = write_report(args.fold, config, result, command, wall, args.camera_noise)
+    path = write_report(
+        args.fold, config, result, command, wall, args.camera_noise, args.camera_reading
+    )
     logging.info("done: %s", path)
 
 
