@@ -52,6 +52,16 @@ alike; the channel's input weights start at zero (the grown network starts as ``
 Benchmark-only: :func:`use_camera_reading` routes the noise-map input of the training
 sampler and of whole-image inference to it.
 
+``--vst`` (any DnCNN recipe; benchmark-only) trains in the variance-stabilised domain:
+each plane's Poisson-Gaussian ``(a, b)`` (estimated from the noisy plane as inference
+would, :func:`~fluoden_batch.models.normalise.plane_noise`; a synthetic plane's own draw)
+gives its generalized Anscombe transform, and the model sees ``(GAT(x) - GAT(lo)) /
+VST_SCALE``, noisy input and clean target alike, so that the noise is unit-variance at
+every pixel (1/40 in model units, as the noise normalisation gives a typical pixel);
+:func:`vst_denoise_whole` maps the output back by the algebraic inverse (the target is the
+transformed clean image). :func:`use_vst` routes the training sampler and whole-image
+inference (validation, ``eval_fmd``) to it, for this process.
+
 ``--fold A-cam`` / ``B-cam``: the fold's types without its widefield type, which is left
 for ``eval_camera_gate.py`` to score as an unseen camera inside the training fold (the
 gate for camera-noise recipes; the fold validation holds only the fold's own cameras).
@@ -83,12 +93,14 @@ from scipy import ndimage
 
 from fluoden_batch.config.train import PairSource
 from fluoden_batch.models.dncnn import grown_dilations
-from fluoden_batch.models.normalise import noise_sigma
+from fluoden_batch.models.normalise import noise_sigma, percentile_range, plane_noise
 from fluoden_batch.models.weights import Architecture, read_metadata
+from fluoden_batch.noise.anscombe import gat_forward, gat_inverse
 from fluoden_batch.noise.simulate import as_rng, simulate
 from fluoden_batch.train import TrainConfig, train
 from fluoden_batch.train import data as train_data
 from fluoden_batch.train import inference as train_inference
+from fluoden_batch.train import loop as train_loop
 from fluoden_batch.train import sources as train_sources
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
@@ -191,6 +203,92 @@ def use_camera_reading() -> None:
     )
 
 
+VST_SCALE = 40.0  # stabilised units per model unit: unit-variance noise is 1/40 in the model
+
+
+def vst_params(z: np.ndarray) -> tuple[float, float]:
+    """Poisson-Gaussian ``(a, b)`` of a noisy plane for :func:`vst`: the single-image
+    estimate; where it finds no Poisson part, ``(0, b)`` with ``b`` at least the wavelet
+    noise variance (and above zero)."""
+    a, b = plane_noise(z)
+    if not (np.isfinite(a) and a > 1e-6):
+        b = max(b if np.isfinite(b) else 0.0, noise_sigma(z) ** 2, 1e-6)
+        return 0.0, float(b)
+    return float(a), float(b)
+
+
+def vst(x: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Generalized Anscombe transform of ``x`` (any shape) under ``(a, b)``, float64;
+    ``a = 0``: Gaussian noise, ``x / sqrt(b)``."""
+    if a > 0:
+        return gat_forward(x, a, b)
+    return np.asarray(x, np.float64) / np.sqrt(b)
+
+
+def vst_inverse(g: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Algebraic inverse of :func:`vst`, float64."""
+    if a > 0:
+        return gat_inverse(np.maximum(g, 0.0), a, b, method="algebraic")
+    return np.asarray(g, np.float64) * np.sqrt(b)
+
+
+class VSTSampler(train_data.PatchSampler):
+    """The patch sampler in the stabilised domain (``--vst``): input and target patches
+    are ``(vst(x) - vst(lo)) / VST_SCALE`` under the plane's ``(a, b)``."""
+
+    def __init__(self, images, patch_size, **kwargs) -> None:
+        super().__init__(images, patch_size, **kwargs)
+        self._vst = [None if im.noisy is None else vst_params(im.noisy) for im in images]
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        p = self.patch_size
+        inputs = np.empty((batch_size, 1, p, p), np.float32)
+        targets = np.empty((batch_size, 1, p, p), np.float32)
+        for i in range(batch_size):
+            d = self.draw(rng)
+            a, b = d.noise if d.synthetic else self._vst[d.index]  # type: ignore[misc]
+            if d.synthetic and a <= 1e-6:
+                a, b = 0.0, max(b, 1e-6)
+            offset = vst(np.float64(d.lo), a, b)
+            window = (slice(d.y, d.y + p), slice(d.x, d.x + p))
+            for src, dst in ((d.noisy, inputs), (self.images[d.index].clean, targets)):
+                dst[i, 0] = (vst(d.orient(src[window]), a, b) - offset) / VST_SCALE
+        return inputs, targets
+
+
+@torch.no_grad()
+def vst_denoise_whole(model, image, *, clip=None, device="cpu", norm=None, **_) -> np.ndarray:
+    """Whole-image inference of a ``--vst`` model (the signature of
+    :func:`fluoden_batch.train.denoise_whole`; ``norm`` gives ``lo``)."""
+    a, b = vst_params(image)
+    lo = percentile_range(image, 0.1, 99.9)[0] if norm is None else norm[0]
+    offset = vst(np.float64(lo), a, b)
+    x = ((vst(image, a, b) - offset) / VST_SCALE).astype(np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        t = torch.from_numpy(x).reshape(1, 1, *image.shape).to(device)
+        y = model(t)[0, 0].double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    out = vst_inverse(y * VST_SCALE + offset, a, b).astype(np.float32)
+    return np.clip(out, *clip) if clip is not None else out
+
+
+def use_vst() -> None:
+    """Route the training sampler and whole-image inference (validation, ``eval_fmd``) to
+    the stabilised domain, for this process."""
+    import sys
+
+    train_sources.PatchSampler = VSTSampler
+    train_loop.denoise_whole = vst_denoise_whole
+    train_inference.denoise_whole = vst_denoise_whole
+    for name in ("eval_fmd", "__main__"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "denoise_whole"):
+            module.denoise_whole = vst_denoise_whole
+
+
 def make_config(
     fold: str,
     output: Path,
@@ -206,6 +304,7 @@ def make_config(
     arch: str = "dncnn",
     noise_map: bool = False,
     reading: bool = False,
+    stabilised: bool = False,
     correlated: float = 0.0,
     camera: float = 0.0,
     bias_free: bool = False,
@@ -251,6 +350,7 @@ def make_config(
         ]
     label = "ffdnet" if ffdnet else "dncnn-map" if noise_map else "dncnn"
     label += "-reading" if reading else ""
+    label += "-vst" if stabilised else ""
     net_kind = "FFDNet (bias-free, noise map)" if ffdnet else "DnCNN"
     net_kind = f"bias-free {net_kind}" if bias_free else net_kind
     return TrainConfig(
@@ -265,7 +365,14 @@ def make_config(
             f"{f' (lag-1 correlation 0..{correlated})' if correlated else ''}"
             f"{f' ({camera:.0%} filtered by random camera kernels)' if camera else ''}. "
             f"{'References fitted to the brightness of their inputs. ' if match else ''}"
-            f"Whole-image protocol, {normalisation} normalisation per plane."
+            f"Whole-image protocol, "
+            + (
+                "generalized Anscombe transform under each plane's estimated (a, b), "
+                f"offset at its {normalisation} window's low end, / {VST_SCALE:g} "
+                "(benchmarks/train_fmd.py --vst; not loadable by the package)."
+                if stabilised
+                else f"{normalisation} normalisation per plane."
+            )
         ),
         output=output,
         architecture=arch,
@@ -312,6 +419,7 @@ def write_report(
     wall: float,
     camera: float = 0.0,
     reading: bool = False,
+    stabilised: bool = False,
 ) -> Path:
     """Write results/train_fmd_<fold>[_<normalisation>][_<depth>x<width>].md; its path."""
     t = result.metadata.training if result.metadata else {}
@@ -321,6 +429,7 @@ def write_report(
     ffdnet = config.architecture == "ffdnet"
     wide = ffdnet or (config.noise_map and not reading)
     suffix += "_ffdnet" if ffdnet else "_reading" if reading else "_map" if wide else ""
+    suffix += "_vst" if stabilised else ""
     suffix += "_corr" if config.noise_correlation else ""
     suffix += ("_camera" if camera == 1.0 else f"_camera{camera:g}") if camera else ""
     suffix += "_biasfree" if not config.bias else ""
@@ -350,6 +459,11 @@ def write_report(
         if not config.batch_norm
         else f"DnCNN depth {config.depth}, width {config.width}, batch norm (folded at load)"
     )
+    norm_text = (
+        "generalized Anscombe transform per plane (`--vst`)"
+        if stabilised
+        else f"{config.normalisation} (`models.weights.Normalisation`)"
+    )
     w2s_text = "channels 0-2 of FOV 001-036" if wide else "channel 0 of FOV 001-040"
     path.write_text(
         f"""# Training `{config.name}` (fold {fold})
@@ -362,7 +476,7 @@ Command (repository root):
 
 - Output: `{config.output}` ({result.digest})
 - Architecture: {arch_text}
-- Input normalisation: {config.normalisation} (`models.weights.Normalisation`)
+- Input normalisation: {norm_text}
 - Initialisation: {f"fine-tuned from `{config.init_weights}`" if config.init_weights else "random"}
 - FMD types trained on: {", ".join(fold_types(fold))}; held out: {", ".join(held) or "none"}
 - Data: {t.get("train_images")} training images (FMD levels raw..avg16 -> gt of those types,
@@ -415,6 +529,11 @@ def main() -> None:
         "--camera-reading",
         action="store_true",
         help="DnCNN told each plane's camera_reading as a constant second input channel",
+    )
+    parser.add_argument(
+        "--vst",
+        action="store_true",
+        help="train in the variance-stabilised domain (each plane's GAT; DnCNN, no noise map)",
     )
     parser.add_argument(
         "--correlated",
@@ -493,6 +612,11 @@ def main() -> None:
             raise SystemExit("--camera-reading is a DnCNN's second input, not with a noise map")
         use_camera_reading()
 
+    if args.vst:
+        if args.noise_map or args.camera_reading or args.arch != "dncnn":
+            raise SystemExit("--vst is a one-channel DnCNN's input domain")
+        use_vst()
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -510,6 +634,7 @@ def main() -> None:
         arch=args.arch,
         noise_map=args.noise_map,
         reading=args.camera_reading,
+        stabilised=args.vst,
         correlated=args.correlated,
         camera=args.camera_noise,
         bias_free=args.bias_free,
@@ -530,6 +655,7 @@ def main() -> None:
         + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
         + (" --noise-map" if args.noise_map else "")
         + (" --camera-reading" if args.camera_reading else "")
+        + (" --vst" if args.vst else "")
         + (f" --correlated {args.correlated}" if args.correlated else "")
         + (f" --camera-noise {args.camera_noise:g}" if args.camera_noise else "")
         + (" --bias-free" if args.bias_free else "")
@@ -542,7 +668,7 @@ def main() -> None:
     )
     wall = time.perf_counter() - started
     path = write_report(
-        args.fold, config, result, command, wall, args.camera_noise, args.camera_reading
+        args.fold, config, result, command, wall, args.camera_noise, args.camera_reading, args.vst
     )
     logging.info("done: %s", path)
 
