@@ -10,7 +10,8 @@ Usage::
         runs/dncnn-fmd-A.safetensors runs/dncnn-fmd-B.safetensors --name dncnn-fmd
 
 writes ``benchmarks/results/eval_fmd_<name>_leave_types_out.md`` (``--tta``: the mean over
-the 8 flips/rotations, ``..._leave_types_out_tta.md``).
+the 8 flips/rotations, ``..._leave_types_out_tta.md``; ``--vst``: models trained by
+``train_fmd.py --vst``, run in the variance-stabilised domain).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 from eval_fmd import DATA, RESULTS, evaluate, report
-from train_fmd import held_out_types
+from train_fmd import held_out_types, use_vst
 
 
 def main() -> None:
@@ -31,7 +32,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA / "fmd_dev", help="fmd_dev folder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (8x)")
+    parser.add_argument("--vst", action="store_true", help="models of train_fmd.py --vst")
     args = parser.parse_args()
+    if args.vst:
+        use_vst()
     torch.set_num_threads(args.threads)
     if not (args.data / "gt").is_dir():
         raise SystemExit(f"FMD data not found at {args.data} (set FLUODEN_DATA or --data)")
@@ -45,6 +49,7 @@ def main() -> None:
         f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/eval_folds.py "
         f"{args.fold_a} {args.fold_b} --name {args.name} --threads {args.threads}"
         + (" --tta" if args.tta else "")
+        + (" --vst" if args.vst else "")
     )
     text = report(
         scores,

@@ -55,12 +55,13 @@ sampler and of whole-image inference to it.
 ``--vst`` (any DnCNN recipe; benchmark-only) trains in the variance-stabilised domain:
 each plane's Poisson-Gaussian ``(a, b)`` (estimated from the noisy plane as inference
 would, :func:`~fluoden_batch.models.normalise.plane_noise`; a synthetic plane's own draw)
-gives its generalized Anscombe transform, and the model sees ``(GAT(x) - GAT(lo)) /
-VST_SCALE``, noisy input and clean target alike, so that the noise is unit-variance at
-every pixel (1/40 in model units, as the noise normalisation gives a typical pixel);
-:func:`vst_denoise_whole` maps the output back by the algebraic inverse (the target is the
-transformed clean image). :func:`use_vst` routes the training sampler and whole-image
-inference (validation, ``eval_fmd``) to it, for this process.
+gives its generalized Anscombe transform, and the model sees the transformed plane under
+the recipe's normalisation (window taken on the transformed noisy plane), noisy input and
+clean target alike: the noise is then the same at every pixel. :func:`vst_denoise_whole`
+maps the output back by the algebraic inverse (the target is the transformed clean
+image): ``fluoden denoise --protocol vst`` but for the inverse. :func:`use_vst` routes the
+training sampler and whole-image inference (validation, ``eval_fmd``) to it, for this
+process.
 
 ``--fold A-cam`` / ``B-cam``: the fold's types without its widefield type, which is left
 for ``eval_camera_gate.py`` to score as an unseen camera inside the training fold (the
@@ -93,7 +94,12 @@ from scipy import ndimage
 
 from fluoden_batch.config.train import PairSource
 from fluoden_batch.models.dncnn import grown_dilations
-from fluoden_batch.models.normalise import noise_sigma, percentile_range, plane_noise
+from fluoden_batch.models.normalise import (
+    noise_sigma,
+    normalisation_range,
+    normalise,
+    plane_noise,
+)
 from fluoden_batch.models.weights import Architecture, read_metadata
 from fluoden_batch.noise.anscombe import gat_forward, gat_inverse
 from fluoden_batch.noise.simulate import as_rng, simulate
@@ -102,6 +108,7 @@ from fluoden_batch.train import data as train_data
 from fluoden_batch.train import inference as train_inference
 from fluoden_batch.train import loop as train_loop
 from fluoden_batch.train import sources as train_sources
+from fluoden_batch.train.inference import denoise_whole as plain_denoise_whole
 
 DATA = Path(os.environ.get("FLUODEN_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 LEVELS = ["raw", "avg2", "avg4", "avg8", "avg16"]
@@ -203,9 +210,6 @@ def use_camera_reading() -> None:
     )
 
 
-VST_SCALE = 40.0  # stabilised units per model unit: unit-variance noise is 1/40 in the model
-
-
 def vst_params(z: np.ndarray) -> tuple[float, float]:
     """Poisson-Gaussian ``(a, b)`` of a noisy plane for :func:`vst`: the single-image
     estimate; where it finds no Poisson part, ``(0, b)`` with ``b`` at least the wavelet
@@ -234,11 +238,19 @@ def vst_inverse(g: np.ndarray, a: float, b: float) -> np.ndarray:
 
 class VSTSampler(train_data.PatchSampler):
     """The patch sampler in the stabilised domain (``--vst``): input and target patches
-    are ``(vst(x) - vst(lo)) / VST_SCALE`` under the plane's ``(a, b)``."""
+    are ``vst(x)`` under the noisy plane's ``(a, b)``, normalised as the recipe says with
+    the window of the transformed noisy plane."""
 
     def __init__(self, images, patch_size, **kwargs) -> None:
         super().__init__(images, patch_size, **kwargs)
-        self._vst = [None if im.noisy is None else vst_params(im.noisy) for im in images]
+        self._vst = []
+        for im in images:
+            if im.noisy is None:
+                self._vst.append(None)
+                continue
+            a, b = vst_params(im.noisy)
+            g = vst(im.noisy, a, b)
+            self._vst.append((a, b, *normalisation_range(g, self.normalisation)))
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         p = self.patch_size
@@ -246,32 +258,27 @@ class VSTSampler(train_data.PatchSampler):
         targets = np.empty((batch_size, 1, p, p), np.float32)
         for i in range(batch_size):
             d = self.draw(rng)
-            a, b = d.noise if d.synthetic else self._vst[d.index]  # type: ignore[misc]
-            if d.synthetic and a <= 1e-6:
-                a, b = 0.0, max(b, 1e-6)
-            offset = vst(np.float64(d.lo), a, b)
+            if d.synthetic:
+                a, b = d.noise  # type: ignore[misc]
+                a, b = (a, b) if a > 1e-6 else (0.0, max(b, 1e-6))
+                lo, hi = normalisation_range(vst(d.noisy, a, b), self.normalisation)
+            else:
+                a, b, lo, hi = self._vst[d.index]  # type: ignore[misc]
             window = (slice(d.y, d.y + p), slice(d.x, d.x + p))
             for src, dst in ((d.noisy, inputs), (self.images[d.index].clean, targets)):
-                dst[i, 0] = (vst(d.orient(src[window]), a, b) - offset) / VST_SCALE
+                dst[i, 0] = normalise(vst(d.orient(src[window]), a, b), lo, hi)
         return inputs, targets
 
 
-@torch.no_grad()
-def vst_denoise_whole(model, image, *, clip=None, device="cpu", norm=None, **_) -> np.ndarray:
+def vst_denoise_whole(model, image, *, clip=None, device="cpu", **kwargs) -> np.ndarray:
     """Whole-image inference of a ``--vst`` model (the signature of
-    :func:`fluoden_batch.train.denoise_whole`; ``norm`` gives ``lo``)."""
+    :func:`fluoden_batch.train.denoise_whole`): the plane's transform, the model under its
+    normalisation, the algebraic inverse. The same as ``fluoden denoise --protocol vst``
+    with each plane its own channel, but for the inverse."""
     a, b = vst_params(image)
-    lo = percentile_range(image, 0.1, 99.9)[0] if norm is None else norm[0]
-    offset = vst(np.float64(lo), a, b)
-    x = ((vst(image, a, b) - offset) / VST_SCALE).astype(np.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        t = torch.from_numpy(x).reshape(1, 1, *image.shape).to(device)
-        y = model(t)[0, 0].double().cpu().numpy()
-    finally:
-        model.train(was_training)
-    out = vst_inverse(y * VST_SCALE + offset, a, b).astype(np.float32)
+    kwargs.pop("norm", None)  # a window in data units: the transformed plane has its own
+    out = plain_denoise_whole(model, vst(image, a, b).astype(np.float32), device=device, **kwargs)
+    out = vst_inverse(out.astype(np.float64), a, b).astype(np.float32)
     return np.clip(out, *clip) if clip is not None else out
 
 
@@ -283,10 +290,9 @@ def use_vst() -> None:
     train_sources.PatchSampler = VSTSampler
     train_loop.denoise_whole = vst_denoise_whole
     train_inference.denoise_whole = vst_denoise_whole
-    for name in ("eval_fmd", "__main__"):
-        module = sys.modules.get(name)
-        if module is not None and hasattr(module, "denoise_whole"):
-            module.denoise_whole = vst_denoise_whole
+    module = sys.modules.get("eval_fmd")
+    if module is not None:
+        module.denoise_whole = vst_denoise_whole
 
 
 def make_config(
@@ -367,9 +373,9 @@ def make_config(
             f"{'References fitted to the brightness of their inputs. ' if match else ''}"
             f"Whole-image protocol, "
             + (
-                "generalized Anscombe transform under each plane's estimated (a, b), "
-                f"offset at its {normalisation} window's low end, / {VST_SCALE:g} "
-                "(benchmarks/train_fmd.py --vst; not loadable by the package)."
+                "generalized Anscombe transform under each plane's estimated (a, b), then "
+                f"{normalisation} normalisation of the transformed plane; algebraic inverse "
+                "(benchmarks/train_fmd.py --vst)."
                 if stabilised
                 else f"{normalisation} normalisation per plane."
             )
