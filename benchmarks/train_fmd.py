@@ -85,6 +85,7 @@ import dataclasses
 import functools
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -285,8 +286,6 @@ def vst_denoise_whole(model, image, *, clip=None, device="cpu", **kwargs) -> np.
 def use_vst() -> None:
     """Route the training sampler and whole-image inference (validation, ``eval_fmd``) to
     the stabilised domain, for this process."""
-    import sys
-
     train_sources.PatchSampler = VSTSampler
     train_loop.denoise_whole = vst_denoise_whole
     train_inference.denoise_whole = vst_denoise_whole
