@@ -88,6 +88,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -104,6 +105,7 @@ from fluoden_batch.models.normalise import (
 from fluoden_batch.models.weights import Architecture, read_metadata
 from fluoden_batch.noise.anscombe import gat_forward, gat_inverse
 from fluoden_batch.noise.simulate import as_rng, simulate
+from fluoden_batch.pipeline.statistics import gat_parameters
 from fluoden_batch.train import TrainConfig, train
 from fluoden_batch.train import data as train_data
 from fluoden_batch.train import inference as train_inference
@@ -212,34 +214,16 @@ def use_camera_reading() -> None:
 
 
 def vst_params(z: np.ndarray) -> tuple[float, float]:
-    """Poisson-Gaussian ``(a, b)`` of a noisy plane for :func:`vst`: the single-image
-    estimate; where it finds no Poisson part, ``(0, b)`` with ``b`` at least the wavelet
-    noise variance (and above zero)."""
+    """Poisson-Gaussian ``(a, b)`` of a noisy plane for the GAT: the single-image estimate
+    (:func:`~fluoden_batch.models.normalise.plane_noise`) with ``a`` floored as
+    ``--protocol vst`` floors it (:func:`~fluoden_batch.pipeline.statistics.gat_parameters`)."""
     a, b = plane_noise(z)
-    if not (np.isfinite(a) and a > 1e-6):
-        b = max(b if np.isfinite(b) else 0.0, noise_sigma(z) ** 2, 1e-6)
-        return 0.0, float(b)
-    return float(a), float(b)
-
-
-def vst(x: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Generalized Anscombe transform of ``x`` (any shape) under ``(a, b)``, float64;
-    ``a = 0``: Gaussian noise, ``x / sqrt(b)``."""
-    if a > 0:
-        return gat_forward(x, a, b)
-    return np.asarray(x, np.float64) / np.sqrt(b)
-
-
-def vst_inverse(g: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Algebraic inverse of :func:`vst`, float64."""
-    if a > 0:
-        return gat_inverse(np.maximum(g, 0.0), a, b, method="algebraic")
-    return np.asarray(g, np.float64) * np.sqrt(b)
+    return gat_parameters(SimpleNamespace(a=a, b=b))
 
 
 class VSTSampler(train_data.PatchSampler):
     """The patch sampler in the stabilised domain (``--vst``): input and target patches
-    are ``vst(x)`` under the noisy plane's ``(a, b)``, normalised as the recipe says with
+    are the GAT of ``x`` under the noisy plane's ``(a, b)``, normalised as the recipe says with
     the window of the transformed noisy plane."""
 
     def __init__(self, images, patch_size, **kwargs) -> None:
@@ -250,7 +234,7 @@ class VSTSampler(train_data.PatchSampler):
                 self._vst.append(None)
                 continue
             a, b = vst_params(im.noisy)
-            g = vst(im.noisy, a, b)
+            g = gat_forward(im.noisy, a, b)
             self._vst.append((a, b, *normalisation_range(g, self.normalisation)))
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -259,15 +243,14 @@ class VSTSampler(train_data.PatchSampler):
         targets = np.empty((batch_size, 1, p, p), np.float32)
         for i in range(batch_size):
             d = self.draw(rng)
-            if d.synthetic:
+            if d.synthetic:  # its own draw: a from the recipe's a_range, above 0
                 a, b = d.noise  # type: ignore[misc]
-                a, b = (a, b) if a > 1e-6 else (0.0, max(b, 1e-6))
-                lo, hi = normalisation_range(vst(d.noisy, a, b), self.normalisation)
+                lo, hi = normalisation_range(gat_forward(d.noisy, a, b), self.normalisation)
             else:
                 a, b, lo, hi = self._vst[d.index]  # type: ignore[misc]
             window = (slice(d.y, d.y + p), slice(d.x, d.x + p))
             for src, dst in ((d.noisy, inputs), (self.images[d.index].clean, targets)):
-                dst[i, 0] = normalise(vst(d.orient(src[window]), a, b), lo, hi)
+                dst[i, 0] = normalise(gat_forward(d.orient(src[window]), a, b), lo, hi)
         return inputs, targets
 
 
@@ -278,8 +261,9 @@ def vst_denoise_whole(model, image, *, clip=None, device="cpu", **kwargs) -> np.
     with each plane its own channel, but for the inverse."""
     a, b = vst_params(image)
     kwargs.pop("norm", None)  # a window in data units: the transformed plane has its own
-    out = plain_denoise_whole(model, vst(image, a, b).astype(np.float32), device=device, **kwargs)
-    out = vst_inverse(out.astype(np.float64), a, b).astype(np.float32)
+    g = gat_forward(image, a, b).astype(np.float32)
+    out = plain_denoise_whole(model, g, device=device, **kwargs).astype(np.float64)
+    out = gat_inverse(np.maximum(out, 0.0), a, b, method="algebraic").astype(np.float32)
     return np.clip(out, *clip) if clip is not None else out
 
 
