@@ -400,6 +400,15 @@ def make_config(
     )
 
 
+def record_path(path: Path, output: Path) -> Path:
+    """``path``, or where a record there already names another output (a second run of
+    the same recipe: a control, a smoke run) ``path`` with that output's file stem
+    appended, so a committed record is never overwritten by another run's."""
+    if path.exists() and f"- Output: `{output}`" not in path.read_text():
+        return path.with_name(f"{path.stem}_{Path(output).stem}.md")
+    return path
+
+
 def write_report(
     fold: str,
     config: TrainConfig,
@@ -429,7 +438,7 @@ def write_report(
     suffix += f"_patch{config.patch_size}" if config.patch_size != 64 else ""
     if (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
-    path = RESULTS / f"train_fmd_{fold}{suffix}.md"
+    path = record_path(RESULTS / f"train_fmd_{fold}{suffix}.md", config.output)
     arch_text = (
         f"FFDNet (bias-free, noise map, 2x2 pixel unshuffle) depth {config.depth}, width "
         f"{config.width}"
