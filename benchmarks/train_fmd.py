@@ -419,7 +419,8 @@ def write_report(
     reading: bool = False,
     stabilised: bool = False,
 ) -> Path:
-    """Write results/train_fmd_<fold>[_<normalisation>][_<depth>x<width>].md; its path."""
+    """Write results/train_fmd_<fold>[_<normalisation>][_<depth>x<width>].md (see
+    :func:`record_path`); its path."""
     t = result.metadata.training if result.metadata else {}
     rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in result.val_psnr)
     held = held_out_types(fold)
