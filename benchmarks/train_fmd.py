@@ -400,11 +400,14 @@ def make_config(
     )
 
 
+OUTPUT_LINE = "- Output: `{}`"  # a record's line naming its weights file (then its digest)
+
+
 def record_path(path: Path, output: Path) -> Path:
     """``path``, or where a record there already names another output (a second run of
     the same recipe: a control, a smoke run) ``path`` with that output's file stem
     appended, so a committed record is never overwritten by another run's."""
-    if path.exists() and f"- Output: `{output}`" not in path.read_text():
+    if path.exists() and OUTPUT_LINE.format(output) not in path.read_text():
         return path.with_name(f"{path.stem}_{Path(output).stem}.md")
     return path
 
@@ -473,7 +476,7 @@ Command (repository root):
 {command}
 ```
 
-- Output: `{config.output}` ({result.digest})
+{OUTPUT_LINE.format(config.output)} ({result.digest})
 - Architecture: {arch_text}
 - Input normalisation: {norm_text}
 - Initialisation: {f"fine-tuned from `{config.init_weights}`" if config.init_weights else "random"}
