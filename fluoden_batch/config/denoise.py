@@ -103,6 +103,14 @@ class DenoiseOptions(BaseModel):
         description="test-time augmentation: the mean over each plane's 8 flips and rotations "
         "(8x the model time; usually a few tenths of a dB better)",
     )
+    phase_split: bool = Field(
+        False,
+        description="denoise the four stride-2 phases of every plane separately and "
+        "interleave them (same model time): for cameras whose noise is correlated between "
+        "neighbouring pixels (many widefield cameras; a run's detail note says 'spatially "
+        "correlated') that the model was not trained on, where it leaves or smears that "
+        "noise; loses fine detail where the noise is white or the model knows the camera",
+    )
     detail: Literal["auto", "off", "sure"] = Field(
         "auto",
         description="sure: after the model, put back the input's lowest spatial frequencies "
@@ -128,6 +136,15 @@ class DenoiseOptions(BaseModel):
             raise ValueError(
                 f"--detail restores what the model of --protocol whole removed; --protocol "
                 f"{self.protocol} is not supported with it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _phase_split_needs_a_model(self) -> DenoiseOptions:
+        if self.phase_split and self.protocol not in ("whole", "vst", "masked"):
+            raise ValueError(
+                f"--phase-split splits the planes a model denoises; --protocol "
+                f"{self.protocol} has no model"
             )
         return self
 
@@ -294,6 +311,11 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
                 f"--adapt fits the model of --protocol whole; --protocol {self.protocol} "
                 "is not supported with it"
             )
+        if self.adapt != "none" and self.phase_split:
+            raise ValueError(
+                "--adapt fits the model to full-resolution planes, --phase-split would apply "
+                "it to half-resolution phases; use one of them"
+            )
         return self
 
     def output_parameters(self) -> dict[str, Any]:
@@ -303,8 +325,8 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
         (they change nothing otherwise, so a ``whole`` run resumes whatever they are);
         ``save_labels`` always (it decides whether OUT holds labels for every block).
         ``cluster_backend`` is left out: the centres it fits are stored and reused.
-        ``tta`` and ``detail`` only when on (``detail`` as ``"sure"``, also for ``auto``), so
-        outputs written before they existed resume unchanged.
+        ``tta``, ``phase_split`` and ``detail`` only when on (``detail`` as ``"sure"``, also
+        for ``auto``), so outputs written before they existed resume unchanged.
         """
         keys = [
             "precision",
@@ -324,6 +346,8 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
             keys += ["clusters", "mask_sigma"]
         if self.tta:
             keys.append("tta")
+        if self.phase_split:
+            keys.append("phase_split")
         data = self.model_dump(mode="json", include=set(keys))
         if self.restores_detail:
             data["detail"] = "sure"  # auto and sure alike

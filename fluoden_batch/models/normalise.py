@@ -92,6 +92,14 @@ def noise_sigma(x: np.ndarray) -> float:
     return float(np.median(good)) if good else 0.0
 
 
+def phase_sigma(x: np.ndarray) -> float:
+    """:func:`noise_sigma` as seen by ``--phase-split``: its mean over the four stride-2
+    phases ``x[..., i::2, j::2]`` of ``x`` (shape ``(..., H, W)``). For white noise about
+    :func:`noise_sigma`; for noise correlated between neighbouring pixels larger, because
+    the finest wavelet scale of the full plane sees little of it."""
+    return float(np.mean([noise_sigma(x[..., i::2, j::2]) for i in (0, 1) for j in (0, 1)]))
+
+
 def normalisation_range(x: np.ndarray, norm: Normalisation) -> tuple[float, float]:
     """``(lo, hi)`` of ``x`` (a plane, or planes ``(..., H, W)``) under ``norm``.
 

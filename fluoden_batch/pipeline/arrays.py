@@ -101,6 +101,7 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
         channel_levels=values.levels,
         mask_sigma=options.mask_sigma,
         tta=options.tta,
+        phase_split=options.phase_split,
         channel_detail=detail,
     )
     model = job.model()  # the halo is the model's receptive radius

@@ -52,7 +52,7 @@ from fluoden_batch.pipeline.statistics import (
 from fluoden_batch.pipeline.worker import worker_model
 from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.detail import Detail, choose_detail, sure_plane
-from fluoden_batch.restore.inference import Dihedral
+from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.restore.protocols import PlaneParams, whole
 from fluoden_batch.restore.tiles import Block
 
@@ -295,7 +295,9 @@ def channel_values(
         )
     norm = Normalisation() if metadata is None else metadata.normalisation
     gat = noise if cfg.protocol == "vst" else None  # vst: the window of the GAT's output
-    ranges = channel_ranges(array, axes, blocks, norm, noise=gat, name=name)
+    ranges = channel_ranges(
+        array, axes, blocks, norm, noise=gat, name=name, phase_split=cfg.phase_split
+    )
     if metadata is not None and noise is None and metadata.architecture.noise_map:
         sigmas = None
         if norm.method == "noise":  # the window is scale sigmas wide
@@ -357,15 +359,16 @@ def tuned_detail(
 
     The model runs here, on the machine that plans (twice per sampled plane: the plane and
     the plane plus a small probe), as :func:`~fluoden_batch.restore.protocols.whole` runs
-    it on every block (same window, tiles, ``--tta``; the run's precision where this
-    machine has CUDA, else fp32: a CPU login node can plan a bf16 GPU run).
+    it on every block (same window, tiles, ``--tta``, ``--phase-split``; the run's
+    precision where this machine has CUDA, else fp32: a CPU login node can plan a bf16 GPU
+    run).
     """
     if values.noise is None:
         return tuple(Detail() for _ in values.ranges)
     device = _planning_device(cfg.device)
     precision = cfg.precision if device.startswith("cuda") else "fp32"
     loaded = worker_model(path, digest, device)  # the block tasks here reuse it
-    network = Dihedral(loaded.module) if cfg.tta else loaded.module
+    network = inference_network(loaded.module, cfg.tta, cfg.phase_split)
     details = []
     for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, values.noise, strict=True)):
         params = PlaneParams(lo, hi, a, b)

@@ -170,6 +170,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         mask_sigma=cfg.mask_sigma,
         labels=labels,
         tta=cfg.tta,
+        phase_split=cfg.phase_split,
         channel_detail=detail,
     )
     pending = blocks.without(spec.done_ids())

@@ -20,7 +20,12 @@ import zarr
 
 from fluoden_batch.clustering import BackendChoice, ClusterBackend, cluster_image
 from fluoden_batch.errors import InputError, NoiseEstimationError
-from fluoden_batch.models.normalise import noise_sigma, normalisation_window, percentile_range
+from fluoden_batch.models.normalise import (
+    noise_sigma,
+    normalisation_window,
+    percentile_range,
+    phase_sigma,
+)
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.noise import NoiseEstimate, gat_forward
 from fluoden_batch.noise.planes import estimate_region, plane_regions, pool_estimates, spread
@@ -87,6 +92,7 @@ def channel_ranges(
     max_blocks: int = 8,
     noise: tuple[tuple[float, float], ...] | None = None,
     name: str | None = None,
+    phase_split: bool = False,
 ) -> tuple[tuple[float, float], ...]:
     """Normalisation (lo, hi) per channel from a sample of blocks.
 
@@ -111,6 +117,9 @@ def channel_ranges(
         Per channel: take the range of ``gat_forward(sample, a, b)`` (``vst``).
     name : str, optional
         Names the input in errors (default: the array's repr).
+    phase_split : bool
+        ``noise``: each block's sigma by :func:`~fluoden_batch.models.normalise.phase_sigma`,
+        that of the phases the model sees under ``--phase-split``.
     """
     c = axes.find("c")
     n_channels = array.shape[c] if c >= 0 else 1
@@ -127,7 +136,8 @@ def channel_ranges(
         lo, hi = percentile_range(_pool(parts), norm.low, norm.high)
         sigma = 0.0
         if norm.method == "noise":
-            sigma = float(np.median([noise_sigma(_noise_view(p)) for p in parts]))
+            sigma_of = phase_sigma if phase_split else noise_sigma
+            sigma = float(np.median([sigma_of(_noise_view(p)) for p in parts]))
         ranges.append(normalisation_window(lo, hi, sigma, norm))
     return tuple(ranges)
 

@@ -33,7 +33,7 @@ from fluoden_batch.restore.block import (
 )
 from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.detail import Detail, detail_radius
-from fluoden_batch.restore.inference import Dihedral, align
+from fluoden_batch.restore.inference import Network, align, inference_network
 from fluoden_batch.restore.protocols import PlaneParams, get_protocol
 from fluoden_batch.restore.tiles import Block, Window, halo_window
 
@@ -95,6 +95,9 @@ class JobSpec:
     channel_detail : tuple of Detail or None
         Detail restoration after the model per channel index (``--detail sure``), chosen
         once at planning; None: none.
+    phase_split : bool
+        The model runs on the four stride-2 phases of each plane
+        (:class:`~fluoden_batch.restore.inference.PhaseSplit`).
     """
 
     source: SourceSpec | None
@@ -117,6 +120,7 @@ class JobSpec:
     labels: LabelSet | None = None
     tta: bool = False
     channel_detail: tuple[Detail, ...] | None = None
+    phase_split: bool = False
 
     def plane_params(self, channel: int) -> PlaneParams:
         """The protocol's parameters for channel index ``channel``."""
@@ -144,10 +148,17 @@ class JobSpec:
             return None
         return worker_model(self.model_path, self.model_digest, self.device)
 
+    def network(self, model: LoadedModel | None) -> Network | None:
+        """The model as this run applies it (``--tta``, ``--phase-split``), or None."""
+        if model is None:
+            return None
+        return inference_network(model.module, self.tta, self.phase_split)
+
     def window(self, model: LoadedModel | None, block: Block, plane: tuple[int, ...]) -> Window:
         """Where to read ``block`` (with its halo) in a plane of Y/X shape ``plane``."""
-        halo = self.halo + (model.receptive_radius if model else 0)
-        grid = align(model.module) if model else 1
+        network = self.network(model)
+        halo = self.halo + (network.receptive_radius if network is not None else 0)
+        grid = align(network) if network is not None else 1
         return halo_window(block.start[-2:], block.stop[-2:], plane, halo, grid)
 
     def denoise(
@@ -160,9 +171,7 @@ class JobSpec:
         """Denoise ``block``, read with its halo as ``region``
         (:func:`~fluoden_batch.restore.block.denoise_region` with this run's values)."""
         c_axis = self.axes.find("c")
-        network = None if model is None else model.module
-        if network is not None and self.tta:
-            network = Dihedral(network)
+        network = self.network(model)
 
         def params(idx: tuple[int, ...]) -> PlaneParams:
             return self.plane_params(block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0)

@@ -271,7 +271,8 @@ def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str]:
         return Detail(), (
             f"the noise is spatially correlated (lag-1 {correlation:.2f} in the model's "
             f"residual, from {CORRELATED}): SURE does not hold, the model's output is kept; "
-            "repeated captures along t can fit the model to such noise (--adapt n2n)"
+            "repeated captures along t can fit the model to such noise (--adapt n2n), and a "
+            "camera the model was not trained on may do better with --phase-split"
         )
     pixels = sum(p.pixels for p in planes)
     pooled = {k: sum(p.risks[k] for p in planes) / pixels for k in planes[0].risks}

@@ -63,12 +63,70 @@ class Dihedral(nn.Module):
         return (total / 8)[..., :h, :w]
 
 
-Network = Denoiser | Dihedral
+class PhaseSplit(nn.Module):
+    """Phase-split inference: the model on each of the four stride-2 phases of a plane.
+
+    ``forward(x)`` splits ``x`` into its phases ``x[..., i::2, j::2]`` (i, j in 0, 1),
+    runs the model on the four half-size images as one batch and interleaves the results
+    back (the pixel-shuffle down-sampling of AP-BSN, Lee et al. CVPR 2022). Noise that is
+    correlated between neighbouring pixels, as in many widefield cameras, is nearly white
+    two pixels apart, which a network trained on white noise can remove; structure at the
+    Nyquist scale of the full plane is lost. Odd sides are padded by replicating the last
+    row or column, as whole-plane inference then does too. Tiles start on the 2-pixel grid
+    (times the model's own) and read ``2 r + 2`` pixels of halo (``r`` the model's radius),
+    so they still equal whole-plane inference.
+
+    Parameters
+    ----------
+    model : DnCNN, FFDNet or Dihedral
+        Inference model, applied to the phases.
+    """
+
+    def __init__(self, model: Denoiser | Dihedral) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context the split output needs on each side: ``2 r + 2``."""
+        return 2 * self.model.receptive_radius + 2
+
+    @property
+    def noise_map(self) -> bool:
+        """Whether the wrapped model takes a noise map."""
+        return self.model.noise_map
+
+    @property
+    def align(self) -> int:
+        """Tile grid: the phases' 2 pixels times the wrapped model's alignment."""
+        return 2 * align(self.model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model on the four phases of ``x`` (N, C, H, W), interleaved: (N, 1, H, W)."""
+        n, c, h, w = x.shape
+        if h % 2 or w % 2:
+            x = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
+        hh, wh = x.shape[-2] // 2, x.shape[-1] // 2
+        phases = x.reshape(n, c, hh, 2, wh, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * n, c, hh, wh)
+        y = self.model(phases.contiguous(memory_format=torch.channels_last))
+        y = y.reshape(2, 2, n, 1, hh, wh).permute(2, 3, 4, 0, 5, 1).reshape(n, 1, 2 * hh, 2 * wh)
+        return y[..., :h, :w]
+
+
+Network = Denoiser | Dihedral | PhaseSplit
 
 
 def align(module: Network) -> int:
     """Pixel grid a network's tiles must start on (2 for the 2x2 cells of an FFDNet)."""
     return getattr(module, "align", 1)
+
+
+def inference_network(module: Denoiser, tta: bool = False, phase_split: bool = False) -> Network:
+    """``module`` as a run applies it: with ``tta`` the mean over the 8 flips and
+    rotations (:class:`Dihedral`), with ``phase_split`` on the four stride-2 phases
+    (:class:`PhaseSplit`; the flips and rotations then act on each phase)."""
+    network: Network = Dihedral(module) if tta else module
+    return PhaseSplit(network) if phase_split else network
 
 
 def needs_noise_map(module: Network) -> bool:

@@ -123,3 +123,12 @@ def test_info_describes_denoised_and_label_outputs(small_input, tiny_weights, tm
         result = runner.invoke(app, ["info", str(path)])
         assert result.exit_code == 0, result.output
         assert phrase in result.output and "written by" in result.output
+
+
+def test_phase_split_without_a_model_is_one_clear_line(small_input, tmp_path):
+    out = tmp_path / "o.zarr"
+    args = ["denoise", str(small_input), str(out), "--phase-split", "--protocol", "bm3d"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "--protocol bm3d has no model" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not out.exists()

@@ -20,8 +20,9 @@ from fluoden_batch.io.ngff import ImageMeta
 from fluoden_batch.io.source import open_image
 from fluoden_batch.models import load_model
 from fluoden_batch.models.normalise import denormalise, normalise, percentile_range
+from fluoden_batch.noise.simulate import correlate
 from fluoden_batch.pipeline import execute, plan
-from fluoden_batch.restore.inference import Dihedral, infer_plane
+from fluoden_batch.restore.inference import Dihedral, PhaseSplit, infer_plane
 
 pytestmark = pytest.mark.distributed
 
@@ -241,3 +242,28 @@ def test_noise_normalised_model_runs_tiled_with_one_window_per_channel(client, t
     got = zarr.open_array(str(out), path="0")[:]
     expected = whole_image_reference(weights, data, "cyx", p.job.channel_ranges)
     assert np.abs(got - expected).max() < 1e-4 * np.ptp(data)
+
+
+def test_phase_split_run_equals_whole_image_phase_split(client, tmp_path):
+    """``--phase-split``: the window's sigma is that of the phases (correlated noise reads
+    larger there), blocks and tiles equal whole-plane phase-split inference, and the flag
+    is a recorded parameter (resuming without it is refused)."""
+    weights = make_tiny_weights(tmp_path / "noise.safetensors", normalisation="noise")
+    rng = np.random.default_rng(7)
+    clean = np.linspace(50, 200, 2 * 70 * 90).reshape(2, 70, 90)
+    data = (clean + correlate(rng.normal(0, 4.0, (2, 70, 90)), 0.6)).astype(np.float32)
+    inp = write_image(tmp_path / "in.zarr", data, "zyx", (1, 32, 32))
+    out = tmp_path / "out.zarr"
+    cfg = dict(input=inp, output=out, model=str(weights), dtype="float32", block_min=32, tile=40)
+    plain = plan(DenoiseConfig(**{**cfg, "output": tmp_path / "plain.zarr"}))
+    p = plan(DenoiseConfig(**cfg, phase_split=True))
+    execute(p, client)
+    (lo, hi), (plo, phi) = p.job.channel_ranges[0], plain.job.channel_ranges[0]
+    assert lo == plo and (hi - lo) > 1.5 * (phi - plo)  # the phases see more of the noise
+    split = PhaseSplit(load_model(weights).module)
+    expected = [denormalise(infer_plane(split, normalise(z, lo, hi)), lo, hi) for z in data]
+    got = zarr.open_array(str(out), path="0")[:]
+    assert np.abs(got - np.stack(expected)).max() < 1e-4 * np.ptp(data)
+    assert zarr.open_group(str(out)).attrs["fluoden"]["parameters"]["phase_split"] is True
+    with pytest.raises(FluodenError, match="phase_split"):
+        plan(DenoiseConfig(**cfg))  # resuming without --phase-split would mix two results

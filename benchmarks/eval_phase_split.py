@@ -1,0 +1,164 @@
+"""``--phase-split`` against the default run, on fmd_dev: where does it help, where does it hurt?
+
+Phase-split inference (:class:`fluoden_batch.restore.inference.PhaseSplit`) runs the model
+on the four stride-2 phases of a plane and interleaves them. A camera whose noise is
+correlated between neighbouring pixels (FMD's widefield types: lag-1 0.57-0.61) is nearly
+white two pixels apart, where a model trained on white noise can remove it.
+
+For each set below, every ``fmd_dev`` image of the set's types at every level, FMD scoring
+(four 256x256 crops, peak 255), each image as its own one-plane channel:
+
+- ``input``;
+- ``default``: the model, then ``--detail sure`` (:mod:`fluoden_batch.restore.detail`),
+  as ``fluoden denoise`` runs it by default;
+- ``phase split``: the same with ``--phase-split`` (window ``lo`` the image's 0.1
+  percentile, ``sigma`` by :func:`~fluoden_batch.models.normalise.phase_sigma`, as
+  :func:`~fluoden_batch.pipeline.statistics.channel_ranges` plans it; then the detail
+  restoration tuned for the split model).
+
+Sets (``train_fmd.py`` leave-types-out folds; ``-cam``: nested folds without either
+widefield type):
+
+- ``nested``: ``dncnn-mctl-{A,B}-cam`` on the types they never saw (both widefield cameras
+  unseen);
+- ``in fold``: ``dncnn-mbd-A`` on WideField_BPAE_B, ``-B`` on WideField_BPAE_G (cameras they
+  trained on);
+- ``out of fold``: ``dncnn-mbd-A`` on fold B's types, ``-B`` on fold A's (one widefield
+  camera seen, the other not);
+- ``in distribution``: the shipped ``dncnn-fmd`` on every type (it trained on all six).
+
+Usage (repository root, the ``runs/`` fold weights present)::
+
+    PYTHONPATH=.:benchmarks python benchmarks/eval_phase_split.py [--sets nested ...]
+
+writes ``benchmarks/results/eval_phase_split.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from eval_fmd import DATA, LEVELS, RESULTS, fmd_images
+from train_fmd import GROUPS
+
+from fluoden_batch.metrics import fmd_scores
+from fluoden_batch.models import load_model
+from fluoden_batch.models.normalise import (
+    noise_sigma,
+    normalisation_window,
+    percentile_range,
+    phase_sigma,
+    plane_noise,
+)
+from fluoden_batch.restore.detail import choose_detail, restore_detail, sure_plane
+from fluoden_batch.restore.inference import inference_network
+from fluoden_batch.train import denoise_whole
+
+WIDEFIELD = ["WideField_BPAE_B", "WideField_BPAE_G"]
+ALL_TYPES = sorted(GROUPS["A"] + GROUPS["B"])
+SETS: dict[str, list[tuple[str, list[str]]]] = {
+    "nested": [
+        ("runs/dncnn-mctl-A-cam", [*GROUPS["B"], "WideField_BPAE_B"]),
+        ("runs/dncnn-mctl-B-cam", [*GROUPS["A"], "WideField_BPAE_G"]),
+    ],
+    "in fold": [
+        ("runs/dncnn-mbd-A", ["WideField_BPAE_B"]),
+        ("runs/dncnn-mbd-B", ["WideField_BPAE_G"]),
+    ],
+    "out of fold": [("runs/dncnn-mbd-A", GROUPS["B"]), ("runs/dncnn-mbd-B", GROUPS["A"])],
+    "in distribution": [("dncnn-fmd", ALL_TYPES)],
+}
+METHODS = ("input", "default", "phase split")
+
+
+class Model:
+    """A loaded model's network and its input normalisation (``runs/`` names: fold weights)."""
+
+    def __init__(self, name: str) -> None:
+        path = Path(name + ".safetensors") if name.startswith("runs/") else name
+        loaded = load_model(path)
+        self.net, self.normalisation = loaded.module, loaded.metadata.normalisation
+
+
+def default_run(model: Model, z: np.ndarray, split: bool) -> np.ndarray:
+    """``z`` (H, W, grey levels) denoised as ``fluoden denoise`` does for a one-plane
+    channel (the model, then ``--detail sure``), with or without ``--phase-split``."""
+    norm = model.normalisation
+    network = inference_network(model.net, phase_split=split)
+    lo, hi = percentile_range(z, norm.low, norm.high)
+    window = normalisation_window(lo, hi, phase_sigma(z) if split else noise_sigma(z), norm)
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        return denoise_whole(network, x, norm=window, normalisation=norm)
+
+    d = apply(z).astype(np.float64)
+    detail, _ = choose_detail([sure_plane(z, apply, *plane_noise(z))])
+    return np.clip(restore_detail(z, d, detail), 0, 255).astype(np.float64)
+
+
+def score_set(pairs: list[tuple[str, list[str]]], fmd: Path, log: Callable[[str], None]) -> dict:
+    """``scores[(level, type, method)]`` = list of FMD PSNR (dB) per image."""
+    scores: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for name, types in pairs:
+        model = Model(name)
+        for level, kind, z, gt in fmd_images(fmd, types):
+            outs = {
+                "input": z,
+                "default": default_run(model, z, False),
+                "phase split": default_run(model, z, True),
+            }
+            for method, image in outs.items():
+                scores[(level, kind, method)].append(fmd_scores(image, gt, 255.0)[0])
+        log(f"{name}: {', '.join(types)} done")
+    return scores
+
+
+def table(scores: dict) -> list[str]:
+    """Markdown rows: per level, each type and the mean over the types, PSNR dB."""
+    kinds = sorted({k for (_, k, _) in scores})
+    head = "| level | type | " + " | ".join(METHODS) + " | change |"
+    lines = [head, "|---|---|---:|---:|---:|---:|"]
+    for level in LEVELS:
+        for kind in [*kinds, "mean"]:
+            source = kinds if kind == "mean" else [kind]
+            vals = [np.mean([np.mean(scores[(level, k, m)]) for k in source]) for m in METHODS]
+            name = f"**{kind}**" if kind == "mean" else kind
+            cells = " | ".join(f"{v:.2f}" for v in vals)
+            lines.append(f"| {level} | {name} | {cells} | {vals[2] - vals[1]:+.2f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    parser.add_argument("--fmd", type=Path, default=DATA / "fmd_dev")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "eval_phase_split.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    lines = [
+        "# `--phase-split` against the default run on fmd_dev",
+        "",
+        "`benchmarks/eval_phase_split.py` (its docstring says what each set and column is).",
+        "FMD scoring (four 256x256 crops, peak 255), PSNR dB; `change`: phase split minus",
+        "default.",
+    ]
+    for name in args.sets:
+        scores = score_set(SETS[name], args.fmd, print)
+        models = ", ".join(f"`{m.removeprefix('runs/')}`" for m, _ in SETS[name])
+        lines += ["", f"## {name} ({models})", "", *table(scores)]
+    minutes = (time.perf_counter() - t0) / 60
+    lines += ["", f"{minutes:.0f} min on {args.threads} CPU thread(s)."]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
