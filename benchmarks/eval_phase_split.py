@@ -56,6 +56,7 @@ from fluoden_batch.models.normalise import (
     phase_sigma,
     plane_noise,
 )
+from fluoden_batch.noise.planes import estimate_region
 from fluoden_batch.restore.detail import choose_detail, restore_detail, sure_plane
 from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.train import denoise_whole
@@ -77,18 +78,32 @@ SETS: dict[str, list[tuple[str, list[str]]]] = {
 METHODS = ("input", "default", "phase split")
 
 
+def noise(z: np.ndarray, split: bool) -> tuple[float, float]:
+    """Poisson-Gaussian ``(a, b)`` of ``z`` for the detail restoration's SURE: the
+    single-image estimate, with ``split`` pooled from the four stride-2 phases (as the
+    pipeline plans it under ``--phase-split``); :func:`plane_noise`'s fallback where the
+    estimator cannot fit."""
+    if not split:
+        return plane_noise(z)
+    found = estimate_region(z, (slice(None), slice(None)), phase_split=True)
+    return plane_noise(z) if isinstance(found, str) else (float(found.a), float(found.b))
+
+
 class Model:
-    """A loaded model's network and its input normalisation (``runs/`` names: fold weights)."""
+    """A loaded model's network and its input normalisation: a weights file, a shipped
+    name, or ``runs/<name>`` (a fold's weights, ``.safetensors`` added)."""
 
     def __init__(self, name: str) -> None:
-        path = Path(name + ".safetensors") if name.startswith("runs/") else name
+        bare = name.startswith("runs/") and not name.endswith(".safetensors")
+        path = Path(name + ".safetensors") if bare else name
         loaded = load_model(path)
         self.net, self.normalisation = loaded.module, loaded.metadata.normalisation
 
 
-def default_run(model: Model, z: np.ndarray, split: bool) -> np.ndarray:
+def default_run(model: Model, z: np.ndarray, split: bool) -> tuple[np.ndarray, np.ndarray]:
     """``z`` (H, W, grey levels) denoised as ``fluoden denoise`` does for a one-plane
-    channel (the model, then ``--detail sure``), with or without ``--phase-split``."""
+    channel, with or without ``--phase-split``: the model's output, and it followed by
+    ``--detail sure`` (the default run); both float64, clipped to 0..255."""
     norm = model.normalisation
     network = inference_network(model.net, phase_split=split)
     lo, hi = percentile_range(z, norm.low, norm.high)
@@ -98,8 +113,9 @@ def default_run(model: Model, z: np.ndarray, split: bool) -> np.ndarray:
         return denoise_whole(network, x, norm=window, normalisation=norm)
 
     d = apply(z).astype(np.float64)
-    detail, _ = choose_detail([sure_plane(z, apply, *plane_noise(z))])
-    return np.clip(restore_detail(z, d, detail), 0, 255).astype(np.float64)
+    detail, _ = choose_detail([sure_plane(z, apply, *noise(z, split))])
+    restored = np.clip(restore_detail(z, d, detail), 0, 255).astype(np.float64)
+    return np.clip(d, 0, 255), restored
 
 
 def score_set(pairs: list[tuple[str, list[str]]], fmd: Path, log: Callable[[str], None]) -> dict:
@@ -110,8 +126,8 @@ def score_set(pairs: list[tuple[str, list[str]]], fmd: Path, log: Callable[[str]
         for level, kind, z, gt in fmd_images(fmd, types):
             outs = {
                 "input": z,
-                "default": default_run(model, z, False),
-                "phase split": default_run(model, z, True),
+                "default": default_run(model, z, False)[1],
+                "phase split": default_run(model, z, True)[1],
             }
             for method, image in outs.items():
                 scores[(level, kind, method)].append(fmd_scores(image, gt, 255.0)[0])

@@ -24,7 +24,8 @@ What is measured
    memory of each worker process, with ``fluoden denoise``'s default ``--detail auto``
    (the detail restoration of :mod:`fluoden_batch.restore.detail`; ``--detail off``
    without it); the planning time (which then runs the model on the planning sample) is
-   reported beside the blocks' wall time.
+   reported beside the blocks' wall time. ``--phase-split``: the pipeline with ``fluoden
+   denoise --phase-split`` (the same model FLOPs per pixel, a halo of ``2 r + 2`` px).
 """
 
 from __future__ import annotations
@@ -148,7 +149,14 @@ def _worker_peak_rss_mib() -> float:
 
 
 def pipeline(
-    dataset: Path, out: Path, model: str, workers: int, tile: int, block_min: int, detail: str
+    dataset: Path,
+    out: Path,
+    model: str,
+    workers: int,
+    tile: int,
+    block_min: int,
+    detail: str,
+    phase_split: bool = False,
 ):
     """Model-only on every worker at once (the fair ceiling), then the full pipeline."""
     with dask_client(workers=workers, dashboard_address="127.0.0.1:0") as client:
@@ -162,6 +170,7 @@ def pipeline(
             tile=tile,
             block_min=block_min,
             detail=detail,
+            phase_split=phase_split,
             client=client,
         )  # result.seconds: the blocks' wall time (planning excluded)
         total = time.perf_counter() - started
@@ -182,6 +191,11 @@ def main() -> None:
         choices=["auto", "off", "sure"],
         default="auto",
         help="fluoden denoise --detail (auto, its default, is sure here)",
+    )
+    parser.add_argument(
+        "--phase-split",
+        action="store_true",
+        help="the pipeline with fluoden denoise --phase-split (model-only rows: the plain model)",
     )
     args = parser.parse_args()
     cores = args.workers
@@ -233,7 +247,7 @@ def main() -> None:
         dataset = write_dataset(Path(tmp), planes, size, 512)
         result, seconds, total, peaks, concurrent = pipeline(
             dataset, Path(tmp) / "out.zarr", args.model, cores, args.tile, args.block_min,
-            args.detail,
+            args.detail, args.phase_split,
         )  # fmt: skip
     ceiling_mpx = sum(m for m, _ in concurrent.values())
     ceiling_gf = sum(g for _, g in concurrent.values())
@@ -249,6 +263,7 @@ def main() -> None:
         f"| workers x threads | {cores} x 1 |",
         f"| tile / min block | {args.tile} / {args.block_min} px |",
         f"| --detail | {args.detail} |",
+        f"| --phase-split | {'on' if args.phase_split else 'off'} |",
         f"| blocks | {result.blocks_total} |",
         f"| wall time | {seconds:.1f} s (planning and opening included: {total:.1f} s) |",
         f"| throughput | {rate:.3f} Mpx/s |",

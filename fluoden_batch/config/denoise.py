@@ -311,11 +311,6 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
                 f"--adapt fits the model of --protocol whole; --protocol {self.protocol} "
                 "is not supported with it"
             )
-        if self.adapt != "none" and self.phase_split:
-            raise ValueError(
-                "--adapt fits the model to full-resolution planes, --phase-split would apply "
-                "it to half-resolution phases; use one of them"
-            )
         return self
 
     def output_parameters(self) -> dict[str, Any]:

@@ -74,18 +74,24 @@ def _leading(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return list(itertools.product(*(range(n) for n in shape[:-2])))
 
 
-def estimate_region(array: Any, region: Region) -> NoiseEstimate | str:
+def estimate_region(array: Any, region: Region, phase_split: bool = False) -> NoiseEstimate | str:
     """Estimate one 2-D region of ``array`` (leading axes indexed by ints or length-1 slices).
 
     Returns the estimate, or the reason it could not be made (unreadable, too small,
     flat) as a string, so that one bad region never fails a Dask task or a whole plane.
+    ``phase_split``: the noise as ``--phase-split`` feeds it to a model, one estimate
+    pooled (:func:`pool_estimates`) from the region's four stride-2 phases; for noise
+    correlated between neighbouring pixels it is the variance of a pixel, which the full
+    region's finest scale under-reads.
     """
     try:
         plane = np.asarray(array[region], dtype=np.float64)
     except Exception as exc:  # codec errors of a corrupt chunk: this region only
         return f"cannot read it ({type(exc).__name__}: {exc})"
+    plane = plane.reshape(plane.shape[-2:])
+    parts = [plane[i::2, j::2] for i in (0, 1) for j in (0, 1)] if phase_split else [plane]
     try:
-        return estimate(plane.reshape(plane.shape[-2:]))
+        return pool_estimates([estimate(p) for p in parts])
     except NoiseEstimationError as exc:
         return str(exc)
 

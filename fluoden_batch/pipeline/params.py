@@ -181,6 +181,7 @@ def planned_noise(
     notes: list[str],
     old: Any = None,
     fallback: tuple[float, ...] | None = None,
+    phase_split: bool = False,
 ) -> tuple[tuple[float, float], ...]:
     """Poisson-Gaussian ``(a, b)`` per channel, data units: ``old`` (stored by the run
     being resumed), else one pooled estimate per channel
@@ -190,13 +191,15 @@ def planned_noise(
 
     ``fallback``: a noise sigma per channel (data units). Given, a channel whose noise
     cannot be estimated gets signal-independent noise ``(0, sigma**2)`` with a warning
-    instead of the error.
+    instead of the error. ``phase_split``: estimated on the stride-2 phases, the images
+    ``--phase-split`` feeds the model (for correlated noise a larger variance).
     """
     if old:
         noise = tuple((float(a), float(b)) for a, b in old)
     else:
         try:
-            noise = tuple(gat_parameters(e) for e in channel_noise(array, axes, name=name))
+            found = channel_noise(array, axes, name=name, phase_split=phase_split)
+            noise = tuple(gat_parameters(e) for e in found)
         except InputError as exc:
             if fallback is None:
                 raise
@@ -206,7 +209,8 @@ def planned_noise(
             )
             noise = tuple((0.0, float(s) ** 2) for s in fallback)
     text = ", ".join(f"({a:.4g}, {b:.4g})" for a, b in noise)
-    notes.append(f"noise parameters (a, b) per channel: {text}")
+    where = " (on the stride-2 phases)" if phase_split and not old else ""
+    notes.append(f"noise parameters (a, b) per channel{where}: {text}")
     return noise
 
 
@@ -282,7 +286,9 @@ def channel_values(
     classical = metadata is None
     noise = None
     if cfg.protocol == "vst" or classical:
-        noise = planned_noise(array, axes, name, notes, stored("channel_noise"))
+        noise = planned_noise(
+            array, axes, name, notes, stored("channel_noise"), phase_split=cfg.phase_split
+        )
     centres = None
     if cfg.labelled:
         old = stored("channel_centres")
@@ -302,7 +308,9 @@ def channel_values(
         sigmas = None
         if norm.method == "noise":  # the window is scale sigmas wide
             sigmas = tuple((hi - lo) / norm.scale for lo, hi in ranges)
-        noise = planned_noise(array, axes, name, notes, stored("channel_noise"), sigmas)
+        noise = planned_noise(
+            array, axes, name, notes, stored("channel_noise"), sigmas, cfg.phase_split
+        )
     return ChannelValues(ranges, noise, centres, levels)
 
 
@@ -329,7 +337,9 @@ def planned_detail(
         return None, values
     if values.noise is None:
         try:
-            noise = planned_noise(array, axes, name, notes, stored("channel_noise"))
+            noise = planned_noise(
+                array, axes, name, notes, stored("channel_noise"), phase_split=cfg.phase_split
+            )
             values = replace(values, noise=noise)
         except InputError as exc:  # tuned_detail then keeps the model's output
             notes.append(f"warning: --detail sure keeps the model's output: {exc}")

@@ -204,8 +204,11 @@ def channel_noise(
     max_blocks: int = 8,
     side: int = NOISE_SIDE,
     name: str | None = None,
+    phase_split: bool = False,
 ) -> tuple[NoiseEstimate, ...]:
-    """One Poisson-Gaussian estimate per channel, pooled from a spread of regions.
+    """One Poisson-Gaussian estimate per channel, pooled from a spread of regions (with
+    ``phase_split``, each region's from its four stride-2 phases:
+    :func:`~fluoden_batch.noise.planes.estimate_region`).
 
     The Y/X planes of a channel (every ``t``/``z``) are cut into regions of at most
     ``side`` pixels a side; up to ``max_blocks`` of them, spread evenly over that list,
@@ -224,7 +227,7 @@ def channel_noise(
     result = []
     for ch in range(n_channels):
         tasks = channel_regions(array, axes, ch, max_blocks, side)
-        found = [estimate_region(array, t) for t in tasks]
+        found = [estimate_region(array, t, phase_split) for t in tasks]
         good = [e for e in found if isinstance(e, NoiseEstimate)]
         try:
             est = pool_estimates(good)
