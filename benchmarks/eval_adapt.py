@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import zarr
 from eval_fmd import DATA, LEVELS, RESULTS, fmd_images
-from eval_phase_split import Model, default_run
+from eval_lowpass import sure_choice
 from finetune_n2n import distinct_captures
 from skimage import io
 from train_fmd import held_out_types
@@ -46,15 +46,13 @@ from train_fmd import held_out_types
 import fluoden_batch as fb
 from fluoden_batch.io.store import read_provenance
 from fluoden_batch.metrics import fmd_scores
+from fluoden_batch.models import load_model
 from fluoden_batch.pipeline.adapt import adapted_path
 
 
-def fit(
-    weights: Path, frames: np.ndarray, mode: str, steps: int, work: Path, split: bool = False
-) -> tuple[Path, dict]:
-    """Run ``denoise --adapt mode`` (with ``--phase-split`` if ``split``) on ``frames``
-    ((t, y, x) or (y, x) uint8); return the adapted weights and the run's ``adapted``
-    provenance record."""
+def fit(weights: Path, frames: np.ndarray, mode: str, steps: int, work: Path) -> tuple[Path, dict]:
+    """Run ``denoise --adapt mode`` on ``frames`` ((t, y, x) or (y, x) uint8); return the
+    adapted weights and the run's ``adapted`` provenance record."""
     axes = "tyx" if frames.ndim == 3 else "yx"
     raw = work / f"raw-{mode}.zarr"
     array = zarr.create_array(str(raw), shape=frames.shape, dtype=frames.dtype,
@@ -62,7 +60,7 @@ def fit(
     array[...] = frames
     out = work / f"out-{mode}.zarr"
     fb.denoise(raw, out, model=str(weights), axes=axes, adapt=mode, adapt_steps=steps,
-               phase_split=split, overwrite=True, workers=0)  # fmt: skip
+               overwrite=True, workers=0)  # fmt: skip
     return adapted_path(out), read_provenance(out)["adapted"]
 
 
@@ -77,21 +75,18 @@ def vst_nlm(fmd: Path, kind: str) -> list[tuple[float, float]]:
     return rows
 
 
-def score(
-    weights: Path, fmd: Path, kind: str, split: bool = False
-) -> dict[str, list[tuple[float, float]]]:
-    """FMD scores of ``weights`` on every image of ``kind`` (whole-image inference, with
-    ``--phase-split`` if ``split``), alone (``{level: ...}``) and followed by ``--detail
-    sure`` tuned on that image (``{"detail/<level>": ...}``, as ``fluoden denoise`` does by
-    default), and of the noisy input (``{"noisy/<level>": ...}``); lists of (PSNR dB,
-    SSIM) per image."""
-    model = Model(str(weights))
+def score(weights: Path, fmd: Path, kind: str) -> dict[str, list[tuple[float, float]]]:
+    """FMD scores of ``weights`` on every image of ``kind`` (whole-image inference), alone
+    (``{level: ...}``) and followed by ``--detail sure`` tuned on that image
+    (``{"detail/<level>": ...}``, as ``fluoden denoise`` does by default), and of the noisy
+    input (``{"noisy/<level>": ...}``); lists of (PSNR dB, SSIM) per image."""
+    loaded = load_model(weights)
     scores: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for level, _, z, gt in fmd_images(fmd, [kind]):
-        d, restored = default_run(model, z, split)
+        d, restored, _ = sure_choice(loaded.module, loaded.metadata.normalisation, z)
         scores[f"noisy/{level}"].append(fmd_scores(z, gt, 255.0))
-        scores[level].append(fmd_scores(d, gt, 255.0))
-        scores[f"detail/{level}"].append(fmd_scores(restored, gt, 255.0))
+        scores[level].append(fmd_scores(np.clip(d, 0, 255), gt, 255.0))
+        scores[f"detail/{level}"].append(fmd_scores(np.clip(restored, 0, 255), gt, 255.0))
     return dict(scores)
 
 
@@ -204,11 +199,6 @@ def main() -> None:
         help="the fits to run",
     )  # fmt: skip
     parser.add_argument("--name", default="", help="suffix of the report's name")
-    parser.add_argument(
-        "--phase-split", action="store_true",
-        help="fit and denoise with --phase-split (the fold models are scored with it too)",
-    )  # fmt: skip
-    parser.add_argument("--types", nargs="+", help="only these held-out types")
     args = parser.parse_args()
     if not (args.data / "gt").is_dir():
         raise SystemExit(f"FMD data not found at {args.data} (set FLUODEN_DATA or --data)")
@@ -218,20 +208,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for fold, weights in (("A", args.fold_a), ("B", args.fold_b)):
             for kind in held_out_types(fold):
-                if args.types and kind not in args.types:
-                    continue
                 t0 = time.perf_counter()
                 captures, _ = distinct_captures(args.data / args.fit_level, kind)
                 frames = np.stack([io.imread(p) for p in captures])
-                split = args.phase_split
-                fold_scores = score(weights, args.data, kind, split)
-                row: dict = {"type": kind, "fold": fold_scores, "fit": {}}
+                row: dict = {"type": kind, "fold": score(weights, args.data, kind), "fit": {}}
                 for mode in args.modes:
                     data = frames if mode == "n2n" else frames[0]
                     work = Path(tmp) / f"{kind}-{mode}"
                     work.mkdir()
-                    adapted, record = fit(weights, data, mode, args.steps, work, split)
-                    row[mode], row["fit"][mode] = score(adapted, args.data, kind, split), record
+                    adapted, record = fit(weights, data, mode, args.steps, work)
+                    row[mode], row["fit"][mode] = score(adapted, args.data, kind), record
                 row["vst_nlm"] = vst_nlm(args.data, kind)
                 logging.info("%s raw: %s (%.0f s)", kind, ", ".join(
                     f"{k} {np.mean([v[0] for v in row[k]['raw']]):.2f}"
@@ -243,12 +229,9 @@ def main() -> None:
         + (f" --fit-level {args.fit_level}" if args.fit_level != "raw" else "")
         + (f" --modes {' '.join(args.modes)}" if args.modes != ["n2n", "single"] else "")
         + (f" --name {args.name}" if args.name else "")
-        + (" --phase-split" if args.phase_split else "")
-        + (f" --types {' '.join(args.types)}" if args.types else "")
     )
     suffix = "" if args.fit_level == "raw" else f"_fit-{args.fit_level}"
     suffix += "" if args.modes == ["n2n", "single"] else "_" + "_".join(args.modes)
-    suffix += "_phase-split" if args.phase_split else ""
     suffix += f"_{args.name}" if args.name else ""
     path = RESULTS / f"eval_adapt_leave_types_out{suffix}.md"
     path.write_text(report(rows, args, command))

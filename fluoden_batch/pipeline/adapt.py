@@ -136,9 +136,7 @@ def ensure_adapted(
         steps = settings.steps
         reporter.planned(
             f"adapt: fitting {Path(settings.model_path).name} to the input ({settings.mode}, "
-            f"{steps} steps of 16 patches of "
-            f"{patch_size(settings.mode, p.source.shape, settings.phase_split)} px"
-            + (" split into their phases" if settings.phase_split else "")
+            f"{steps} steps of 16 patches of {patch_size(settings.mode, p.source.shape)} px"
             + (f", at most {settings.minutes:g} min" if settings.minutes else "")
             + (", on a worker" if client is not None else "")
             + ")",

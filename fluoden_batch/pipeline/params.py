@@ -133,12 +133,6 @@ def choose_method(cfg: DenoiseOptions, notes: list[str]) -> Method:
             f"warning: model {metadata.name} was trained for the {metadata.protocol!r} "
             f"protocol; running {cfg.protocol!r} feeds it data it was not trained on"
         )
-    if metadata.training.get("phase_split") and not cfg.phase_split:
-        notes.append(
-            f"warning: model {metadata.name} was fitted by --adapt with --phase-split, on "
-            "the stride-2 phases of its input; without --phase-split it meets full-resolution "
-            "planes it was not fitted on"
-        )
     return Method(metadata.name, model, str(path), file_digest(path), metadata)
 
 

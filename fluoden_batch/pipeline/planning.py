@@ -126,8 +126,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
     )
     if adapt_mode == "single" and values.noise is None:  # its fit is chosen by SURE
         old = stored(cfg, out, digest, "channel_noise")
-        noise = planned_noise(source.array, source.meta.axes, source.spec.describe(), notes, old,
-                              phase_split=cfg.phase_split)  # fmt: skip
+        noise = planned_noise(source.array, source.meta.axes, source.spec.describe(), notes, old)
         values = replace(values, noise=noise)
     ranges, noise, centres = values.ranges, values.noise, values.centres
     data_range = cfg.data_range
@@ -181,7 +180,6 @@ def plan(cfg: DenoiseConfig) -> Plan:
         settings = AdaptSettings(
             source.spec.describe(), source.meta.axes, ranges, adapt_mode, cfg.adapt_steps,
             cfg.adapt_minutes, cfg.adapt_seed, method.path, digest, cfg.device, noise,
-            cfg.phase_split,
         )  # fmt: skip
         adapt = AdaptJob(source.spec, settings)
     return Plan(cfg, source, job, blocks, pending, resumed, token, lock, stray, notes, adapt)

@@ -251,22 +251,11 @@ def probe_input(array: Any, axes: str, mode: Mode, name: str) -> None:
             raise InputError(f"{name}: {where} is constant ({value}): there is nothing to fit")
 
 
-def patch_size(mode: Mode, shape: tuple[int, ...], phase_split: bool = False) -> int:
-    """Side of the patches of ``mode`` read from planes of ``shape[-2:]``: ``PATCH[mode]``
-    (twice that with ``phase_split``: the fit then sees its stride-2 phases), or for
-    ``single`` on smaller planes the largest even size that fits."""
-    size = PATCH[mode] * (2 if phase_split else 1)
+def patch_size(mode: Mode, shape: tuple[int, ...]) -> int:
+    """Side of the training patches of ``mode`` on planes of ``shape[-2:]``: ``PATCH[mode]``,
+    or for ``single`` on planes under 128 pixels the largest even size that fits."""
     fits = min(shape[-2:]) // 2 * 2
-    return min(size, fits) if mode == "single" else size
-
-
-def split_phases(patches: np.ndarray) -> np.ndarray:
-    """The four stride-2 phases of every patch, as ``fluoden denoise --phase-split`` feeds
-    them to the model: (N, F, P, P) -> (4 N, F, P/2, P/2), each patch's phases in a row
-    (``[i::2, j::2]`` for i, j in 0, 1)."""
-    n, f, p, _ = patches.shape
-    cells = patches.reshape(n, f, p // 2, 2, p // 2, 2).transpose(0, 3, 5, 1, 2, 4)
-    return np.ascontiguousarray(cells.reshape(4 * n, f, p // 2, p // 2))
+    return min(PATCH[mode], fits) if mode == "single" else PATCH[mode]
 
 
 def sample_patches(
@@ -276,15 +265,13 @@ def sample_patches(
     mode: Mode,
     rng: np.random.Generator,
     count: int = POOL,
-    phase_split: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` normalised patches from places spread over all of ``array``.
 
     Each patch is read on its own from the store (only the chunks under it), at a random
     index of every axis but Y/X (and, for ``n2n``, of up to :data:`MAX_FRAMES` frames of
     ``t`` at the same place) and a random Y/X corner; it is normalised with its channel's
-    model window ``ranges[c]`` as inference will be. ``phase_split``: patches twice the
-    side, to be split into their phases (:func:`split_phases`).
+    model window ``ranges[c]`` as inference will be.
 
     Returns
     -------
@@ -293,7 +280,7 @@ def sample_patches(
     channels : ndarray, int, shape (count,)
         The channel of each patch (0 without a ``c`` axis).
     """
-    p = patch_size(mode, array.shape, phase_split)
+    p = patch_size(mode, array.shape)
     shape = array.shape
     h, w = shape[-2:]
     c = axes.find("c")
@@ -470,9 +457,6 @@ class AdaptSettings:
     noise : tuple of (float, float) or None
         Poisson-Gaussian ``(a, b)`` per channel, data units (``Var[z | y] = a y + b``);
         ``single`` needs it to choose its weights (:func:`held_out_sure`).
-    phase_split : bool
-        The run denoises with ``--phase-split``: fit (and score) on the patches' stride-2
-        phases (:func:`split_phases`), the images the model will see.
     """
 
     input_name: str
@@ -486,7 +470,6 @@ class AdaptSettings:
     model_digest: str
     device: str
     noise: tuple[tuple[float, float], ...] | None = None
-    phase_split: bool = False
 
 
 @dataclass(frozen=True)
@@ -538,19 +521,15 @@ def adapt_model(
     torch.manual_seed(job.seed)
     rng = np.random.default_rng(job.seed)
     generator = torch.Generator().manual_seed(job.seed)
-    pool, channels = sample_patches(
-        array, job.axes, job.ranges, job.mode, rng, phase_split=job.phase_split
-    )
-    pool, val, val_channels = pool[:-VAL], pool[-VAL:], channels[-VAL:]
-    if job.phase_split:  # the model will see the phases: fit and score on them
-        pool, val, val_channels = split_phases(pool), split_phases(val), np.repeat(val_channels, 4)
+    pool, channels = sample_patches(array, job.axes, job.ranges, job.mode, rng)
+    pool, val = pool[:-VAL], pool[-VAL:]
     if job.mode == "single":
         assert job.noise is not None
         units = [
             map_parameters(a, b, lo, hi)
             for (a, b), (lo, hi) in zip(job.noise, job.ranges, strict=True)
         ]
-        val_noise = np.array(units)[val_channels]
+        val_noise = np.array(units)[channels[-VAL:]]
 
         def score(m: torch.nn.Module) -> float:
             return held_out_sure(m, val, val_noise, device)
@@ -608,7 +587,7 @@ def adapt_model(
     seconds = time.perf_counter() - started
     model.load_state_dict(best[2])
     model = model.cpu()
-    p = pool.shape[-1] * (2 if job.phase_split else 1)  # the side read from the input
+    p = pool.shape[-1]
     training = {
         "mode": f"adapt-{job.mode}",
         "method": "Noise2Noise (mean of k frames, k = 1 .. F-1, against the mean of the others)"
@@ -617,8 +596,7 @@ def adapt_model(
         "base_model": {"name": base.name, "digest": job.model_digest},
         "input": job.input_name,
         "patches": f"{POOL} positions of {p} x {p} pixels"
-        + (f" x up to {MAX_FRAMES} frames" if job.mode == "n2n" else "")
-        + (" (the four stride-2 phases of each, for --phase-split)" if job.phase_split else ""),
+        + (f" x up to {MAX_FRAMES} frames" if job.mode == "n2n" else ""),
         "steps": step,
         "batch_size": BATCH,
         "optimizer": f"Adam lr={LR}, cosine to {LR * 0.01:g}",
@@ -626,7 +604,6 @@ def adapt_model(
         "seed": job.seed,  # (no wall time here: the same fit gives the same file)
         "device": str(device),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "phase_split": job.phase_split,
         "residual_correlation": round(correlation, 4),
         "skipped": skipped,
         "stopped_early": stopped,

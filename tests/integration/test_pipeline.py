@@ -20,7 +20,7 @@ from fluoden_batch.io.ngff import ImageMeta
 from fluoden_batch.io.source import open_image
 from fluoden_batch.models import load_model
 from fluoden_batch.models.normalise import denormalise, normalise, percentile_range
-from fluoden_batch.noise.simulate import correlate
+from fluoden_batch.noise.simulate import correlate, simulate
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.restore.inference import Dihedral, PhaseSplit, infer_plane
 
@@ -267,3 +267,21 @@ def test_phase_split_run_equals_whole_image_phase_split(client, tmp_path):
     assert zarr.open_group(str(out)).attrs["fluoden"]["parameters"]["phase_split"] is True
     with pytest.raises(FluodenError, match="phase_split"):
         plan(DenoiseConfig(**cfg))  # resuming without --phase-split would mix two results
+
+
+def test_phase_split_reads_the_noise_on_the_phases(tmp_path):
+    """The (a, b) a --phase-split run plans (for its detail restoration, vst and noise
+    maps) is the noise of a pixel, which the full plane's finest scale under-reads when
+    neighbouring pixels are correlated."""
+    rng = np.random.default_rng(5)
+    clean = np.tile(np.linspace(20, 200, 128), (128, 1))
+    noisy = simulate(clean, 2.0, 40.0, rng=rng, correlation=0.6).astype(np.float32)
+    inp = write_image(tmp_path / "in.zarr", noisy, "yx", (64, 64))
+    truth = np.mean(2.0 * clean + 40.0)
+    read = {}
+    for split in (False, True):
+        out = tmp_path / f"out-{split}.zarr"
+        execute(plan(DenoiseConfig(input=inp, output=out, phase_split=split)), None)
+        ((a, b),) = zarr.open_group(str(out)).attrs["fluoden"]["parameters"]["channel_noise"]
+        read[split] = np.mean(a * clean + b)
+    assert read[False] < 0.6 * truth and read[True] == pytest.approx(truth, rel=0.3)

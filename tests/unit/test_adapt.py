@@ -36,7 +36,6 @@ from fluoden_batch.train.adapt import (
     probe_input,
     residual_correlation,
     sample_patches,
-    split_phases,
 )
 
 
@@ -260,35 +259,3 @@ def test_single_is_not_fitted_on_correlated_noise(tmp_path, one_torch_thread):
     kept = safe_load(fitted.data)
     base = {k: v for k, v in load_trainable(weights)[0].state_dict().items()}
     assert kept.keys() == base.keys() and all(torch.equal(kept[k], base[k]) for k in base)
-
-
-def test_split_phases_are_the_stride_2_phases_of_each_patch():
-    patches = np.arange(2 * 3 * 8 * 8, dtype=np.float32).reshape(2, 3, 8, 8)
-    got = split_phases(patches)
-    assert got.shape == (8, 3, 4, 4)
-    for n in range(2):
-        for k, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-            np.testing.assert_array_equal(got[4 * n + k], patches[n, :, i::2, j::2])
-    assert patch_size("single", (300, 300), phase_split=True) == 256
-    assert patch_size("single", (100, 90), phase_split=True) == 90
-    assert patch_size("n2n", (3, 100, 90), phase_split=True) == 128
-
-
-def test_single_with_phase_split_fits_correlated_noise_on_the_phases(tmp_path, one_torch_thread):
-    """The noise skipped above (lag-1 0.7) is nearly white two pixels apart: with
-    ``phase_split`` the fit runs, on the phases, and says so in its metadata."""
-    rng = np.random.default_rng(0)
-    clean = blobs(rng, 128, count=8)
-    noise = correlate(rng.normal(0, 15, clean.shape), 0.7)
-    store = zarr.create_array(str(tmp_path / "in.zarr"), shape=clean.shape, dtype="float32",
-                              chunks=(64, 64))  # fmt: skip
-    store[...] = clean + noise
-    weights = resolve_weights("dncnn-fmd")
-    job = AdaptSettings("in.zarr", "yx", ((0.0, 600.0),), "single", 1, None, 0, str(weights),
-                        file_digest(weights), "cpu", ((0.0, 225.0),), True)  # fmt: skip
-    fitted = adapt_model(store, job)
-    assert fitted.skipped is None and fitted.steps == 1
-    (tmp_path / "fitted.safetensors").write_bytes(fitted.data)
-    training = read_metadata(tmp_path / "fitted.safetensors").training
-    assert training["phase_split"] is True and training["residual_correlation"] < 0.3
-    assert training["patches"].startswith("512 positions of 128 x 128 pixels (the four")
