@@ -25,13 +25,17 @@ widefield type):
   trained on);
 - ``out of fold``: ``dncnn-mbd-A`` on fold B's types, ``-B`` on fold A's (one widefield
   camera seen, the other not);
-- ``in distribution``: the shipped ``dncnn-fmd`` on every type (it trained on all six).
+- ``in distribution``: the shipped ``dncnn-fmd`` on every type (it trained on all six);
+- ``w2s``: the shipped ``dncnn-fmd`` on the 8 W2S pairs no model trained on (another lab's
+  widefield microscope, ``eval_w2s.py``): scale-invariant PSNR against the 400-frame mean,
+  and each frame's lag-1 noise correlation (``z`` minus the mean).
 
 Usage (repository root, the ``runs/`` fold weights present)::
 
     PYTHONPATH=.:benchmarks python benchmarks/eval_phase_split.py [--sets nested ...]
 
-writes ``benchmarks/results/eval_phase_split.md``.
+writes ``benchmarks/results/eval_phase_split.md`` (``--out`` for another file; the committed
+W2S set: ``--sets w2s --out benchmarks/results/eval_phase_split_w2s.md``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from eval_fmd import DATA, LEVELS, RESULTS, fmd_images
+from eval_w2s import pairs, scale_invariant_psnr
 from train_fmd import GROUPS
 
 from fluoden_batch.metrics import fmd_scores
@@ -74,6 +79,7 @@ SETS: dict[str, list[tuple[str, list[str]]]] = {
     ],
     "out of fold": [("runs/dncnn-mbd-A", GROUPS["B"]), ("runs/dncnn-mbd-B", GROUPS["A"])],
     "in distribution": [("dncnn-fmd", ALL_TYPES)],
+    "w2s": [("dncnn-fmd", [])],
 }
 METHODS = ("input", "default", "phase split")
 
@@ -135,6 +141,29 @@ def score_set(pairs: list[tuple[str, list[str]]], fmd: Path, log: Callable[[str]
     return scores
 
 
+def w2s_rows(w2s: Path) -> list[str]:
+    """Markdown rows: per W2S pair, the noise's lag-1 correlation and the scale-invariant
+    PSNR (dB) of the input, the default run and the phase split; then the means."""
+    model = Model("dncnn-fmd")
+    lines = [
+        "| pair | noise lag-1 | input | default | phase split | change |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    rows = []
+    for name, z, clean in pairs(w2s):
+        vals = [scale_invariant_psnr(z, clean)]
+        vals += [scale_invariant_psnr(default_run(model, z, s)[1], clean) for s in (False, True)]
+        r = z - clean
+        rho = float(np.corrcoef(r[:, :-1].ravel(), r[:, 1:].ravel())[0, 1])
+        rows.append(vals)
+        cells = " | ".join(f"{v:.2f}" for v in vals)
+        lines.append(f"| {name} | {rho:.2f} | {cells} | {vals[2] - vals[1]:+.2f} |")
+    mean = np.mean(rows, axis=0)
+    cells = " | ".join(f"**{v:.2f}**" for v in mean)
+    lines.append(f"| **mean** | | {cells} | {mean[2] - mean[1]:+.2f} |")
+    return lines
+
+
 def table(scores: dict) -> list[str]:
     """Markdown rows: per level, each type and the mean over the types, PSNR dB."""
     kinds = sorted({k for (_, k, _) in scores})
@@ -159,16 +188,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    fmd_sets = [s for s in args.sets if s != "w2s"]
     lines = [
-        "# `--phase-split` against the default run on fmd_dev",
+        "# `--phase-split` against the default run",
         "",
-        "`benchmarks/eval_phase_split.py` (its docstring says what each set and column is).",
-        "FMD scoring (four 256x256 crops, peak 255), PSNR dB; `change`: phase split minus",
-        "default.",
+        "`benchmarks/eval_phase_split.py` (its docstring says what each set and column is)."
+        + (" fmd_dev: FMD scoring (four 256x256 crops, peak 255), PSNR dB." if fmd_sets else "")
+        + " `change`: phase split minus default.",
     ]
     for name in args.sets:
-        scores = score_set(SETS[name], args.fmd, print)
         models = ", ".join(f"`{m.removeprefix('runs/')}`" for m, _ in SETS[name])
+        if name == "w2s":
+            rows = w2s_rows(args.fmd.parent / "w2s_train")
+            lines += ["", f"## {name} ({models}; scale-invariant PSNR, dB)", "", *rows]
+            continue
+        scores = score_set(SETS[name], args.fmd, print)
         lines += ["", f"## {name} ({models})", "", *table(scores)]
     minutes = (time.perf_counter() - t0) / 60
     lines += ["", f"{minutes:.0f} min on {args.threads} CPU thread(s)."]
