@@ -106,10 +106,11 @@ class DenoiseOptions(BaseModel):
     phase_split: bool = Field(
         False,
         description="denoise the four stride-2 phases of every plane separately and "
-        "interleave them (same model time): for cameras whose noise is correlated between "
-        "neighbouring pixels (many widefield cameras; a run's detail note says 'spatially "
-        "correlated') that the model was not trained on, where it leaves or smears that "
-        "noise; loses fine detail where the noise is white or the model knows the camera",
+        "interleave them (same model FLOPs, a wider halo): for a camera whose noise is "
+        "strongly correlated between neighbouring pixels (lag-1 about 0.6, as FMD's widefield "
+        "cameras; a run's detail note says 'spatially correlated') that the model was not "
+        "trained on, where it leaves or smears that noise; loses fine detail (0.3-5 dB) where "
+        "the noise is white or weakly correlated, or the model knows the camera",
     )
     detail: Literal["auto", "off", "sure"] = Field(
         "auto",
