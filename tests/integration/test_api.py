@@ -39,30 +39,32 @@ def test_readme_one_liner():
     assert out.std() < noisy.std() / 2  # it denoised (Poisson noise of std ~7 on a flat 50)
 
 
-def test_array_equals_store_run_and_dask_equals_numpy(tmp_path, tiny_weights):
+@pytest.mark.parametrize("phase_split", [False, True])
+def test_array_equals_store_run_and_dask_equals_numpy(tmp_path, tiny_weights, phase_split):
     data = _noisy()
     inp = _stored(tmp_path, data, (1, 96, 96))  # one chunk per plane: the array's blocks
-    result = fb.denoise(inp, tmp_path / "out.zarr", model=str(tiny_weights), workers=0)
+    opts = {"model": str(tiny_weights), "phase_split": phase_split}
+    result = fb.denoise(inp, tmp_path / "out.zarr", workers=0, **opts)
     stored = _read(tmp_path / "out.zarr")
     assert result.blocks_run == 2 and not result.failed
-    in_memory = fb.denoise(data, model=str(tiny_weights))
+    in_memory = fb.denoise(data, **opts)
     np.testing.assert_array_equal(in_memory, stored)
-    lazy = fb.denoise(da.from_array(data, chunks=(1, 96, 96)), model=str(tiny_weights))
+    lazy = fb.denoise(da.from_array(data, chunks=(1, 96, 96)), **opts)
     assert isinstance(lazy, da.Array) and lazy.dtype == np.uint16
     np.testing.assert_array_equal(lazy.compute(), in_memory)
-    from_path = fb.denoise(inp, model=str(tiny_weights))  # a path, no output: an array
+    from_path = fb.denoise(inp, **opts)  # a path, no output: an array
     np.testing.assert_array_equal(from_path, in_memory)
 
 
-def test_dask_blocks_with_halo_equal_whole_planes(tiny_weights):
-    """A Dask array in uneven chunks: every block reads its halo, so the pixels equal the
+@pytest.mark.parametrize(("chunks", "phase_split"), [((64, 50), False), ((63, 51), True)])
+def test_dask_blocks_with_halo_equal_whole_planes(tiny_weights, chunks, phase_split):
+    """A Dask array in uneven chunks: every block reads its halo (with --phase-split from
+    the 2-pixel grid, also where a chunk starts on an odd pixel), so the pixels equal the
     whole-plane run given the same per-channel values (float output: no rounding)."""
     data = _noisy(planes=1, size=150).astype(np.float32)
-    whole = fb.denoise(data, model=str(tiny_weights), dtype="float32", block_min=16)
-    parts = fb.denoise(
-        da.from_array(data, chunks=(1, 64, 50)), model=str(tiny_weights), dtype="float32",
-        block_min=16,
-    )  # fmt: skip
+    opts = {"model": str(tiny_weights), "dtype": "float32", "block_min": 16}
+    whole = fb.denoise(data, phase_split=phase_split, **opts)
+    parts = fb.denoise(da.from_array(data, chunks=(1, *chunks)), phase_split=phase_split, **opts)
     # the channel window is sampled from other blocks: compare through the map itself
     assert parts.numblocks[-2:] == (3, 3)
     np.testing.assert_allclose(parts.compute(), whole, rtol=0.02, atol=0.5)
