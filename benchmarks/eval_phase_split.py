@@ -1,4 +1,4 @@
-"""``--phase-split`` against the default run, on fmd_dev: where does it help, where does it hurt?
+"""``--phase-split`` against the default run, on fmd_dev and W2S: where does it help, where not?
 
 Phase-split inference (:class:`fluoden_batch.restore.inference.PhaseSplit`) runs the model
 on the four stride-2 phases of a plane and interleaves them. A camera whose noise is
@@ -14,7 +14,8 @@ For each set below, every ``fmd_dev`` image of the set's types at every level, F
 - ``phase split``: the same with ``--phase-split`` (window ``lo`` the image's 0.1
   percentile, ``sigma`` by :func:`~fluoden_batch.models.normalise.phase_sigma`, as
   :func:`~fluoden_batch.pipeline.statistics.channel_ranges` plans it; then the detail
-  restoration tuned for the split model).
+  restoration tuned for the split model, its SURE under the ``(a, b)`` read on the phases
+  as the pipeline plans them).
 
 Sets (``train_fmd.py`` leave-types-out folds; ``-cam``: nested folds without either
 widefield type):
