@@ -19,7 +19,15 @@ from typing import Any
 import dask.array as da
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+)
 from magicgui.widgets.bases import create_widget
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
@@ -34,9 +42,10 @@ BLOCK_SIDE = 512  # Y/X chunks of an in-memory layer: progress steps on large pl
 
 
 def denoise_blocks(
-    data: Any, model: str, axes: str | None
+    data: Any, model: str, axes: str | None, phase_split: bool = False
 ) -> Generator[tuple[int, int], None, np.ndarray]:
-    """Denoise ``data`` block by block with :func:`fluoden_batch.denoise`.
+    """Denoise ``data`` block by block with :func:`fluoden_batch.denoise` (with
+    ``phase_split``: its ``--phase-split``).
 
     Yields
     ------
@@ -51,7 +60,7 @@ def denoise_blocks(
     if not isinstance(data, da.Array):
         lead = (1,) * (data.ndim - 2)
         data = da.from_array(np.asarray(data), chunks=(*lead, BLOCK_SIDE, BLOCK_SIDE))
-    lazy = fluoden_batch.denoise(data, model=model, axes=axes)
+    lazy = fluoden_batch.denoise(data, model=model, axes=axes, phase_split=phase_split)
     out = np.empty(lazy.shape, lazy.dtype)
     starts = [np.cumsum((0, *c)) for c in lazy.chunks]
     total = int(np.prod(lazy.numblocks))
@@ -78,11 +87,26 @@ class DenoiseWidget(Container):
         models = list(shipped_models())
         self._model = ComboBox(label="model", choices=[*models, OTHER_FILE])
         self._file = FileEdit(label="weights file", mode="r", filter="*.safetensors *.zip")
+        self._split = CheckBox(
+            text="phase split",
+            value=False,
+            tooltip="denoise the four stride-2 phases of each plane (fluoden denoise "
+            "--phase-split): for a camera with strongly correlated noise the model was not "
+            "trained on; loses detail on white noise",
+        )
         self._run = PushButton(text="Denoise")
         self._progress = ProgressBar(label="blocks", min=0, max=1, value=0)
         self._status = Label(value="")
         super().__init__(
-            widgets=[self._layer, self._model, self._file, self._run, self._progress, self._status]
+            widgets=[
+                self._layer,
+                self._model,
+                self._file,
+                self._split,
+                self._run,
+                self._progress,
+                self._status,
+            ]
         )
         self._model.changed.connect(self._show_file)
         self._run.changed.connect(self.start)
@@ -110,17 +134,18 @@ class DenoiseWidget(Container):
         data = layer.data[0] if layer.multiscale else layer.data
         axes = layer.metadata.get("fluoden", {}).get("axes")
         model = self.model_choice()
+        split = bool(self._split.value)
         self._run.enabled = False
         self._progress.value = 0
         self._status.value = f"denoising {layer.name} with {Path(model).name}"
         connect = {
             "yielded": self._step,
-            "returned": lambda out: self._add(layer, model, out),
+            "returned": lambda out: self._add(layer, model, out, split),
             "errored": self._failed,  # instead of re-raising in the Qt event loop
             "finished": self._finished,
         }
         worker = thread_worker(denoise_blocks, start_thread=False, connect=connect)
-        self.worker = worker(data, model, axes)
+        self.worker = worker(data, model, axes, split)
         self.worker.start()
 
     def _step(self, progress: tuple[int, int]) -> None:
@@ -128,7 +153,9 @@ class DenoiseWidget(Container):
         self._progress.max = max(total, 1)
         self._progress.value = done
 
-    def _add(self, layer: napari.layers.Image, model: str, out: np.ndarray) -> None:
+    def _add(
+        self, layer: napari.layers.Image, model: str, out: np.ndarray, split: bool = False
+    ) -> None:
         name = f"{layer.name} denoised"
         self._viewer.add_image(
             out,
@@ -138,7 +165,9 @@ class DenoiseWidget(Container):
             colormap=layer.colormap,
             contrast_limits=layer.contrast_limits,
             blending=layer.blending,
-            metadata={"fluoden": {"model": model, "source_layer": layer.name}},
+            metadata={
+                "fluoden": {"model": model, "source_layer": layer.name, "phase_split": split}
+            },
         )
         self._status.value = f"added {name}"
         show_info(f"fluoden: added {name}")

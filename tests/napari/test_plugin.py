@@ -39,3 +39,15 @@ def test_denoise_blocks_reports_each_block_and_equals_the_api(tmp_path: Path) ->
     expected = fb.denoise(noisy, model=weights, axes="zyx")
     assert not np.array_equal(expected, noisy)
     np.testing.assert_array_equal(stop.value.value, expected)
+
+
+def test_denoise_blocks_with_phase_split_equals_the_api(tmp_path: Path) -> None:
+    weights = str(make_tiny_weights(tmp_path / "tiny.safetensors"))
+    noisy = noisy_planes(1, 96)
+    steps = _widget.denoise_blocks(noisy, weights, "zyx", phase_split=True)
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            next(steps)
+    expected = fb.denoise(noisy, model=weights, axes="zyx", phase_split=True)
+    assert not np.array_equal(expected, fb.denoise(noisy, model=weights, axes="zyx"))
+    np.testing.assert_array_equal(stop.value.value, expected)

@@ -67,6 +67,7 @@ def test_widget_denoises_layer_and_saves_screenshot(viewer, qtbot) -> None:
     _finish(qtbot, widget)
     result = viewer.layers["noisy denoised"]
     assert result.data.shape == noisy.shape and result.data.dtype == noisy.dtype
+    assert result.metadata["fluoden"]["phase_split"] is False  # the checkbox's default
     assert widget._progress.value == widget._progress.max == 1
     # a trained DnCNN removes most of the noise (sigma 12) of a smooth scene
     residual = noisy.astype(float) - result.data
