@@ -21,6 +21,7 @@ from fluoden_batch.io.store import MARKER_DIR, read_provenance
 from fluoden_batch.models import load_model
 from fluoden_batch.noise import simulate
 from fluoden_batch.pipeline import execute, plan
+from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.restore.protocols import PROTOCOLS, PlaneParams, whole
 
 pytestmark = pytest.mark.distributed
@@ -52,15 +53,16 @@ def read_labels(out: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("protocol", "sigma", "shape", "chunks", "version"),
+    ("protocol", "sigma", "shape", "chunks", "version", "phase_split"),
     [
-        ("masked", 1.0, (2, 150, 131), (1, 40, 48), "0.5"),
-        ("masked", 2.5, (1, 97, 113), (1, 33, 29), "0.4"),
-        ("whole", 1.5, (1, 90, 77), (1, 32, 27), "0.5"),  # labels beside a whole run
+        ("masked", 1.0, (2, 150, 131), (1, 40, 48), "0.5", False),
+        ("masked", 2.5, (1, 97, 113), (1, 33, 29), "0.4", False),
+        ("masked", 1.0, (1, 97, 113), (1, 33, 29), "0.5", True),  # odd blocks, --phase-split
+        ("whole", 1.5, (1, 90, 77), (1, 32, 27), "0.5", False),  # labels beside a whole run
     ],
 )
 def test_tiled_run_equals_whole_plane_application_and_saves_its_labels(
-    client, tiny_weights, tmp_path, protocol, sigma, shape, chunks, version
+    client, tiny_weights, tmp_path, protocol, sigma, shape, chunks, version, phase_split
 ):
     data = populations(shape, seed=len(shape) + shape[-1])
     inp = write_image(tmp_path / "in.zarr", data, "zyx", chunks)
@@ -68,7 +70,7 @@ def test_tiled_run_equals_whole_plane_application_and_saves_its_labels(
     cfg = DenoiseConfig(
         input=inp, output=out, model=str(tiny_weights), protocol=protocol, mask_sigma=sigma,
         save_labels=True, cluster_backend="cpu", dtype="float32", block_min=16, tile=40,
-        ngff_version=version,
+        ngff_version=version, phase_split=phase_split,
     )  # fmt: skip
     p = plan(cfg)
     assert "cluster backend: scikit-learn" in " ".join(p.notes) and len(p.blocks) >= 8
@@ -77,7 +79,7 @@ def test_tiled_run_equals_whole_plane_application_and_saves_its_labels(
     assert len(centres) == 3 and list(centres) == sorted(centres)
     got = zarr.open_array(str(out), path="0")[:]
     labels = read_labels(out)
-    module = load_model(tiny_weights).module
+    module = inference_network(load_model(tiny_weights).module, phase_split=phase_split)
     params = p.job.plane_params(0)
     for z in range(shape[0]):
         expected = PROTOCOLS[protocol](module, data[z], params)

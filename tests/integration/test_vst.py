@@ -22,6 +22,7 @@ from fluoden_batch.errors import InputError, OutputError
 from fluoden_batch.models import load_model
 from fluoden_batch.noise import simulate
 from fluoden_batch.pipeline import execute, plan
+from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.restore.protocols import vst
 
 pytestmark = pytest.mark.distributed
@@ -46,8 +47,9 @@ def noisy(shape: tuple[int, ...], seed: int, a: float = A, b: float = B) -> np.n
 
 
 def whole_image_vst(weights: Path, data: np.ndarray, job) -> np.ndarray:
-    """The vst protocol applied to each whole plane in one forward pass."""
-    module = load_model(weights).module
+    """The vst protocol applied to each whole plane in one forward pass (the model as the
+    run applies it: ``job.phase_split``)."""
+    module = inference_network(load_model(weights).module, phase_split=job.phase_split)
     out = np.empty(data.shape, dtype=np.float32)
     for idx in np.ndindex(*data.shape[:-2]):
         out[idx] = vst(module, data[idx], job.plane_params(0))
@@ -64,8 +66,9 @@ def whole_image_vst(weights: Path, data: np.ndarray, job) -> np.ndarray:
     tile=st.integers(32, 80),
     seed=st.integers(0, 1000),
 )
+@pytest.mark.parametrize("phase_split", [False, True])
 def test_tiled_vst_equals_whole_image_vst(
-    client, tiny_weights, shape, chunk, block_min, tile, seed
+    client, tiny_weights, shape, chunk, block_min, tile, seed, phase_split
 ):
     data = noisy(shape, seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +82,7 @@ def test_tiled_vst_equals_whole_image_vst(
                 dtype="float32",
                 block_min=block_min,
                 tile=tile,
+                phase_split=phase_split,
             )
         )
         execute(p, client)
