@@ -54,7 +54,7 @@ from eval_w2s import pairs, scale_invariant_psnr
 from train_fmd import GROUPS
 
 from fluoden_batch.metrics import fmd_scores
-from fluoden_batch.models import load_model
+from fluoden_batch.models import LoadedModel, load_model
 from fluoden_batch.models.normalise import (
     noise_sigma,
     normalisation_window,
@@ -67,18 +67,21 @@ from fluoden_batch.restore.detail import choose_detail, restore_detail, sure_pla
 from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.train import denoise_whole
 
-WIDEFIELD = ["WideField_BPAE_B", "WideField_BPAE_G"]
 ALL_TYPES = sorted(GROUPS["A"] + GROUPS["B"])
+RUNS = "runs"  # the fold weights, committed (relative to the repository root)
 SETS: dict[str, list[tuple[str, list[str]]]] = {
     "nested": [
-        ("runs/dncnn-mctl-A-cam", [*GROUPS["B"], "WideField_BPAE_B"]),
-        ("runs/dncnn-mctl-B-cam", [*GROUPS["A"], "WideField_BPAE_G"]),
+        (f"{RUNS}/dncnn-mctl-A-cam.safetensors", [*GROUPS["B"], "WideField_BPAE_B"]),
+        (f"{RUNS}/dncnn-mctl-B-cam.safetensors", [*GROUPS["A"], "WideField_BPAE_G"]),
     ],
     "in fold": [
-        ("runs/dncnn-mbd-A", ["WideField_BPAE_B"]),
-        ("runs/dncnn-mbd-B", ["WideField_BPAE_G"]),
+        (f"{RUNS}/dncnn-mbd-A.safetensors", ["WideField_BPAE_B"]),
+        (f"{RUNS}/dncnn-mbd-B.safetensors", ["WideField_BPAE_G"]),
     ],
-    "out of fold": [("runs/dncnn-mbd-A", GROUPS["B"]), ("runs/dncnn-mbd-B", GROUPS["A"])],
+    "out of fold": [
+        (f"{RUNS}/dncnn-mbd-A.safetensors", GROUPS["B"]),
+        (f"{RUNS}/dncnn-mbd-B.safetensors", GROUPS["A"]),
+    ],
     "in distribution": [("dncnn-fmd", ALL_TYPES)],
     "w2s": [("dncnn-fmd", [])],
 }
@@ -96,23 +99,12 @@ def noise(z: np.ndarray, split: bool) -> tuple[float, float]:
     return plane_noise(z) if isinstance(found, str) else (float(found.a), float(found.b))
 
 
-class Model:
-    """A loaded model's network and its input normalisation: a weights file, a shipped
-    name, or ``runs/<name>`` (a fold's weights, ``.safetensors`` added)."""
-
-    def __init__(self, name: str) -> None:
-        bare = name.startswith("runs/") and not name.endswith(".safetensors")
-        path = Path(name + ".safetensors") if bare else name
-        loaded = load_model(path)
-        self.net, self.normalisation = loaded.module, loaded.metadata.normalisation
-
-
-def default_run(model: Model, z: np.ndarray, split: bool) -> tuple[np.ndarray, np.ndarray]:
+def default_run(model: LoadedModel, z: np.ndarray, split: bool) -> tuple[np.ndarray, np.ndarray]:
     """``z`` (H, W, grey levels) denoised as ``fluoden denoise`` does for a one-plane
     channel, with or without ``--phase-split``: the model's output, and it followed by
     ``--detail sure`` (the default run); both float64, clipped to 0..255."""
-    norm = model.normalisation
-    network = inference_network(model.net, phase_split=split)
+    norm = model.metadata.normalisation
+    network = inference_network(model.module, phase_split=split)
     lo, hi = percentile_range(z, norm.low, norm.high)
     window = normalisation_window(lo, hi, phase_sigma(z) if split else noise_sigma(z), norm)
 
@@ -129,7 +121,7 @@ def score_set(pairs: list[tuple[str, list[str]]], fmd: Path, log: Callable[[str]
     """``scores[(level, type, method)]`` = list of FMD PSNR (dB) per image."""
     scores: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for name, types in pairs:
-        model = Model(name)
+        model = load_model(name)
         for level, kind, z, gt in fmd_images(fmd, types):
             outs = {
                 "input": z,
@@ -145,7 +137,7 @@ def score_set(pairs: list[tuple[str, list[str]]], fmd: Path, log: Callable[[str]
 def w2s_rows(w2s: Path) -> list[str]:
     """Markdown rows: per W2S pair, the noise's lag-1 correlation and the scale-invariant
     PSNR (dB) of the input, the default run and the phase split; then the means."""
-    model = Model("dncnn-fmd")
+    model = load_model("dncnn-fmd")
     lines = [
         "| pair | noise lag-1 | input | default | phase split | change |",
         "|---|---:|---:|---:|---:|---:|",
@@ -198,7 +190,7 @@ def main() -> None:
         + " `change`: phase split minus default.",
     ]
     for name in args.sets:
-        models = ", ".join(f"`{m.removeprefix('runs/')}`" for m, _ in SETS[name])
+        models = ", ".join(f"`{Path(m).name.removesuffix('.safetensors')}`" for m, _ in SETS[name])
         if name == "w2s":
             rows = w2s_rows(args.fmd.parent / "w2s_train")
             lines += ["", f"## {name} ({models}; scale-invariant PSNR, dB)", "", *rows]

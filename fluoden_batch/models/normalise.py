@@ -17,6 +17,7 @@ from skimage.restoration import estimate_sigma
 
 from fluoden_batch.errors import InputError, NoiseEstimationError
 from fluoden_batch.noise.estimate import estimate
+from fluoden_batch.noise.planes import stride_phases
 
 if TYPE_CHECKING:
     from fluoden_batch.models.weights import Normalisation
@@ -94,10 +95,10 @@ def noise_sigma(x: np.ndarray) -> float:
 
 def phase_sigma(x: np.ndarray) -> float:
     """:func:`noise_sigma` as seen by ``--phase-split``: its mean over the four stride-2
-    phases ``x[..., i::2, j::2]`` of ``x`` (shape ``(..., H, W)``). For white noise about
-    :func:`noise_sigma`; for noise correlated between neighbouring pixels larger, because
-    the finest wavelet scale of the full plane sees little of it."""
-    return float(np.mean([noise_sigma(x[..., i::2, j::2]) for i in (0, 1) for j in (0, 1)]))
+    phases of ``x`` (shape ``(..., H, W)``; :func:`~fluoden_batch.noise.planes.stride_phases`).
+    For white noise about :func:`noise_sigma`; for noise correlated between neighbouring
+    pixels larger, because the finest wavelet scale of the full plane sees little of it."""
+    return float(np.mean([noise_sigma(p) for p in stride_phases(x)]))
 
 
 def normalisation_range(x: np.ndarray, norm: Normalisation) -> tuple[float, float]:

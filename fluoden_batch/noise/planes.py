@@ -74,6 +74,12 @@ def _leading(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return list(itertools.product(*(range(n) for n in shape[:-2])))
 
 
+def stride_phases(x: np.ndarray) -> list[np.ndarray]:
+    """The four stride-2 phases ``x[..., i::2, j::2]`` of ``x`` (shape ``(..., H, W)``),
+    i, j in 0, 1 in row-major order: the images ``--phase-split`` feeds a model."""
+    return [x[..., i::2, j::2] for i in (0, 1) for j in (0, 1)]
+
+
 def estimate_region(array: Any, region: Region, phase_split: bool = False) -> NoiseEstimate | str:
     """Estimate one 2-D region of ``array`` (leading axes indexed by ints or length-1 slices).
 
@@ -89,7 +95,7 @@ def estimate_region(array: Any, region: Region, phase_split: bool = False) -> No
     except Exception as exc:  # codec errors of a corrupt chunk: this region only
         return f"cannot read it ({type(exc).__name__}: {exc})"
     plane = plane.reshape(plane.shape[-2:])
-    parts = [plane[i::2, j::2] for i in (0, 1) for j in (0, 1)] if phase_split else [plane]
+    parts = stride_phases(plane) if phase_split else [plane]
     try:
         return pool_estimates([estimate(p) for p in parts])
     except NoiseEstimationError as exc:
