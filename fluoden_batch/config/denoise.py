@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -43,6 +43,13 @@ def parse_yx(value: Any) -> Any:
     return value
 
 
+ModelProtocol = Literal["whole", "vst", "masked"]
+"""Protocols that run a model (``restore.protocols.MODEL_PROTOCOLS`` implements them)."""
+ClassicalProtocol = Literal["nlm", "vst-nlm", "bm3d", "vst-bm3d"]
+"""Classical baselines without a model (``restore.classical.CLASSICAL`` implements them)."""
+MODEL_PROTOCOL_NAMES: tuple[str, ...] = get_args(ModelProtocol)
+
+
 class DenoiseOptions(BaseModel):
     """How each plane is denoised: the options of :func:`fluoden_batch.denoise` for arrays
     as for stores (:class:`DenoiseConfig` adds the input, the output and the Dask options)."""
@@ -54,7 +61,7 @@ class DenoiseOptions(BaseModel):
         description=f"shipped model name or .safetensors path (default: {DEFAULT_MODEL}; with "
         f"--protocol masked: {DEFAULT_MASKED_MODEL} where it is installed)",
     )
-    protocol: Literal["whole", "vst", "masked", "nlm", "vst-nlm", "bm3d", "vst-bm3d"] = Field(
+    protocol: Literal[ModelProtocol, ClassicalProtocol] = Field(
         "whole",
         description="whole: the model sees normalised raw intensities; vst: generalized "
         "Anscombe transform with one (a, b) per channel estimated from the data, the model, "
@@ -142,7 +149,7 @@ class DenoiseOptions(BaseModel):
 
     @model_validator(mode="after")
     def _phase_split_needs_a_model(self) -> DenoiseOptions:
-        if self.phase_split and self.protocol not in ("whole", "vst", "masked"):
+        if self.phase_split and self.protocol not in MODEL_PROTOCOL_NAMES:
             raise ValueError(
                 f"--phase-split splits the planes a model denoises; --protocol "
                 f"{self.protocol} has no model"

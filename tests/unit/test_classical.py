@@ -4,6 +4,7 @@ compose as documented, and BM3D stays optional."""
 from __future__ import annotations
 
 import sys
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -12,10 +13,12 @@ from hypothesis import strategies as st
 from skimage.restoration import denoise_nl_means
 
 from conftest import blobs
+from fluoden_batch.config.denoise import ClassicalProtocol, ModelProtocol
 from fluoden_batch.errors import InputError
 from fluoden_batch.noise import gat_forward, gat_inverse, simulate
 from fluoden_batch.restore import classical
 from fluoden_batch.restore.classical import CLASSICAL, NLM_REACH, nlm, noise_sigma, vst_nlm
+from fluoden_batch.restore.protocols import MODEL_PROTOCOLS
 from fluoden_batch.restore.tiles import halo_window, tile_windows
 
 A, B = 1.0, 4.0  # Poisson gain (grey levels per photon) and read-noise variance
@@ -185,3 +188,10 @@ def test_bm3d_methods_lower_the_error(scene, name: str) -> None:
         smooth = bm3d.bm3d(gat_forward(noisy, A, B), sigma_psd=1.0)
         ref = gat_inverse(smooth, A, B, method="exact_unbiased")
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-4)
+
+
+def test_config_protocol_names_are_the_implemented_ones():
+    """The config declares the protocol names without importing the restore stack; they
+    must stay exactly the protocols that exist."""
+    assert set(get_args(ModelProtocol)) == set(MODEL_PROTOCOLS)
+    assert set(get_args(ClassicalProtocol)) == set(CLASSICAL)
