@@ -26,7 +26,7 @@ def average(start: Path, end: Path, out: Path, alpha: float) -> str:
     Raises
     ------
     SystemExit
-        The two files differ in architecture or normalisation.
+        The two files differ in architecture, normalisation or protocol.
     """
     model_a, meta_a = load_trainable(start)
     model_b, meta_b = load_trainable(end)
