@@ -24,7 +24,7 @@ Usage (repository root; data in ``../shared/data`` or ``$FLUODEN_DATA``)::
 
 writes ``benchmarks/results/figure_fmd.{csv,md,png}``; ``--examples PATH`` also writes a
 figure of 128 x 128 crops (input, VST+BM3D or VST+NLM, the unseen-type model, reference)
-to ``PATH``, which is not committed (the data's licence does not allow copying it).
+to ``PATH``, which is not committed (the data are not to be copied into the repository).
 """
 
 from __future__ import annotations
