@@ -68,8 +68,10 @@ def sure_choice(module: torch.nn.Module, norm: Normalisation, z: np.ndarray) -> 
         return denoise_whole(module, x, norm=window, normalisation=norm)
 
     d = model(z).astype(np.float64)
-    detail, _ = choose_detail([sure_plane(z, model, *plane_noise(z))])
-    return d, restore_detail(z, d, detail).astype(np.float64), (detail.sigma, detail.weight)
+    noise = plane_noise(z)
+    detail, _ = choose_detail([sure_plane(z, model, *noise)])
+    restored = restore_detail(z, d, detail, noise).astype(np.float64)
+    return d, restored, (detail.sigma, detail.weight)
 
 
 def restore_low(noisy: np.ndarray, denoised: np.ndarray, sigma: float) -> np.ndarray:

@@ -7,18 +7,26 @@ restoration puts the input's lowest frequencies back and may blend towards the i
 
     out = z + w (d + G_s * (z - d) - z)
 
-``G_s`` a Gaussian of ``s`` pixels (0: none), ``w`` in [0, 1] (0: the input itself). Which
-``(s, w)`` is best depends on the data and the model; it is chosen per channel, once, on
-a sample of the input, as the candidate of lowest Stein's unbiased risk estimate (SURE;
-Stein 1981) for heteroscedastic Gaussian noise of variance ``v = a d + b`` (the channel's
-Poisson-Gaussian ``(a, b)``)::
+``G_s`` a Gaussian of ``s`` pixels (0: none), ``w`` in [0, 1] (0: the input itself).
+Before that, the model's output may be blended with non-local means of the same plane
+(VST+NLM, :func:`~fluoden_batch.restore.classical.vst_nlm` with the channel's ``(a, b)``)::
+
+    d <- (1 - beta) d + beta n
+
+``beta`` in :data:`BLENDS`: a small network sees a few dozen pixels around each one,
+NLM averages similar patches across a 13x13 search window, and where the noise is white
+their errors differ enough that a blend beats both (measured in the README). Which
+``(s, w, beta)`` is best depends on the data and the model; it is chosen per channel,
+once, on a sample of the input, as the candidate of lowest Stein's unbiased risk estimate
+(SURE; Stein 1981) for heteroscedastic Gaussian noise of variance ``v = a d + b`` (the
+channel's Poisson-Gaussian ``(a, b)``)::
 
     SURE(out) = mean((out - z)^2) - mean(v) + 2 mean(v * d out / d z)
 
 which in expectation equals the mean squared error against the noise-free image. The
-divergence term comes from one Rademacher probe and one more forward pass (Monte-Carlo
-SURE; Ramani, Blu & Unser 2008), and since ``out`` is linear in ``d``, one probe serves
-every candidate. SURE needs spatially white noise: where the lag-1 correlation of the
+divergence term comes from one Rademacher probe and one more forward pass of the model
+and of NLM (Monte-Carlo SURE; Ramani, Blu & Unser 2008), and since ``out`` is linear in
+``d`` and ``n``, one probe serves every candidate. SURE needs spatially white noise: where the lag-1 correlation of the
 model's residual on the sample reaches :data:`CORRELATED` (camera noise of widefield
 microscopes), nothing is changed. ``w = 0`` is a candidate, so on white noise SURE also
 keeps a model from making a clean input worse, up to the estimate's precision.
@@ -33,8 +41,9 @@ avg16 (where models lower nearly clean inputs), +0.05 dB on W2S; with ``dncnn-fm
 ``dncnn-fmd``'s: +0.01, +0.17 and +0.02 dB. On by default (``--detail auto``) since
 ``dncnn-fmd-v3``.
 
-Everything here is pixel-wise or a Gaussian of reach :func:`detail_radius`, so a block
-read with that much more halo gives exactly the pixels of whole-plane application.
+Everything here is pixel-wise, NLM (reach :data:`~fluoden_batch.restore.classical.NLM_REACH`)
+or a Gaussian, together of reach :func:`detail_radius`, so a block read with that much more
+halo gives exactly the pixels of whole-plane application.
 """
 
 from __future__ import annotations
@@ -45,7 +54,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from fluoden_batch.errors import InputError
+from fluoden_batch.restore.classical import NLM_REACH, vst_nlm
+
 __all__ = [
+    "BLENDS",
     "CORRELATED",
     "SIGMAS",
     "WEIGHTS",
@@ -62,13 +75,15 @@ __all__ = [
 
 SIGMAS = (0.0, 1.0, 2.0, 4.0, 8.0)  # px; 0: no low frequencies put back
 WEIGHTS = (0.0, 0.5, 0.75, 1.0)  # blend towards the model's (restored) output
+BLENDS = (0.0, 0.25, 0.5, 0.75)  # share of VST+NLM in the model's output (0: the model)
 CORRELATED = 0.3  # lag-1 correlation of the residual from which the noise is not white
 TRUNCATE = 3.0  # Gaussian reach in sigmas
 
 
 @dataclass(frozen=True)
 class Detail:
-    """One restoration: ``out = z + weight (d + G_sigma * (z - d) - z)``.
+    """One restoration: ``d' = (1 - nlm) d + nlm n``, then
+    ``out = z + weight (d' + G_sigma * (z - d') - z)`` (``n``: VST+NLM of the plane).
 
     Attributes
     ----------
@@ -76,40 +91,52 @@ class Detail:
         Gaussian width, pixels (0: no low frequencies put back).
     weight : float
         Share of the (restored) model output, 0..1 (1 - weight of the input).
+    nlm : float
+        Share of VST+NLM in the model's output, 0..1 (0: none, NLM is not computed).
     """
 
     sigma: float = 0.0
     weight: float = 1.0
+    nlm: float = 0.0
 
     @property
     def identity(self) -> bool:
         """Whether it leaves the model's output unchanged."""
-        return self.sigma == 0 and self.weight == 1
+        return self.sigma == 0 and self.weight == 1 and self.nlm == 0
 
     @staticmethod
     def stored(details: Sequence[Detail]) -> list[list[float]]:
-        """``details`` (one per channel) as OUT's provenance keeps them: ``[[sigma, weight],
-        ...]``."""
-        return [[d.sigma, d.weight] for d in details]
+        """``details`` (one per channel) as OUT's provenance keeps them: ``[[sigma, weight,
+        nlm], ...]``."""
+        return [[d.sigma, d.weight, d.nlm] for d in details]
 
     @staticmethod
-    def from_stored(pairs: Sequence[Sequence[float]]) -> tuple[Detail, ...]:
-        """The inverse of :meth:`stored`."""
-        return tuple(Detail(float(s), float(w)) for s, w in pairs)
+    def from_stored(rows: Sequence[Sequence[float]]) -> tuple[Detail, ...]:
+        """The inverse of :meth:`stored` (also of the ``[sigma, weight]`` pairs that runs
+        before the NLM blend stored: ``nlm`` 0)."""
+        return tuple(Detail(*(float(v) for v in row)) for row in rows)
 
 
 def detail_radius(detail: Detail | None) -> int:
-    """Pixels the restoration reads around each output pixel (its block halo)."""
-    if detail is None or detail.sigma == 0:
+    """Pixels the restoration reads around each output pixel (its block halo): the
+    Gaussian's reach, plus NLM's where the blend takes NLM (the Gaussian reads NLM's
+    output)."""
+    if detail is None:
         return 0
-    return int(TRUNCATE * detail.sigma + 0.5)
+    gaussian = int(TRUNCATE * detail.sigma + 0.5) if detail.sigma else 0
+    return gaussian + (NLM_REACH if detail.nlm else 0)
 
 
 def _low(x: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter(x, sigma, mode="reflect", truncate=TRUNCATE)
 
 
-def restore_detail(noisy: np.ndarray, denoised: np.ndarray, detail: Detail) -> np.ndarray:
+def restore_detail(
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    detail: Detail,
+    noise: tuple[float, float] | None = None,
+) -> np.ndarray:
     """``detail`` applied to one plane (module docstring).
 
     Parameters
@@ -117,6 +144,9 @@ def restore_detail(noisy: np.ndarray, denoised: np.ndarray, detail: Detail) -> n
     noisy, denoised : ndarray, shape (H, W)
         The model's input and output, data units.
     detail : Detail
+    noise : (a, b), optional
+        The channel's Poisson-Gaussian parameters (``a > 0``), needed where ``detail.nlm``
+        is not 0 (InputError without them).
 
     Returns
     -------
@@ -124,6 +154,10 @@ def restore_detail(noisy: np.ndarray, denoised: np.ndarray, detail: Detail) -> n
     """
     z = np.asarray(noisy, dtype=np.float64)
     d = np.asarray(denoised, dtype=np.float64)
+    if detail.nlm:
+        if noise is None:
+            raise InputError("a detail restoration with an NLM blend needs the noise (a, b)")
+        d = (1 - detail.nlm) * d + detail.nlm * vst_nlm(z, *noise)
     if detail.sigma:
         d = d + _low(z - d, detail.sigma)
     return (z + detail.weight * (d - z)).astype(np.float32)
@@ -147,7 +181,7 @@ class SurePlane:
 
     Attributes
     ----------
-    risks : dict of (sigma, weight) -> float
+    risks : dict of (sigma, weight, nlm) -> float
         SURE of each candidate, summed over the plane's pixels (data units squared).
     pixels : int
     correlation : float
@@ -166,7 +200,7 @@ def sure_plane(
     b: float,
     seed: int = 0,
 ) -> SurePlane:
-    """SURE of every candidate ``(s, w)`` on one plane.
+    """SURE of every candidate ``(s, w, nlm)`` on one plane.
 
     Parameters
     ----------
@@ -175,7 +209,8 @@ def sure_plane(
     model : callable
         The run's denoising of a plane (data units in and out), as every block will do it.
     a, b : float
-        Poisson-Gaussian parameters of the channel (``Var[z | y] = a y + b``).
+        Poisson-Gaussian parameters of the channel (``Var[z | y] = a y + b``; ``a > 0``
+        for the NLM candidates, which are left out otherwise).
     seed : int
         Seeds the probe.
     """
@@ -185,7 +220,11 @@ def sure_plane(
     probe = np.random.default_rng(seed).choice([-1.0, 1.0], size=z.shape)
     eps = 0.05 * float(np.sqrt(v.mean()))
     jp = (np.asarray(model(z + eps * probe), dtype=np.float64) - d) / eps  # Jacobian x probe
-    risks = candidate_risks(z, d, probe, jp, v * probe, float(v.sum()))
+    nlm = None
+    if a > 0:
+        n = vst_nlm(z, a, b)
+        nlm = (n, (vst_nlm(z + eps * probe, a, b) - n) / eps)
+    risks = candidate_risks(z, d, probe, jp, v * probe, float(v.sum()), nlm)
     return SurePlane(risks, z.size, lag1_correlation(z - d))
 
 
@@ -196,8 +235,9 @@ def candidate_risks(
     jacobian_probe: np.ndarray,
     covariance_probe: np.ndarray,
     noise: float,
-) -> dict[tuple[float, float], float]:
-    """SURE of every candidate ``(s, w)``, summed over the plane's pixels.
+    nlm: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[tuple[float, float, float], float]:
+    """SURE of every candidate ``(s, w, beta)``, summed over the plane's pixels.
 
     Parameters
     ----------
@@ -211,23 +251,32 @@ def candidate_risks(
         The noise covariance times the probe, ``Sigma p`` (white noise: ``v * p``).
     noise : float
         ``trace(Sigma)``, the noise variance summed over the pixels.
+    nlm : (ndarray, ndarray), optional
+        VST+NLM of ``z`` and its Jacobian times the probe, shape (H, W) each: adds the
+        blends ``beta`` of :data:`BLENDS`; without it only ``beta = 0``.
 
     Returns
     -------
-    dict of (sigma, weight) -> float
+    dict of (sigma, weight, beta) -> float
         ``sum((out - z)^2) - trace(Sigma) + 2 (Sigma p) . (J_out p)`` per candidate, data
-        units squared; ``J_out p`` follows from ``J p`` because ``out`` is linear in ``d``.
+        units squared; ``J_out p`` follows from ``J p`` (and NLM's) because ``out`` is
+        linear in ``d`` (and ``n``).
     """
-    z, d, jp = noisy, denoised, jacobian_probe
+    z = noisy
     risks = {}
-    for s in SIGMAS:
-        ds, js = d, jp
-        if s:
-            ds = d + _low(z - d, s)
-            js = jp + _low(probe - jp, s)
-        for w in WEIGHTS:
-            out, jo = z + w * (ds - z), (1 - w) * probe + w * js
-            risks[(s, w)] = sure_risk(z, out, jo, covariance_probe, noise)
+    for beta in BLENDS if nlm is not None else (0.0,):
+        d, jp = denoised, jacobian_probe
+        if beta:
+            d = (1 - beta) * d + beta * nlm[0]
+            jp = (1 - beta) * jp + beta * nlm[1]
+        for s in SIGMAS:
+            ds, js = d, jp
+            if s:
+                ds = d + _low(z - d, s)
+                js = jp + _low(probe - jp, s)
+            for w in WEIGHTS:
+                out, jo = z + w * (ds - z), (1 - w) * probe + w * js
+                risks[(s, w, beta)] = sure_risk(z, out, jo, covariance_probe, noise)
     return risks
 
 
@@ -275,11 +324,13 @@ def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str]:
             "camera the model was not trained on may do better with --phase-split"
         )
     pixels = sum(p.pixels for p in planes)
-    pooled = {k: sum(p.risks[k] for p in planes) / pixels for k in planes[0].risks}
-    (s, w), risk = min(pooled.items(), key=lambda kv: kv[1])
-    model_risk = pooled[(0.0, 1.0)]
+    keys = set.intersection(*(set(p.risks) for p in planes))  # NLM only where all have it
+    pooled = {k: sum(p.risks[k] for p in planes) / pixels for k in sorted(keys)}
+    (s, w, beta), risk = min(pooled.items(), key=lambda kv: kv[1])
+    model_risk = pooled[(0.0, 1.0, 0.0)]
     gain = 10 * np.log10(model_risk / risk) if risk > 0 and model_risk > 0 else float("nan")
-    return Detail(s, w), (
-        f"sigma {s:g} px, weight {w:g} (SURE {risk:.4g} against the model's {model_risk:.4g} "
-        f"per pixel, {gain:+.2f} dB estimated; residual lag-1 correlation {correlation:.2f})"
+    return Detail(s, w, beta), (
+        f"sigma {s:g} px, weight {w:g}, VST+NLM share {beta:g} (SURE {risk:.4g} against the "
+        f"model's {model_risk:.4g} per pixel, {gain:+.2f} dB estimated; residual lag-1 "
+        f"correlation {correlation:.2f})"
     )

@@ -129,7 +129,8 @@ def whole(
         x = with_noise_map(x, *map_parameters(params.a, params.b, params.lo, params.hi))
     out = denormalise(infer_plane(module, x, tile, precision), params.lo, params.hi)
     if params.detail is not None and not params.detail.identity:
-        out = restore_detail(plane, out, params.detail)
+        noise = None if params.a is None or params.b is None else (params.a, params.b)
+        out = restore_detail(plane, out, params.detail, noise)
     return out
 
 

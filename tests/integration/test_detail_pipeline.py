@@ -55,13 +55,15 @@ def noisy(shape: tuple[int, ...], seed: int) -> np.ndarray:
     block_min=st.integers(24, 96),
     tile=st.integers(32, 80),
     sigma=st.sampled_from([1.0, 4.0, 8.0]),
+    nlm=st.sampled_from([0.0, 0.5]),
     seed=st.integers(0, 1000),
 )
 def test_tiled_detail_equals_whole_plane_application(
-    client, tiny_weights, shape, chunk, block_min, tile, sigma, seed
+    client, tiny_weights, shape, chunk, block_min, tile, sigma, nlm, seed
 ):
-    """Blocks read the Gaussian's reach as more halo: every block equals the whole plane
-    (the restoration is set to a non-trivial value after planning, whatever SURE chose)."""
+    """Blocks read the Gaussian's (and NLM's) reach as more halo: every block equals the
+    whole plane (the restoration is set to a non-trivial value after planning, whatever
+    SURE chose)."""
     data = noisy(shape, seed)
     with tempfile.TemporaryDirectory() as tmp:
         inp = write_image(Path(tmp) / "in.zarr", data, "zyx", (1, *chunk))
@@ -76,7 +78,7 @@ def test_tiled_detail_equals_whole_plane_application(
         )
         p = plan(cfg)
         assert p.job.channel_detail is not None and p.job.channel_noise is not None
-        p.job = replace(p.job, channel_detail=(Detail(sigma, 0.75),))
+        p.job = replace(p.job, channel_detail=(Detail(sigma, 0.75, nlm),))
         execute(p, client)
         got = zarr.open_array(str(Path(tmp) / "out.zarr"), path="0")[:]
     module = load_model(tiny_weights).module

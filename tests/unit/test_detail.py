@@ -10,9 +10,12 @@ from pydantic import ValidationError
 from scipy.ndimage import gaussian_filter
 
 from fluoden_batch.config import DenoiseOptions
+from fluoden_batch.errors import InputError
 from fluoden_batch.noise import simulate
 from fluoden_batch.noise.simulate import correlate
+from fluoden_batch.restore.classical import NLM_REACH, vst_nlm
 from fluoden_batch.restore.detail import (
+    BLENDS,
     Detail,
     choose_detail,
     detail_radius,
@@ -55,14 +58,38 @@ def test_restoration_is_the_formula(sigma, weight, seed):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
 
 
+@settings(max_examples=10, deadline=None)
+@given(
+    sigma=st.sampled_from([0.0, 2.5]),
+    weight=st.floats(0, 1),
+    beta=st.sampled_from(BLENDS[1:]),
+    seed=st.integers(0, 100),
+)
+def test_nlm_blend_is_the_formula(sigma, weight, beta, seed):
+    """``d' = (1 - beta) d + beta VST+NLM(z)`` with the channel's (a, b), then as before."""
+    rng = np.random.default_rng(seed)
+    z = simulate(np.full((40, 50), 300.0), A, B, rng=rng)
+    d = rng.normal(300, 5, z.shape)
+    blended = (1 - beta) * d + beta * vst_nlm(z, A, B)
+    expected = restore_detail(z, blended, Detail(sigma, weight))
+    got = restore_detail(z, d, Detail(sigma, weight, beta), (A, B))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
+    with pytest.raises(InputError, match="needs the noise"):
+        restore_detail(z, d, Detail(sigma, weight, beta))
+
+
 def test_identity_and_input_and_radius():
     rng = np.random.default_rng(1)
     z, d = rng.normal(100, 10, (2, 30, 30))
     np.testing.assert_allclose(restore_detail(z, d, Detail()), d, rtol=1e-6)
     np.testing.assert_allclose(restore_detail(z, d, Detail(4.0, 0.0)), z, rtol=1e-6)
     assert Detail().identity and not Detail(1.0, 1.0).identity
+    assert not Detail(0.0, 1.0, 0.25).identity
     radii = [detail_radius(None), detail_radius(Detail()), detail_radius(Detail(2.0, 1.0))]
     assert radii == [0, 0, 6]
+    # the Gaussian reads NLM's output, so their reaches add up
+    assert detail_radius(Detail(0.0, 1.0, 0.5)) == NLM_REACH
+    assert detail_radius(Detail(2.0, 1.0, 0.5)) == 6 + NLM_REACH
 
 
 def test_sure_estimates_the_error_against_the_truth():
@@ -71,9 +98,29 @@ def test_sure_estimates_the_error_against_the_truth():
     noisy = simulate(clean, A, B, rng=np.random.default_rng(2))
     found = sure_plane(noisy, over_smoothing, A, B)
     d = over_smoothing(noisy)
-    for (s, w), risk in found.risks.items():
-        true = float(((restore_detail(noisy, d, Detail(s, w)) - clean) ** 2).mean())
-        assert risk / noisy.size == pytest.approx(true, rel=0.1), (s, w)
+    assert {beta for _, _, beta in found.risks} == set(BLENDS)
+    for (s, w, beta), risk in found.risks.items():
+        out = restore_detail(noisy, d, Detail(s, w, beta), (A, B))
+        true = float(((out - clean) ** 2).mean())
+        assert risk / noisy.size == pytest.approx(true, rel=0.1), (s, w, beta)
+
+
+def test_sure_blends_in_nlm_where_it_helps_a_weak_model():
+    """A stand-in model that removes little noise (a Gaussian of 0.7 px): VST+NLM is
+    better, SURE takes a share of it, and the result is closer to the truth; without
+    ``a > 0`` (no GAT) the NLM candidates are left out."""
+    clean = clean_plane(seed=8)
+    noisy = simulate(clean, A, B, rng=np.random.default_rng(9))
+
+    def weak(plane: np.ndarray) -> np.ndarray:
+        return gaussian_filter(plane, 0.7, mode="reflect")
+
+    detail, why = choose_detail([sure_plane(noisy, weak, A, B)])
+    assert detail.nlm > 0 and "VST+NLM share" in why
+    before = ((weak(noisy) - clean) ** 2).mean()
+    after = ((restore_detail(noisy, weak(noisy), detail, (A, B)) - clean) ** 2).mean()
+    assert after < 0.8 * before
+    assert {beta for _, _, beta in sure_plane(noisy, weak, 0.0, B).risks} == {0.0}
 
 
 def test_sure_restores_what_a_biased_model_dimmed():
@@ -93,7 +140,7 @@ def test_sure_restores_what_a_biased_model_dimmed():
     assert not detail.identity and "SURE" in why
     for p in planes:
         before = ((dimming(p) - clean) ** 2).mean()
-        after = ((restore_detail(p, dimming(p), detail) - clean) ** 2).mean()
+        after = ((restore_detail(p, dimming(p), detail, (A, B)) - clean) ** 2).mean()
         assert after < 0.8 * before
 
 
@@ -136,7 +183,9 @@ def test_detail_is_for_the_whole_protocol_only(protocol):
 
 
 def test_details_round_trip_through_their_stored_form():
-    details = (Detail(), Detail(2.0, 0.75), Detail(8.0, 0.0))
+    details = (Detail(), Detail(2.0, 0.75), Detail(8.0, 0.0, 0.5))
     stored = Detail.stored(details)
-    assert stored == [[0.0, 1.0], [2.0, 0.75], [8.0, 0.0]]
+    assert stored == [[0.0, 1.0, 0.0], [2.0, 0.75, 0.0], [8.0, 0.0, 0.5]]
     assert Detail.from_stored(stored) == details
+    # runs stored before the NLM blend kept [sigma, weight] pairs: they resume unchanged
+    assert Detail.from_stored([[2.0, 0.75]]) == (Detail(2.0, 0.75),)
