@@ -46,6 +46,7 @@ from machine import describe
 import fluoden_batch as fb
 from fluoden_batch.compute import dask_client, default_workers
 from fluoden_batch.config import DEFAULT_MODEL
+from fluoden_batch.io.store import read_provenance
 from fluoden_batch.models import Architecture, DnCNN, FusedDnCNN, load_model
 from fluoden_batch.models.weights import build_model
 from fluoden_batch.restore.inference import infer_plane
@@ -175,7 +176,8 @@ def pipeline(
         )  # result.seconds: the blocks' wall time (planning excluded)
         total = time.perf_counter() - started
         peaks = client.run(_worker_peak_rss_mib)
-    return result, result.seconds, total, peaks, concurrent
+    chosen = read_provenance(out)["parameters"].get("channel_detail")
+    return result, result.seconds, total, peaks, concurrent, chosen
 
 
 def main() -> None:
@@ -245,7 +247,7 @@ def main() -> None:
     planes, size = (1, 4096) if args.quick else (4, 4096)
     with tempfile.TemporaryDirectory() as tmp:
         dataset = write_dataset(Path(tmp), planes, size, 512)
-        result, seconds, total, peaks, concurrent = pipeline(
+        result, seconds, total, peaks, concurrent, chosen = pipeline(
             dataset, Path(tmp) / "out.zarr", args.model, cores, args.tile, args.block_min,
             args.detail, args.phase_split,
         )  # fmt: skip
@@ -262,7 +264,7 @@ def main() -> None:
         f"| dataset | {planes} x {size} x {size} uint16 ({mpx_total:.1f} Mpx), 512^2 chunks |",
         f"| workers x threads | {cores} x 1 |",
         f"| tile / min block | {args.tile} / {args.block_min} px |",
-        f"| --detail | {args.detail} |",
+        f"| --detail | {args.detail} (chosen per channel, [sigma, weight, NLM share]: {chosen}) |",
         f"| --phase-split | {'on' if args.phase_split else 'off'} |",
         f"| blocks | {result.blocks_total} |",
         f"| wall time | {seconds:.1f} s (planning and opening included: {total:.1f} s) |",

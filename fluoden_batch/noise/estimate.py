@@ -33,9 +33,10 @@ from scipy import ndimage
 from fluoden_batch.errors import NoiseEstimationError
 from fluoden_batch.noise.fit import fit_variance_model, level_sets, pilot_level_sets
 
-__all__ = ["MIN_SIDE", "NoiseEstimate", "estimate"]
+__all__ = ["MAX_LEAKAGE", "MIN_SIDE", "NoiseEstimate", "estimate"]
 
 MIN_SIDE = 32  # smallest accepted image side, pixels
+MAX_LEAKAGE = 0.02  # default smoothness screen: leakage over predicted noise variance
 _MIN_LEVELS = 4  # fewest usable level sets for a fit
 
 
@@ -176,7 +177,7 @@ def estimate(
     clip: tuple[float, float] | None = None,
     n_bins: int = 64,
     min_count: int = 300,
-    max_leakage: float = 0.02,
+    max_leakage: float = MAX_LEAKAGE,
     max_clipped: float = 0.5,
 ) -> NoiseEstimate:
     """Estimate Poisson-Gaussian noise parameters ``(a, b)`` from one noisy image.

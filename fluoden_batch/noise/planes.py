@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fluoden_batch.errors import InputError, NoiseEstimationError
-from fluoden_batch.noise.estimate import NoiseEstimate, estimate
+from fluoden_batch.noise.estimate import MAX_LEAKAGE, NoiseEstimate, estimate
 from fluoden_batch.noise.fit import fit_variance_model
 
 __all__ = [
@@ -80,7 +80,9 @@ def stride_phases(x: np.ndarray) -> list[np.ndarray]:
     return [x[..., i::2, j::2] for i in (0, 1) for j in (0, 1)]
 
 
-def estimate_region(array: Any, region: Region, phase_split: bool = False) -> NoiseEstimate | str:
+def estimate_region(
+    array: Any, region: Region, phase_split: bool = False, max_leakage: float = MAX_LEAKAGE
+) -> NoiseEstimate | str:
     """Estimate one 2-D region of ``array`` (leading axes indexed by ints or length-1 slices).
 
     Returns the estimate, or the reason it could not be made (unreadable, too small,
@@ -88,7 +90,8 @@ def estimate_region(array: Any, region: Region, phase_split: bool = False) -> No
     ``phase_split``: the noise as ``--phase-split`` feeds it to a model, one estimate
     pooled (:func:`pool_estimates`) from the region's four stride-2 phases; for noise
     correlated between neighbouring pixels it is the variance of a pixel, which the full
-    region's finest scale under-reads.
+    region's finest scale under-reads. ``max_leakage``: the estimator's smoothness screen
+    (:func:`~fluoden_batch.noise.estimate.estimate`).
     """
     try:
         plane = np.asarray(array[region], dtype=np.float64)
@@ -97,7 +100,7 @@ def estimate_region(array: Any, region: Region, phase_split: bool = False) -> No
     plane = plane.reshape(plane.shape[-2:])
     parts = stride_phases(plane) if phase_split else [plane]
     try:
-        return pool_estimates([estimate(p) for p in parts])
+        return pool_estimates([estimate(p, max_leakage=max_leakage) for p in parts])
     except NoiseEstimationError as exc:
         return str(exc)
 

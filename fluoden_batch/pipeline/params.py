@@ -41,6 +41,7 @@ from fluoden_batch.models.weights import (
     resolve_weights,
     shipped_models,
 )
+from fluoden_batch.noise.estimate import MAX_LEAKAGE
 from fluoden_batch.pipeline.statistics import (
     channel_centres,
     channel_levels,
@@ -51,7 +52,7 @@ from fluoden_batch.pipeline.statistics import (
 )
 from fluoden_batch.pipeline.worker import worker_model
 from fluoden_batch.restore.classical import CLASSICAL
-from fluoden_batch.restore.detail import Detail, choose_detail, sure_plane
+from fluoden_batch.restore.detail import NOISE_SCREEN, Detail, choose_detail, sure_plane
 from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.restore.protocols import PlaneParams, whole
 from fluoden_batch.restore.tiles import Block
@@ -182,6 +183,7 @@ def planned_noise(
     old: Any = None,
     fallback: tuple[float, ...] | None = None,
     phase_split: bool = False,
+    max_leakage: float = MAX_LEAKAGE,
 ) -> tuple[tuple[float, float], ...]:
     """Poisson-Gaussian ``(a, b)`` per channel, data units: ``old`` (stored by the run
     being resumed), else one pooled estimate per channel
@@ -193,12 +195,16 @@ def planned_noise(
     cannot be estimated gets signal-independent noise ``(0, sigma**2)`` with a warning
     instead of the error. ``phase_split``: estimated on the stride-2 phases, the images
     ``--phase-split`` feeds the model (for correlated noise a larger variance).
+    ``max_leakage``: the estimator's smoothness screen
+    (:func:`~fluoden_batch.noise.estimate.estimate`; the detail restoration screens harder).
     """
     if old:
         noise = tuple((float(a), float(b)) for a, b in old)
     else:
         try:
-            found = channel_noise(array, axes, name=name, phase_split=phase_split)
+            found = channel_noise(
+                array, axes, name=name, phase_split=phase_split, max_leakage=max_leakage
+            )
             noise = tuple(gat_parameters(e) for e in found)
         except InputError as exc:
             if fallback is None:
@@ -338,7 +344,13 @@ def planned_detail(
     if values.noise is None:
         try:
             noise = planned_noise(
-                array, axes, name, notes, stored("channel_noise"), phase_split=cfg.phase_split
+                array,
+                axes,
+                name,
+                notes,
+                stored("channel_noise"),
+                phase_split=cfg.phase_split,
+                max_leakage=NOISE_SCREEN,
             )
             values = replace(values, noise=noise)
         except InputError as exc:  # tuned_detail then keeps the model's output

@@ -28,6 +28,7 @@ from fluoden_batch.models.normalise import (
 )
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.noise import NoiseEstimate, gat_forward
+from fluoden_batch.noise.estimate import MAX_LEAKAGE
 from fluoden_batch.noise.planes import estimate_region, plane_regions, pool_estimates, spread
 from fluoden_batch.restore.tiles import Block
 
@@ -205,10 +206,12 @@ def channel_noise(
     side: int = NOISE_SIDE,
     name: str | None = None,
     phase_split: bool = False,
+    max_leakage: float = MAX_LEAKAGE,
 ) -> tuple[NoiseEstimate, ...]:
     """One Poisson-Gaussian estimate per channel, pooled from a spread of regions (with
     ``phase_split``, each region's from its four stride-2 phases:
-    :func:`~fluoden_batch.noise.planes.estimate_region`).
+    :func:`~fluoden_batch.noise.planes.estimate_region`; ``max_leakage``: the estimator's
+    smoothness screen, :func:`~fluoden_batch.noise.estimate.estimate`).
 
     The Y/X planes of a channel (every ``t``/``z``) are cut into regions of at most
     ``side`` pixels a side; up to ``max_blocks`` of them, spread evenly over that list,
@@ -227,7 +230,7 @@ def channel_noise(
     result = []
     for ch in range(n_channels):
         tasks = channel_regions(array, axes, ch, max_blocks, side)
-        found = [estimate_region(array, t, phase_split) for t in tasks]
+        found = [estimate_region(array, t, phase_split, max_leakage) for t in tasks]
         good = [e for e in found if isinstance(e, NoiseEstimate)]
         try:
             est = pool_estimates(good)

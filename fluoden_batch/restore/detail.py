@@ -26,10 +26,11 @@ channel's Poisson-Gaussian ``(a, b)``)::
 which in expectation equals the mean squared error against the noise-free image. The
 divergence term comes from one Rademacher probe and one more forward pass of the model
 and of NLM (Monte-Carlo SURE; Ramani, Blu & Unser 2008), and since ``out`` is linear in
-``d`` and ``n``, one probe serves every candidate. SURE needs spatially white noise: where the lag-1 correlation of the
-model's residual on the sample reaches :data:`CORRELATED` (camera noise of widefield
-microscopes), nothing is changed. ``w = 0`` is a candidate, so on white noise SURE also
-keeps a model from making a clean input worse, up to the estimate's precision.
+``d`` and ``n``, one probe serves every candidate. SURE needs spatially white noise:
+where the lag-1 correlation of the model's residual on the sample reaches
+:data:`CORRELATED` (camera noise of widefield microscopes), nothing is changed.
+``w = 0`` is a candidate, so on white noise SURE also keeps a model from making a clean
+input worse, up to the estimate's precision.
 
 Measured (``benchmarks/eval_lowpass.py``): with the fold models of ``dncnn-fmd-v1``'s
 recipe, which had learned to change brightness, the white-noise FMD types they never saw
@@ -60,6 +61,7 @@ from fluoden_batch.restore.classical import NLM_REACH, vst_nlm
 __all__ = [
     "BLENDS",
     "CORRELATED",
+    "NOISE_SCREEN",
     "SIGMAS",
     "WEIGHTS",
     "Detail",
@@ -77,6 +79,10 @@ SIGMAS = (0.0, 1.0, 2.0, 4.0, 8.0)  # px; 0: no low frequencies put back
 WEIGHTS = (0.0, 0.5, 0.75, 1.0)  # blend towards the model's (restored) output
 BLENDS = (0.0, 0.25, 0.5, 0.75)  # share of VST+NLM in the model's output (0: the model)
 CORRELATED = 0.3  # lag-1 correlation of the residual from which the noise is not white
+# The channel's (a, b) for SURE come from the estimator with this smoothness screen (its
+# default is 0.02): SURE told too much noise favours smoother candidates, and on nearly
+# clean frames structure leaks past the default screen (measured in the README).
+NOISE_SCREEN = 0.005
 TRUNCATE = 3.0  # Gaussian reach in sigmas
 
 
