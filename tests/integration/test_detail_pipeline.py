@@ -26,7 +26,8 @@ from fluoden_batch.models import load_model
 from fluoden_batch.noise import simulate
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.pipeline.params import channel_values, choose_method, planned_detail
-from fluoden_batch.restore.detail import Detail
+from fluoden_batch.pipeline.statistics import channel_noise, gat_parameters
+from fluoden_batch.restore.detail import NOISE_SCREEN, Detail
 from fluoden_batch.restore.protocols import whole
 from fluoden_batch.restore.tiles import block_shape, plan_blocks
 
@@ -98,7 +99,11 @@ def test_sure_values_are_stored_and_reused_on_resume(client, tiny_weights, tmp_p
     execute(first, client)
     params = read_provenance(tmp_path / "out.zarr")["parameters"]
     assert params["detail"] == "sure" and len(params["channel_detail"]) == 1
-    assert len(params["channel_noise"]) == 1
+    assert len(params["channel_detail"][0]) == 3  # sigma, weight, NLM share
+    # SURE's (a, b): the channel's estimate under the harder smoothness screen
+    array = zarr.open_array(str(inp), path="0")
+    screened = channel_noise(array, "zyx", max_leakage=NOISE_SCREEN)
+    assert params["channel_noise"] == [list(gat_parameters(e)) for e in screened]
     again = plan(cfg)
     assert any("reused from the run being resumed" in n for n in again.notes)
     assert again.job.channel_detail == first.job.channel_detail
