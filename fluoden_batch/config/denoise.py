@@ -121,8 +121,9 @@ class DenoiseOptions(BaseModel):
     )
     detail: Literal["auto", "off", "sure"] = Field(
         "auto",
-        description="sure: after the model, put back the input's lowest spatial frequencies "
-        "(a Gaussian of 0-8 px of the residual) and blend towards the input, by how much "
+        description="sure: after the model, blend in non-local means of the input (VST+NLM, "
+        "0-75 %), put back the input's lowest spatial frequencies (a Gaussian of 0-8 px of "
+        "the residual) and blend towards the input, by how much "
         "chosen per channel at planning (with --adapt: after the fit, for the fitted "
         "model) by Stein's unbiased risk estimate on a sample "
         "(white noise only: spatially correlated noise keeps the model's output); "
