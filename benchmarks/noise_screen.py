@@ -9,7 +9,8 @@ and 4 (20 equal-count bins), is fitted by ``var = a y + b``. Each capture's
 is compared with that line at the median intensity: the ratio read / truth, mean over
 the four captures. Some fmd_dev levels hold captures that share frames (their
 differences are far smaller than a frame's noise over the averaging factor); those rows
-are marked and not a measure of the estimator.
+are marked and not a measure of the estimator, and a level whose captures 1 and 2 are
+the same file is skipped.
 
 Usage (repository root; data in ``../shared/data`` or ``$FLUODEN_DATA``)::
 
@@ -65,6 +66,9 @@ def main() -> None:
     for kind in TYPES:
         for level in LEVELS:
             z = load(level, kind)[0].astype(np.float64)
+            if np.array_equal(z[0], z[1]):
+                lines.append(f"| {kind} | {level} (captures 1 and 2 identical) | - |" + " - |" * 3)
+                continue
             a, b, med = capture_noise(z)
             truth = a * med + b
             raw_truth.setdefault(kind, truth)
