@@ -84,9 +84,7 @@ def main() -> None:
                 ratios.append(f"{np.mean(reads):.2f}" if reads else "fails")
             shared = truth < 0.5 * raw_truth[kind] / FACTOR[level]
             mark = " (captures share frames)" if shared else ""
-            lines.append(
-                f"| {kind} | {level}{mark} | {truth:.2f} | " + " | ".join(ratios) + " |"
-            )
+            lines.append(f"| {kind} | {level}{mark} | {truth:.2f} | " + " | ".join(ratios) + " |")
             print(lines[-1], flush=True)
     (RESULTS / "noise_screen.md").write_text("\n".join(lines) + "\n")
 
