@@ -342,19 +342,32 @@ def planned_detail(
     if not cfg.restores_detail:
         return None, values
     if values.noise is None:
-        try:
-            noise = planned_noise(
-                array,
-                axes,
-                name,
-                notes,
-                stored("channel_noise"),
-                phase_split=cfg.phase_split,
-                max_leakage=NOISE_SCREEN,
-            )
+        # SURE's noise: the harder smoothness screen, else (an image too small or flat for
+        # it) the estimator's default screen, else none: tuned_detail keeps the output
+        errors: list[InputError] = []
+        for screen in (NOISE_SCREEN, MAX_LEAKAGE):
+            try:
+                noise = planned_noise(
+                    array,
+                    axes,
+                    name,
+                    notes,
+                    stored("channel_noise"),
+                    phase_split=cfg.phase_split,
+                    max_leakage=screen,
+                )
+            except InputError as exc:
+                errors.append(exc)
+                continue
             values = replace(values, noise=noise)
-        except InputError as exc:  # tuned_detail then keeps the model's output
-            notes.append(f"warning: --detail sure keeps the model's output: {exc}")
+            if screen != NOISE_SCREEN:
+                notes.append(
+                    f"noise for SURE: the harder smoothness screen ({NOISE_SCREEN}) could not "
+                    f"fit ({errors[0]}); the estimator's default screen ({screen}) is used"
+                )
+            break
+        else:
+            notes.append(f"warning: --detail sure keeps the model's output: {errors[-1]}")
     if method is None:
         return None, values
     old = stored("channel_detail")

@@ -166,3 +166,18 @@ def test_a_cpu_machine_plans_a_bf16_gpu_run(tiny_weights):
     details, values = planned_detail(options, data, "zyx", "x", method, values, notes)
     assert details is not None and len(details) == 1 and values.noise is not None
     assert any("detail restoration, channel 0" in n for n in notes)
+
+
+def test_sure_noise_falls_back_to_the_default_screen(tiny_weights, tmp_path):
+    """A small ramp under camera-like correlated noise: the harder smoothness screen keeps
+    no level set, so SURE's (a, b) come from the estimator's default screen, with a note
+    (instead of no restoration at all)."""
+    rng = np.random.default_rng(5)
+    clean = np.tile(np.linspace(20, 200, 128), (128, 1))
+    noisy = simulate(clean, 2.0, 40.0, rng=rng, correlation=0.6).astype(np.float32)
+    inp = write_image(tmp_path / "in.zarr", noisy, "yx", (64, 64))
+    p = plan(DenoiseConfig(input=inp, output=tmp_path / "out.zarr", model=str(tiny_weights)))
+    assert any("could not fit" in n and "default screen (0.02)" in n for n in p.notes)
+    array = zarr.open_array(str(inp), path="0")
+    (default,) = channel_noise(array, "yx")
+    assert p.job.channel_noise == (gat_parameters(default),)
