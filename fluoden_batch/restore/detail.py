@@ -40,7 +40,10 @@ of a brightness change that the scale-invariant W2S score ignores). With ``dncnn
 avg16 (where models lower nearly clean inputs), +0.05 dB on W2S; with ``dncnn-fmd-v3``'s
 (trained on 2500 steps more): +0.03, +0.32 and +0.01 dB; with the current, dilated
 ``dncnn-fmd``'s: +0.01, +0.17 and +0.02 dB. On by default (``--detail auto``) since
-``dncnn-fmd-v3``.
+``dncnn-fmd-v3``. The NLM blend, with SURE's ``(a, b)`` under :data:`NOISE_SCREEN`
+(``benchmarks/figure_fmd.py``, the default run): out of fold raw +0.10 dB, held-out W2S
++0.92 dB, no FMD type at any level more than 0.02 dB lower; the pipeline about a fifth
+slower where SURE takes it.
 
 Everything here is pixel-wise, NLM (reach :data:`~fluoden_batch.restore.classical.NLM_REACH`)
 or a Gaussian, together of reach :func:`detail_radius`, so a block read with that much more
