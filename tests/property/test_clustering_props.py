@@ -4,7 +4,7 @@ keep the DBSCAN / K-means contracts, quality agrees with scikit-learn."""
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.cluster import KMeans
@@ -115,6 +115,7 @@ def test_weighted_kdistance_is_the_smallest_core_radius(values, seed, min_sample
 
 @FAST
 @given(seed=st.integers(0, 2**16), n_clusters=st.integers(2, 5), dim=st.integers(1, 3))
+@example(seed=2339, n_clusters=4, dim=1)  # two centroids 0.001 apart: Davies-Bouldin 2790
 def test_quality_matches_sklearn(seed, n_clusters, dim):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(60, dim)) + rng.integers(0, 3, (60, 1)) * 4
@@ -122,6 +123,9 @@ def test_quality_matches_sklearn(seed, n_clusters, dim):
     rng.shuffle(labels)
     q = cluster_quality(x, labels)
     assert np.isclose(q.silhouette, silhouette_score(x, labels), rtol=1e-12)
-    assert np.isclose(q.davies_bouldin, davies_bouldin_score(x, labels), rtol=1e-10)
+    # scikit-learn's centroid distances expand |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, whose
+    # relative error grows as (|a| / |a - b|)^2 for nearly coincident centroids (2.6e-10
+    # at the example above): the ratio is compared at the precision that allows
+    assert np.isclose(q.davies_bouldin, davies_bouldin_score(x, labels), rtol=1e-7)
     centroids = np.stack([x[labels == c].mean(0) for c in range(n_clusters)])
     assert np.isclose(q.wss, ((x - centroids[labels]) ** 2).sum(), rtol=1e-10)
