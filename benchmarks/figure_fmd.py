@@ -68,18 +68,16 @@ def load(level: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
     return noisy, gt.astype(np.float64)
 
 
-def outputs(noisy: np.ndarray, kind: str, methods: list[str]) -> dict[str, np.ndarray]:
-    """Every method's output for one (4, Y, X) stack, float64 clipped to 0..255."""
-    runs = {"input": noisy.astype(np.float64)}
-    for method in methods:
-        if method == UNSEEN:
-            out = fb.denoise(noisy, model=str(fold_model(kind)), dtype="float32")
-        elif method == SEEN:
-            out = fb.denoise(noisy, dtype="float32")
-        else:
-            out = fb.denoise(noisy, protocol=CLASSICAL[method], dtype="float32")
-        runs[method] = np.clip(np.asarray(out, dtype=np.float64), 0, 255)
-    return runs
+def output(noisy: np.ndarray, kind: str, method: str) -> np.ndarray:
+    """``method``'s output for one (4, Y, X) stack of type ``kind``, float64 clipped to
+    0..255."""
+    if method == UNSEEN:
+        out = fb.denoise(noisy, model=str(fold_model(kind)), dtype="float32")
+    elif method == SEEN:
+        out = fb.denoise(noisy, dtype="float32")
+    else:
+        out = fb.denoise(noisy, protocol=CLASSICAL[method], dtype="float32")
+    return np.clip(np.asarray(out, dtype=np.float64), 0, 255)
 
 
 def plot(rows: list[dict], methods: list[str], path: Path) -> None:
@@ -181,7 +179,7 @@ def main() -> None:
             runs = {"input": noisy.astype(np.float64)}
             for method in methods:
                 t0 = time.perf_counter()
-                runs.update(outputs(noisy, kind, [method]))
+                runs[method] = output(noisy, kind, method)
                 seconds[method] += time.perf_counter() - t0
             for method, out in runs.items():
                 for i in range(len(gt)):
