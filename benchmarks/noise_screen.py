@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import numpy as np
 from eval_fmd import DATA, LEVELS, RESULTS
-from figure_fmd import load
+from figure_fmd import CAPTURES, load
 
 from fluoden_batch.errors import NoiseEstimationError
 from fluoden_batch.noise import estimate
 
 TYPES = ["Confocal_BPAE_B", "Confocal_MICE", "TwoPhoton_BPAE_G", "TwoPhoton_BPAE_R"]
 SCREENS = (0.02, 0.005, 0.001)
-FACTOR = {"raw": 1, "avg2": 2, "avg4": 4, "avg8": 8, "avg16": 16}
 
 
 def capture_noise(z: np.ndarray) -> tuple[float, float, float]:
@@ -82,7 +81,7 @@ def main() -> None:
                         continue
                     reads.append((est.a * med + est.b) / truth)
                 ratios.append(f"{np.mean(reads):.2f}" if reads else "fails")
-            shared = truth < 0.5 * raw_truth[kind] / FACTOR[level]
+            shared = truth < 0.5 * raw_truth[kind] / CAPTURES[level]
             mark = " (captures share frames)" if shared else ""
             lines.append(f"| {kind} | {level}{mark} | {truth:.2f} | " + " | ".join(ratios) + " |")
             print(lines[-1], flush=True)
