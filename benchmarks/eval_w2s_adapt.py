@@ -15,7 +15,10 @@ Usage (repository root)::
 
 writes ``benchmarks/results/eval_w2s_adapt.md``; with ``--plain-only`` only the default
 run (no fit), to ``benchmarks/results/eval_w2s_default.md``: the held-out W2S figure of a
-change to the default run.
+change to the default run. With ``--work DIR`` the runs are kept there (each pair's input
+and outputs, the fitted weights in them): a second call with the same ``DIR`` reuses the
+fits (a run never refits), so a change to what happens after the fit is measured in
+minutes.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--plain-only", action="store_true", help="the default run only")
+    parser.add_argument("--work", type=Path, help="keep the runs here (default: temporary)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     w2s = DATA / "w2s_train"
@@ -62,8 +66,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, noisy, clean in pairs(w2s):
-            work = Path(tmp) / name
-            work.mkdir()
+            work = (args.work or Path(tmp)) / name
+            work.mkdir(parents=True, exist_ok=True)
             plain, prov, _ = run(noisy, work)
             rows.append({
                 "name": name,
@@ -77,8 +81,10 @@ def main() -> None:
                 record = prov["adapted"]
                 rows[-1]["single"] = scores(fitted, clean)
                 rows[-1]["fit"] = (
-                    f"{seconds:.0f} s, {record['steps']} steps, kept step "
-                    f"{record['kept_step']}" + (", not fitted" if record["skipped"] else "")
+                    f"{record['seconds']:.0f} s, {record['steps']} steps, kept step "
+                    f"{record['kept_step']}"
+                    + (", not fitted" if record["skipped"] else "")
+                    + f"; run {seconds:.0f} s, {record.get('used', 'fitted')} model used"
                 )
             si = {k: round(v[2], 2) for k, v in rows[-1].items() if k not in ("name", "fit")}
             print(name, si, rows[-1]["fit"], flush=True)

@@ -195,28 +195,86 @@ def ensure_adapted(
         )
     p.job = dataclasses.replace(p.job, model_path=str(path), model_digest=digest)
     if p.config.restores_detail:
-        p.job = dataclasses.replace(p.job, channel_detail=_adapted_detail(p, out, reporter))
+        _choose_restored(p, out, reporter)
 
 
-def _adapted_detail(p: Any, out: Path, reporter: Reporter) -> tuple[Detail, ...]:
-    """``--detail`` for the fitted model (``p.job``'s): the restoration stored with the fit
-    in OUT's ``adapted`` record by an earlier run, else tuned now
-    (:func:`~fluoden_batch.pipeline.params.tuned_detail`) and stored there."""
+def _choose_restored(p: Any, out: Path, reporter: Reporter) -> None:
+    """``--detail`` with ``--adapt``: tune the restoration by SURE for the fitted model
+    (``p.job``'s) and, where the fit changed the weights, for the model it started from, on
+    the same sampled planes with the same probe
+    (:func:`~fluoden_batch.pipeline.params.tuned_detail`). The run keeps the fitted model
+    only where its restored output is estimated better (SURE per pixel lower, summed over
+    the channels where it holds, each as a share of its range squared; where it holds on
+    no channel, the fit's own held-out criterion has decided); otherwise it denoises
+    exactly as a run without ``--adapt`` (the fitted weights stay in OUT). The choice is
+    stored in OUT's ``adapted`` record and reused from it by a rerun; replaces ``p.job``'s
+    model and restoration."""
+    settings: AdaptSettings = p.adapt.settings
     record = (read_provenance(out) or {}).get("adapted") or {}
     if record.get("detail") is not None:
-        reporter.planned("detail restoration per channel: reused from the fitted run", [])
-        return Detail.from_stored(record["detail"])
-    job, notes = p.job, []
-    values = ChannelValues(job.channel_ranges, job.channel_noise, None, None)
-    name = p.source.spec.describe()
-    axes = p.source.meta.axes
-    detail = tuned_detail(
-        p.config, p.source.array, axes, name, job.model_path, job.model_digest, values, notes
-    )
-    p.lock.check()
-    update_provenance(out, adapted={**record, "detail": Detail.stored(detail)})
-    reporter.planned("detail restoration tuned for the fitted model:", notes)
-    return detail
+        used = record.get("used", "fitted")
+        detail = Detail.from_stored(record["detail"])
+        reporter.planned(
+            f"detail restoration per channel: reused from the fitted run ({used} model)", []
+        )
+    else:
+        job, notes = p.job, []
+        values = ChannelValues(job.channel_ranges, job.channel_noise, None, None)
+        name, axes = p.source.spec.describe(), p.source.meta.axes
+
+        def tune(path: str, digest: str, notes: list[str]) -> tuple[tuple[Detail, ...], tuple]:
+            return tuned_detail(p.config, p.source.array, axes, name, path, digest, values, notes)
+
+        detail, risks = tune(job.model_path, job.model_digest, notes)
+        used, paired = "fitted", []
+        if read_metadata(Path(job.model_path)).training["held_out"]["kept_step"]:
+            start_notes: list[str] = []
+            start_detail, start_risks = tune(
+                settings.model_path, settings.model_digest, start_notes
+            )
+            paired = [
+                (ch, s, f)
+                for ch, (s, f) in enumerate(zip(start_risks, risks, strict=True))
+                if s is not None and f is not None
+            ]
+            # each channel's difference as a share of its range squared (comparable units)
+            lower = sum((s - f) / _span(job.channel_ranges[ch]) ** 2 for ch, s, f in paired)
+            if paired:
+                if lower <= 0:
+                    used, detail, notes = "start", start_detail, start_notes
+                verdict = (
+                    "the fitted model denoises"
+                    if used == "fitted"
+                    else "the model it started from denoises, as without --adapt (the "
+                    "fitted weights stay in OUT)"
+                )
+                sure = ", ".join(f"channel {ch} {s:.4g} -> {f:.4g}" for ch, s, f in paired)
+                notes.insert(
+                    0,
+                    "adapt: SURE per pixel of the restored output, start -> fitted model: "
+                    f"{sure}: {verdict}",
+                )
+        p.lock.check()
+        update_provenance(
+            out,
+            adapted={
+                **record,
+                "detail": Detail.stored(detail),
+                "used": used,
+                "sure_start_fitted": [[ch, s, f] for ch, s, f in paired],
+            },
+        )
+        reporter.planned(f"detail restoration tuned for the {used} model:", notes)
+    if used == "start":
+        p.job = dataclasses.replace(
+            p.job, model_path=settings.model_path, model_digest=settings.model_digest
+        )
+    p.job = dataclasses.replace(p.job, channel_detail=detail)
+
+
+def _span(bounds: tuple[float, float]) -> float:
+    """A channel's normalisation range ``hi - lo`` (1 where it is empty)."""
+    return float(bounds[1] - bounds[0]) or 1.0
 
 
 def _fit_on_cluster(

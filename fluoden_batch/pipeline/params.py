@@ -374,7 +374,8 @@ def planned_detail(
     if old:
         notes.append("detail restoration per channel: reused from the run being resumed")
         return Detail.from_stored(old), values
-    return tuned_detail(cfg, array, axes, name, method.path, method.digest, values, notes), values
+    details, _ = tuned_detail(cfg, array, axes, name, method.path, method.digest, values, notes)
+    return details, values
 
 
 def tuned_detail(
@@ -386,25 +387,27 @@ def tuned_detail(
     digest: str,
     values: ChannelValues,
     notes: list[str],
-) -> tuple[Detail, ...]:
+) -> tuple[tuple[Detail, ...], tuple[float | None, ...]]:
     """The :class:`~fluoden_batch.restore.detail.Detail` of lowest SURE per channel for
     the model at ``path`` (``digest``) on planes sampled from ``array``
-    (:func:`~fluoden_batch.restore.detail.choose_detail`); the model's output unchanged
-    (``Detail()``) where ``values.noise`` is None. Appends a note per channel.
+    (:func:`~fluoden_batch.restore.detail.choose_detail`), and that SURE per pixel (data
+    units squared; None where SURE does not hold); the model's output unchanged
+    (``Detail()``, SURE None) where ``values.noise`` is None. Appends a note per channel.
 
     The model runs here, on the machine that plans (twice per sampled plane: the plane and
     the plane plus a small probe), as :func:`~fluoden_batch.restore.protocols.whole` runs
     it on every block (same window, tiles, ``--tta``, ``--phase-split``; the run's
     precision where this machine has CUDA, else fp32: a CPU login node can plan a bf16 GPU
-    run).
+    run). The planes and the probe depend on the input only, so the SURE of two models is
+    a paired comparison.
     """
     if values.noise is None:
-        return tuple(Detail() for _ in values.ranges)
+        return tuple(Detail() for _ in values.ranges), tuple(None for _ in values.ranges)
     device = _planning_device(cfg.device)
     precision = cfg.precision if device.startswith("cuda") else "fp32"
     loaded = worker_model(path, digest, device)  # the block tasks here reuse it
     network = inference_network(loaded.module, cfg.tta, cfg.phase_split)
-    details = []
+    details, risks = [], []
     for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, values.noise, strict=True)):
         params = PlaneParams(lo, hi, a, b)
 
@@ -412,10 +415,11 @@ def tuned_detail(
             return whole(network, plane, params, cfg.tile, precision)
 
         planes = channel_planes(array, axes, ch, name=name)
-        detail, why = choose_detail([sure_plane(p, model, a, b) for p in planes])
+        detail, why, risk = choose_detail([sure_plane(p, model, a, b) for p in planes])
         notes.append(f"detail restoration, channel {ch} (SURE on {len(planes)} planes): {why}")
         details.append(detail)
-    return tuple(details)
+        risks.append(risk)
+    return tuple(details), tuple(risks)
 
 
 def _planning_device(device: str) -> str:

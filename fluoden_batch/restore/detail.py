@@ -316,21 +316,34 @@ def sure_risk(
     return float(((out - noisy) ** 2).sum() - noise + 2 * (covariance_probe * jacobian_probe).sum())
 
 
-def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str]:
-    """The candidate of lowest pooled SURE over ``planes``, and why, in words.
+def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str, float | None]:
+    """The candidate of lowest pooled SURE over ``planes``, why, in words, and its SURE.
 
     No change (``Detail()``) where there is nothing to pool or where the mean residual
-    correlation says the noise is not white.
+    correlation says the noise is not white; the SURE is then None (it does not hold).
+
+    Returns
+    -------
+    detail : Detail
+    why : str
+    risk : float or None
+        The chosen candidate's SURE per pixel pooled over the planes (data units squared):
+        an estimate of its mean squared error against the noise-free image.
     """
     if not planes:
-        return Detail(), "no plane sampled: the model's output is kept"
+        return Detail(), "no plane sampled: the model's output is kept", None
     correlation = float(np.mean([p.correlation for p in planes]))
     if correlation >= CORRELATED:
-        return Detail(), (
-            f"the noise is spatially correlated (lag-1 {correlation:.2f} in the model's "
-            f"residual, from {CORRELATED}): SURE does not hold, the model's output is kept; "
-            "repeated captures along t can fit the model to such noise (--adapt n2n), and a "
-            "camera the model was not trained on may do better with --phase-split"
+        return (
+            Detail(),
+            (
+                f"the noise is spatially correlated (lag-1 {correlation:.2f} in the model's "
+                f"residual, from {CORRELATED}): SURE does not hold, the model's output is "
+                "kept; repeated captures along t can fit the model to such noise (--adapt "
+                "n2n), and a camera the model was not trained on may do better with "
+                "--phase-split"
+            ),
+            None,
         )
     pixels = sum(p.pixels for p in planes)
     keys = set.intersection(*(set(p.risks) for p in planes))  # NLM only where all have it
@@ -338,8 +351,12 @@ def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str]:
     (s, w, beta), risk = min(pooled.items(), key=lambda kv: kv[1])
     model_risk = pooled[(0.0, 1.0, 0.0)]
     gain = 10 * np.log10(model_risk / risk) if risk > 0 and model_risk > 0 else float("nan")
-    return Detail(s, w, beta), (
-        f"sigma {s:g} px, weight {w:g}, VST+NLM share {beta:g} (SURE {risk:.4g} against the "
-        f"model's {model_risk:.4g} per pixel, {gain:+.2f} dB estimated; residual lag-1 "
-        f"correlation {correlation:.2f})"
+    return (
+        Detail(s, w, beta),
+        (
+            f"sigma {s:g} px, weight {w:g}, VST+NLM share {beta:g} (SURE {risk:.4g} against "
+            f"the model's {model_risk:.4g} per pixel, {gain:+.2f} dB estimated; residual "
+            f"lag-1 correlation {correlation:.2f})"
+        ),
+        risk,
     )

@@ -115,7 +115,7 @@ def test_sure_blends_in_nlm_where_it_helps_a_weak_model():
     def weak(plane: np.ndarray) -> np.ndarray:
         return gaussian_filter(plane, 0.7, mode="reflect")
 
-    detail, why = choose_detail([sure_plane(noisy, weak, A, B)])
+    detail, why, _ = choose_detail([sure_plane(noisy, weak, A, B)])
     assert detail.nlm > 0 and "VST+NLM share" in why
     before = ((weak(noisy) - clean) ** 2).mean()
     after = ((restore_detail(noisy, weak(noisy), detail, (A, B)) - clean) ** 2).mean()
@@ -136,12 +136,16 @@ def test_sure_restores_what_a_biased_model_dimmed():
     planes = [simulate(clean, A, B, rng=np.random.default_rng(k)) for k in range(2)]
     found = [sure_plane(p, dimming, A, B) for p in planes]
     assert max(f.correlation for f in found) < 0.3
-    detail, why = choose_detail(found)
+    detail, why, risk = choose_detail(found)
     assert not detail.identity and "SURE" in why
+    errors = []
     for p in planes:
         before = ((dimming(p) - clean) ** 2).mean()
         after = ((restore_detail(p, dimming(p), detail, (A, B)) - clean) ** 2).mean()
         assert after < 0.8 * before
+        errors.append(after)
+    # the SURE returned is the chosen candidate's, pooled: its error against the truth
+    assert risk == pytest.approx(np.mean(errors), rel=0.1)
 
 
 def test_sure_keeps_a_good_model_and_refuses_correlated_noise():
@@ -151,15 +155,15 @@ def test_sure_keeps_a_good_model_and_refuses_correlated_noise():
     def oracle(plane: np.ndarray) -> np.ndarray:  # the truth, whatever the input
         return clean + 0.0 * plane
 
-    detail, _ = choose_detail([sure_plane(noisy, oracle, A, B)])
-    assert detail == Detail()  # nothing beats the truth
+    detail, _, risk = choose_detail([sure_plane(noisy, oracle, A, B)])
+    assert detail == Detail() and risk is not None  # nothing beats the truth
     rng = np.random.default_rng(6)
     correlated = clean + correlate(rng.normal(0, 12, clean.shape), 0.6)
     found = sure_plane(correlated, over_smoothing, 0.0, 144.0)
     assert found.correlation > 0.3
-    detail, why = choose_detail([found])
-    assert detail == Detail() and "spatially correlated" in why
-    assert choose_detail([])[0] == Detail()
+    detail, why, risk = choose_detail([found])
+    assert detail == Detail() and "spatially correlated" in why and risk is None
+    assert choose_detail([]) == (Detail(), "no plane sampled: the model's output is kept", None)
 
 
 def test_lag1_correlation_reads_white_and_correlated_noise():
