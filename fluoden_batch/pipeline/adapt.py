@@ -28,7 +28,7 @@ from fluoden_batch.errors import FluodenError, ModelError, OutputError
 from fluoden_batch.io.source import ImageSource, SourceSpec
 from fluoden_batch.io.store import read_provenance, update_provenance
 from fluoden_batch.models.weights import ADAPTED_WEIGHTS, file_digest, read_metadata, write_file
-from fluoden_batch.pipeline.params import ChannelValues, tuned_detail
+from fluoden_batch.pipeline.params import ChannelValues, restored_risks, tuned_detail
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.restore.detail import Detail
 from fluoden_batch.train.adapt import (
@@ -203,9 +203,11 @@ def _choose_restored(p: Any, out: Path, reporter: Reporter) -> None:
     (``p.job``'s) and, where the fit changed the weights, for the model it started from, on
     the same sampled planes with the same probe
     (:func:`~fluoden_batch.pipeline.params.tuned_detail`). The run keeps the fitted model
-    only where its restored output is estimated better (SURE per pixel lower, summed over
-    the channels where it holds, each as a share of its range squared; where it holds on
-    no channel, the fit's own held-out criterion has decided); otherwise it denoises
+    only where its restored output is estimated better: PURE per pixel lower
+    (:func:`~fluoden_batch.pipeline.params.restored_risks`; SURE's Gaussian divergence is
+    biased differently for two models where photons are few), summed over the channels
+    where the noise is white enough for SURE, each as a share of its range squared; where
+    it is on no channel, the fit's own held-out criterion has decided. Otherwise it denoises
     exactly as a run without ``--adapt`` (the fitted weights stay in OUT). The choice is
     stored in OUT's ``adapted`` record and reused from it by a rerun; replaces ``p.job``'s
     model and restoration."""
@@ -225,21 +227,29 @@ def _choose_restored(p: Any, out: Path, reporter: Reporter) -> None:
         def tune(path: str, digest: str, notes: list[str]) -> tuple[tuple[Detail, ...], tuple]:
             return tuned_detail(p.config, p.source.array, axes, name, path, digest, values, notes)
 
+        def pure(path: str, digest: str, details: tuple[Detail, ...]) -> dict[int, float]:
+            return restored_risks(
+                p.config, p.source.array, axes, name, path, digest, values, details, paired
+            )
+
         detail, risks = tune(job.model_path, job.model_digest, notes)
-        used, paired = "fitted", []
+        used, paired, compared = "fitted", set(), []
         if read_metadata(Path(job.model_path)).training["held_out"]["kept_step"]:
             start_notes: list[str] = []
             start_detail, start_risks = tune(
                 settings.model_path, settings.model_digest, start_notes
             )
-            paired = [
-                (ch, s, f)
+            paired = {
+                ch
                 for ch, (s, f) in enumerate(zip(start_risks, risks, strict=True))
                 if s is not None and f is not None
-            ]
-            # each channel's difference as a share of its range squared (comparable units)
-            lower = sum((s - f) / _span(job.channel_ranges[ch]) ** 2 for ch, s, f in paired)
+            }  # the channels where the noise is white enough for SURE (and PURE)
             if paired:
+                start = pure(settings.model_path, settings.model_digest, start_detail)
+                fitted = pure(job.model_path, job.model_digest, detail)
+                compared = [(ch, start[ch], fitted[ch]) for ch in sorted(paired)]
+                # each channel's difference as a share of its range squared (comparable)
+                lower = sum((s - f) / _span(job.channel_ranges[ch]) ** 2 for ch, s, f in compared)
                 if lower <= 0:
                     used, detail, notes = "start", start_detail, start_notes
                 verdict = (
@@ -248,11 +258,11 @@ def _choose_restored(p: Any, out: Path, reporter: Reporter) -> None:
                     else "the model it started from denoises, as without --adapt (the "
                     "fitted weights stay in OUT)"
                 )
-                sure = ", ".join(f"channel {ch} {s:.4g} -> {f:.4g}" for ch, s, f in paired)
+                text = ", ".join(f"channel {ch} {s:.4g} -> {f:.4g}" for ch, s, f in compared)
                 notes.insert(
                     0,
-                    "adapt: SURE per pixel of the restored output, start -> fitted model: "
-                    f"{sure}: {verdict}",
+                    "adapt: PURE per pixel of the restored output (its estimated squared "
+                    f"error), start -> fitted model: {text}: {verdict}",
                 )
         p.lock.check()
         update_provenance(
@@ -261,7 +271,7 @@ def _choose_restored(p: Any, out: Path, reporter: Reporter) -> None:
                 **record,
                 "detail": Detail.stored(detail),
                 "used": used,
-                "sure_start_fitted": [[ch, s, f] for ch, s, f in paired],
+                "pure_start_fitted": [[ch, s, f] for ch, s, f in compared],
             },
         )
         reporter.planned(f"detail restoration tuned for the {used} model:", notes)

@@ -16,7 +16,7 @@ refused unless ``--overwrite``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,14 @@ from fluoden_batch.pipeline.statistics import (
 )
 from fluoden_batch.pipeline.worker import worker_model
 from fluoden_batch.restore.classical import CLASSICAL
-from fluoden_batch.restore.detail import NOISE_SCREEN, Detail, choose_detail, sure_plane
+from fluoden_batch.restore.detail import (
+    NOISE_SCREEN,
+    Detail,
+    choose_detail,
+    pure_risk,
+    restore_detail,
+    sure_plane,
+)
 from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.restore.protocols import PlaneParams, whole
 from fluoden_batch.restore.tiles import Block
@@ -67,6 +74,7 @@ __all__ = [
     "cluster_centres",
     "planned_detail",
     "planned_noise",
+    "restored_risks",
     "stored",
     "tuned_detail",
 ]
@@ -403,23 +411,73 @@ def tuned_detail(
     """
     if values.noise is None:
         return tuple(Detail() for _ in values.ranges), tuple(None for _ in values.ranges)
+    details, risks = [], []
+    for ch, model, planes, (a, b) in _channel_models(cfg, array, axes, name, path, digest, values):
+        detail, why, risk = choose_detail([sure_plane(p, model, a, b) for p in planes])
+        notes.append(f"detail restoration, channel {ch} (SURE on {len(planes)} planes): {why}")
+        details.append(detail)
+        risks.append(risk)
+    return tuple(details), tuple(risks)
+
+
+def restored_risks(
+    cfg: DenoiseOptions,
+    array: Any,
+    axes: str,
+    name: str,
+    path: str,
+    digest: str,
+    values: ChannelValues,
+    details: tuple[Detail, ...],
+    channels: set[int],
+) -> dict[int, float]:
+    """PURE per pixel (:func:`~fluoden_batch.restore.detail.pure_risk`, data units
+    squared) of the run's output per channel in ``channels`` (the model at ``path`` followed
+    by its restoration ``details[ch]``), pooled over the planes :func:`tuned_detail`
+    samples, with the same masks for every model: a paired comparison of two models'
+    restored outputs. Needs ``values.noise``."""
+    risks = {}
+    for ch, model, planes, (a, b) in _channel_models(cfg, array, axes, name, path, digest, values):
+        if ch not in channels:
+            continue
+
+        def restored(
+            plane: Any,
+            model: Callable = model,
+            detail: Detail = details[ch],
+            noise: tuple[float, float] = (a, b),
+        ) -> Any:
+            return restore_detail(plane, model(plane), detail, noise)
+
+        total = sum(pure_risk(p, restored, a, b, seed=k) for k, p in enumerate(planes))
+        risks[ch] = total / sum(p.size for p in planes)
+    return risks
+
+
+def _channel_models(
+    cfg: DenoiseOptions,
+    array: Any,
+    axes: str,
+    name: str,
+    path: str,
+    digest: str,
+    values: ChannelValues,
+) -> Iterator[tuple[int, Callable[[Any], Any], list[Any], tuple[float, float]]]:
+    """Per channel of ``values`` (which has its noise): its index, the model at ``path``
+    as the blocks run it on a plane of that channel, the planes sampled from ``array``
+    (:func:`~fluoden_batch.pipeline.statistics.channel_planes`) and its ``(a, b)``."""
+    assert values.noise is not None
     device = _planning_device(cfg.device)
     precision = cfg.precision if device.startswith("cuda") else "fp32"
     loaded = worker_model(path, digest, device)  # the block tasks here reuse it
     network = inference_network(loaded.module, cfg.tta, cfg.phase_split)
-    details, risks = [], []
     for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, values.noise, strict=True)):
         params = PlaneParams(lo, hi, a, b)
 
         def model(plane: Any, params: PlaneParams = params) -> Any:
             return whole(network, plane, params, cfg.tile, precision)
 
-        planes = channel_planes(array, axes, ch, name=name)
-        detail, why, risk = choose_detail([sure_plane(p, model, a, b) for p in planes])
-        notes.append(f"detail restoration, channel {ch} (SURE on {len(planes)} planes): {why}")
-        details.append(detail)
-        risks.append(risk)
-    return tuple(details), tuple(risks)
+        yield ch, model, channel_planes(array, axes, ch, name=name), (a, b)
 
 
 def _planning_device(device: str) -> str:

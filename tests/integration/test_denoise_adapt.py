@@ -57,7 +57,7 @@ def test_n2n_beats_no_adaptation_against_the_truth(tmp_path, one_torch_thread):
     assert gain > 0.3, f"n2n: {plain.summary['psnr_out']:.2f} -> {adapted.summary['psnr_out']:.2f}"
     record = read_provenance(tmp_path / "n2n.zarr")["adapted"]
     # SURE of the restored outputs agrees: the fitted model denoises
-    ((_, start, fitted),) = record["sure_start_fitted"]  # per pixel, channel 0
+    ((_, start, fitted),) = record["pure_start_fitted"]  # per pixel, channel 0
     assert record["used"] == "fitted" and fitted < start, record
     path = adapted_path(tmp_path / "n2n.zarr")
     assert record["digest"] == file_digest(path) and record["mode"] == "n2n"
@@ -147,7 +147,7 @@ def test_restoration_is_tuned_for_the_fitted_model_and_kept_with_it(tmp_path, on
     fitted, _, fitted_notes = _tuned(out, inp, adapted_path(out), common)
     _, start_risks, start_notes = _tuned(out, inp, weights, common)
     assert (
-        start_risks == (None,) and record["used"] == "fitted" and record["sure_start_fitted"] == []
+        start_risks == (None,) and record["used"] == "fitted" and record["pure_start_fitted"] == []
     )
     assert Detail.stored(fitted) == record["detail"]
     assert set(fitted_notes) <= set(lines.lines) and not set(start_notes) & set(lines.lines)
@@ -181,7 +181,7 @@ def test_a_fit_whose_restored_output_is_worse_is_not_used(tmp_path, one_torch_th
     fb.denoise(inp, out, adapt="n2n", adapt_steps=60, progress=lines, **common)
     record = read_provenance(out)["adapted"]
     assert record["kept_step"] > 0 and record["held_out_loss"][1] < record["held_out_loss"][0]
-    ((_, start, fitted),) = record["sure_start_fitted"]
+    ((_, start, fitted),) = record["pure_start_fitted"]
     assert record["used"] == "start" and fitted >= start, record
     assert any("the model it started from denoises" in line for line in lines.lines)
     assert adapted_path(out).is_file()

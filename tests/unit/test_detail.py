@@ -20,6 +20,7 @@ from fluoden_batch.restore.detail import (
     choose_detail,
     detail_radius,
     lag1_correlation,
+    pure_risk,
     restore_detail,
     sure_plane,
 )
@@ -164,6 +165,55 @@ def test_sure_keeps_a_good_model_and_refuses_correlated_noise():
     detail, why, risk = choose_detail([found])
     assert detail == Detail() and "spatially correlated" in why and risk is None
     assert choose_detail([]) == (Detail(), "no plane sampled: the model's output is kept", None)
+
+
+@pytest.mark.parametrize("a, b", [(0.0, 100.0), (10.0, 0.0), (10.0, -40.0), (2.0, 25.0)])
+def test_pure_of_a_linear_filter_is_sure_with_the_exact_divergence(a, b):
+    """For a linear filter the divergence is known (the kernel's centre): PURE's masks
+    give the same risk up to their Monte-Carlo error, for Gaussian, Poisson and mixed
+    noise, and with it the error against the truth up to the noise's own spread."""
+    clean = clean_plane(256, seed=11) / 8 + 20  # 20 .. 290 grey levels: 2-29 photons of 10
+    rng = np.random.default_rng(12)
+    offset = -b / a if b < 0 else 0.0
+    if a:
+        z = (
+            offset
+            + a * rng.poisson((clean - offset) / a)
+            + rng.normal(0, np.sqrt(max(b, 0)), clean.shape)
+        )
+    else:
+        z = clean + rng.normal(0, np.sqrt(b), clean.shape)
+    impulse = np.zeros((15, 15))
+    impulse[7, 7] = 1
+
+    def blur(plane: np.ndarray) -> np.ndarray:
+        return gaussian_filter(plane, 1.5, mode="reflect")
+
+    centre = gaussian_filter(impulse, 1.5)[7, 7]
+    v = a * z + b
+    exact = ((blur(z) - z) ** 2).sum() - v.sum() + 2 * centre * v.sum()
+    found = pure_risk(z, blur, a, b)
+    assert found == pytest.approx(exact, rel=0.02, abs=0.01 * v.sum())
+    true = ((blur(z) - clean) ** 2).sum()
+    assert found == pytest.approx(true, abs=0.1 * v.sum())
+
+
+def test_pure_counts_photons_where_sure_takes_a_derivative():
+    """An estimate that is constant between photon counts (``a`` times the count, rounded:
+    the input itself for Poisson data) has derivative 0, so SURE reads ``-sum(v)``; its
+    true risk is the noise, ``sum(a y)``, and PURE, by differences over one photon, finds
+    it."""
+    a = 10.0
+    clean = clean_plane(192, seed=13) / 8 + 20
+    z = a * np.random.default_rng(14).poisson(clean / a)
+
+    def counts(plane: np.ndarray) -> np.ndarray:
+        return a * np.floor(plane / a + 0.5)
+
+    true = ((counts(z) - clean) ** 2).sum()
+    sure = sure_plane(z, counts, a, 0.0).risks[(0.0, 1.0, 0.0)]
+    assert sure < 0 < true
+    assert pure_risk(z, counts, a, 0.0) == pytest.approx(true, rel=0.05)
 
 
 def test_lag1_correlation_reads_white_and_correlated_noise():
