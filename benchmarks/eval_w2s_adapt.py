@@ -17,7 +17,9 @@ writes ``benchmarks/results/eval_w2s_adapt.md``; with ``--plain-only`` only the 
 run (no fit), to ``benchmarks/results/eval_w2s_default.md``: the held-out W2S figure of a
 change to the default run. With ``--work DIR`` the runs are kept there (each pair's input
 and outputs, the fitted weights in them): a second call with the same ``DIR`` reuses the
-fits (a run never refits), so a change to what happens after the fit is measured in
+fits (a run never refits); ``--rechoose`` then also forgets each run's choice between the
+fitted model and its start and its finished blocks (what a run killed between writing the
+weights and recording the choice leaves), so a change to that choice is measured in
 minutes.
 """
 
@@ -35,7 +37,24 @@ from eval_w2s import DATA, RESULTS, pairs, scores
 from scipy.ndimage import gaussian_filter
 
 import fluoden_batch as fb
-from fluoden_batch.io.store import read_provenance
+from fluoden_batch.io.store import (
+    MARKER_DIR,
+    PYRAMID_MARKER_DIR,
+    read_provenance,
+    update_provenance,
+)
+
+CHOICE = ("detail", "used", "pure_start_fitted")  # the adapted record's keys set after the fit
+
+
+def forget_choice(out: Path) -> None:
+    """Leave ``out`` as a run killed right after writing its fitted weights leaves it: the
+    weights and the fit's record, no choice after the fit, no finished block."""
+    record = read_provenance(out)["adapted"]
+    update_provenance(out, adapted={k: v for k, v in record.items() if k not in CHOICE})
+    for markers in (MARKER_DIR, PYRAMID_MARKER_DIR):
+        for marker in (out / markers).glob("*.json"):
+            marker.unlink()
 
 
 def run(frame: np.ndarray, work: Path, **options) -> tuple[np.ndarray, dict, float]:
@@ -58,6 +77,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--plain-only", action="store_true", help="the default run only")
     parser.add_argument("--work", type=Path, help="keep the runs here (default: temporary)")
+    parser.add_argument(
+        "--rechoose", action="store_true", help="with --work: keep the fits, choose again"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     w2s = DATA / "w2s_train"
@@ -77,6 +99,8 @@ def main() -> None:
                 "fit": str(prov["parameters"].get("channel_detail")),
             })  # fmt: skip
             if not args.plain_only:
+                if args.rechoose and (work / "out-single.zarr").is_dir():
+                    forget_choice(work / "out-single.zarr")
                 fitted, prov, seconds = run(noisy, work, adapt="single")
                 record = prov["adapted"]
                 rows[-1]["single"] = scores(fitted, clean)
