@@ -69,7 +69,7 @@ def sure_choice(module: torch.nn.Module, norm: Normalisation, z: np.ndarray) -> 
 
     d = model(z).astype(np.float64)
     noise = plane_noise(z)
-    detail, _, _ = choose_detail([sure_plane(z, model, *noise)])
+    detail, _ = choose_detail([sure_plane(z, model, *noise)])
     restored = restore_detail(z, d, detail, noise).astype(np.float64)
     return d, restored, (detail.sigma, detail.weight)
 

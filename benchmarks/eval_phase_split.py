@@ -113,7 +113,7 @@ def default_run(model: LoadedModel, z: np.ndarray, split: bool) -> tuple[np.ndar
 
     d = apply(z).astype(np.float64)
     found = noise(z, split)
-    detail, _, _ = choose_detail([sure_plane(z, apply, *found)])
+    detail, _ = choose_detail([sure_plane(z, apply, *found)])
     restored = np.clip(restore_detail(z, d, detail, found), 0, 255).astype(np.float64)
     return np.clip(d, 0, 255), restored
 

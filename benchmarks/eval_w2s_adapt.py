@@ -17,10 +17,10 @@ writes ``benchmarks/results/eval_w2s_adapt.md``; with ``--plain-only`` only the 
 run (no fit), to ``benchmarks/results/eval_w2s_default.md``: the held-out W2S figure of a
 change to the default run. With ``--work DIR`` the runs are kept there (each pair's input
 and outputs, the fitted weights in them): a second call with the same ``DIR`` reuses the
-fits (a run never refits); ``--rechoose`` then also forgets each run's choice between the
-fitted model and its start and its finished blocks (what a run killed between writing the
-weights and recording the choice leaves), so a change to that choice is measured in
-minutes.
+fits (a run never refits); ``--rechoose`` then also forgets what each run chose after its
+fit (the restoration tuned for the fitted model) and its finished blocks (what a run
+killed between writing the weights and recording that leaves), so a change to what
+happens after the fit is measured in minutes (``runs/adapt-choice.patch`` was measured so).
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ from fluoden_batch.io.store import (
     update_provenance,
 )
 
-CHOICE = ("detail", "used", "pure_start_fitted")  # the adapted record's keys set after the fit
+CHOICE = ("detail",)  # the adapted record's keys set after the fit (the restoration)
 
 
 def forget_choice(out: Path) -> None:
     """Leave ``out`` as a run killed right after writing its fitted weights leaves it: the
-    weights and the fit's record, no choice after the fit, no finished block."""
+    weights and the fit's record, nothing chosen after the fit, no finished block."""
     record = read_provenance(out)["adapted"]
     update_provenance(out, adapted={k: v for k, v in record.items() if k not in CHOICE})
     for markers in (MARKER_DIR, PYRAMID_MARKER_DIR):
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--plain-only", action="store_true", help="the default run only")
     parser.add_argument("--work", type=Path, help="keep the runs here (default: temporary)")
     parser.add_argument(
-        "--rechoose", action="store_true", help="with --work: keep the fits, choose again"
+        "--rechoose", action="store_true", help="with --work: keep the fits, redo what follows them"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,7 +108,7 @@ def main() -> None:
                     f"{record['seconds']:.0f} s, {record['steps']} steps, kept step "
                     f"{record['kept_step']}"
                     + (", not fitted" if record["skipped"] else "")
-                    + f"; run {seconds:.0f} s, {record.get('used', 'fitted')} model used"
+                    + f"; run {seconds:.0f} s"
                 )
             si = {k: round(v[2], 2) for k, v in rows[-1].items() if k not in ("name", "fit")}
             print(name, si, rows[-1]["fit"], flush=True)

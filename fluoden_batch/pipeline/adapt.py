@@ -28,7 +28,7 @@ from fluoden_batch.errors import FluodenError, ModelError, OutputError
 from fluoden_batch.io.source import ImageSource, SourceSpec
 from fluoden_batch.io.store import read_provenance, update_provenance
 from fluoden_batch.models.weights import ADAPTED_WEIGHTS, file_digest, read_metadata, write_file
-from fluoden_batch.pipeline.params import ChannelValues, restored_risks, tuned_detail
+from fluoden_batch.pipeline.params import ChannelValues, tuned_detail
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.restore.detail import Detail
 from fluoden_batch.train.adapt import (
@@ -195,96 +195,28 @@ def ensure_adapted(
         )
     p.job = dataclasses.replace(p.job, model_path=str(path), model_digest=digest)
     if p.config.restores_detail:
-        _choose_restored(p, out, reporter)
+        p.job = dataclasses.replace(p.job, channel_detail=_adapted_detail(p, out, reporter))
 
 
-def _choose_restored(p: Any, out: Path, reporter: Reporter) -> None:
-    """``--detail`` with ``--adapt``: tune the restoration by SURE for the fitted model
-    (``p.job``'s) and, where the fit changed the weights, for the model it started from, on
-    the same sampled planes with the same probe
-    (:func:`~fluoden_batch.pipeline.params.tuned_detail`). The run keeps the fitted model
-    only where its restored output is estimated better: PURE per pixel lower
-    (:func:`~fluoden_batch.pipeline.params.restored_risks`; SURE's Gaussian divergence is
-    biased differently for two models where photons are few), summed over the channels
-    where the noise is white enough for SURE, each as a share of its range squared; where
-    it is on no channel, the fit's own held-out criterion has decided. Otherwise it denoises
-    exactly as a run without ``--adapt`` (the fitted weights stay in OUT). The choice is
-    stored in OUT's ``adapted`` record and reused from it by a rerun; replaces ``p.job``'s
-    model and restoration."""
-    settings: AdaptSettings = p.adapt.settings
+def _adapted_detail(p: Any, out: Path, reporter: Reporter) -> tuple[Detail, ...]:
+    """``--detail`` for the fitted model (``p.job``'s): the restoration stored with the fit
+    in OUT's ``adapted`` record by an earlier run, else tuned now
+    (:func:`~fluoden_batch.pipeline.params.tuned_detail`) and stored there."""
     record = (read_provenance(out) or {}).get("adapted") or {}
     if record.get("detail") is not None:
-        used = record.get("used", "fitted")
-        detail = Detail.from_stored(record["detail"])
-        reporter.planned(
-            f"detail restoration per channel: reused from the fitted run ({used} model)", []
-        )
-    else:
-        job, notes = p.job, []
-        values = ChannelValues(job.channel_ranges, job.channel_noise, None, None)
-        name, axes = p.source.spec.describe(), p.source.meta.axes
-
-        def tune(path: str, digest: str, notes: list[str]) -> tuple[tuple[Detail, ...], tuple]:
-            return tuned_detail(p.config, p.source.array, axes, name, path, digest, values, notes)
-
-        def pure(path: str, digest: str, details: tuple[Detail, ...]) -> dict[int, float]:
-            return restored_risks(
-                p.config, p.source.array, axes, name, path, digest, values, details, paired
-            )
-
-        detail, risks = tune(job.model_path, job.model_digest, notes)
-        used, paired, compared = "fitted", set(), []
-        if read_metadata(Path(job.model_path)).training["held_out"]["kept_step"]:
-            start_notes: list[str] = []
-            start_detail, start_risks = tune(
-                settings.model_path, settings.model_digest, start_notes
-            )
-            paired = {
-                ch
-                for ch, (s, f) in enumerate(zip(start_risks, risks, strict=True))
-                if s is not None and f is not None
-            }  # the channels where the noise is white enough for SURE (and PURE)
-            if paired:
-                start = pure(settings.model_path, settings.model_digest, start_detail)
-                fitted = pure(job.model_path, job.model_digest, detail)
-                compared = [(ch, start[ch], fitted[ch]) for ch in sorted(paired)]
-                # each channel's difference as a share of its range squared (comparable)
-                lower = sum((s - f) / _span(job.channel_ranges[ch]) ** 2 for ch, s, f in compared)
-                if lower <= 0:
-                    used, detail, notes = "start", start_detail, start_notes
-                verdict = (
-                    "the fitted model denoises"
-                    if used == "fitted"
-                    else "the model it started from denoises, as without --adapt (the "
-                    "fitted weights stay in OUT)"
-                )
-                text = ", ".join(f"channel {ch} {s:.4g} -> {f:.4g}" for ch, s, f in compared)
-                notes.insert(
-                    0,
-                    "adapt: PURE per pixel of the restored output (its estimated squared "
-                    f"error), start -> fitted model: {text}: {verdict}",
-                )
-        p.lock.check()
-        update_provenance(
-            out,
-            adapted={
-                **record,
-                "detail": Detail.stored(detail),
-                "used": used,
-                "pure_start_fitted": [[ch, s, f] for ch, s, f in compared],
-            },
-        )
-        reporter.planned(f"detail restoration tuned for the {used} model:", notes)
-    if used == "start":
-        p.job = dataclasses.replace(
-            p.job, model_path=settings.model_path, model_digest=settings.model_digest
-        )
-    p.job = dataclasses.replace(p.job, channel_detail=detail)
-
-
-def _span(bounds: tuple[float, float]) -> float:
-    """A channel's normalisation range ``hi - lo`` (1 where it is empty)."""
-    return float(bounds[1] - bounds[0]) or 1.0
+        reporter.planned("detail restoration per channel: reused from the fitted run", [])
+        return Detail.from_stored(record["detail"])
+    job, notes = p.job, []
+    values = ChannelValues(job.channel_ranges, job.channel_noise, None, None)
+    name = p.source.spec.describe()
+    axes = p.source.meta.axes
+    detail = tuned_detail(
+        p.config, p.source.array, axes, name, job.model_path, job.model_digest, values, notes
+    )
+    p.lock.check()
+    update_provenance(out, adapted={**record, "detail": Detail.stored(detail)})
+    reporter.planned("detail restoration tuned for the fitted model:", notes)
+    return detail
 
 
 def _fit_on_cluster(

@@ -16,7 +16,7 @@ refused unless ``--overwrite``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,14 +52,7 @@ from fluoden_batch.pipeline.statistics import (
 )
 from fluoden_batch.pipeline.worker import worker_model
 from fluoden_batch.restore.classical import CLASSICAL
-from fluoden_batch.restore.detail import (
-    NOISE_SCREEN,
-    Detail,
-    choose_detail,
-    pure_risk,
-    restore_detail,
-    sure_plane,
-)
+from fluoden_batch.restore.detail import NOISE_SCREEN, Detail, choose_detail, sure_plane
 from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.restore.protocols import PlaneParams, whole
 from fluoden_batch.restore.tiles import Block
@@ -74,7 +67,6 @@ __all__ = [
     "cluster_centres",
     "planned_detail",
     "planned_noise",
-    "restored_risks",
     "stored",
     "tuned_detail",
 ]
@@ -382,8 +374,7 @@ def planned_detail(
     if old:
         notes.append("detail restoration per channel: reused from the run being resumed")
         return Detail.from_stored(old), values
-    details, _ = tuned_detail(cfg, array, axes, name, method.path, method.digest, values, notes)
-    return details, values
+    return tuned_detail(cfg, array, axes, name, method.path, method.digest, values, notes), values
 
 
 def tuned_detail(
@@ -395,89 +386,36 @@ def tuned_detail(
     digest: str,
     values: ChannelValues,
     notes: list[str],
-) -> tuple[tuple[Detail, ...], tuple[float | None, ...]]:
+) -> tuple[Detail, ...]:
     """The :class:`~fluoden_batch.restore.detail.Detail` of lowest SURE per channel for
     the model at ``path`` (``digest``) on planes sampled from ``array``
-    (:func:`~fluoden_batch.restore.detail.choose_detail`), and that SURE per pixel (data
-    units squared; None where SURE does not hold); the model's output unchanged
-    (``Detail()``, SURE None) where ``values.noise`` is None. Appends a note per channel.
+    (:func:`~fluoden_batch.restore.detail.choose_detail`); the model's output unchanged
+    (``Detail()``) where ``values.noise`` is None. Appends a note per channel.
 
     The model runs here, on the machine that plans (twice per sampled plane: the plane and
     the plane plus a small probe), as :func:`~fluoden_batch.restore.protocols.whole` runs
     it on every block (same window, tiles, ``--tta``, ``--phase-split``; the run's
     precision where this machine has CUDA, else fp32: a CPU login node can plan a bf16 GPU
-    run). The planes and the probe depend on the input only, so the SURE of two models is
-    a paired comparison.
+    run).
     """
     if values.noise is None:
-        return tuple(Detail() for _ in values.ranges), tuple(None for _ in values.ranges)
-    details, risks = [], []
-    for ch, model, planes, (a, b) in _channel_models(cfg, array, axes, name, path, digest, values):
-        detail, why, risk = choose_detail([sure_plane(p, model, a, b) for p in planes])
-        notes.append(f"detail restoration, channel {ch} (SURE on {len(planes)} planes): {why}")
-        details.append(detail)
-        risks.append(risk)
-    return tuple(details), tuple(risks)
-
-
-def restored_risks(
-    cfg: DenoiseOptions,
-    array: Any,
-    axes: str,
-    name: str,
-    path: str,
-    digest: str,
-    values: ChannelValues,
-    details: tuple[Detail, ...],
-    channels: set[int],
-) -> dict[int, float]:
-    """PURE per pixel (:func:`~fluoden_batch.restore.detail.pure_risk`, data units
-    squared) of the run's output per channel in ``channels`` (the model at ``path`` followed
-    by its restoration ``details[ch]``), pooled over the planes :func:`tuned_detail`
-    samples, with the same masks for every model: a paired comparison of two models'
-    restored outputs. Needs ``values.noise``."""
-    risks = {}
-    for ch, model, planes, (a, b) in _channel_models(cfg, array, axes, name, path, digest, values):
-        if ch not in channels:
-            continue
-
-        def restored(
-            plane: Any,
-            model: Callable = model,
-            detail: Detail = details[ch],
-            noise: tuple[float, float] = (a, b),
-        ) -> Any:
-            return restore_detail(plane, model(plane), detail, noise)
-
-        total = sum(pure_risk(p, restored, a, b, seed=k) for k, p in enumerate(planes))
-        risks[ch] = total / sum(p.size for p in planes)
-    return risks
-
-
-def _channel_models(
-    cfg: DenoiseOptions,
-    array: Any,
-    axes: str,
-    name: str,
-    path: str,
-    digest: str,
-    values: ChannelValues,
-) -> Iterator[tuple[int, Callable[[Any], Any], list[Any], tuple[float, float]]]:
-    """Per channel of ``values`` (which has its noise): its index, the model at ``path``
-    as the blocks run it on a plane of that channel, the planes sampled from ``array``
-    (:func:`~fluoden_batch.pipeline.statistics.channel_planes`) and its ``(a, b)``."""
-    assert values.noise is not None
+        return tuple(Detail() for _ in values.ranges)
     device = _planning_device(cfg.device)
     precision = cfg.precision if device.startswith("cuda") else "fp32"
     loaded = worker_model(path, digest, device)  # the block tasks here reuse it
     network = inference_network(loaded.module, cfg.tta, cfg.phase_split)
+    details = []
     for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, values.noise, strict=True)):
         params = PlaneParams(lo, hi, a, b)
 
         def model(plane: Any, params: PlaneParams = params) -> Any:
             return whole(network, plane, params, cfg.tile, precision)
 
-        yield ch, model, channel_planes(array, axes, ch, name=name), (a, b)
+        planes = channel_planes(array, axes, ch, name=name)
+        detail, why = choose_detail([sure_plane(p, model, a, b) for p in planes])
+        notes.append(f"detail restoration, channel {ch} (SURE on {len(planes)} planes): {why}")
+        details.append(detail)
+    return tuple(details)
 
 
 def _planning_device(device: str) -> str:

@@ -73,7 +73,6 @@ __all__ = [
     "choose_detail",
     "detail_radius",
     "lag1_correlation",
-    "pure_risk",
     "restore_detail",
     "sure_plane",
     "sure_risk",
@@ -88,10 +87,6 @@ CORRELATED = 0.3  # lag-1 correlation of the residual from which the noise is no
 # clean frames structure leaks past the default screen (measured in the README).
 NOISE_SCREEN = 0.005
 TRUNCATE = 3.0  # Gaussian reach in sigmas
-# pure_risk: masks per plane and the share of pixels each shifts (its bias grows with the
-# share, its variance with 1 / (share x masks); measured in the README)
-PURE_MASKS = 4
-PURE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -321,88 +316,21 @@ def sure_risk(
     return float(((out - noisy) ** 2).sum() - noise + 2 * (covariance_probe * jacobian_probe).sum())
 
 
-def pure_risk(
-    noisy: np.ndarray,
-    estimate: Callable[[np.ndarray], np.ndarray],
-    a: float,
-    b: float,
-    masks: int = PURE_MASKS,
-    share: float = PURE_SHARE,
-    seed: int = 0,
-) -> float:
-    """Unbiased risk estimate of a black-box estimate ``f(z)`` of the noise-free image under
-    Poisson-Gaussian noise (PURE; Luisier, Vonesch, Blu & Unser 2010), summed over pixels.
-
-    SURE's divergence term treats the noise as Gaussian. For Poisson noise of gain ``a``
-    the exact identity is ``E[(z_i - y_i) f_i(z)] = E[(z_i + b / a)(f_i(z) - f_i(z - a
-    e_i))]`` (``b < 0``: an offset of ``-b / a``; ``b > 0``: Gaussian noise, to first
-    order): a difference over one photon, not a derivative. Where photons are few (gains
-    of several grey levels) a model's response over that step is not linear, and SURE's
-    error differs between models by more than their difference (measured in the README);
-    this estimate does not have that bias. The differences come from ``masks`` random
-    masks ``q`` (each pixel in with probability ``share``), one evaluation of ``f`` each::
-
-        PURE = sum((f(z) - z)^2) - sum(a z + b) + 2 sum((a z + b) / h * D),
-        D = mean over masks of (f(z) - f(z - h q)) (q - share) / (share (1 - share))
-
-    with ``h = a`` (at least ``1e-3`` of the noise's standard deviation, where the noise
-    is nearly Gaussian). Its bias grows with ``share`` (second-order terms between the
-    shifted pixels), its variance with ``1 / (share x masks)``.
-
-    Parameters
-    ----------
-    noisy : ndarray, shape (H, W)
-        The input ``z``, data units.
-    estimate : callable
-        ``f``: plane in, estimate out (data units), deterministic.
-    a, b : float
-        Poisson-Gaussian parameters (``Var[z | y] = a y + b``).
-    masks, share : int, float
-    seed : int
-        Seeds the masks: the same seed gives two estimates the same masks (a paired
-        comparison).
-    """
-    z = np.asarray(noisy, dtype=np.float64)
-    out = np.asarray(estimate(z), dtype=np.float64)
-    v = a * z + b  # unbiased for the noise variance a y + b, pixel by pixel
-    h = max(a, 1e-3 * float(np.sqrt(max(v.mean(), 1e-12))))
-    rng = np.random.default_rng(seed)
-    cross = np.zeros_like(z)
-    for _ in range(masks):
-        q = (rng.random(z.shape) < share).astype(np.float64)
-        shifted = np.asarray(estimate(z - h * q), dtype=np.float64)
-        cross += (out - shifted) * (q - share) / (share * (1 - share))
-    return float(((out - z) ** 2).sum() - v.sum() + 2 * (v / h * cross / masks).sum())
-
-
-def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str, float | None]:
-    """The candidate of lowest pooled SURE over ``planes``, why, in words, and its SURE.
+def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str]:
+    """The candidate of lowest pooled SURE over ``planes``, and why, in words.
 
     No change (``Detail()``) where there is nothing to pool or where the mean residual
-    correlation says the noise is not white; the SURE is then None (it does not hold).
-
-    Returns
-    -------
-    detail : Detail
-    why : str
-    risk : float or None
-        The chosen candidate's SURE per pixel pooled over the planes (data units squared):
-        an estimate of its mean squared error against the noise-free image.
+    correlation says the noise is not white.
     """
     if not planes:
-        return Detail(), "no plane sampled: the model's output is kept", None
+        return Detail(), "no plane sampled: the model's output is kept"
     correlation = float(np.mean([p.correlation for p in planes]))
     if correlation >= CORRELATED:
-        return (
-            Detail(),
-            (
-                f"the noise is spatially correlated (lag-1 {correlation:.2f} in the model's "
-                f"residual, from {CORRELATED}): SURE does not hold, the model's output is "
-                "kept; repeated captures along t can fit the model to such noise (--adapt "
-                "n2n), and a camera the model was not trained on may do better with "
-                "--phase-split"
-            ),
-            None,
+        return Detail(), (
+            f"the noise is spatially correlated (lag-1 {correlation:.2f} in the model's "
+            f"residual, from {CORRELATED}): SURE does not hold, the model's output is kept; "
+            "repeated captures along t can fit the model to such noise (--adapt n2n), and a "
+            "camera the model was not trained on may do better with --phase-split"
         )
     pixels = sum(p.pixels for p in planes)
     keys = set.intersection(*(set(p.risks) for p in planes))  # NLM only where all have it
@@ -410,12 +338,8 @@ def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str, float | Non
     (s, w, beta), risk = min(pooled.items(), key=lambda kv: kv[1])
     model_risk = pooled[(0.0, 1.0, 0.0)]
     gain = 10 * np.log10(model_risk / risk) if risk > 0 and model_risk > 0 else float("nan")
-    return (
-        Detail(s, w, beta),
-        (
-            f"sigma {s:g} px, weight {w:g}, VST+NLM share {beta:g} (SURE {risk:.4g} against "
-            f"the model's {model_risk:.4g} per pixel, {gain:+.2f} dB estimated; residual "
-            f"lag-1 correlation {correlation:.2f})"
-        ),
-        risk,
+    return Detail(s, w, beta), (
+        f"sigma {s:g} px, weight {w:g}, VST+NLM share {beta:g} (SURE {risk:.4g} against the "
+        f"model's {model_risk:.4g} per pixel, {gain:+.2f} dB estimated; residual lag-1 "
+        f"correlation {correlation:.2f})"
     )

@@ -56,9 +56,6 @@ def test_n2n_beats_no_adaptation_against_the_truth(tmp_path, one_torch_thread):
     gain = adapted.summary["psnr_out"] - plain.summary["psnr_out"]
     assert gain > 0.3, f"n2n: {plain.summary['psnr_out']:.2f} -> {adapted.summary['psnr_out']:.2f}"
     record = read_provenance(tmp_path / "n2n.zarr")["adapted"]
-    # SURE of the restored outputs agrees: the fitted model denoises
-    ((_, start, fitted),) = record["pure_start_fitted"]  # per pixel, channel 0
-    assert record["used"] == "fitted" and fitted < start, record
     path = adapted_path(tmp_path / "n2n.zarr")
     assert record["digest"] == file_digest(path) and record["mode"] == "n2n"
     assert record["steps"] == 60 and record["train_mpx"] > 0
@@ -105,94 +102,51 @@ def test_single_keeps_the_weights_of_lowest_sure_and_never_loses_to_its_start(
     assert 1.0 < a < 3.0 and read_provenance(tiny)["adapted"]["held_out_criterion"] == "SURE"
 
 
-def _tuned(out: Path, inp: Path, path: Path, common: dict) -> tuple[tuple, tuple, list[str]]:
-    """SURE's restoration of ``path``'s model on the run ``out`` of ``inp`` (tuned again
-    here as the run tunes it), its SURE per channel and its notes."""
+def test_detail_is_tuned_for_the_fitted_model_and_kept_with_it(tmp_path, one_torch_thread):
+    inp, _ = repeats(tmp_path, frames=3, size=96)
+    weights = make_tiny_weights(tmp_path / "w.safetensors")
+    out = tmp_path / "out.zarr"
+    lines: list[str] = []
+
+    class Lines(Reporter):
+        def planned(self, line: str, notes: list[str]) -> None:
+            lines.extend([line, *notes])
+
+    common = {"model": str(weights), "adapt": "n2n", "adapt_steps": 8, "workers": 0}
+    fb.denoise(inp, out, progress=Lines(), **common)  # --detail auto: on
     prov = read_provenance(out)
+    assert prov["parameters"]["detail"] == "sure" and "channel_detail" not in prov["parameters"]
+    kept = prov["adapted"]["detail"]
+    assert len(kept) == 1 and any("tuned for the fitted model" in line for line in lines)
+    # the choice is SURE's for the fitted weights (tuned again here), not for the start's
     cfg = DenoiseConfig(input=inp, output=out, **common)
+    source = open_image(inp)
     values = ChannelValues(
         tuple(tuple(r) for r in prov["parameters"]["channel_ranges"]),
         tuple(tuple(n) for n in prov["parameters"]["channel_noise"]),
         None,
         None,
     )
-    notes: list[str] = []
-    details, risks = tuned_detail(cfg, open_image(inp).array, "tyx", "in", str(path),
-                                  file_digest(path), values, notes)  # fmt: skip
-    return details, risks, notes
-
-
-class _Lines(Reporter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def planned(self, line: str, notes: list[str]) -> None:
-        self.lines.extend([line, *notes])
-
-
-def test_restoration_is_tuned_for_the_fitted_model_and_kept_with_it(tmp_path, one_torch_thread):
-    inp, _ = repeats(tmp_path, frames=3, size=96)
-    weights = make_tiny_weights(tmp_path / "w.safetensors")
-    out = tmp_path / "out.zarr"
-    lines = _Lines()
-    common = {"model": str(weights), "adapt": "n2n", "adapt_steps": 8, "workers": 0}
-    fb.denoise(inp, out, progress=lines, **common)  # --detail auto: on
-    prov = read_provenance(out)
-    assert prov["parameters"]["detail"] == "sure" and "channel_detail" not in prov["parameters"]
-    record = prov["adapted"]
-    assert record["kept_step"] > 0 and len(record["detail"]) == 1
-    # a random start leaves structure in its residual, so SURE does not hold for it: the
-    # fit's own criterion has decided (the fitted model denoises, no SURE comparison)
-    fitted, _, fitted_notes = _tuned(out, inp, adapted_path(out), common)
-    _, start_risks, start_notes = _tuned(out, inp, weights, common)
-    assert (
-        start_risks == (None,) and record["used"] == "fitted" and record["pure_start_fitted"] == []
-    )
-    assert Detail.stored(fitted) == record["detail"]
-    assert set(fitted_notes) <= set(lines.lines) and not set(start_notes) & set(lines.lines)
-    assert any("tuned for the fitted model" in line for line in lines.lines)
+    notes: dict[Path, list[str]] = {adapted_path(out): [], weights: []}
+    choice = {}
+    for path in notes:
+        digest = file_digest(path)
+        choice[path] = tuned_detail(cfg, source.array, "tyx", "in", str(path), digest, values,
+                                    notes[path])  # fmt: skip
+    assert Detail.stored(choice[adapted_path(out)]) == kept
+    # (its note names SURE's risks, which differ between the two models)
+    assert set(notes[adapted_path(out)]) <= set(lines)
+    assert not set(notes[weights]) & set(lines)
     # a resume reuses the restoration with the weights: the same output
     first = level0(out)
     next((out / MARKER_DIR).glob("*.json")).unlink()
-    lines.lines.clear()
-    assert fb.denoise(inp, out, progress=lines, **common).blocks_run == 1
-    assert any("reused from the fitted run (fitted model)" in line for line in lines.lines)
+    lines.clear()
+    assert fb.denoise(inp, out, progress=Lines(), **common).blocks_run == 1
+    assert any("reused from the fitted run" in line for line in lines)
     assert level0(out) == first
     # --detail off is another run
     with pytest.raises(OutputError, match=r"other parameters \(channel_noise, detail\)"):
         fb.denoise(inp, out, detail="off", **common)
-
-
-def test_a_fit_whose_restored_output_is_worse_is_not_used(tmp_path, one_torch_thread):
-    # "repeats" that share their noise (one capture written three times, each with a
-    # little noise of its own): Noise2Noise learns to keep the shared noise, its held-out
-    # loss falls, and only SURE of the restored output sees that the fit got worse; the
-    # run is then the run without --adapt, byte for byte, and the fit stays in OUT
-    rng = np.random.default_rng(0)
-    clean = blobs(rng, 128, count=20)
-    once = clean + rng.normal(0, 15, clean.shape)
-    frames = np.stack([once + rng.normal(0, 0.5, clean.shape) for _ in range(3)])
-    inp = write_image(tmp_path / "in.zarr", np.clip(np.rint(frames), 0, 65535).astype(np.uint16),
-                      "tyx", (1, 128, 128))  # fmt: skip
-    out, plain = tmp_path / "out.zarr", tmp_path / "plain.zarr"
-    lines = _Lines()
-    common = {"block_min": 128, "workers": 0}
-    fb.denoise(inp, out, adapt="n2n", adapt_steps=60, progress=lines, **common)
-    record = read_provenance(out)["adapted"]
-    assert record["kept_step"] > 0 and record["held_out_loss"][1] < record["held_out_loss"][0]
-    ((_, start, fitted),) = record["pure_start_fitted"]
-    assert record["used"] == "start" and fitted >= start, record
-    assert any("the model it started from denoises" in line for line in lines.lines)
-    assert adapted_path(out).is_file()
-    fb.denoise(inp, plain, **common)
-    assert level0(out) == level0(plain)
-    # a resume keeps the choice
-    next((out / MARKER_DIR).glob("*.json")).unlink()
-    lines.lines.clear()
-    fb.denoise(inp, out, adapt="n2n", adapt_steps=60, progress=lines, **common)
-    assert any("reused from the fitted run (start model)" in line for line in lines.lines)
-    assert level0(out) == level0(plain)
 
 
 def _cli(inp: Path, out: Path, weights: Path, *extra: str) -> list[str]:
