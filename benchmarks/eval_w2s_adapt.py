@@ -44,14 +44,12 @@ from fluoden_batch.io.store import (
     update_provenance,
 )
 
-CHOICE = ("detail",)  # the adapted record's keys set after the fit (the restoration)
-
 
 def forget_choice(out: Path) -> None:
     """Leave ``out`` as a run killed right after writing its fitted weights leaves it: the
     weights and the fit's record, nothing chosen after the fit, no finished block."""
-    record = read_provenance(out)["adapted"]
-    update_provenance(out, adapted={k: v for k, v in record.items() if k not in CHOICE})
+    record = read_provenance(out)["adapted"]  # "detail": the restoration tuned after the fit
+    update_provenance(out, adapted={k: v for k, v in record.items() if k != "detail"})
     for markers in (MARKER_DIR, PYRAMID_MARKER_DIR):
         for marker in (out / markers).glob("*.json"):
             marker.unlink()
