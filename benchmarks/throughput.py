@@ -264,7 +264,8 @@ def main() -> None:
         f"| dataset | {planes} x {size} x {size} uint16 ({mpx_total:.1f} Mpx), 512^2 chunks |",
         f"| workers x threads | {cores} x 1 |",
         f"| tile / min block | {args.tile} / {args.block_min} px |",
-        f"| --detail | {args.detail} (chosen per channel, [sigma, weight, NLM share]: {chosen}) |",
+        f"| --detail | {args.detail} (chosen per channel, [sigma, weight, NLM share, "
+        f"Wiener share]: {chosen}) |",
         f"| --phase-split | {'on' if args.phase_split else 'off'} |",
         f"| blocks | {result.blocks_total} |",
         f"| wall time | {seconds:.1f} s (planning and opening included: {total:.1f} s) |",

@@ -15,6 +15,11 @@ NLM is scikit-image ``denoise_nl_means`` (5x5 patches, 13x13 search, fast mode,
 ``h = 0.8 sigma``, sigma subtracted from the patch distances). BM3D is the optional ``bm3d``
 package (Makinen et al.), imported only when called: its licence forbids commercial use, so
 it is never a dependency of fluoden-batch.
+
+Also here, not a denoiser of its own but the second stage of one: :func:`vst_wiener`, the
+empirical Wiener filter of BM3D's second step without its block matching (Dabov, Foi,
+Katkovnik & Egiazarian 2007): every 8x8 patch of the input, in the DCT domain, shrunk by
+what a pilot estimate (a first denoiser's output) says each coefficient holds of signal.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 from skimage.restoration import denoise_nl_means
 
 from fluoden_batch.errors import InputError
@@ -35,19 +41,26 @@ __all__ = [
     "CLASSICAL",
     "NLM_H",
     "NLM_REACH",
+    "WIENER_PATCH",
+    "WIENER_REACH",
     "ClassicalMethod",
     "bm3d",
     "bm3d_available",
+    "dct_wiener",
     "nlm",
     "noise_sigma",
     "vst_bm3d",
     "vst_nlm",
+    "vst_wiener",
 ]
 
 PATCH_SIZE = 5  # NLM patch side, px
 PATCH_DISTANCE = 6  # NLM search radius, px (13x13 search window)
 NLM_H = 0.8  # NLM filtering strength h in units of the noise std
 NLM_REACH = PATCH_SIZE // 2 + PATCH_DISTANCE  # 8 px: context a tile needs on each side
+WIENER_PATCH = 8  # side of the Wiener filter's DCT patches, px
+WIENER_REACH = WIENER_PATCH - 1  # 7 px: the patches over a pixel reach this far from it
+_WIENER_STRIP = 1 << 16  # patches per strip: bounds the coefficients' memory (32 MiB)
 
 PlaneFn = Callable[[np.ndarray, float, float, float], np.ndarray]
 
@@ -122,6 +135,93 @@ def vst_nlm(plane: npt.ArrayLike, a: float, b: float, h: float = NLM_H) -> np.nd
         x, patch_size=PATCH_SIZE, patch_distance=PATCH_DISTANCE, h=h, sigma=1.0, fast_mode=True
     )
     return gat_inverse(smooth, a, b, method="exact_unbiased")
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    """Orthonormal DCT-II matrix, shape (n, n): row ``k`` is frequency ``k``."""
+    j = np.arange(n)
+    m = np.cos(np.pi * (2 * j[None, :] + 1) * j[:, None] / (2 * n)) * math.sqrt(2.0 / n)
+    m[0] /= math.sqrt(2.0)
+    return m
+
+
+def _patch_dct(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """2-D DCT of every ``p x p`` patch of ``x`` (R, W), shape (R - p + 1, W - p + 1, p, p),
+    indexed by the patch's top-left pixel (separable: rows, then columns)."""
+    p = len(m)
+    rows = sliding_window_view(x, p, axis=0) @ m.T  # (R', W, p): vertical frequencies
+    return sliding_window_view(rows, p, axis=1) @ m.T  # (R', W', p, p)
+
+
+def dct_wiener(noisy: npt.ArrayLike, pilot: npt.ArrayLike, sigma: float = 1.0) -> np.ndarray:
+    """Empirical Wiener filter of ``noisy`` guided by ``pilot``, white noise of std ``sigma``.
+
+    Every ``WIENER_PATCH`` square patch (stride 1) of ``noisy`` is taken to the 2-D DCT,
+    each coefficient scaled by ``P^2 / (P^2 + sigma^2)`` (``P`` the pilot's coefficient
+    there) and taken back; the patches are averaged where they overlap, each weighted by
+    ``1 / (sigma^2 sum(G^2))`` (BM3D's weights: less where more noise stays; the sum floored
+    at 1e-12 where the pilot's patch is all 0). A pixel reads
+    the input and pilot :data:`WIENER_REACH` px around it, so a tile with that much context
+    equals whole-plane application.
+
+    Parameters
+    ----------
+    noisy, pilot : array_like, shape (H, W)
+        The noisy plane and a first estimate of it (both sides >= ``WIENER_PATCH``).
+    sigma : float
+        Noise standard deviation (> 0), the units of ``noisy``.
+
+    Returns
+    -------
+    ndarray, shape (H, W), float64
+    """
+    z, y = _plane(noisy), _plane(pilot)
+    p = WIENER_PATCH
+    if z.shape != y.shape or min(z.shape) < p:
+        raise InputError(
+            f"the Wiener filter needs a noisy plane and a pilot of one shape, both sides >= "
+            f"{p}; got {z.shape} and {y.shape}"
+        )
+    m = _dct_matrix(p)
+    height, width = z.shape
+    num, den = np.zeros_like(z), np.zeros_like(z)
+    step = max(1, _WIENER_STRIP // (width - p + 1))  # patch rows per strip
+    for top in range(0, height - p + 1, step):
+        rows = slice(top, min(top + step, height - p + 1) + p - 1)
+        coef, guide = _patch_dct(z[rows], m), _patch_dct(y[rows], m)
+        guide *= guide
+        gain = guide / (guide + sigma * sigma)
+        # (R', W'); floored where a pilot patch is all 0 (every coefficient taken as noise)
+        weight = 1.0 / (sigma * sigma * np.maximum(np.einsum("hwuv,hwuv->hw", gain, gain), 1e-12))
+        coef *= gain
+        coef *= weight[..., None, None]
+        patches = np.ascontiguousarray((m.T @ coef @ m).transpose(2, 3, 0, 1))  # (p, p, R', W')
+        n, k = weight.shape
+        for r in range(p):
+            for c in range(p):
+                num[top + r : top + r + n, c : c + k] += patches[r, c]
+                den[top + r : top + r + n, c : c + k] += weight
+    return num / den
+
+
+def vst_wiener(plane: npt.ArrayLike, pilot: npt.ArrayLike, a: float, b: float) -> np.ndarray:
+    """:func:`dct_wiener` in the GAT domain: the plane and the pilot through ``gat_forward``
+    with ``(a, b)``, the filter at unit noise std, the exact unbiased inverse.
+
+    Parameters
+    ----------
+    plane, pilot : array_like, shape (H, W)
+        Noisy intensities and a first estimate of the noise-free ones, data units.
+    a, b : float
+        Poisson gain (> 0, data units) and Gaussian variance (squared data units).
+
+    Returns
+    -------
+    ndarray, shape (H, W), float64, data units
+    """
+    x = gat_forward(_plane(plane), a, b)
+    guide = gat_forward(_plane(pilot), a, b)
+    return gat_inverse(dct_wiener(x, guide, 1.0), a, b, method="exact_unbiased")
 
 
 def _bm3d_module(method: str) -> ModuleType:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from skimage import io
 from typer.testing import CliRunner
@@ -57,14 +57,25 @@ def noisy(shape: tuple[int, ...], seed: int) -> np.ndarray:
     tile=st.integers(32, 80),
     sigma=st.sampled_from([1.0, 4.0, 8.0]),
     nlm=st.sampled_from([0.0, 0.5]),
+    wiener=st.sampled_from([0.0, 1.0]),
     seed=st.integers(0, 1000),
 )
+@example(  # every step at once, blocks smaller than the plane
+    shape=(1, 100, 90),
+    chunk=(40, 32),
+    block_min=24,
+    tile=48,
+    sigma=4.0,
+    nlm=0.5,
+    wiener=1.0,
+    seed=3,
+)
 def test_tiled_detail_equals_whole_plane_application(
-    client, tiny_weights, shape, chunk, block_min, tile, sigma, nlm, seed
+    client, tiny_weights, shape, chunk, block_min, tile, sigma, nlm, wiener, seed
 ):
-    """Blocks read the Gaussian's (and NLM's) reach as more halo: every block equals the
-    whole plane (the restoration is set to a non-trivial value after planning, whatever
-    SURE chose)."""
+    """Blocks read the Gaussian's (NLM's, the Wiener filter's) reach as more halo: every
+    block equals the whole plane (the restoration is set to a non-trivial value after
+    planning, whatever SURE chose)."""
     data = noisy(shape, seed)
     with tempfile.TemporaryDirectory() as tmp:
         inp = write_image(Path(tmp) / "in.zarr", data, "zyx", (1, *chunk))
@@ -79,7 +90,7 @@ def test_tiled_detail_equals_whole_plane_application(
         )
         p = plan(cfg)
         assert p.job.channel_detail is not None and p.job.channel_noise is not None
-        p.job = replace(p.job, channel_detail=(Detail(sigma, 0.75, nlm),))
+        p.job = replace(p.job, channel_detail=(Detail(sigma, 0.75, nlm, wiener),))
         execute(p, client)
         got = zarr.open_array(str(Path(tmp) / "out.zarr"), path="0")[:]
     module = load_model(tiny_weights).module
@@ -99,7 +110,7 @@ def test_sure_values_are_stored_and_reused_on_resume(client, tiny_weights, tmp_p
     execute(first, client)
     params = read_provenance(tmp_path / "out.zarr")["parameters"]
     assert params["detail"] == "sure" and len(params["channel_detail"]) == 1
-    assert len(params["channel_detail"][0]) == 3  # sigma, weight, NLM share
+    assert len(params["channel_detail"][0]) == 4  # sigma, weight, NLM share, Wiener share
     # SURE's (a, b): the channel's estimate under the harder smoothness screen
     array = zarr.open_array(str(inp), path="0")
     screened = channel_noise(array, "zyx", max_leakage=NOISE_SCREEN)

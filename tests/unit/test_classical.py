@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.fft import dctn
+from scipy.ndimage import gaussian_filter
 from skimage.restoration import denoise_nl_means
 
 from conftest import blobs
@@ -17,7 +19,16 @@ from fluoden_batch.config.denoise import ClassicalProtocol, ModelProtocol
 from fluoden_batch.errors import InputError
 from fluoden_batch.noise import gat_forward, gat_inverse, simulate
 from fluoden_batch.restore import classical
-from fluoden_batch.restore.classical import CLASSICAL, NLM_REACH, nlm, noise_sigma, vst_nlm
+from fluoden_batch.restore.classical import (
+    CLASSICAL,
+    NLM_REACH,
+    WIENER_REACH,
+    dct_wiener,
+    nlm,
+    noise_sigma,
+    vst_nlm,
+    vst_wiener,
+)
 from fluoden_batch.restore.protocols import MODEL_PROTOCOLS
 from fluoden_batch.restore.tiles import halo_window, tile_windows
 
@@ -195,3 +206,67 @@ def test_config_protocol_names_are_the_implemented_ones():
     must stay exactly the protocols that exist."""
     assert set(get_args(ModelProtocol)) == set(MODEL_PROTOCOLS)
     assert set(get_args(ClassicalProtocol)) == set(CLASSICAL)
+
+
+def test_wiener_is_the_documented_filter() -> None:
+    """Against a direct loop over the patches: each 8x8 patch's 2-D DCT (scipy's), every
+    coefficient times P^2 / (P^2 + sigma^2), back, averaged with weights 1 / (sigma^2
+    sum G^2)."""
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(0, 1, (2, 13, 11)) * [[[1.0]], [[3.0]]]
+    num, den = np.zeros_like(z), np.zeros_like(z)
+    for i in range(13 - 7):
+        for j in range(11 - 7):
+            pz = dctn(z[i : i + 8, j : j + 8], norm="ortho")
+            py = dctn(y[i : i + 8, j : j + 8], norm="ortho")
+            gain = py**2 / (py**2 + 0.7**2)
+            weight = 1 / (0.7**2 * (gain**2).sum())
+            num[i : i + 8, j : j + 8] += weight * dctn(gain * pz, norm="ortho", type=3)
+            den[i : i + 8, j : j + 8] += weight
+    np.testing.assert_allclose(dct_wiener(z, y, 0.7), num / den, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("start", "stop"), BOXES)
+def test_wiener_tiles_with_its_reach_equal_the_whole_plane(scene, start, stop) -> None:
+    """A tile of the plane and of the pilot, with WIENER_REACH px of context, gives the
+    whole plane's pixels; one pixel less does not (the reach is tight)."""
+    _, noisy = scene
+    pilot = gaussian_filter(noisy, 1.5)
+
+    def tiled(halo: int) -> np.ndarray:
+        w = halo_window(start, stop, noisy.shape, halo)
+        return vst_wiener(noisy[w.read], pilot[w.read], A, B)[w.crop]
+
+    whole = vst_wiener(noisy, pilot, A, B)[start[0] : stop[0], start[1] : stop[1]]
+    np.testing.assert_allclose(tiled(WIENER_REACH), whole, 0, 1e-9)
+    if start == (20, 25):  # an interior box: less context changes its border pixels
+        assert np.abs(tiled(WIENER_REACH - 1) - whole).max() > 1e-6
+
+
+def test_wiener_in_strips_equals_one_pass(monkeypatch) -> None:
+    """Memory is bounded by working in strips of patch rows: the same result."""
+    rng = np.random.default_rng(1)
+    z, y = rng.normal(5, 1, (2, 70, 41))
+    one = dct_wiener(z, y)
+    monkeypatch.setattr(classical, "_WIENER_STRIP", 50)  # 1-2 patch rows per strip
+    np.testing.assert_allclose(dct_wiener(z, y), one, rtol=0, atol=1e-12)
+
+
+def test_wiener_takes_from_the_data_what_a_pilot_lost(scene) -> None:
+    """A pilot that blurred the truth (a Gaussian of 2 px of the noise-free plane): the
+    filter of the noisy plane it guides is closer to the truth than the pilot and than
+    the input; a pilot of all 0 keeps nothing and stays finite (no 0 / 0)."""
+    clean, noisy = scene
+    pilot = gaussian_filter(clean, 2.0)
+    out = vst_wiener(noisy, pilot, A, B)
+    assert _rmse(out, clean) < 0.9 * min(_rmse(pilot, clean), _rmse(noisy, clean))
+    flat = dct_wiener(noisy, np.zeros_like(noisy))
+    assert np.isfinite(flat).all() and np.abs(flat).max() < 1e-6 * np.abs(noisy).max()
+
+
+def test_wiener_refuses_mismatched_or_tiny_planes(scene) -> None:
+    _, noisy = scene
+    with pytest.raises(InputError, match="pilot of one shape"):
+        dct_wiener(noisy, noisy[:-1])
+    with pytest.raises(InputError, match="both sides >= 8"):
+        dct_wiener(noisy[:7], noisy[:7])

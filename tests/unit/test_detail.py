@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,15 +15,18 @@ from fluoden_batch.config import DenoiseOptions
 from fluoden_batch.errors import InputError
 from fluoden_batch.noise import simulate
 from fluoden_batch.noise.simulate import correlate
-from fluoden_batch.restore.classical import NLM_REACH, vst_nlm
+from fluoden_batch.restore.classical import NLM_REACH, WIENER_REACH, vst_nlm, vst_wiener
 from fluoden_batch.restore.detail import (
     BLENDS,
+    WIENER_CORRELATION,
+    WIENERS,
     Detail,
     choose_detail,
     detail_radius,
     lag1_correlation,
     restore_detail,
     sure_plane,
+    wiener_risks,
 )
 
 A, B = 2.0, 100.0
@@ -78,18 +83,41 @@ def test_nlm_blend_is_the_formula(sigma, weight, beta, seed):
         restore_detail(z, d, Detail(sigma, weight, beta))
 
 
+@settings(max_examples=5, deadline=None)
+@given(
+    sigma=st.sampled_from([0.0, 2.5]),
+    beta=st.sampled_from(BLENDS),
+    gamma=st.sampled_from(WIENERS[1:]),
+    seed=st.integers(0, 100),
+)
+def test_wiener_is_the_last_step(sigma, beta, gamma, seed):
+    """``out <- (1 - gamma) out + gamma W(z; out)``, the pilot the restoration's result."""
+    rng = np.random.default_rng(seed)
+    z = simulate(np.full((40, 50), 300.0), A, B, rng=rng)
+    d = rng.normal(300, 5, z.shape)
+    first = restore_detail(z, d, Detail(sigma, 0.75, beta), (A, B)).astype(np.float64)
+    expected = first + gamma * (vst_wiener(z, first, A, B) - first)
+    got = restore_detail(z, d, Detail(sigma, 0.75, beta, gamma), (A, B))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
+    with pytest.raises(InputError, match="needs the noise"):
+        restore_detail(z, d, Detail(sigma, 0.75, beta, gamma))
+
+
 def test_identity_and_input_and_radius():
     rng = np.random.default_rng(1)
     z, d = rng.normal(100, 10, (2, 30, 30))
     np.testing.assert_allclose(restore_detail(z, d, Detail()), d, rtol=1e-6)
     np.testing.assert_allclose(restore_detail(z, d, Detail(4.0, 0.0)), z, rtol=1e-6)
     assert Detail().identity and not Detail(1.0, 1.0).identity
-    assert not Detail(0.0, 1.0, 0.25).identity
+    assert not Detail(0.0, 1.0, 0.25).identity and not Detail(0.0, 1.0, 0.0, 0.5).identity
     radii = [detail_radius(None), detail_radius(Detail()), detail_radius(Detail(2.0, 1.0))]
     assert radii == [0, 0, 6]
     # the Gaussian reads NLM's output, so their reaches add up
     assert detail_radius(Detail(0.0, 1.0, 0.5)) == NLM_REACH
     assert detail_radius(Detail(2.0, 1.0, 0.5)) == 6 + NLM_REACH
+    # and the Wiener filter reads their result
+    assert detail_radius(Detail(0.0, 1.0, 0.0, 1.0)) == WIENER_REACH
+    assert detail_radius(Detail(2.0, 1.0, 0.5, 0.5)) == 6 + NLM_REACH + WIENER_REACH
 
 
 def test_sure_estimates_the_error_against_the_truth():
@@ -103,6 +131,14 @@ def test_sure_estimates_the_error_against_the_truth():
         out = restore_detail(noisy, d, Detail(s, w, beta), (A, B))
         true = float(((out - clean) ** 2).mean())
         assert risk / noisy.size == pytest.approx(true, rel=0.1), (s, w, beta)
+    # the Wiener filter after a restoration: SURE by two more runs of the filter
+    for detail in (Detail(), Detail(2.0, 0.75, 0.25)):
+        risks = wiener_risks(found, detail)
+        assert set(risks) == set(WIENERS)
+        for gamma, risk in risks.items():
+            out = restore_detail(noisy, d, replace(detail, wiener=gamma), (A, B))
+            true = float(((out - clean) ** 2).mean())
+            assert risk / noisy.size == pytest.approx(true, rel=0.1), (detail, gamma)
 
 
 def test_sure_blends_in_nlm_where_it_helps_a_weak_model():
@@ -116,11 +152,50 @@ def test_sure_blends_in_nlm_where_it_helps_a_weak_model():
         return gaussian_filter(plane, 0.7, mode="reflect")
 
     detail, why = choose_detail([sure_plane(noisy, weak, A, B)])
-    assert detail.nlm > 0 and "VST+NLM share" in why
+    assert detail.nlm > 0 and "VST+NLM share" in why and "Wiener share" in why
     before = ((weak(noisy) - clean) ** 2).mean()
     after = ((restore_detail(noisy, weak(noisy), detail, (A, B)) - clean) ** 2).mean()
     assert after < 0.8 * before
-    assert {beta for _, _, beta in sure_plane(noisy, weak, 0.0, B).risks} == {0.0}
+    without = sure_plane(noisy, weak, 0.0, B)
+    assert {beta for _, _, beta in without.risks} == {0.0}
+    assert wiener_risks(without, Detail()) == {}
+    assert choose_detail([without])[0].wiener == 0
+
+
+def test_sure_takes_the_wiener_filter_where_it_helps():
+    """The weak stand-in (a Gaussian of 0.7 px) blended with NLM guides the filter well:
+    SURE takes a share of it, and the result is closer to the truth than without it."""
+    clean = clean_plane(seed=10)
+    noisy = simulate(clean, A, B, rng=np.random.default_rng(11))
+
+    def weak(plane: np.ndarray) -> np.ndarray:
+        return gaussian_filter(plane, 0.7, mode="reflect")
+
+    detail, why = choose_detail([sure_plane(noisy, weak, A, B)])
+    assert detail.wiener > 0, why
+    d = weak(noisy)
+    without = restore_detail(noisy, d, replace(detail, wiener=0.0), (A, B))
+    with_it = restore_detail(noisy, d, detail, (A, B))
+    assert ((with_it - clean) ** 2).mean() < 0.9 * ((without - clean) ** 2).mean()
+
+
+def test_the_wiener_filter_is_not_tried_where_the_residual_is_anti_correlated():
+    """A stand-in that knows the noise-free image but keeps the noise's low frequencies
+    (its residual is high-pass noise, lag-1 correlation well under WIENER_CORRELATION):
+    the filter is not tried, and the rest of the restoration is chosen as before."""
+    clean = clean_plane(seed=12)
+    noisy = simulate(clean, A, B, rng=np.random.default_rng(13))
+
+    def lowpass_noise(plane: np.ndarray) -> np.ndarray:
+        return clean + gaussian_filter(plane - clean, 1.0, mode="reflect")
+
+    found = sure_plane(noisy, lowpass_noise, A, B)
+    assert found.correlation < WIENER_CORRELATION
+    detail, why = choose_detail([found])
+    assert detail.wiener == 0 and "not tried: residual anti-correlated" in why
+    pooled = {k: r / found.pixels for k, r in found.risks.items()}
+    assert (detail.sigma, detail.weight, detail.nlm) == min(pooled, key=pooled.get)
+    assert wiener_risks(found, detail)  # it could have been: a > 0
 
 
 def test_sure_restores_what_a_biased_model_dimmed():
@@ -183,9 +258,11 @@ def test_detail_is_for_the_whole_protocol_only(protocol):
 
 
 def test_details_round_trip_through_their_stored_form():
-    details = (Detail(), Detail(2.0, 0.75), Detail(8.0, 0.0, 0.5))
+    details = (Detail(), Detail(2.0, 0.75), Detail(8.0, 0.0, 0.5, 1.0))
     stored = Detail.stored(details)
-    assert stored == [[0.0, 1.0, 0.0], [2.0, 0.75, 0.0], [8.0, 0.0, 0.5]]
+    assert stored == [[0.0, 1.0, 0.0, 0.0], [2.0, 0.75, 0.0, 0.0], [8.0, 0.0, 0.5, 1.0]]
     assert Detail.from_stored(stored) == details
-    # runs stored before the NLM blend kept [sigma, weight] pairs: they resume unchanged
+    # runs stored before the NLM blend kept [sigma, weight] pairs, those before the Wiener
+    # filter [sigma, weight, nlm]: they resume unchanged
     assert Detail.from_stored([[2.0, 0.75]]) == (Detail(2.0, 0.75),)
+    assert Detail.from_stored([[2.0, 0.75, 0.5]]) == (Detail(2.0, 0.75, 0.5),)
