@@ -10,11 +10,13 @@ trained on that type), the run a user would make:
   ``adapt="single"``.
 
 The adapted weights (``OUT/.fluoden/adapted.safetensors``) then denoise every level of
-the type (FMD scoring: four 256x256 crops, peak 255; whole-image inference, clipped to
-0..255), alone and followed by ``--detail sure`` tuned on each image (``fluoden
-denoise``'s default; the fold models are scored both ways too); gt only scores. VST+NLM
-(``--protocol vst-nlm``, noise estimated per image, not fitted against gt) is scored on
-the raw frames beside them.
+the type, each image as its own run (``fluoden_batch.denoise(image, model=weights)``,
+clipped to 0..255; FMD scoring: four 256x256 crops, peak 255): the model alone
+(``detail="off"``) and with every default (the detail restoration with its NLM blend,
+tuned on that image, as a run on it does); the fold models are scored both ways too, and
+weights a fit left unchanged are not scored twice. gt only scores. VST+NLM (``--protocol
+vst-nlm``, noise estimated per image, not fitted against gt) is scored on the raw frames
+beside them.
 
 Usage (repository root)::
 
@@ -28,6 +30,8 @@ fit, ``..._single.md``; ``--name``: a suffix for other fold models).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import tempfile
 import time
@@ -38,8 +42,8 @@ import numpy as np
 import torch
 import zarr
 from eval_fmd import DATA, LEVELS, RESULTS, fmd_images
-from eval_lowpass import sure_choice
 from finetune_n2n import distinct_captures
+from safetensors.torch import load_file
 from skimage import io
 from train_fmd import held_out_types
 
@@ -75,18 +79,35 @@ def vst_nlm(fmd: Path, kind: str) -> list[tuple[float, float]]:
     return rows
 
 
-def score(weights: Path, fmd: Path, kind: str) -> dict[str, list[tuple[float, float]]]:
-    """FMD scores of ``weights`` on every image of ``kind`` (whole-image inference), alone
-    (``{level: ...}``) and followed by ``--detail sure`` tuned on that image
-    (``{"detail/<level>": ...}``, as ``fluoden denoise`` does by default), and of the noisy
-    input (``{"noisy/<level>": ...}``); lists of (PSNR dB, SSIM) per image."""
+def weights_key(weights: Path) -> str:
+    """SHA-256 of what a run does with ``weights``: the tensors and the metadata that
+    shape inference (not the name, description or training record)."""
     loaded = load_model(weights)
+    meta = loaded.metadata
+    h = hashlib.sha256()
+    for part in (meta.architecture, meta.normalisation):
+        h.update(part.model_dump_json().encode())
+    h.update(json.dumps([meta.protocol, meta.noise_model], sort_keys=True).encode())
+    for name, tensor in sorted(load_file(weights).items()):
+        h.update(name.encode())
+        h.update(tensor.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def score(weights: Path, fmd: Path, kind: str) -> dict[str, list[tuple[float, float]]]:
+    """FMD scores of ``weights`` on every image of ``kind``, each image as its own run:
+    the model alone (``{level: ...}``) and with every default (``{"detail/<level>": ...}``:
+    the detail restoration and its NLM blend tuned on that image), and of the noisy input
+    (``{"noisy/<level>": ...}``); lists of (PSNR dB, SSIM) per image."""
     scores: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for level, _, z, gt in fmd_images(fmd, [kind]):
-        d, restored, _ = sure_choice(loaded.module, loaded.metadata.normalisation, z)
+        alone = fb.denoise(z, model=str(weights), dtype="float32", detail="off")
+        run = fb.denoise(z, model=str(weights), dtype="float32")
         scores[f"noisy/{level}"].append(fmd_scores(z, gt, 255.0))
-        scores[level].append(fmd_scores(np.clip(d, 0, 255), gt, 255.0))
-        scores[f"detail/{level}"].append(fmd_scores(np.clip(restored, 0, 255), gt, 255.0))
+        scores[level].append(fmd_scores(np.clip(np.asarray(alone, np.float64), 0, 255), gt, 255.0))
+        scores[f"detail/{level}"].append(
+            fmd_scores(np.clip(np.asarray(run, np.float64), 0, 255), gt, 255.0)
+        )
     return dict(scores)
 
 
@@ -120,9 +141,10 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
         )
         + f" {args.steps} steps at most (the default), batch 16, seed 0, "
         f"{args.threads} CPU thread(s). FMD scoring (four 256x256 crops, peak 255), 4 images "
-        "per type and level; the adapted weights are scored on every level, alone and with "
-        "`--detail sure` tuned on each image (`+ detail`: what `fluoden denoise` gives by "
-        "default). gt only scores.",
+        "per type and level; every image is its own run of `fluoden_batch.denoise(image, "
+        "model=weights)`, scored with the model alone (`--detail off`) and with every default "
+        "(`+ detail`: the detail restoration with its NLM blend, tuned on that image, which "
+        "is what `fluoden denoise` gives). gt only scores.",
         "",
         "## raw (single frame): PSNR (dB)",
         "",
@@ -205,19 +227,27 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     rows = []
+    scored: dict[tuple[str, str], dict] = {}  # (weights_key, type): scores
+
+    def score_once(weights: Path, kind: str) -> dict:
+        key = (weights_key(weights), kind)
+        if key not in scored:
+            scored[key] = score(weights, args.data, kind)
+        return scored[key]
+
     with tempfile.TemporaryDirectory() as tmp:
         for fold, weights in (("A", args.fold_a), ("B", args.fold_b)):
             for kind in held_out_types(fold):
                 t0 = time.perf_counter()
                 captures, _ = distinct_captures(args.data / args.fit_level, kind)
                 frames = np.stack([io.imread(p) for p in captures])
-                row: dict = {"type": kind, "fold": score(weights, args.data, kind), "fit": {}}
+                row: dict = {"type": kind, "fold": score_once(weights, kind), "fit": {}}
                 for mode in args.modes:
                     data = frames if mode == "n2n" else frames[0]
                     work = Path(tmp) / f"{kind}-{mode}"
                     work.mkdir()
                     adapted, record = fit(weights, data, mode, args.steps, work)
-                    row[mode], row["fit"][mode] = score(adapted, args.data, kind), record
+                    row[mode], row["fit"][mode] = score_once(adapted, kind), record
                 row["vst_nlm"] = vst_nlm(args.data, kind)
                 logging.info("%s raw: %s (%.0f s)", kind, ", ".join(
                     f"{k} {np.mean([v[0] for v in row[k]['raw']]):.2f}"

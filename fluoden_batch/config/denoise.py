@@ -123,9 +123,10 @@ class DenoiseOptions(BaseModel):
         "auto",
         description="sure: after the model, blend in non-local means of the input (VST+NLM, "
         "0-75 %), put back the input's lowest spatial frequencies (a Gaussian of 0-8 px of "
-        "the residual) and blend towards the input, by how much "
-        "chosen per channel at planning (with --adapt: after the fit, for the fitted "
-        "model) by Stein's unbiased risk estimate on a sample "
+        "the residual), blend towards the input and pass the result as the pilot of an "
+        "empirical Wiener filter of the input (0-100 %, where the model's residual is not "
+        "anti-correlated), by how much chosen per channel at planning (with --adapt: after "
+        "the fit, for the fitted model) by Stein's unbiased risk estimate on a sample "
         "(white noise only: spatially correlated noise keeps the model's output); "
         "--protocol whole only. auto (the default): sure with --protocol whole, else "
         "off. It keeps nearly clean inputs from getting worse (+0.3 dB at "
