@@ -19,13 +19,15 @@ change to the default run. With ``--work DIR`` the runs are kept there (each pai
 and outputs, the fitted weights in them): a second call with the same ``DIR`` reuses the
 fits (a run never refits); ``--rechoose`` then also forgets what each run chose after its
 fit (the restoration tuned for the fitted model) and its finished blocks (what a run
-killed between writing the weights and recording that leaves), so a change to what
-happens after the fit is measured in minutes (``runs/adapt-choice.patch`` was measured so).
+killed between writing the weights and recording that leaves) and runs the default run
+afresh, so a change to what happens after the fit is measured in minutes
+(``runs/adapt-choice.patch`` was measured so).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -88,6 +90,8 @@ def main() -> None:
         for name, noisy, clean in pairs(w2s):
             work = (args.work or Path(tmp)) / name
             work.mkdir(parents=True, exist_ok=True)
+            if args.rechoose:  # the default run has nothing to keep: run it afresh
+                shutil.rmtree(work / "out-none.zarr", ignore_errors=True)
             plain, prov, _ = run(noisy, work)
             rows.append({
                 "name": name,
@@ -117,7 +121,13 @@ def main() -> None:
         f"# {what} on the W2S pairs no model trained on (FOV 037-040, channels 1, 2)",
         "",
         f"Command (repository root): `PYTHONPATH=.:benchmarks python benchmarks/eval_w2s_adapt.py "
-        f"--threads {args.threads}{' --plain-only' if args.plain_only else ''}`",
+        f"--threads {args.threads}{' --plain-only' if args.plain_only else ''}"
+        f"{f' --work {args.work}' if args.work else ''}{' --rechoose' if args.rechoose else ''}`"
+        + (
+            " (the fits reused from an earlier call: their seconds are of that call)"
+            if args.rechoose
+            else ""
+        ),
         "",
         "Every default (`dncnn-fmd`, `--detail auto`), each frame its own run; the fit sees "
         "only that frame. Scale-invariant PSNR (dB) against the 400-frame mean; the last "
