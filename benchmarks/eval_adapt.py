@@ -50,7 +50,7 @@ from train_fmd import held_out_types
 import fluoden_batch as fb
 from fluoden_batch.io.store import read_provenance
 from fluoden_batch.metrics import fmd_scores
-from fluoden_batch.models import load_model
+from fluoden_batch.models import read_metadata
 from fluoden_batch.pipeline.adapt import adapted_path
 
 
@@ -82,8 +82,7 @@ def vst_nlm(fmd: Path, kind: str) -> list[tuple[float, float]]:
 def weights_key(weights: Path) -> str:
     """SHA-256 of what a run does with ``weights``: the tensors and the metadata that
     shape inference (not the name, description or training record)."""
-    loaded = load_model(weights)
-    meta = loaded.metadata
+    meta = read_metadata(weights)
     h = hashlib.sha256()
     for part in (meta.architecture, meta.normalisation):
         h.update(part.model_dump_json().encode())
@@ -97,8 +96,8 @@ def weights_key(weights: Path) -> str:
 def score(weights: Path, fmd: Path, kind: str) -> dict[str, list[tuple[float, float]]]:
     """FMD scores of ``weights`` on every image of ``kind``, each image as its own run:
     the model alone (``{level: ...}``) and with every default (``{"detail/<level>": ...}``:
-    the detail restoration and its NLM blend tuned on that image), and of the noisy input
-    (``{"noisy/<level>": ...}``); lists of (PSNR dB, SSIM) per image."""
+    the detail restoration, its NLM blend and Wiener step, tuned on that image), and of the
+    noisy input (``{"noisy/<level>": ...}``); lists of (PSNR dB, SSIM) per image."""
     scores: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for level, _, z, gt in fmd_images(fmd, [kind]):
         alone = fb.denoise(z, model=str(weights), dtype="float32", detail="off")
