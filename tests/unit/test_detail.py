@@ -63,6 +63,13 @@ def test_restoration_is_the_formula(sigma, weight, seed):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
 
 
+def flat_plane_and_output(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy flat plane ``z`` (40 x 50, level 300) and a stand-in model output ``d``."""
+    rng = np.random.default_rng(seed)
+    z = simulate(np.full((40, 50), 300.0), A, B, rng=rng)
+    return z, rng.normal(300, 5, z.shape)
+
+
 @settings(max_examples=10, deadline=None)
 @given(
     sigma=st.sampled_from([0.0, 2.5]),
@@ -72,9 +79,7 @@ def test_restoration_is_the_formula(sigma, weight, seed):
 )
 def test_nlm_blend_is_the_formula(sigma, weight, beta, seed):
     """``d' = (1 - beta) d + beta VST+NLM(z)`` with the channel's (a, b), then as before."""
-    rng = np.random.default_rng(seed)
-    z = simulate(np.full((40, 50), 300.0), A, B, rng=rng)
-    d = rng.normal(300, 5, z.shape)
+    z, d = flat_plane_and_output(seed)
     blended = (1 - beta) * d + beta * vst_nlm(z, A, B)
     expected = restore_detail(z, blended, Detail(sigma, weight))
     got = restore_detail(z, d, Detail(sigma, weight, beta), (A, B))
@@ -92,9 +97,7 @@ def test_nlm_blend_is_the_formula(sigma, weight, beta, seed):
 )
 def test_wiener_is_the_last_step(sigma, beta, gamma, seed):
     """``out <- (1 - gamma) out + gamma W(z; out)``, the pilot the restoration's result."""
-    rng = np.random.default_rng(seed)
-    z = simulate(np.full((40, 50), 300.0), A, B, rng=rng)
-    d = rng.normal(300, 5, z.shape)
+    z, d = flat_plane_and_output(seed)
     first = restore_detail(z, d, Detail(sigma, 0.75, beta), (A, B)).astype(np.float64)
     expected = first + gamma * (vst_wiener(z, first, A, B) - first)
     got = restore_detail(z, d, Detail(sigma, 0.75, beta, gamma), (A, B))
