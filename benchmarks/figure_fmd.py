@@ -27,6 +27,10 @@ independent of the input's, lowers every method's score alike, so it ranks the m
 and the input as a noise-free reference would, where the input's captures are among the
 reference's: ``fmd_overlap.md`` finds them so at avg16 on every type but Confocal_BPAE_B).
 
+Each output is also scored as one whole 512 x 512 image against the 50-frame mean
+(columns ``psnr_w`` and ``ssim_w``, peak 255), the figure most recent papers report for
+FMD, so the numbers can be set beside the literature's.
+
 Usage (repository root; data in ``../shared/data`` or ``$FLUODEN_DATA``)::
 
     OMP_NUM_THREADS=2 PYTHONPATH=.:benchmarks python benchmarks/figure_fmd.py
@@ -54,7 +58,7 @@ from skimage import io
 from train_fmd import GROUPS
 
 import fluoden_batch as fb
-from fluoden_batch.metrics import fmd_scores
+from fluoden_batch.metrics import fmd_scores, psnr, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLD_OF = {t: fold for fold, types in GROUPS.items() for t in types}  # the fold that trained t
@@ -157,9 +161,9 @@ def examples(
     plt.close(fig)
 
 
-def table(rows: list[dict], methods: list[str], levels: list[str], unshared: bool = False) -> str:
-    """Markdown: PSNR / SSIM per type and level, one column per method, and the means;
-    ``unshared``: PSNR against the complement reference instead."""
+def table(rows: list[dict], methods: list[str], levels: list[str], columns: tuple[str, ...]) -> str:
+    """Markdown: the mean of the CSV ``columns`` (``("psnr", "ssim")``: shown as PSNR /
+    SSIM) per type and level, one column per method, and the means over the types."""
     lines = [
         "| type | level | input | " + " | ".join(methods) + " |",
         "|---|---|" + "---:|" * (len(methods) + 1),
@@ -170,14 +174,14 @@ def table(rows: list[dict], methods: list[str], levels: list[str], unshared: boo
             cells = []
             for method in ["input", *methods]:
                 vals = [
-                    (r["psnr_c"],) if unshared else (r["psnr"], r["ssim"])
+                    [r[c] for c in columns]
                     for r in rows
                     if r["level"] == level
                     and r["method"] == method
                     and (kind == "mean" or r["type"] == kind)
                 ]
                 mean = np.mean(vals, axis=0)
-                cells.append(f"{mean[0]:.2f}" + ("" if unshared else f" / {mean[1]:.3f}"))
+                cells.append(" / ".join(f"{v:.{2 if i == 0 else 3}f}" for i, v in enumerate(mean)))
             name = f"**{kind}**" if kind == "mean" else kind
             lines.append(f"| {name} | {level} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -209,6 +213,10 @@ def main() -> None:
                     rows.append(
                         {"type": kind, "level": level, "method": method, "image": i + 1}
                         | {"psnr": p, "ssim": s, "psnr_c": fmd_scores(out[i], unshared[i])[0]}
+                        | {
+                            "psnr_w": psnr(out[i], gt[i], 255.0),
+                            "ssim_w": ssim(out[i], gt[i], 255.0),
+                        }
                     )
             if level == "raw":
                 window = np.s_[0, 192:320, 192:320]
@@ -225,7 +233,7 @@ def main() -> None:
     with open(RESULTS / "figure_fmd.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        digits = {"psnr": 4, "ssim": 5, "psnr_c": 4}
+        digits = {"psnr": 4, "ssim": 5, "psnr_c": 4, "psnr_w": 4, "ssim_w": 5}
         writer.writerows({**r, **{k: f"{r[k]:.{d}f}" for k, d in digits.items()}} for r in rows)
     if args.levels == LEVELS:
         plot(rows, methods, RESULTS / "figure_fmd.png")
@@ -237,10 +245,13 @@ def main() -> None:
         f"{__doc__.split(chr(10) + chr(10), 1)[1].split('Usage')[0].strip()}\n\n"
         f"Wall time per method (all levels and types, 2 cores): {timing}.\n\n"
         "PSNR (dB) / SSIM, mean over the four captures:\n\n"
-        f"{table(rows, methods, args.levels)}\n\n"
+        f"{table(rows, methods, args.levels, ('psnr', 'ssim'))}\n\n"
         "PSNR (dB) against the complement reference (the captures the input does not share), "
         "mean over the four captures:\n\n"
-        f"{table(rows, methods, args.levels, unshared=True)}\n"
+        f"{table(rows, methods, args.levels, ('psnr_c',))}\n\n"
+        "Whole 512 x 512 images (the figure most recent papers report for FMD), PSNR (dB) / "
+        "SSIM against the 50-frame mean, mean over the four captures:\n\n"
+        f"{table(rows, methods, args.levels, ('psnr_w', 'ssim_w'))}\n"
     )
     if args.examples is not None and crops:
         examples(crops, ranges, args.examples)
