@@ -65,6 +65,7 @@ __all__ = [
     "held_out_sure",
     "neighbour_pair",
     "patch_size",
+    "pilot_variance",
     "probe_input",
     "residual_correlation",
     "sample_patches",
@@ -401,16 +402,36 @@ def held_out_loss(
     return total / count
 
 
-def held_out_sure(
+def pilot_variance(
     model: torch.nn.Module, val: np.ndarray, noise: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """The noise variance ``a d + b`` of every held-out pixel, ``d`` the output of ``model``
+    (the model the fit starts from) on the first frame of ``val`` (N, F, P, P), ``noise``
+    (N, 2) the ``(a, b)`` of each patch in model units; shape (N, 1, P, P), float64, at
+    least ``1e-12``. :func:`held_out_sure` charges every candidate this same variance: read
+    from each candidate's own output, a fit that darkens its output would be charged less
+    noise and could look better than it is.
+    """
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(val), BATCH):
+            z = torch.from_numpy(np.ascontiguousarray(val[start : start + BATCH, :1]))
+            ab = torch.from_numpy(noise[start : start + BATCH]).double().view(-1, 2, 1, 1, 1)
+            d = model(z.to(device)).double().cpu()
+            parts.append(torch.clamp(ab[:, 0] * d + ab[:, 1], min=1e-12).numpy())
+    return np.concatenate(parts)
+
+
+def held_out_sure(
+    model: torch.nn.Module, val: np.ndarray, variance: np.ndarray, device: torch.device
 ) -> float:
     """Monte-Carlo SURE of ``model``'s output on the held-out patches ``val`` (N, F, P, P;
     first frame), mean per pixel, model units squared: in expectation the mean squared
     error against the noise-free patches (:func:`~fluoden_batch.restore.detail.sure_risk`),
-    for spatially white noise of variance ``a d + b`` (``d`` the output, ``noise`` (N, 2)
-    the ``(a, b)`` of each patch in model units). One Rademacher probe per pixel (seeded:
-    every candidate meets the same probes) and a second forward pass at ``0.05`` noise
-    sigmas along it give the divergence term.
+    for spatially white noise of per-pixel ``variance`` (N, 1, P, P; the same for every
+    candidate: :func:`pilot_variance`). One Rademacher probe per pixel (seeded: every
+    candidate meets the same probes) and a second forward pass at ``0.05`` noise sigmas
+    along it give the divergence term.
     """
     generator = torch.Generator().manual_seed(0)
     total, count = 0.0, 0
@@ -418,9 +439,8 @@ def held_out_sure(
         for start in range(0, len(val), BATCH):
             z = torch.from_numpy(np.ascontiguousarray(val[start : start + BATCH, :1]))
             probe = torch.randint(0, 2, z.shape, generator=generator).float() * 2 - 1
-            ab = torch.from_numpy(noise[start : start + BATCH]).double().view(-1, 2, 1, 1, 1)
+            v = torch.from_numpy(variance[start : start + BATCH])
             d = model(z.to(device)).double().cpu()
-            v = torch.clamp(ab[:, 0] * d + ab[:, 1], min=1e-12)
             eps = 0.05 * v.mean(dim=(1, 2, 3), keepdim=True).sqrt()
             shifted = model((z.double() + eps * probe).float().to(device)).double().cpu()
             jp = (shifted - d) / eps
@@ -530,17 +550,19 @@ def adapt_model(
             for (a, b), (lo, hi) in zip(job.noise, job.ranges, strict=True)
         ]
         val_noise = np.array(units)[channels[-VAL:]]
+    model, base = load_trainable(Path(job.model_path))
+    model = model.to(device).eval()  # eval: batch norm keeps its trained statistics
+    if job.mode == "single":
+        variance = pilot_variance(model, val, val_noise, device)
 
         def score(m: torch.nn.Module) -> float:
-            return held_out_sure(m, val, val_noise, device)
+            return held_out_sure(m, val, variance, device)
 
     else:
 
         def score(m: torch.nn.Module) -> float:
             return held_out_loss(m, val, job.mode, device)
 
-    model, base = load_trainable(Path(job.model_path))
-    model = model.to(device).eval()  # eval: batch norm keeps its trained statistics
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, job.steps, LR * 0.01)
     losses: list[float] = []
@@ -647,7 +669,7 @@ _CRITERION = {
     "single": (
         "SURE",
         "Monte-Carlo SURE of the full-resolution output, white Poisson-Gaussian noise of the "
-        "channel's (a, b)",
+        "channel's (a, b), its variance read from the starting model's output",
     ),
 }
 

@@ -33,6 +33,7 @@ from fluoden_batch.train.adapt import (
     held_out_sure,
     neighbour_pair,
     patch_size,
+    pilot_variance,
     probe_input,
     residual_correlation,
     sample_patches,
@@ -197,25 +198,71 @@ class Blur(torch.nn.Module):
         return self.w * box + (1 - self.w) * x
 
 
-def test_held_out_sure_estimates_the_error_against_the_truth():
+def _noisy_blobs() -> tuple[np.ndarray, np.ndarray, float, float]:
+    """48 noise-free (1, 64, 64) patches in model units and a Poisson-Gaussian draw of them."""
     rng = np.random.default_rng(0)
     clean = np.stack([[blobs(rng, 64, count=6) / 400 + 0.1] for _ in range(48)])
     a, b = 0.004, 0.0004  # model units: Var = a y + b
     noisy = (clean + rng.normal(0, 1, clean.shape) * np.sqrt(a * clean + b)).astype(np.float32)
-    noise = np.tile([a, b], (len(noisy), 1))
+    return clean, noisy, a, b
+
+
+class Darker(torch.nn.Module):
+    """The input, darker by ``shift`` (a fit gone wrong that lowers the noise it implies)."""
+
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.shift
+
+
+def test_held_out_sure_estimates_the_error_against_the_truth():
+    clean, noisy, a, b = _noisy_blobs()
     cpu = torch.device("cpu")
     # the identity: SURE is the noise variance, exactly (J = I)
-    identity = held_out_sure(torch.nn.Identity(), noisy, np.tile([0.0, b], (48, 1)), cpu)
+    identity = held_out_sure(torch.nn.Identity(), noisy, np.full(noisy.shape, b), cpu)
     assert identity == pytest.approx(b, rel=1e-3)
+    variance = pilot_variance(Blur(0.7), noisy, np.tile([a, b], (len(noisy), 1)), cpu)
     risks, errors = [], []
     for w in (0.0, 0.3, 0.7, 1.0):
         model = Blur(w)
-        risks.append(held_out_sure(model, noisy, noise, cpu))
+        risks.append(held_out_sure(model, noisy, variance, cpu))
         with torch.no_grad():
             out = model(torch.from_numpy(noisy)).double().numpy()
         errors.append(float(((out - clean) ** 2).mean()))
     np.testing.assert_allclose(risks, errors, rtol=0.05)
     assert np.argmin(risks) == np.argmin(errors) != 0  # a blur beats the input here
+
+
+def test_pilot_variance_is_a_d_plus_b_of_the_start():
+    _, noisy, a, b = _noisy_blobs()
+    variance = pilot_variance(
+        torch.nn.Identity(), noisy, np.tile([a, b], (len(noisy), 1)), torch.device("cpu")
+    )
+    assert variance.shape == noisy.shape and variance.dtype == np.float64
+    np.testing.assert_allclose(variance, np.maximum(a * noisy.astype(np.float64) + b, 1e-12))
+
+
+def test_held_out_sure_charges_every_candidate_the_start_models_noise():
+    # a copy of the input darkened by a / 2: its true error is higher than the input's by
+    # shift^2, but read from its own output, its noise variance would be a * shift lower,
+    # and its SURE lower than the input's by a^2 / 4: the fit gone wrong would be kept
+    clean, noisy, a, b = _noisy_blobs()
+    cpu, noise = torch.device("cpu"), np.tile([a, b], (len(noisy), 1))
+    start, darker = torch.nn.Identity(), Darker(a / 2)
+    x = torch.from_numpy(noisy)
+    errors = [float(((m(x).double().numpy() - clean) ** 2).mean()) for m in (start, darker)]
+    assert errors[1] > errors[0]
+    variance = pilot_variance(start, noisy, noise, cpu)
+    charged = [held_out_sure(m, noisy, variance, cpu) for m in (start, darker)]
+    assert charged[1] > charged[0]
+    assert charged[1] - charged[0] == pytest.approx((a / 2) ** 2, rel=1e-3)
+    own = [
+        held_out_sure(m, noisy, pilot_variance(m, noisy, noise, cpu), cpu) for m in (start, darker)
+    ]
+    assert own[1] < own[0]  # what reading the variance from each candidate would choose
 
 
 def test_noise_in_model_units_matches_the_normalised_variance():
