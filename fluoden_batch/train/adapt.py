@@ -543,17 +543,15 @@ def adapt_model(
     generator = torch.Generator().manual_seed(job.seed)
     pool, channels = sample_patches(array, job.axes, job.ranges, job.mode, rng)
     pool, val = pool[:-VAL], pool[-VAL:]
+    model, base = load_trainable(Path(job.model_path))
+    model = model.to(device).eval()  # eval: batch norm keeps its trained statistics
     if job.mode == "single":
         assert job.noise is not None
         units = [
             map_parameters(a, b, lo, hi)
             for (a, b), (lo, hi) in zip(job.noise, job.ranges, strict=True)
         ]
-        val_noise = np.array(units)[channels[-VAL:]]
-    model, base = load_trainable(Path(job.model_path))
-    model = model.to(device).eval()  # eval: batch norm keeps its trained statistics
-    if job.mode == "single":
-        variance = pilot_variance(model, val, val_noise, device)
+        variance = pilot_variance(model, val, np.array(units)[channels[-VAL:]], device)
 
         def score(m: torch.nn.Module) -> float:
             return held_out_sure(m, val, variance, device)
