@@ -292,9 +292,14 @@ def channel_values(
     classical = metadata is None
     noise = None
     if cfg.protocol == "vst" or classical:
-        noise = planned_noise(
-            array, axes, name, notes, stored("channel_noise"), phase_split=cfg.phase_split
-        )
+        try:
+            noise = planned_noise(
+                array, axes, name, notes, stored("channel_noise"), phase_split=cfg.phase_split
+            )
+        except InputError as exc:
+            raise InputError(
+                f"{exc}, which --protocol {cfg.protocol} needs; use --protocol whole"
+            ) from None
     centres = None
     if cfg.labelled:
         old = stored("channel_centres")

@@ -126,7 +126,12 @@ def plan(cfg: DenoiseConfig) -> Plan:
     )
     if adapt_mode == "single" and values.noise is None:  # its fit is chosen by SURE
         old = stored(cfg, out, digest, "channel_noise")
-        noise = planned_noise(source.array, source.meta.axes, source.spec.describe(), notes, old)
+        try:
+            noise = planned_noise(
+                source.array, source.meta.axes, source.spec.describe(), notes, old
+            )
+        except InputError as exc:
+            raise InputError(f"{exc}, which --adapt single needs to choose its fit") from None
         values = replace(values, noise=noise)
     ranges, noise, centres = values.ranges, values.noise, values.centres
     data_range = cfg.data_range

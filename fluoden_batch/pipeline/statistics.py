@@ -238,8 +238,7 @@ def channel_noise(
             reason = next((e for e in found if isinstance(e, str)), "no region")
             where = f"channel {ch} of " if c >= 0 else ""
             raise InputError(
-                f"{where}{name or array}: cannot estimate the noise ({reason}), which this "
-                "protocol needs; use --protocol whole"
+                f"{where}{name or array}: cannot estimate the noise ({reason})"
             ) from None
         result.append(est)
     return tuple(result)

@@ -84,6 +84,11 @@ CHECKS = 8  # held-out scores during the fit (and one of the model it starts fro
 PATIENCE = 3
 MAX_FRAMES = 8  # n2n: frames read at each position (input + targets)
 BATCH = 16
+# pixels per forward pass without gradient (held-out scores, Neighbor2Neighbor's full-size
+# pass): 16 patches of 128 px at once give activations of 32 MiB per layer, which glibc
+# maps and unmaps on every call, so page faults took half of each pass (48 patches, 17x32
+# network, 2 threads: 3.1 s at once, 1.2 s in passes of 2 patches)
+SCORE_PIXELS = 1 << 15
 LR = 3e-4
 GAMMA = 2.0  # Neighbor2Neighbor regulariser weight
 SHIFT_LIMIT = 1.5  # px: median shift between repeats above which the sample moves
@@ -358,6 +363,12 @@ def _n2n_batch(batch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     return inputs, targets
 
 
+def _score_chunks(val: np.ndarray | torch.Tensor) -> range:
+    """Starts of the slices of ``val`` (N, F, P, P) run through the model in one forward
+    pass without gradient each (:data:`SCORE_PIXELS`; the outputs do not depend on it)."""
+    return range(0, len(val), max(1, SCORE_PIXELS // (val.shape[-1] * val.shape[-2])))
+
+
 def residual_correlation(model: torch.nn.Module, val: np.ndarray, device: torch.device) -> float:
     """Lag-1 autocorrelation (mean of Y and X, pooled over the patches:
     :func:`~fluoden_batch.restore.detail.lag1_correlation`) of what ``model`` removes from
@@ -367,7 +378,8 @@ def residual_correlation(model: torch.nn.Module, val: np.ndarray, device: torch.
     -0.03-0.15)."""
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(val[:, :1])).to(device)
-        r = torch.cat([x[i : i + BATCH] - model(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+        starts = _score_chunks(val)
+        r = torch.cat([x[i : i + starts.step] - model(x[i : i + starts.step]) for i in starts])
     return lag1_correlation(r.cpu().numpy())
 
 
@@ -386,9 +398,11 @@ def held_out_loss(
     """
     total, count = 0.0, 0
     generator = torch.Generator().manual_seed(0)
+    starts = _score_chunks(val)
     with torch.no_grad():
-        for start in range(0, len(val), BATCH):
-            x = torch.from_numpy(np.ascontiguousarray(val[start : start + BATCH])).to(device)
+        for start in starts:
+            x = torch.from_numpy(np.ascontiguousarray(val[start : start + starts.step]))
+            x = x.to(device)
             if mode == "n2n":
                 f = x.shape[1]
                 for i in range(f):
@@ -412,11 +426,12 @@ def pilot_variance(
     from each candidate's own output, a fit that darkens its output would be charged less
     noise and could look better than it is.
     """
-    parts = []
+    parts, starts = [], _score_chunks(val)
     with torch.no_grad():
-        for start in range(0, len(val), BATCH):
-            z = torch.from_numpy(np.ascontiguousarray(val[start : start + BATCH, :1]))
-            ab = torch.from_numpy(noise[start : start + BATCH]).double().view(-1, 2, 1, 1, 1)
+        for start in starts:
+            z = torch.from_numpy(np.ascontiguousarray(val[start : start + starts.step, :1]))
+            ab = torch.from_numpy(noise[start : start + starts.step]).double()
+            ab = ab.view(-1, 2, 1, 1, 1)
             d = model(z.to(device)).double().cpu()
             parts.append(torch.clamp(ab[:, 0] * d + ab[:, 1], min=1e-12).numpy())
     return np.concatenate(parts)
@@ -435,11 +450,12 @@ def held_out_sure(
     """
     generator = torch.Generator().manual_seed(0)
     total, count = 0.0, 0
+    starts = _score_chunks(val)
     with torch.no_grad():
-        for start in range(0, len(val), BATCH):
-            z = torch.from_numpy(np.ascontiguousarray(val[start : start + BATCH, :1]))
+        for start in starts:
+            z = torch.from_numpy(np.ascontiguousarray(val[start : start + starts.step, :1]))
             probe = torch.randint(0, 2, z.shape, generator=generator).float() * 2 - 1
-            v = torch.from_numpy(variance[start : start + BATCH])
+            v = torch.from_numpy(variance[start : start + starts.step])
             d = model(z.to(device)).double().cpu()
             eps = 0.05 * v.mean(dim=(1, 2, 3), keepdim=True).sqrt()
             shifted = model((z.double() + eps * probe).float().to(device)).double().cpu()
@@ -687,7 +703,8 @@ def _loss(
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
     g1, g2, first, second = neighbour_pair(x, generator)
     with torch.no_grad():
-        full = _cells(model(x))
+        starts = _score_chunks(x)
+        full = _cells(torch.cat([model(x[i : i + starts.step]) for i in starts]))
         offset = full.gather(-1, first).squeeze(-1) - full.gather(-1, second).squeeze(-1)
     diff = model(g1) - g2
     return (diff**2).mean() + GAMMA * ((diff - offset) ** 2).mean()

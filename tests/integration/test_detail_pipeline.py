@@ -189,6 +189,8 @@ def test_sure_noise_falls_back_to_the_default_screen(tiny_weights, tmp_path):
     inp = write_image(tmp_path / "in.zarr", noisy, "yx", (64, 64))
     p = plan(DenoiseConfig(input=inp, output=tmp_path / "out.zarr", model=str(tiny_weights)))
     assert any("could not fit" in n and "default screen (0.02)" in n for n in p.notes)
+    # the run is already --protocol whole: the note does not tell the user to switch to it
+    assert not any("--protocol whole" in n for n in p.notes)
     array = zarr.open_array(str(inp), path="0")
     (default,) = channel_noise(array, "yx")
     assert p.job.channel_noise == (gat_parameters(default),)
