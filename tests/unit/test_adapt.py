@@ -306,3 +306,32 @@ def test_single_is_not_fitted_on_correlated_noise(tmp_path, one_torch_thread):
     kept = safe_load(fitted.data)
     base = {k: v for k, v in load_trainable(weights)[0].state_dict().items()}
     assert kept.keys() == base.keys() and all(torch.equal(kept[k], base[k]) for k in base)
+
+
+def test_scores_do_not_depend_on_how_many_patches_one_pass_takes(tmp_path, monkeypatch):
+    """The passes without gradient run a few patches at a time (``SCORE_PIXELS``: page
+    faults): the scores and a step's loss equal those of one pass over all the patches."""
+    from fluoden_batch.train import adapt
+
+    model, _ = load_trainable(make_tiny_weights(tmp_path / "w.safetensors", width=32))
+    model.eval()
+    _, noisy, a, b = _noisy_blobs()
+    cpu = torch.device("cpu")
+    noise = np.tile([[a, b]], (len(noisy), 1))
+
+    def scores() -> tuple[float, ...]:
+        variance = pilot_variance(model, noisy, noise, cpu)
+        rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+        return (
+            held_out_sure(model, noisy, variance, cpu),
+            residual_correlation(model, noisy, cpu),
+            adapt.held_out_loss(model, noisy, "single", cpu),
+            float(variance.sum()),
+            float(adapt._loss(model, noisy[:16], "single", rng, generator, cpu).detach()),
+        )
+
+    assert adapt._score_chunks(noisy).step == adapt.SCORE_PIXELS // 64**2 < len(noisy)
+    chunked = scores()
+    monkeypatch.setattr(adapt, "SCORE_PIXELS", len(noisy) * 64**2)
+    assert adapt._score_chunks(noisy).step == len(noisy)
+    assert scores() == pytest.approx(chunked, rel=1e-6)
