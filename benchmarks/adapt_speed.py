@@ -68,11 +68,10 @@ print(json.dumps({"module": A.__file__, "step_s": fit_s / steps, "step_sys": fit
 
 def measure(checkout: Path, threads: int, steps: int, scores: int) -> dict:
     """One fresh process importing ``fluoden_batch`` from ``checkout``."""
-    env_path = str(checkout)
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(threads), str(steps), str(scores)],
         capture_output=True, text=True, check=True, cwd=checkout,
-        env={**os.environ, "PYTHONPATH": env_path, "OMP_NUM_THREADS": str(threads)},
+        env={**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": str(threads)},
     )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -102,7 +101,7 @@ def main() -> None:
     lines = [
         "# `--adapt single`: seconds per fit step and per held-out score",
         "",
-        f"`PYTHONPATH=. python benchmarks/adapt_speed.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"`{' '.join(['PYTHONPATH=. python benchmarks/adapt_speed.py', *sys.argv[1:]])}`",
         "",
         f"Shipped default model (17x32 dilated), {args.threads} torch thread(s), batch 16 of "
         f"128 px patches, {args.steps} steps then {args.scores} scores of 48 patches per "

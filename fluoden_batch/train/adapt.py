@@ -370,6 +370,14 @@ def _score_chunks(val: np.ndarray | torch.Tensor) -> range:
     return range(0, len(val), max(1, SCORE_PIXELS // (val.shape[-1] * val.shape[-2])))
 
 
+def _forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` without gradient for ``x`` (N, 1, P, P), in passes of
+    :func:`_score_chunks`."""
+    starts = _score_chunks(x)
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + starts.step]) for i in starts])
+
+
 def residual_correlation(model: torch.nn.Module, val: np.ndarray, device: torch.device) -> float:
     """Lag-1 autocorrelation (mean of Y and X, pooled over the patches:
     :func:`~fluoden_batch.restore.detail.lag1_correlation`) of what ``model`` removes from
@@ -377,11 +385,8 @@ def residual_correlation(model: torch.nn.Module, val: np.ndarray, device: torch.
     mostly noise, so this reads the noise's spatial correlation (FMD, against the truth's:
     widefield 0.57-0.61 read 0.57-0.68; confocal and two-photon 0.02-0.10 read
     -0.03-0.15)."""
-    with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(val[:, :1])).to(device)
-        starts = _score_chunks(val)
-        r = torch.cat([x[i : i + starts.step] - model(x[i : i + starts.step]) for i in starts])
-    return lag1_correlation(r.cpu().numpy())
+    x = torch.from_numpy(np.ascontiguousarray(val[:, :1])).to(device)
+    return lag1_correlation((x - _forward(model, x)).cpu().numpy())
 
 
 def held_out_loss(
@@ -427,15 +432,10 @@ def pilot_variance(
     from each candidate's own output, a fit that darkens its output would be charged less
     noise and could look better than it is.
     """
-    parts, starts = [], _score_chunks(val)
-    with torch.no_grad():
-        for start in starts:
-            z = torch.from_numpy(np.ascontiguousarray(val[start : start + starts.step, :1]))
-            ab = torch.from_numpy(noise[start : start + starts.step]).double()
-            ab = ab.view(-1, 2, 1, 1, 1)
-            d = model(z.to(device)).double().cpu()
-            parts.append(torch.clamp(ab[:, 0] * d + ab[:, 1], min=1e-12).numpy())
-    return np.concatenate(parts)
+    z = torch.from_numpy(np.ascontiguousarray(val[:, :1])).to(device)
+    d = _forward(model, z).double().cpu()
+    ab = torch.from_numpy(noise).double().view(-1, 2, 1, 1, 1)
+    return torch.clamp(ab[:, 0] * d + ab[:, 1], min=1e-12).numpy()
 
 
 def held_out_sure(
@@ -703,9 +703,7 @@ def _loss(
         return ((model(inputs) - targets) ** 2).mean()
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
     g1, g2, first, second = neighbour_pair(x, generator)
-    with torch.no_grad():
-        starts = _score_chunks(x)
-        full = _cells(torch.cat([model(x[i : i + starts.step]) for i in starts]))
-        offset = full.gather(-1, first).squeeze(-1) - full.gather(-1, second).squeeze(-1)
+    full = _cells(_forward(model, x))
+    offset = full.gather(-1, first).squeeze(-1) - full.gather(-1, second).squeeze(-1)
     diff = model(g1) - g2
     return (diff**2).mean() + GAMMA * ((diff - offset) ** 2).mean()
