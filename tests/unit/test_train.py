@@ -27,7 +27,15 @@ from fluoden_batch.models import (
     read_metadata,
     save_weights,
 )
-from fluoden_batch.models.normalise import normalise, percentile_range
+from fluoden_batch.models.ffdnet import FFDNet
+from fluoden_batch.models.normalise import (
+    denormalise,
+    map_parameters,
+    normalisation_range,
+    normalise,
+    percentile_range,
+    with_noise_map,
+)
 from fluoden_batch.models.weights import METADATA_KEY, Architecture, file_digest, shipped_models
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, denoise_whole, train, validation_psnr
@@ -266,6 +274,46 @@ def test_noise_normalisation_is_trained_validated_and_stored(
     assert result.val_psnr[-1][1] == pytest.approx(by_noise, abs=1e-9)
     by_percentile = validation_psnr(result.model, val_images)
     assert by_percentile != pytest.approx(by_noise, abs=1e-6)  # the two really differ
+
+
+class _Box(torch.nn.Module):
+    """A parameterless 5 x 5 box mean: no ``receptive_radius``, so one pass over the plane."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x[:, :1], 5, 1, 2, count_include_pad=False)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        DnCNN(depth=6, width=8, dilations=[1, 3, 5, 3, 1, 1]),
+        FFDNet(depth=4, width=8),
+        _Box(),
+    ],
+    ids=["dilated DnCNN", "FFDNet with a noise map", "no receptive radius"],
+)
+def test_denoise_whole_in_pieces_equals_one_pass(model: torch.nn.Module) -> None:
+    """Validation runs planes in pieces of TILE px with the model's receptive radius as
+    halo (odd sizes, both axes over TILE, FFDNet's 2-pixel grid): the plane's one pass."""
+    torch.manual_seed(0)
+    for p in model.parameters():  # a network far from the identity
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    model.eval()
+    rng = np.random.default_rng(0)
+    image = rng.poisson(50.0, (301, 527)).astype(np.float32)
+    noise = (1.0, 4.0)
+    norm = Normalisation()
+    lo, hi = normalisation_range(image, norm)
+    x = normalise(image, lo, hi)
+    if getattr(model, "noise_map", False):
+        x = with_noise_map(x, *map_parameters(*noise, lo, hi))
+    with torch.no_grad():
+        whole = model(torch.from_numpy(x).reshape(1, -1, *image.shape))[0, 0].numpy()
+    out = denoise_whole(model, image, normalisation=norm, noise=noise)
+    np.testing.assert_allclose(out, denormalise(whole, lo, hi), rtol=0, atol=1e-4 * (hi - lo))
+    model.train()
+    denoise_whole(model, image, normalisation=norm, noise=noise)
+    assert model.training  # its mode is restored
 
 
 def test_checkpoint_resumes_bit_identically(pair_dirs: tuple[Path, Path], tmp_path: Path) -> None:
