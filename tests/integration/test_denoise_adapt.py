@@ -172,14 +172,23 @@ def _kill_when(cmd: list[str], ready) -> None:
     proc.wait()
 
 
-@pytest.mark.parametrize("when", ["during the fit", "after the fit"])
-def test_killed_run_resumes_without_refitting_byte_identical(tmp_path, when):
-    inp, _ = repeats(tmp_path, frames=3, size=128)
-    weights = make_tiny_weights(tmp_path / "w.safetensors", depth=4, width=8)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The input, the weights and the output of one uninterrupted ``--adapt n2n`` CLI run,
+    shared by the killed runs (none of them writes to these)."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    inp, _ = repeats(tmp, frames=3, size=128)
+    weights = make_tiny_weights(tmp / "w.safetensors", depth=4, width=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    clean = tmp_path / "clean.zarr"
+    clean = tmp / "clean.zarr"
     subprocess.run(_cli(inp, clean, weights), check=True, env=env, capture_output=True)
+    return inp, weights, clean
 
+
+@pytest.mark.parametrize("when", ["during the fit", "after the fit"])
+def test_killed_run_resumes_without_refitting_byte_identical(tmp_path, uninterrupted, when):
+    inp, weights, clean = uninterrupted
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "killed.zarr"
     if when == "during the fit":
         _kill_when(_cli(inp, out, weights), lambda line: line.startswith("adapting: 30/150"))
