@@ -36,11 +36,12 @@ divergence term comes from one Rademacher probe and one more forward pass of the
 and of NLM (Monte-Carlo SURE; Ramani, Blu & Unser 2008), and since ``out`` is linear in
 ``d`` and ``n``, one probe serves every candidate (the Wiener filter, not linear in its
 pilot, takes two more passes of the filter for the chosen one). SURE needs spatially white
-noise: where the lag-1 correlation of the model's residual on the sample reaches
-:data:`CORRELATED` (camera noise of widefield microscopes), nothing is changed, and the
-Wiener filter is tried only where that correlation is :data:`WIENER_CORRELATION` or above
-(an anti-correlated residual: the model keeps the noise's low frequencies, as on nearly
-clean inputs, where the filter's estimated gain was not borne out).
+noise: where the lag-1 correlation of the model's residual on the sample, or on any one
+sampled plane, reaches :data:`CORRELATED` (camera noise of widefield microscopes), nothing
+is changed, and the Wiener filter is tried only where that correlation is
+:data:`WIENER_CORRELATION` or above (an anti-correlated residual: the model keeps the
+noise's low frequencies, as on nearly clean inputs, where the filter's estimated gain was
+not borne out).
 ``w = 0`` is a candidate, so on white noise SURE also keeps a model from making a clean
 input worse, up to the estimate's precision.
 
@@ -413,18 +414,31 @@ def choose_detail(planes: Sequence[SurePlane]) -> tuple[Detail, str]:
     """The candidate of lowest pooled SURE over ``planes``, then the Wiener share of lowest
     pooled SURE after it (:func:`wiener_risks`), and why, in words.
 
-    No change (``Detail()``) where there is nothing to pool or where the mean residual
-    correlation says the noise is not white.
+    No change (``Detail()``) where there is nothing to pool or where the residual
+    correlation says the noise is not white: on average, or on any one plane (planes of one
+    channel from different microscopes: one restoration for all would be chosen on the
+    white-noise planes' SURE and applied to the others too).
     """
     if not planes:
         return Detail(), "no plane sampled: the model's output is kept"
-    correlation = float(np.mean([p.correlation for p in planes]))
+    correlations = [p.correlation for p in planes]
+    correlation = float(np.mean(correlations))
     if correlation >= CORRELATED:
         return Detail(), (
             f"the noise is spatially correlated (lag-1 {correlation:.2f} in the model's "
             f"residual, from {CORRELATED}): SURE does not hold, the model's output is kept; "
             "repeated captures along t can fit the model to such noise (--adapt n2n), and a "
             "camera the model was not trained on may do better with --phase-split"
+        )
+    if max(correlations) >= CORRELATED:
+        white = [c for c in correlations if c < CORRELATED]
+        return Detail(), (
+            f"the noise is spatially correlated on {len(planes) - len(white)} of the "
+            f"{len(planes)} sampled planes (lag-1 up to {max(correlations):.2f} in the "
+            f"model's residual, from {CORRELATED}; the others {min(white):.2f} to "
+            f"{max(white):.2f}): SURE does not hold there, the model's output is kept; if "
+            "the planes come from different microscopes, give each microscope its own "
+            "channel (a c axis) or its own run"
         )
     pixels = sum(p.pixels for p in planes)
     keys = set.intersection(*(set(p.risks) for p in planes))  # NLM only where all have it

@@ -18,6 +18,7 @@ from fluoden_batch.noise.simulate import correlate
 from fluoden_batch.restore.classical import NLM_REACH, WIENER_REACH, vst_nlm, vst_wiener
 from fluoden_batch.restore.detail import (
     BLENDS,
+    CORRELATED,
     WIENER_CORRELATION,
     WIENERS,
     Detail,
@@ -238,6 +239,30 @@ def test_sure_keeps_a_good_model_and_refuses_correlated_noise():
     detail, why = choose_detail([found])
     assert detail == Detail() and "spatially correlated" in why
     assert choose_detail([])[0] == Detail()
+
+
+def test_one_correlated_plane_among_white_ones_keeps_the_output():
+    """Planes of one channel from different microscopes: three with white noise, where
+    SURE alone blends in NLM (the stand-in leaves half the noise), and one with camera-like
+    correlated noise. The mean residual correlation is under CORRELATED, but SURE does not
+    hold on that plane, and one restoration would be applied to every plane: nothing is
+    changed."""
+    clean = clean_plane(seed=10)
+
+    def leaky(plane: np.ndarray) -> np.ndarray:
+        return clean + 0.5 * (plane - clean)
+
+    white = [
+        sure_plane(simulate(clean, A, B, rng=np.random.default_rng(k)), leaky, A, B)
+        for k in range(3)
+    ]
+    assert not choose_detail(white)[0].identity  # the white-noise planes alone: restored
+    correlated = clean + correlate(np.random.default_rng(6).normal(0, 12, clean.shape), 0.6)
+    camera = sure_plane(correlated, over_smoothing, A, B)
+    planes = [*white, camera]
+    assert np.mean([p.correlation for p in planes]) < CORRELATED <= camera.correlation
+    detail, why = choose_detail(planes)
+    assert detail == Detail() and "correlated on 1 of the 4 sampled planes" in why
 
 
 def test_lag1_correlation_reads_white_and_correlated_noise():
