@@ -41,7 +41,7 @@ from fluoden_batch.models.weights import (
     resolve_weights,
     shipped_models,
 )
-from fluoden_batch.noise.estimate import MAX_LEAKAGE
+from fluoden_batch.noise.estimate import MAX_LEAKAGE, NoiseEstimate
 from fluoden_batch.pipeline.statistics import (
     channel_centres,
     channel_levels,
@@ -183,7 +183,7 @@ def planned_noise(
     old: Any = None,
     fallback: tuple[float, ...] | None = None,
     phase_split: bool = False,
-    max_leakage: float = MAX_LEAKAGE,
+    screens: tuple[float, ...] = (MAX_LEAKAGE,),
 ) -> tuple[tuple[float, float], ...]:
     """Poisson-Gaussian ``(a, b)`` per channel, data units: ``old`` (stored by the run
     being resumed), else one pooled estimate per channel
@@ -195,17 +195,19 @@ def planned_noise(
     cannot be estimated gets signal-independent noise ``(0, sigma**2)`` with a warning
     instead of the error. ``phase_split``: estimated on the stride-2 phases, the images
     ``--phase-split`` feeds the model (for correlated noise a larger variance).
-    ``max_leakage``: the estimator's smoothness screen
-    (:func:`~fluoden_batch.noise.estimate.estimate`; the detail restoration screens harder).
+    ``screens``: the estimator's smoothness screens
+    (:func:`~fluoden_batch.noise.estimate.estimate`'s ``max_leakage``), tried in turn for
+    each channel until one fits, with a note where a channel needed a later one (the
+    detail restoration screens harder first); a channel that none fits is an error.
     """
     if old:
         noise = tuple((float(a), float(b)) for a, b in old)
     else:
         try:
-            found = channel_noise(
-                array, axes, name=name, phase_split=phase_split, max_leakage=max_leakage
+            noise = tuple(
+                gat_parameters(e)
+                for e in _screened_noise(array, axes, name, notes, phase_split, screens)
             )
-            noise = tuple(gat_parameters(e) for e in found)
         except InputError as exc:
             if fallback is None:
                 raise
@@ -218,6 +220,42 @@ def planned_noise(
     where = " (on the stride-2 phases)" if phase_split and not old else ""
     notes.append(f"noise parameters (a, b) per channel{where}: {text}")
     return noise
+
+
+def _screened_noise(
+    array: Any,
+    axes: str,
+    name: str,
+    notes: list[str],
+    phase_split: bool,
+    screens: tuple[float, ...],
+) -> list[NoiseEstimate]:
+    """:func:`~fluoden_batch.pipeline.statistics.channel_noise` channel by channel, each
+    with the first of ``screens`` that fits it (a note where that is not the first); the
+    last screen's error where none does."""
+    c = axes.find("c")
+    found = []
+    for ch in range(array.shape[c] if c >= 0 else 1):
+        errors: list[InputError] = []
+        for screen in screens:
+            try:
+                (est,) = channel_noise(
+                    array, axes, name=name, phase_split=phase_split, max_leakage=screen,
+                    channels=(ch,),
+                )  # fmt: skip
+            except InputError as exc:
+                errors.append(exc)
+                continue
+            if errors:
+                notes.append(
+                    f"noise: the smoothness screen ({screens[0]}) could not fit ({errors[0]}); "
+                    f"the next screen ({screen}) is used for this channel"
+                )
+            found.append(est)
+            break
+        else:
+            raise errors[-1]
+    return found
 
 
 def cluster_centres(
@@ -347,32 +385,23 @@ def planned_detail(
     if not cfg.restores_detail:
         return None, values
     if values.noise is None:
-        # SURE's noise: the harder smoothness screen, else (an image too small or flat for
-        # it) the estimator's default screen, else none: tuned_detail keeps the output
-        errors: list[InputError] = []
-        for screen in (NOISE_SCREEN, MAX_LEAKAGE):
-            try:
-                noise = planned_noise(
-                    array,
-                    axes,
-                    name,
-                    notes,
-                    stored("channel_noise"),
-                    phase_split=cfg.phase_split,
-                    max_leakage=screen,
-                )
-            except InputError as exc:
-                errors.append(exc)
-                continue
-            values = replace(values, noise=noise)
-            if screen != NOISE_SCREEN:
-                notes.append(
-                    f"noise for SURE: the harder smoothness screen ({NOISE_SCREEN}) could not "
-                    f"fit ({errors[0]}); the estimator's default screen ({screen}) is used"
-                )
-            break
+        # SURE's noise, per channel: the harder smoothness screen, else (a channel too
+        # small or flat for it) the estimator's default; else none: tuned_detail keeps the
+        # output
+        try:
+            noise = planned_noise(
+                array,
+                axes,
+                name,
+                notes,
+                stored("channel_noise"),
+                phase_split=cfg.phase_split,
+                screens=(NOISE_SCREEN, MAX_LEAKAGE),
+            )
+        except InputError as exc:
+            notes.append(f"warning: --detail sure keeps the model's output: {exc}")
         else:
-            notes.append(f"warning: --detail sure keeps the model's output: {errors[-1]}")
+            values = replace(values, noise=noise)
     if method is None:
         return None, values
     old = stored("channel_detail")

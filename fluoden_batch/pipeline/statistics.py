@@ -13,7 +13,7 @@ fitted once per channel on a pooled sample for the same reason (:func:`channel_c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import zarr
@@ -207,8 +207,10 @@ def channel_noise(
     name: str | None = None,
     phase_split: bool = False,
     max_leakage: float = MAX_LEAKAGE,
+    channels: Sequence[int] | None = None,
 ) -> tuple[NoiseEstimate, ...]:
-    """One Poisson-Gaussian estimate per channel, pooled from a spread of regions (with
+    """One Poisson-Gaussian estimate per channel (of ``channels``, default every one),
+    pooled from a spread of regions (with
     ``phase_split``, each region's from its four stride-2 phases:
     :func:`~fluoden_batch.noise.planes.estimate_region`; ``max_leakage``: the estimator's
     smoothness screen, :func:`~fluoden_batch.noise.estimate.estimate`).
@@ -228,7 +230,7 @@ def channel_noise(
     c = axes.find("c")
     n_channels = array.shape[c] if c >= 0 else 1
     result = []
-    for ch in range(n_channels):
+    for ch in range(n_channels) if channels is None else channels:
         tasks = channel_regions(array, axes, ch, max_blocks, side)
         found = [estimate_region(array, t, phase_split, max_leakage) for t in tasks]
         good = [e for e in found if isinstance(e, NoiseEstimate)]

@@ -180,17 +180,26 @@ def test_a_cpu_machine_plans_a_bf16_gpu_run(tiny_weights):
 
 
 def test_sure_noise_falls_back_to_the_default_screen(tiny_weights, tmp_path):
-    """A small ramp under camera-like correlated noise: the harder smoothness screen keeps
-    no level set, so SURE's (a, b) come from the estimator's default screen, with a note
-    (instead of no restoration at all)."""
+    """Channel 1, a small ramp under camera-like correlated noise: the harder smoothness
+    screen keeps no level set, so its (a, b) for SURE come from the estimator's default
+    screen, with a note (instead of no restoration at all). Channel 0, white noise on
+    structure, keeps the harder screen's estimate: the fallback is per channel (one
+    channel's failure once moved every channel to the default screen)."""
     rng = np.random.default_rng(5)
     clean = np.tile(np.linspace(20, 200, 128), (128, 1))
-    noisy = simulate(clean, 2.0, 40.0, rng=rng, correlation=0.6).astype(np.float32)
-    inp = write_image(tmp_path / "in.zarr", noisy, "yx", (64, 64))
+    ramp = simulate(clean, 2.0, 40.0, rng=rng, correlation=0.6)
+    white = simulate(
+        np.repeat(np.repeat(rng.uniform(20, 200, (16, 16)), 8, 0), 8, 1), 2.0, 40.0, rng=rng
+    )
+    data = np.stack([white, ramp]).astype(np.float32)
+    inp = write_image(tmp_path / "in.zarr", data, "cyx", (1, 64, 64))
     p = plan(DenoiseConfig(input=inp, output=tmp_path / "out.zarr", model=str(tiny_weights)))
-    assert any("could not fit" in n and "default screen (0.02)" in n for n in p.notes)
+    fell_back = [n for n in p.notes if "could not fit" in n]
+    assert len(fell_back) == 1 and "channel 1 of" in fell_back[0]
+    assert "(0.02) is used for this channel" in fell_back[0]
     # the run is already --protocol whole: the note does not tell the user to switch to it
     assert not any("--protocol whole" in n for n in p.notes)
     array = zarr.open_array(str(inp), path="0")
-    (default,) = channel_noise(array, "yx")
-    assert p.job.channel_noise == (gat_parameters(default),)
+    (harder,) = channel_noise(array, "cyx", max_leakage=NOISE_SCREEN, channels=(0,))
+    (default,) = channel_noise(array, "cyx", channels=(1,))
+    assert p.job.channel_noise == (gat_parameters(harder), gat_parameters(default))
