@@ -18,6 +18,7 @@ from fluoden_batch.models.normalise import (
     with_noise_map,
 )
 from fluoden_batch.models.weights import Normalisation
+from fluoden_batch.restore.inference import align
 from fluoden_batch.restore.tiles import tile_windows
 from fluoden_batch.train.data import NORMALISATION, ValImage
 
@@ -95,9 +96,7 @@ def denoise_whole(
     was_training = model.training
     model.eval()
     try:
-        for window, dest in tile_windows(
-            image.shape, tile, radius or 0, getattr(model, "align", 1)
-        ):
+        for window, dest in tile_windows(image.shape, tile, radius or 0, align(model)):
             piece = x[(slice(None), *window.read)][None].to(device)
             piece = model(piece.contiguous(memory_format=torch.channels_last))
             y[dest] = piece[0, 0].float().cpu().numpy()[window.crop]
