@@ -22,7 +22,7 @@ from fluoden_batch.config import DenoiseOptions
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.ngff import default_axes, validate_axes
 from fluoden_batch.io.source import SUPPORTED_DTYPES
-from fluoden_batch.pipeline.params import channel_values, choose_method, planned_detail
+from fluoden_batch.pipeline.params import choose_method, grouped_values
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.block import cast_output
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
@@ -79,8 +79,9 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
     chunks = array.chunksize if lazy else (1,) * (array.ndim - 2) + array.shape[-2:]
     blocks = plan_blocks(array.shape, block_shape(array.shape, chunks, options.block_min))
     name = "the array"
-    values = channel_values(options, array, axes, name, blocks, method.metadata, notes)
-    detail, values = planned_detail(options, array, axes, name, method, values, notes)
+    values, detail, groups = grouped_values(
+        options, array, axes, name, blocks, method, adapting=False, notes=notes
+    )
     for note in notes:  # what a store run prints at planning
         (log.warning if note.startswith("warning") else log.info)(note)
     dtype = np.dtype(array.dtype if options.dtype == "same" else options.dtype)
@@ -103,6 +104,7 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
         tta=options.tta,
         phase_split=options.phase_split,
         channel_detail=detail,
+        plane_groups=groups,
     )
     model = job.model()  # the halo is the model's receptive radius
     out = None if lazy else np.empty(array.shape, dtype=dtype)

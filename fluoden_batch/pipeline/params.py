@@ -42,6 +42,7 @@ from fluoden_batch.models.weights import (
     shipped_models,
 )
 from fluoden_batch.noise.estimate import MAX_LEAKAGE, NoiseEstimate
+from fluoden_batch.pipeline.groups import PlaneGroups, PlaneStack, plane_groups
 from fluoden_batch.pipeline.statistics import (
     channel_centres,
     channel_levels,
@@ -55,7 +56,7 @@ from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.detail import NOISE_SCREEN, Detail, choose_detail, sure_plane
 from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.restore.protocols import PlaneParams, whole
-from fluoden_batch.restore.tiles import Block
+from fluoden_batch.restore.tiles import Block, BlockGrid, plan_blocks
 
 __all__ = [
     "ChannelValues",
@@ -65,6 +66,7 @@ __all__ = [
     "choose_method",
     "choose_model",
     "cluster_centres",
+    "grouped_values",
     "planned_detail",
     "planned_noise",
     "stored",
@@ -361,6 +363,70 @@ def channel_values(
             array, axes, name, notes, stored("channel_noise"), sigmas, cfg.phase_split
         )
     return ChannelValues(ranges, noise, centres, levels)
+
+
+def grouped_values(
+    cfg: DenoiseOptions,
+    array: Any,
+    axes: str,
+    name: str,
+    blocks: BlockGrid,
+    method: Method,
+    adapting: bool,
+    notes: list[str],
+    stored: Callable[[str], Any] = lambda key: None,
+) -> tuple[ChannelValues, tuple[Detail, ...] | None, PlaneGroups | None]:
+    """The values of a run: :func:`channel_values`, then :func:`planned_detail` (with
+    ``method``; without it when ``adapting``: ``--adapt`` tunes after its fit), one row
+    per channel; or, where planes of a channel differ in their noise
+    (:func:`~fluoden_batch.pipeline.groups.plane_groups`; not when ``adapting``: one fit
+    serves every plane), one row per group of similar planes, each planned as a run over
+    its planes alone would be, its notes prefixed with the group. Returns the values, the
+    detail restorations and the groups (None: one row per channel)."""
+    tuned = None if adapting else method
+    groups = None if adapting else plane_groups(array, axes, notes, stored("plane_groups"))
+    if groups is None:
+        values = channel_values(cfg, array, axes, name, blocks, method.metadata, notes, stored)
+        detail, values = planned_detail(cfg, array, axes, name, tuned, values, notes, stored)
+        return values, detail, None
+    rows = []
+    for row in range(groups.count):
+        part = PlaneStack(array, groups.members(row))
+        part_blocks = plan_blocks(part.shape, (1, *blocks.bshape[-2:]))
+        part_notes: list[str] = []
+
+        def part_stored(key: str, row: int = row) -> Any:
+            old = stored(key)
+            return None if not old or old[row] is None else [old[row]]
+
+        values = channel_values(
+            cfg, part, "zyx", name, part_blocks, method.metadata, part_notes, part_stored
+        )
+        detail, values = planned_detail(
+            cfg, part, "zyx", name, tuned, values, part_notes, part_stored
+        )
+        notes.extend(f"group {row}: {n}" for n in part_notes)
+        rows.append((values, detail))
+    return _joined([v for v, _ in rows]), _joined_detail([d for _, d in rows]), groups
+
+
+def _joined(rows: list[ChannelValues]) -> ChannelValues:
+    """One :class:`ChannelValues` of one row per group (a group without a noise estimate
+    holds None in ``noise``)."""
+
+    def join(field: str) -> Any:
+        parts = [getattr(v, field) for v in rows]
+        if all(p is None for p in parts):
+            return None
+        return tuple(None if p is None else p[0] for p in parts)
+
+    return ChannelValues(
+        tuple(v.ranges[0] for v in rows), join("noise"), join("centres"), join("levels")
+    )
+
+
+def _joined_detail(rows: list[tuple[Detail, ...] | None]) -> tuple[Detail, ...] | None:
+    return None if any(d is None for d in rows) else tuple(d[0] for d in rows)
 
 
 def planned_detail(

@@ -29,9 +29,8 @@ from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.io.store import OutputSpec, check_output_path, create_output, open_output
 from fluoden_batch.pipeline.adapt import AdaptJob, plan_adapt
 from fluoden_batch.pipeline.params import (
-    channel_values,
     choose_method,
-    planned_detail,
+    grouped_values,
     planned_noise,
     stored,
 )
@@ -104,23 +103,14 @@ def plan(cfg: DenoiseConfig) -> Plan:
     digest = method.digest
     chunks = _output_chunks(cfg, source)
     blocks = plan_blocks(source.shape, block_shape(source.shape, chunks, cfg.block_min))
-    values = channel_values(
+    values, detail, groups = grouped_values(  # with --adapt: tuned after the fit
         cfg,
         source.array,
         source.meta.axes,
         source.spec.describe(),
         blocks,
-        method.metadata,
-        notes,
-        stored=lambda key: stored(cfg, out, digest, key),
-    )
-    detail, values = planned_detail(  # with --adapt: tuned after the fit, on its model
-        cfg,
-        source.array,
-        source.meta.axes,
-        source.spec.describe(),
-        method if adapt_mode is None else None,
-        values,
+        method,
+        adapt_mode is not None,
         notes,
         stored=lambda key: stored(cfg, out, digest, key),
     )
@@ -143,13 +133,15 @@ def plan(cfg: DenoiseConfig) -> Plan:
         "channel_ranges": [list(r) for r in ranges],
     }
     if noise is not None:
-        params["channel_noise"] = [list(n) for n in noise]
+        params["channel_noise"] = [None if n is None else list(n) for n in noise]
     if centres is not None:
         params["channel_centres"] = [list(c) for c in centres]
     if values.levels is not None:
         params["channel_levels"] = list(values.levels)
     if detail is not None:
         params["channel_detail"] = Detail.stored(detail)
+    if groups is not None:
+        params["plane_groups"] = list(groups.rows)
     spec, resumed, lock = _open_or_create(cfg, out, source, chunks, params, method.name, digest)
     labels = None
     if cfg.save_labels:
@@ -177,6 +169,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         tta=cfg.tta,
         phase_split=cfg.phase_split,
         channel_detail=detail,
+        plane_groups=groups,
     )
     pending = blocks.without(spec.done_ids())
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]

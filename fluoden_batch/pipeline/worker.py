@@ -25,6 +25,7 @@ from fluoden_batch.io.labels import LabelSet
 from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.io.store import OutputSpec
 from fluoden_batch.models.weights import LoadedModel, load_model
+from fluoden_batch.pipeline.groups import PlaneGroups
 from fluoden_batch.restore.block import (
     BlockOutput,
     cast_output,
@@ -78,7 +79,9 @@ class JobSpec:
     protocol : str
         Per-plane protocol, a key of :data:`fluoden_batch.restore.protocols.PROTOCOLS`.
     channel_noise : tuple of (float, float) or None
-        GAT parameters (a, b) per channel index (``vst``), estimated once at planning.
+        GAT parameters (a, b) per channel index (``vst``, a noise map, the detail
+        restoration), estimated once at planning; an entry is None for a plane group
+        whose noise could not be estimated (its restoration then keeps the output).
     channel_centres : tuple of tuple of float or None
         Increasing K-means intensity centres per channel index, data units, fitted once
         at planning (``masked``, ``--save-labels``); None: no labels.
@@ -98,6 +101,10 @@ class JobSpec:
     phase_split : bool
         The model runs on the four stride-2 phases of each plane
         (:class:`~fluoden_batch.restore.inference.PhaseSplit`).
+    plane_groups : PlaneGroups or None
+        Which row of the ``channel_*`` values each plane takes, where planes of one
+        channel were planned in groups (:mod:`fluoden_batch.pipeline.groups`); None: a
+        plane takes its channel's (one row per channel index).
     """
 
     source: SourceSpec | None
@@ -113,7 +120,7 @@ class JobSpec:
     reference: SourceSpec | None = None
     data_range: float | None = None
     protocol: str = "whole"
-    channel_noise: tuple[tuple[float, float], ...] | None = None
+    channel_noise: tuple[tuple[float, float] | None, ...] | None = None
     channel_centres: tuple[tuple[float, ...], ...] | None = None
     channel_levels: tuple[float, ...] | None = None
     mask_sigma: float = 0.0
@@ -121,15 +128,26 @@ class JobSpec:
     tta: bool = False
     channel_detail: tuple[Detail, ...] | None = None
     phase_split: bool = False
+    plane_groups: PlaneGroups | None = None
 
-    def plane_params(self, channel: int) -> PlaneParams:
-        """The protocol's parameters for channel index ``channel``."""
-        lo, hi = self.channel_ranges[channel]
-        a, b = (None, None) if self.channel_noise is None else self.channel_noise[channel]
-        centres = None if self.channel_centres is None else self.channel_centres[channel]
-        level = None if self.channel_levels is None else self.channel_levels[channel]
-        detail = None if self.channel_detail is None else self.channel_detail[channel]
+    def plane_params(self, row: int) -> PlaneParams:
+        """The protocol's parameters of row ``row`` of the ``channel_*`` values (the
+        channel index, or a plane group's row: :meth:`row`)."""
+        lo, hi = self.channel_ranges[row]
+        noise = None if self.channel_noise is None else self.channel_noise[row]
+        a, b = (None, None) if noise is None else noise
+        centres = None if self.channel_centres is None else self.channel_centres[row]
+        level = None if self.channel_levels is None else self.channel_levels[row]
+        detail = None if self.channel_detail is None else self.channel_detail[row]
         return PlaneParams(lo, hi, a, b, centres, self.mask_sigma, level, detail)
+
+    def row(self, index: tuple[int, ...]) -> int:
+        """The row of the ``channel_*`` values for the plane at ``index`` (its indices on
+        the non-Y/X axes of the input)."""
+        if self.plane_groups is not None:
+            return self.plane_groups.row(index)
+        c_axis = self.axes.find("c")
+        return index[c_axis] if c_axis >= 0 else 0
 
     @property
     def halo(self) -> int:
@@ -170,11 +188,10 @@ class JobSpec:
     ) -> BlockOutput:
         """Denoise ``block``, read with its halo as ``region``
         (:func:`~fluoden_batch.restore.block.denoise_region` with this run's values)."""
-        c_axis = self.axes.find("c")
         network = self.network(model)
 
         def params(idx: tuple[int, ...]) -> PlaneParams:
-            return self.plane_params(block.start[c_axis] + idx[c_axis] if c_axis >= 0 else 0)
+            return self.plane_params(self.row(tuple(np.add(block.start[:-2], idx).tolist())))
 
         return denoise_region(
             region,
