@@ -121,6 +121,8 @@ class PlaneStack:
         picked = range(self.shape[0])[first]
         if isinstance(picked, int):
             return np.asarray(self.array[(*self.planes[picked], *rest)])
+        if not picked:  # an empty selection: the shape, nothing read but one plane's slice
+            return np.asarray(self.array[(*self.planes[0], *rest)])[None][:0]
         return np.stack([np.asarray(self.array[(*self.planes[i], *rest)]) for i in picked])
 
     def __repr__(self) -> str:
@@ -136,7 +138,7 @@ def plane_signature(array: Any, index: tuple[int, ...]) -> tuple[float, float]:
     crop = array[(*index, slice(y, y + SIGNATURE_SIDE), slice(x, x + SIGNATURE_SIDE))]
     crop = np.asarray(crop, dtype=np.float64)
     sigma = noise_sigma(crop)
-    if not sigma > 0 or min(crop.shape) < 8:
+    if not sigma > 1e-9 * max(1.0, float(np.abs(crop).max())) or min(crop.shape) < 8:
         return float("nan"), float("nan")
     return sigma, phase_sigma(crop) / sigma
 

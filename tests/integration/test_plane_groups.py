@@ -1,0 +1,77 @@
+"""One stack of captures from two microscopes: each group of similar planes is planned as
+a separate run over its planes would be, in memory and through the batch engine, and a
+resume reuses the groups."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+import fluoden_batch as fb
+from conftest import write_image
+from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.io.store import read_provenance
+from fluoden_batch.noise import simulate
+from fluoden_batch.noise.simulate import correlate
+from fluoden_batch.pipeline import execute, plan
+from fluoden_batch.pipeline.groups import PlaneGroups
+
+pytestmark = pytest.mark.distributed
+
+
+def two_microscopes() -> np.ndarray:
+    """(4, 96, 96) float32: white Poisson-Gaussian planes (z = 0, 2; a = 2, b = 100)
+    between planes with three times the noise, correlated between neighbours (z = 1, 3)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96]
+    planes = []
+    for z in range(4):
+        clean = 200.0 + yy + xx + 600.0 * (rng.random((96, 96)) > 0.995)
+        if z % 2 == 0:
+            planes.append(simulate(clean, 2.0, 100.0, rng=rng))
+        else:
+            planes.append(clean + correlate(rng.normal(0, 80, clean.shape), 0.6))
+    return np.stack(planes).astype(np.float32)
+
+
+def test_each_group_equals_its_own_run(tiny_weights, caplog):
+    stack = two_microscopes()
+    kw = {"model": str(tiny_weights), "detail": "sure", "dtype": "float32"}
+    with caplog.at_level("INFO", logger="fluoden_batch.pipeline.arrays"):
+        out = fb.denoise(stack, **kw)
+    assert "planes: 2 groups of similar noise" in caplog.text
+    assert "group 1: detail restoration, channel 0 (SURE on 2 planes)" in caplog.text
+    for members in ([0, 2], [1, 3]):
+        np.testing.assert_array_equal(out[members], fb.denoise(stack[members], **kw))
+
+
+def test_the_engine_runs_groups_and_a_resume_reuses_them(client, tiny_weights, tmp_path):
+    stack = two_microscopes()
+    inp = write_image(tmp_path / "in.zarr", stack, "zyx", (1, 48, 48))
+    cfg = DenoiseConfig(
+        input=inp,
+        output=tmp_path / "out.zarr",
+        model=str(tiny_weights),
+        detail="sure",
+        dtype="float32",
+    )
+    first = plan(cfg)
+    assert first.job.plane_groups == PlaneGroups((4,), (0, 1, 0, 1))
+    assert len(first.job.channel_ranges) == 2 and len(first.job.channel_detail) == 2
+    execute(first, client)
+    written = zarr.open_array(str(tmp_path / "out.zarr"), path="0")[:]
+    lazy = fb.denoise(da.from_array(stack, chunks=(1, 48, 48)), **cfg_kw(cfg))
+    np.testing.assert_array_equal(written, lazy.compute(scheduler="sync"))
+    params = read_provenance(tmp_path / "out.zarr")["parameters"]
+    assert params["plane_groups"] == [0, 1, 0, 1] and len(params["channel_noise"]) == 2
+    again = plan(cfg)
+    assert not again.pending and again.job.plane_groups == first.job.plane_groups
+    for key in ("channel_ranges", "channel_noise", "channel_detail"):
+        assert getattr(again.job, key) == getattr(first.job, key)
+    assert any(n.startswith("group 0: detail restoration per channel: reused") for n in again.notes)
+
+
+def cfg_kw(cfg: DenoiseConfig) -> dict:
+    return {"model": cfg.model, "detail": cfg.detail, "dtype": cfg.dtype}
