@@ -132,6 +132,15 @@ class DenoiseOptions(BaseModel):
         "off. It keeps nearly clean inputs from getting worse (+0.3 dB at "
         "FMD's avg16 on types the model never saw)",
     )
+    plane_groups: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: where the planes of a channel (up to 64 of them) differ in their "
+        "noise, as captures from several microscopes stacked along z or t do, plan each "
+        "group of similar planes (noise sigma within 1.5x, correlation alike) on its own: "
+        "its normalisation window, noise (a, b) and --detail, as a separate run over those "
+        "planes would have (a note names the groups). off: one plan per channel for every "
+        "plane, e.g. for a z-stack or time-lapse whose planes must share one plan",
+    )
 
     @field_validator("device")
     @classmethod
@@ -336,7 +345,8 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
         ``save_labels`` always (it decides whether OUT holds labels for every block).
         ``cluster_backend`` is left out: the centres it fits are stored and reused.
         ``tta``, ``phase_split`` and ``detail`` only when on (``detail`` as ``"sure"``, also
-        for ``auto``), so outputs written before they existed resume unchanged.
+        for ``auto``), and ``plane_groups`` only when ``off``, so outputs written before
+        they existed resume unchanged.
         """
         keys = [
             "precision",
@@ -358,6 +368,8 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
             keys.append("tta")
         if self.phase_split:
             keys.append("phase_split")
+        if self.plane_groups == "off":
+            keys.append("plane_groups")
         data = self.model_dump(mode="json", include=set(keys))
         if self.restores_detail:
             data["detail"] = "sure"  # auto and sure alike

@@ -82,22 +82,39 @@ class PlaneGroups:
         return [idx for idx in np.ndindex(*self.shape) if self.row(idx) == row]
 
     def describe(self, axes: str) -> str:
-        """``row: planes`` for every row, plane indices named by ``axes``'s leading axes."""
-        lead = axes[:-2]
-        parts = []
-        for r in range(self.count):
-            names = [
-                ",".join(f"{a}={i}" for a, i in zip(lead, idx, strict=True))
-                for idx in self.members(r)
-            ]
-            parts.append(f"group {r}: {_runs(names)}")
-        return "; ".join(parts)
+        """``group r: planes`` for every row, the planes named by ``axes``'s leading axes
+        (``group 1: z=4-7,12``; with a ``c`` axis ``group 2: c=1 z=0-3``)."""
+        return "; ".join(
+            f"group {r}: {_planes(axes[:-2], self.members(r))}" for r in range(self.count)
+        )
 
 
-def _runs(names: list[str]) -> str:
-    """At most six plane names, then how many more."""
+def _planes(lead: str, members: list[tuple[int, ...]]) -> str:
+    """``members`` (indices on the axes ``lead``) in few words: runs of consecutive
+    indices where one axis besides ``c`` varies, else the first six and how many more."""
+    c = lead.find("c")
+    stack = [i for i in range(len(lead)) if i != c]
+    if len(stack) == 1:
+        (d,) = stack
+        channel = f"c={members[0][c]} " if c >= 0 else ""
+        return f"{channel}{lead[d]}={_runs([m[d] for m in members])}"
+    names = [",".join(f"{a}={i}" for a, i in zip(lead, m, strict=True)) for m in members]
     more = f" and {len(names) - 6} more" if len(names) > 6 else ""
     return " ".join(names[:6]) + more
+
+
+def _runs(values: list[int]) -> str:
+    """Increasing integers as runs: ``0-3,8,10-11`` (the first eight runs, then how many
+    more)."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
+    more = f" and {len(text) - 8} more runs" if len(text) > 8 else ""
+    return ",".join(text[:8]) + more
 
 
 class PlaneStack:

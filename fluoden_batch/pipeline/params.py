@@ -379,12 +379,17 @@ def grouped_values(
     """The values of a run: :func:`channel_values`, then :func:`planned_detail` (with
     ``method``; without it when ``adapting``: ``--adapt`` tunes after its fit), one row
     per channel; or, where planes of a channel differ in their noise
-    (:func:`~fluoden_batch.pipeline.groups.plane_groups`; not when ``adapting``: one fit
-    serves every plane), one row per group of similar planes, each planned as a run over
-    its planes alone would be, its notes prefixed with the group. Returns the values, the
+    (:func:`~fluoden_batch.pipeline.groups.plane_groups`; with ``cfg.plane_groups`` auto,
+    not when ``adapting``: one fit serves every plane, and not when resuming a run planned
+    per channel), one row per group of similar planes, each planned as a run over its
+    planes alone would be, its notes prefixed with the group. Returns the values, the
     detail restorations and the groups (None: one row per channel)."""
     tuned = None if adapting else method
-    groups = None if adapting else plane_groups(array, axes, notes, stored("plane_groups"))
+    groups = None
+    # a run being resumed that was planned per channel (before groups existed) stays so
+    resumed_per_channel = stored("channel_ranges") is not None and not stored("plane_groups")
+    if not adapting and cfg.plane_groups == "auto" and not resumed_per_channel:
+        groups = plane_groups(array, axes, notes, stored("plane_groups"))
     if groups is None:
         values = channel_values(cfg, array, axes, name, blocks, method.metadata, notes, stored)
         detail, values = planned_detail(cfg, array, axes, name, tuned, values, notes, stored)

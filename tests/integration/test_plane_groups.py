@@ -4,6 +4,8 @@ resume reuses the groups."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -75,3 +77,24 @@ def test_the_engine_runs_groups_and_a_resume_reuses_them(client, tiny_weights, t
 
 def cfg_kw(cfg: DenoiseConfig) -> dict:
     return {"model": cfg.model, "detail": cfg.detail, "dtype": cfg.dtype}
+
+
+def test_off_and_runs_planned_before_groups_keep_one_plan_per_channel(tiny_weights, tmp_path):
+    stack = two_microscopes()
+    inp = write_image(tmp_path / "in.zarr", stack, "zyx", (1, 96, 96))
+    cfg = DenoiseConfig(input=inp, output=tmp_path / "old.zarr", model=str(tiny_weights))
+    # an OUT planned per channel (as before groups existed), then resumed: still per channel
+    with mock.patch("fluoden_batch.pipeline.params.plane_groups", return_value=None):
+        old = plan(cfg)
+    old.lock.release()
+    resumed = plan(cfg)
+    assert resumed.resumed and resumed.job.plane_groups is None
+    assert resumed.job.channel_ranges == old.job.channel_ranges
+    resumed.lock.release()
+    off = cfg.model_copy(update={"output": tmp_path / "off.zarr", "plane_groups": "off"})
+    assert off.output_parameters()["plane_groups"] == "off"
+    assert "plane_groups" not in cfg.output_parameters()
+    p = plan(off)
+    assert p.job.plane_groups is None and len(p.job.channel_ranges) == 1
+    assert not any(n.startswith("planes:") for n in p.notes)
+    p.lock.release()

@@ -82,7 +82,7 @@ def test_planes_of_two_microscopes_in_one_stack_are_two_groups():
     assert groups.members(1) == [(1,), (3,)]
     assert notes == [
         "planes: 2 groups of similar noise (their own window, noise and restoration, as "
-        "separate runs would have): group 0: z=0 z=2; group 1: z=1 z=3"
+        "separate runs would have): group 0: z=0,2; group 1: z=1,3"
     ]
     # one microscope's planes, and one plane: no groups, and no note
     assert plane_groups(np.stack([confocal(k) for k in range(4)]), "zyx", notes) is None
@@ -99,6 +99,9 @@ def test_groups_are_numbered_channel_by_channel():
     assert groups is not None and groups.count == 3
     assert groups.rows == (0, 0, 0, 1, 2, 1)
     assert groups.row((1, 1)) == 2 and groups.members(2) == [(1, 1)]
+    assert groups.describe("czyx") == "group 0: c=0 z=0-2; group 1: c=1 z=0,2; group 2: c=1 z=1"
+    both = PlaneGroups((2, 2), (0, 1, 1, 1))
+    assert both.describe("tzyx") == "group 0: t=0,z=0; group 1: t=0,z=1 t=1,z=0 t=1,z=1"
 
 
 def test_a_long_axis_is_one_group_unread():
