@@ -84,9 +84,11 @@ class PlaneGroups:
     def describe(self, axes: str) -> str:
         """``group r: planes`` for every row, the planes named by ``axes``'s leading axes
         (``group 1: z=4-7,12``; with a ``c`` axis ``group 2: c=1 z=0-3``)."""
-        return "; ".join(
-            f"group {r}: {_planes(axes[:-2], self.members(r))}" for r in range(self.count)
-        )
+        return "; ".join(f"group {r}: {self.planes(axes, r)}" for r in range(self.count))
+
+    def planes(self, axes: str, row: int) -> str:
+        """The planes of ``row`` in few words (``z=4-7,12``), named by ``axes``."""
+        return _planes(axes[:-2], self.members(row))
 
 
 def _planes(lead: str, members: list[tuple[int, ...]]) -> str:

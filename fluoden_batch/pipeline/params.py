@@ -396,6 +396,7 @@ def grouped_values(
         return values, detail, None
     rows = []
     for row in range(groups.count):
+        # one plane deep blocks, as a run over an array of the group's planes has
         part = PlaneStack(array, groups.members(row))
         part_blocks = plan_blocks(part.shape, (1, *blocks.bshape[-2:]))
         part_notes: list[str] = []
@@ -404,12 +405,18 @@ def grouped_values(
             old = stored(key)
             return None if not old or old[row] is None else [old[row]]
 
-        values = channel_values(
-            cfg, part, "zyx", name, part_blocks, method.metadata, part_notes, part_stored
-        )
-        detail, values = planned_detail(
-            cfg, part, "zyx", name, tuned, values, part_notes, part_stored
-        )
+        try:
+            values = channel_values(
+                cfg, part, "zyx", name, part_blocks, method.metadata, part_notes, part_stored
+            )
+            detail, values = planned_detail(
+                cfg, part, "zyx", name, tuned, values, part_notes, part_stored
+            )
+        except InputError as exc:
+            raise InputError(
+                f"{exc} (in plane group {row}, {groups.planes(axes, row)}; "
+                "--plane-groups off plans all planes of a channel together)"
+            ) from None
         notes.extend(f"group {row}: {n}" for n in part_notes)
         rows.append((values, detail))
     return _joined([v for v, _ in rows]), _joined_detail([d for _, d in rows]), groups

@@ -14,6 +14,7 @@ import zarr
 import fluoden_batch as fb
 from conftest import write_image
 from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.errors import InputError
 from fluoden_batch.io.store import read_provenance
 from fluoden_batch.noise import simulate
 from fluoden_batch.noise.simulate import correlate
@@ -98,3 +99,19 @@ def test_off_and_runs_planned_before_groups_keep_one_plan_per_channel(tiny_weigh
     assert p.job.plane_groups is None and len(p.job.channel_ranges) == 1
     assert not any(n.startswith("planes:") for n in p.notes)
     p.lock.release()
+
+
+def test_a_group_whose_noise_cannot_be_read_is_named(tiny_weights):
+    """Two flat planes of pure noise (z = 1, 3) make their own group, where --protocol vst
+    cannot estimate the noise: the error names the group and the way out."""
+    stack = two_microscopes()
+    rng = np.random.default_rng(3)
+    stack[1::2] = 500 + rng.normal(0, 60, stack[1::2].shape)
+    kw = {"model": str(tiny_weights), "protocol": "vst", "dtype": "float32"}
+    with pytest.raises(
+        InputError,
+        match=r"cannot estimate the noise .*\(in plane group 1, z=1,3; "
+        "--plane-groups off plans all planes of a channel together\\)$",
+    ):
+        fb.denoise(stack, **kw)
+    assert fb.denoise(stack, plane_groups="off", **kw).shape == stack.shape
