@@ -81,6 +81,13 @@ def default_axes(ndim: int) -> str:
     return AXIS_ORDER[-ndim:]
 
 
+def channel_count(shape: tuple[int, ...], axes: str) -> int:
+    """Length of the ``c`` axis of an array of ``shape`` with axis names ``axes``; 1 where
+    it has none."""
+    c = axes.find("c")
+    return shape[c] if c >= 0 else 1
+
+
 def _short(value: Any) -> str:
     """``repr`` of a metadata value, cut to 60 characters for an error message."""
     text = repr(value)

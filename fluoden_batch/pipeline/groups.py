@@ -35,6 +35,7 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 
+from fluoden_batch.io.ngff import channel_count
 from fluoden_batch.models.normalise import noise_sigma, phase_sigma
 
 __all__ = [
@@ -199,7 +200,7 @@ def plane_groups(array: Any, axes: str, notes: list[str], old: Any = None) -> Pl
         c = axes.find("c")
         labels = np.zeros(shape, dtype=int)
         offset = 0
-        for ch in range(shape[c] if c >= 0 else 1):
+        for ch in range(channel_count(shape, axes)):
             planes = [idx for idx in np.ndindex(*shape) if c < 0 or idx[c] == ch]
             found = np.zeros(len(planes), dtype=int)
             if 2 <= len(planes) <= MAX_PLANES:
@@ -208,7 +209,7 @@ def plane_groups(array: Any, axes: str, notes: list[str], old: Any = None) -> Pl
             for p, g in zip(planes, found, strict=True):
                 labels[p] = offset + g
             offset += int(found.max()) + 1
-        if offset == (shape[c] if c >= 0 else 1):
+        if offset == channel_count(shape, axes):
             return None
         groups = PlaneGroups(shape, tuple(int(v) for v in labels.ravel()))
     notes.append(

@@ -32,6 +32,7 @@ from fluoden_batch.config import (
     DenoiseOptions,
 )
 from fluoden_batch.errors import InputError, ModelError
+from fluoden_batch.io.ngff import channel_count
 from fluoden_batch.io.store import stored_parameter
 from fluoden_batch.models.weights import (
     ModelMetadata,
@@ -235,9 +236,8 @@ def _screened_noise(
     """:func:`~fluoden_batch.pipeline.statistics.channel_noise` channel by channel, each
     with the first of ``screens`` that fits it (a note where that is not the first); the
     last screen's error where none does."""
-    c = axes.find("c")
     found = []
-    for ch in range(array.shape[c] if c >= 0 else 1):
+    for ch in range(channel_count(array.shape, axes)):
         errors: list[InputError] = []
         for screen in screens:
             try:

@@ -20,6 +20,7 @@ import zarr
 
 from fluoden_batch.clustering import BackendChoice, ClusterBackend, cluster_image
 from fluoden_batch.errors import InputError, NoiseEstimationError
+from fluoden_batch.io.ngff import channel_count
 from fluoden_batch.models.normalise import (
     noise_sigma,
     normalisation_window,
@@ -123,7 +124,7 @@ def channel_ranges(
         that of the phases the model sees under ``--phase-split``.
     """
     c = axes.find("c")
-    n_channels = array.shape[c] if c >= 0 else 1
+    n_channels = channel_count(array.shape, axes)
     ranges = []
     for ch in range(n_channels):
         sel = [None] * len(axes)
@@ -193,7 +194,7 @@ def _channel_samples(
 ) -> Iterator[np.ndarray]:
     """Per channel: the pooled values of up to ``max_blocks`` of its blocks (:func:`_sample`)."""
     c = axes.find("c")
-    for ch in range(array.shape[c] if c >= 0 else 1):
+    for ch in range(channel_count(array.shape, axes)):
         sel = tuple(slice(ch, ch + 1) if i == c else None for i in range(len(axes)))
         pool = [b for b in blocks if c < 0 or b.start[c] <= ch < b.stop[c]]
         yield _sample(array, _spread(pool, max_blocks), sel, name)
@@ -228,7 +229,7 @@ def channel_noise(
         the estimator's reason.
     """
     c = axes.find("c")
-    n_channels = array.shape[c] if c >= 0 else 1
+    n_channels = channel_count(array.shape, axes)
     result = []
     for ch in range(n_channels) if channels is None else channels:
         tasks = channel_regions(array, axes, ch, max_blocks, side)

@@ -43,6 +43,7 @@ from skimage.registration import phase_cross_correlation
 
 from fluoden_batch import __version__
 from fluoden_batch.errors import InputError, ModelError
+from fluoden_batch.io.ngff import channel_count
 from fluoden_batch.models.normalise import map_parameters, normalise
 from fluoden_batch.models.weights import (
     Architecture,
@@ -244,7 +245,7 @@ def probe_input(array: Any, axes: str, mode: Mode, name: str) -> None:
             f"{MIN_PATCH} patches --adapt {mode} trains on"
         )
     c = axes.find("c")
-    for ch in range(array.shape[c] if c >= 0 else 1):
+    for ch in range(channel_count(array.shape, axes)):
         fixed = {"c": ch} if c >= 0 else {}
         for axis in "tz":
             if axis in axes:
