@@ -3,6 +3,8 @@ whom, and the plane stack a group is planned on."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -104,10 +106,24 @@ def test_groups_are_numbered_channel_by_channel():
     assert both.describe("tzyx") == "group 0: t=0,z=0; group 1: t=0,z=1 t=1,z=0 t=1,z=1"
 
 
-def test_a_long_axis_is_one_group_unread():
-    """More than MAX_PLANES planes: a z or t axis of one microscope, not a collection."""
-    planes = np.stack([confocal(0), widefield(1)] * (MAX_PLANES // 2 + 1))
-    assert plane_groups(planes, "tyx", []) is None
+def test_a_long_axis_is_one_group_with_a_warning_where_cameras_differ():
+    """More than MAX_PLANES planes: a z or t axis of one microscope, planned as one; a
+    sample that reads as two cameras (white and correlated noise) is warned about, one
+    camera whose noise level varies is not."""
+    mixed = np.stack([confocal(0), widefield(1)] * (MAX_PLANES // 2 + 1))
+    notes: list[str] = []
+    assert plane_groups(mixed, "tyx", notes) is None
+    assert len(notes) == 1 and re.match(
+        f"warning: the noise of {MAX_PLANES} planes sampled from {MAX_PLANES + 2} reads as "
+        r"more than one camera \(neighbour correlation ratio (0\.9|1\.0)\d at t=0, "
+        r"2\.\d\d at t=1\)",
+        notes[0],
+    )
+    assert notes[0].endswith(
+        "put images from different microscopes along a c axis, or run them separately"
+    )
+    brighter = np.stack([confocal(0), 3 * confocal(1)] * (MAX_PLANES // 2 + 1))
+    assert plane_groups(brighter, "tyx", notes) is None and len(notes) == 1
 
 
 @settings(max_examples=25, deadline=None)
