@@ -382,7 +382,8 @@ def grouped_values(
     (:func:`~fluoden_batch.pipeline.groups.plane_groups`; with ``cfg.plane_groups`` auto,
     not when ``adapting``: one fit serves every plane, and not when resuming a run planned
     per channel), one row per group of similar planes, each planned as a run over its
-    planes alone would be, its notes prefixed with the group. Returns the values, the
+    planes alone would be, its notes prefixed with the group (and naming no channel).
+    Returns the values, the
     detail restorations and the groups (None: one row per channel)."""
     tuned = None if adapting else method
     groups = None
@@ -417,7 +418,11 @@ def grouped_values(
                 f"{exc} (in plane group {row}, {groups.planes(axes, row)}; "
                 "--plane-groups off plans all planes of a channel together)"
             ) from None
-        notes.extend(f"group {row}: {n}" for n in part_notes)
+        # the group's notes name no channel: its planes are channel 0 of the part
+        notes.extend(
+            f"group {row}: " + n.replace(" per channel", "").replace(", channel 0 (", " (")
+            for n in part_notes
+        )
         rows.append((values, detail))
     return _joined([v for v, _ in rows]), _joined_detail([d for _, d in rows]), groups
 

@@ -45,7 +45,8 @@ def test_each_group_equals_its_own_run(tiny_weights, caplog):
     with caplog.at_level("INFO", logger="fluoden_batch.pipeline.arrays"):
         out = fb.denoise(stack, **kw)
     assert "planes: 2 groups of similar noise" in caplog.text
-    assert "group 1: detail restoration, channel 0 (SURE on 2 planes)" in caplog.text
+    assert "group 0: noise parameters (a, b): (" in caplog.text
+    assert "group 1: detail restoration (SURE on 2 planes)" in caplog.text
     for members in ([0, 2], [1, 3]):
         np.testing.assert_array_equal(out[members], fb.denoise(stack[members], **kw))
 
@@ -73,7 +74,7 @@ def test_the_engine_runs_groups_and_a_resume_reuses_them(client, tiny_weights, t
     assert not again.pending and again.job.plane_groups == first.job.plane_groups
     for key in ("channel_ranges", "channel_noise", "channel_detail"):
         assert getattr(again.job, key) == getattr(first.job, key)
-    assert any(n.startswith("group 0: detail restoration per channel: reused") for n in again.notes)
+    assert any(n.startswith("group 0: detail restoration: reused") for n in again.notes)
 
 
 def cfg_kw(cfg: DenoiseConfig) -> dict:
