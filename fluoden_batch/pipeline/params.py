@@ -382,7 +382,8 @@ def grouped_values(
     (:func:`~fluoden_batch.pipeline.groups.plane_groups`; with ``cfg.plane_groups`` auto,
     not when ``adapting``: one fit serves every plane, and not when resuming a run planned
     per channel), one row per group of similar planes, each planned as a run over its
-    planes alone would be, its notes prefixed with the group (and naming no channel).
+    planes alone would be, its notes prefixed with the group (and naming no channel;
+    a note every group makes alike, once without).
     Returns the values, the
     detail restorations and the groups (None: one row per channel)."""
     tuned = None if adapting else method
@@ -396,6 +397,7 @@ def grouped_values(
         detail, values = planned_detail(cfg, array, axes, name, tuned, values, notes, stored)
         return values, detail, None
     rows = []
+    row_notes: list[list[str]] = []
     for row in range(groups.count):
         # one plane deep blocks, as a run over an array of the group's planes has
         part = PlaneStack(array, groups.members(row))
@@ -419,11 +421,14 @@ def grouped_values(
                 "--plane-groups off plans all planes of a channel together)"
             ) from None
         # the group's notes name no channel: its planes are channel 0 of the part
-        notes.extend(
-            f"group {row}: " + n.replace(" per channel", "").replace(", channel 0 (", " (")
-            for n in part_notes
-        )
         rows.append((values, detail))
+        row_notes.append(
+            [n.replace(" per channel", "").replace(", channel 0 (", " (") for n in part_notes]
+        )
+    shared = set.intersection(*(set(r) for r in row_notes))  # said once, without a group
+    notes.extend(n for n in row_notes[0] if n in shared)
+    for row, texts in enumerate(row_notes):
+        notes.extend(f"group {row}: {n}" for n in texts if n not in shared)
     return _joined([v for v, _ in rows]), _joined_detail([d for _, d in rows]), groups
 
 

@@ -74,7 +74,7 @@ def test_the_engine_runs_groups_and_a_resume_reuses_them(client, tiny_weights, t
     assert not again.pending and again.job.plane_groups == first.job.plane_groups
     for key in ("channel_ranges", "channel_noise", "channel_detail"):
         assert getattr(again.job, key) == getattr(first.job, key)
-    assert any(n.startswith("group 0: detail restoration: reused") for n in again.notes)
+    assert "detail restoration: reused from the run being resumed" in again.notes
 
 
 def cfg_kw(cfg: DenoiseConfig) -> dict:
@@ -116,3 +116,12 @@ def test_a_group_whose_noise_cannot_be_read_is_named(tiny_weights):
     ):
         fb.denoise(stack, **kw)
     assert fb.denoise(stack, plane_groups="off", **kw).shape == stack.shape
+
+
+def test_a_note_every_group_makes_alike_is_said_once(caplog):
+    with caplog.at_level("INFO", logger="fluoden_batch.pipeline.arrays"):
+        fb.denoise(two_microscopes(), protocol="masked", dtype="float32")
+    assert caplog.text.count("cluster backend:") == 1
+    assert "group 0: cluster backend" not in caplog.text
+    assert "group 0: K-means centres (K=3): " in caplog.text
+    assert "group 1: K-means centres (K=3): " in caplog.text
