@@ -16,13 +16,15 @@ within a group no two planes differ by more than a factor :data:`SIGMA_FACTOR` i
 :data:`RATIO_SPREAD` in the ratio. One group per channel (every microscope's own stack
 measured here) changes nothing; several, and each group is planned on its own, exactly as
 a run over its planes alone would be (:class:`PlaneStack`), and each plane's blocks take
-their group's values (``JobSpec.plane_rows``).
+their group's values (``JobSpec.plane_groups``). A longer channel is planned as one, with
+a warning where its planes read as more than one camera.
 
 The thresholds: within each of fmd_dev's 30 stacks (six microscopes x five noise levels,
 four captures each) the sigmas lie within a factor 1.19 and the ratios within 0.08; across
 its microscopes the ratio separates widefield (2.2-2.5) from the rest (1.0-1.5), and sigma
-the rest. Planning each plane on its own changed a microscope's own stack by 0.00 to
--0.03 dB (``runs/per_plane_probe.log``), so a group too many costs little but planning time.
+most of the rest (not Confocal_MICE from TwoPhoton_BPAE_R). Planning each plane on its own
+changed a microscope's own stack by 0.00 to -0.03 dB (``runs/per_plane_probe.log``), so a
+group too many costs little but planning time.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ __all__ = [
     "MAX_PLANES",
     "PlaneGroups",
     "PlaneStack",
+    "cluster_signatures",
     "plane_groups",
+    "plane_signature",
 ]
 
 MAX_PLANES = 64  # planes per channel read for their noise; more: one group (a z/t axis)
