@@ -380,8 +380,8 @@ def grouped_values(
     ``method``; without it when ``adapting``: ``--adapt`` tunes after its fit), one row
     per channel; or, where planes of a channel differ in their noise
     (:func:`~fluoden_batch.pipeline.groups.plane_groups`; with ``cfg.plane_groups`` auto,
-    not when ``adapting``: one fit serves every plane, and not when resuming a run planned
-    per channel), one row per group of similar planes, each planned as a run over its
+    not when resuming a run planned per channel, and when ``adapting`` only a warning: one
+    fit serves every plane), one row per group of similar planes, each planned as a run over its
     planes alone would be, its notes prefixed with the group (and naming no channel;
     a note every group makes alike, once without).
     Returns the values, the
@@ -390,8 +390,15 @@ def grouped_values(
     groups = None
     # a run being resumed that was planned per channel (before groups existed) stays so
     resumed_per_channel = stored("channel_ranges") is not None and not stored("plane_groups")
-    if not adapting and cfg.plane_groups == "auto" and not resumed_per_channel:
-        groups = plane_groups(array, axes, notes, stored("plane_groups"))
+    if cfg.plane_groups == "auto" and not resumed_per_channel:
+        groups = plane_groups(array, axes, [] if adapting else notes, stored("plane_groups"))
+    if adapting and groups is not None:
+        notes.append(
+            f"warning: the planes differ in their noise ({groups.describe(axes)}); --adapt "
+            "fits one model to all of them and plans each channel as one: run each "
+            "microscope's images separately"
+        )
+        groups = None
     if groups is None:
         values = channel_values(cfg, array, axes, name, blocks, method.metadata, notes, stored)
         detail, values = planned_detail(cfg, array, axes, name, tuned, values, notes, stored)

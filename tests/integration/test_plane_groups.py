@@ -13,13 +13,15 @@ import zarr
 
 import fluoden_batch as fb
 from conftest import write_image
-from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.config import DenoiseConfig, DenoiseOptions
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.store import read_provenance
 from fluoden_batch.noise import simulate
 from fluoden_batch.noise.simulate import correlate
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.pipeline.groups import PlaneGroups
+from fluoden_batch.pipeline.params import choose_method, grouped_values
+from fluoden_batch.restore.tiles import block_shape, plan_blocks
 
 pytestmark = pytest.mark.distributed
 
@@ -125,3 +127,21 @@ def test_a_note_every_group_makes_alike_is_said_once(caplog):
     assert "group 0: cluster backend" not in caplog.text
     assert "group 0: K-means centres (K=3): " in caplog.text
     assert "group 1: K-means centres (K=3): " in caplog.text
+
+
+def test_an_adapting_run_plans_one_group_and_says_why(tiny_weights):
+    stack = two_microscopes()
+    options = DenoiseOptions(model=str(tiny_weights))
+    notes: list[str] = []
+    method = choose_method(options, notes)
+    blocks = plan_blocks(stack.shape, block_shape(stack.shape, (1, 96, 96), 96))
+    values, detail, groups = grouped_values(
+        options, stack, "zyx", "the array", blocks, method, True, notes
+    )
+    assert groups is None and detail is None and len(values.ranges) == 1
+    assert notes[0] == (
+        "warning: the planes differ in their noise (group 0: z=0,2; group 1: z=1,3); "
+        "--adapt fits one model to all of them and plans each channel as one: run each "
+        "microscope's images separately"
+    )
+    assert not any(n.startswith(("planes:", "group")) for n in notes)
