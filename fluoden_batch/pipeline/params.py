@@ -423,6 +423,11 @@ def grouped_values(
                 cfg, part, "zyx", name, tuned, values, part_notes, part_stored
             )
         except InputError as exc:
+            try:  # would one plan per channel do? (only on this error path: plans again)
+                together = channel_values(cfg, array, axes, name, blocks, method.metadata, [])
+                planned_detail(cfg, array, axes, name, tuned, together, [])
+            except InputError:
+                raise  # the input's own problem: said as a run without groups says it
             raise InputError(
                 f"{exc} (in plane group {row}, {groups.planes(axes, row)}; "
                 "--plane-groups off plans all planes of a channel together)"

@@ -19,7 +19,7 @@ from fluoden_batch.io.store import read_provenance
 from fluoden_batch.noise import simulate
 from fluoden_batch.noise.simulate import correlate
 from fluoden_batch.pipeline import execute, plan
-from fluoden_batch.pipeline.groups import PlaneGroups
+from fluoden_batch.pipeline.groups import PlaneGroups, plane_groups
 from fluoden_batch.pipeline.params import choose_method, grouped_values
 from fluoden_batch.restore.tiles import block_shape, plan_blocks
 
@@ -106,7 +106,8 @@ def test_off_and_runs_planned_before_groups_keep_one_plan_per_channel(tiny_weigh
 
 def test_a_group_whose_noise_cannot_be_read_is_named(tiny_weights):
     """Two flat planes of pure noise (z = 1, 3) make their own group, where --protocol vst
-    cannot estimate the noise: the error names the group and the way out."""
+    cannot estimate the noise: the error names the group and the way out, which one plan
+    would take; planes too small for any plan get the error a plan without groups gives."""
     stack = two_microscopes()
     rng = np.random.default_rng(3)
     stack[1::2] = 500 + rng.normal(0, 60, stack[1::2].shape)
@@ -118,6 +119,11 @@ def test_a_group_whose_noise_cannot_be_read_is_named(tiny_weights):
     ):
         fb.denoise(stack, **kw)
     assert fb.denoise(stack, plane_groups="off", **kw).shape == stack.shape
+    # where one plan would fail too, the error is the input's, said without groups
+    small = stack[:, :16, :16].copy()
+    assert plane_groups(small, "zyx", []) is not None
+    with pytest.raises(InputError, match=r"too small .* use --protocol whole$"):
+        fb.denoise(small, **kw)
 
 
 def test_a_note_every_group_makes_alike_is_said_once(caplog):
