@@ -377,15 +377,24 @@ def grouped_values(
     stored: Callable[[str], Any] = lambda key: None,
 ) -> tuple[ChannelValues, tuple[Detail, ...] | None, PlaneGroups | None]:
     """The values of a run: :func:`channel_values`, then :func:`planned_detail` (with
-    ``method``; without it when ``adapting``: ``--adapt`` tunes after its fit), one row
-    per channel; or, where planes of a channel differ in their noise
-    (:func:`~fluoden_batch.pipeline.groups.plane_groups`; with ``cfg.plane_groups`` auto,
-    not when resuming a run planned per channel, and when ``adapting`` only a warning: one
-    fit serves every plane), one row per group of similar planes, each planned as a run over its
-    planes alone would be, its notes prefixed with the group (and naming no channel;
-    a note every group makes alike, once without).
-    Returns the values, the
-    detail restorations and the groups (None: one row per channel)."""
+    ``method``; without it when ``adapting``: ``--adapt`` tunes after its fit).
+
+    One row per channel; or, where planes of a channel differ in their noise
+    (:func:`~fluoden_batch.pipeline.groups.plane_groups`, with ``cfg.plane_groups`` auto,
+    not when resuming a run planned per channel), one row per group of similar planes,
+    each planned as a run over its planes alone would be. A group's notes are prefixed
+    with it and name no channel; a note every group makes alike is said once, without.
+    When ``adapting`` (one fit serves every plane), groups are only warned about.
+
+    Returns
+    -------
+    values : ChannelValues
+        One entry per row.
+    detail : tuple of Detail or None
+        The detail restoration per row (:func:`planned_detail`).
+    groups : PlaneGroups or None
+        The row of every plane; None: one row per channel.
+    """
     tuned = None if adapting else method
     groups = None
     # a run being resumed that was planned per channel (before groups existed) stays so
