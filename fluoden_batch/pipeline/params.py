@@ -397,10 +397,11 @@ def grouped_values(
     """
     tuned = None if adapting else method
     groups = None
+    old_groups = stored("plane_groups")
     # a run being resumed that was planned per channel (before groups existed) stays so
-    resumed_per_channel = stored("channel_ranges") is not None and not stored("plane_groups")
+    resumed_per_channel = stored("channel_ranges") is not None and not old_groups
     if cfg.plane_groups == "auto" and not resumed_per_channel:
-        groups = plane_groups(array, axes, [] if adapting else notes, stored("plane_groups"))
+        groups = plane_groups(array, axes, [] if adapting else notes, old_groups)
     if adapting and groups is not None:
         notes.append(
             f"warning: the planes differ in their noise ({groups.describe(axes)}); --adapt "
