@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from fluoden_batch.errors import InputError
 
 NGFFVersion = Literal["0.4", "0.5"]
@@ -86,6 +88,14 @@ def channel_count(shape: tuple[int, ...], axes: str) -> int:
     it has none."""
     c = axes.find("c")
     return shape[c] if c >= 0 else 1
+
+
+def channel_planes_at(shape: tuple[int, ...], axes: str, channel: int) -> list[tuple[int, ...]]:
+    """The Y/X planes of channel ``channel`` of an array of ``shape`` with axis names
+    ``axes``: their indices on the leading (non-Y/X) axes, in C order (every plane where
+    there is no ``c`` axis)."""
+    c = axes.find("c")
+    return [idx for idx in np.ndindex(*shape[:-2]) if c < 0 or idx[c] == channel]
 
 
 def _short(value: Any) -> str:

@@ -37,7 +37,7 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 
-from fluoden_batch.io.ngff import channel_count
+from fluoden_batch.io.ngff import channel_count, channel_planes_at
 from fluoden_batch.models.normalise import noise_sigma, phase_sigma
 from fluoden_batch.noise.planes import spread
 
@@ -208,7 +208,7 @@ def plane_groups(array: Any, axes: str, notes: list[str], old: Any = None) -> Pl
         labels = np.zeros(shape, dtype=int)
         offset = 0
         for ch in range(channel_count(shape, axes)):
-            planes = [idx for idx in np.ndindex(*shape) if c < 0 or idx[c] == ch]
+            planes = channel_planes_at(array.shape, axes, ch)
             found = np.zeros(len(planes), dtype=int)
             if 2 <= len(planes) <= MAX_PLANES:
                 signatures = np.array([plane_signature(array, p) for p in planes])

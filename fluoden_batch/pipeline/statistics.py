@@ -20,7 +20,7 @@ import zarr
 
 from fluoden_batch.clustering import BackendChoice, ClusterBackend, cluster_image
 from fluoden_batch.errors import InputError, NoiseEstimationError
-from fluoden_batch.io.ngff import channel_count
+from fluoden_batch.io.ngff import channel_count, channel_planes_at
 from fluoden_batch.models.normalise import (
     noise_sigma,
     normalisation_window,
@@ -253,8 +253,7 @@ def channel_regions(
     """Up to ``count`` index tuples of Y/X regions of at most ``side`` pixels a side of
     ``channel`` (every leading axis an int), spread evenly over all its planes and places:
     a deterministic sample that does not depend on the block layout."""
-    c = axes.find("c")
-    lead = [idx for idx in np.ndindex(*array.shape[:-2]) if c < 0 or idx[c] == channel]
+    lead = channel_planes_at(array.shape, axes, channel)
     regions = plane_regions(array.shape, side)
     return spread([(*idx, *r) for idx in lead for r in regions], count)
 
