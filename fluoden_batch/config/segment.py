@@ -63,6 +63,13 @@ class SegmentConfig(PyramidOptions, InputOptions, ComputeOptions):
     )
     axes: str | None = Field(None, description="axis names for inputs without metadata, e.g. 'cyx'")
     overwrite: bool = Field(False, description="replace an OUTPUT written with other parameters")
+    plane_groups: Literal["auto", "off"] = Field(
+        "auto",
+        description="K-means: where the planes of a channel (up to 64 of them) differ in "
+        "their noise, as captures from several microscopes stacked along z or t do, fit "
+        "centres per group of similar planes, as fluoden denoise plans them (a note names "
+        "the groups); off: one set of centres per channel for every plane",
+    )
     quality: bool = Field(
         True, description="score every block (silhouette, Davies-Bouldin, WSS) in the metrics"
     )
@@ -71,8 +78,11 @@ class SegmentConfig(PyramidOptions, InputOptions, ComputeOptions):
         """The parameters that decide OUT, JSON-compatible; K is stored as ``k`` (its name
         in outputs written before the options were unified, so they still resume).
         ``layout`` tells outputs with the labels under the image from the earlier label-only
-        ones, which are not resumed."""
+        ones, which are not resumed. ``plane_groups`` only when ``off`` (and only for
+        K-means), so outputs written before it existed resume unchanged."""
         skip = {"output", "cluster_backend", "overwrite", "levels", "pyramid", "allow_sparse"}
+        if self.plane_groups == "auto" or self.method != "kmeans":
+            skip.add("plane_groups")
         skip |= set(COMPUTE_FIELDS)
         data = self.model_dump(mode="json", exclude=skip)
         data["k"] = data.pop("clusters")

@@ -38,7 +38,6 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 
 from fluoden_batch.io.ngff import channel_count, channel_planes_at
-from fluoden_batch.models.normalise import noise_sigma, phase_sigma
 from fluoden_batch.noise.planes import spread
 
 __all__ = [
@@ -48,6 +47,7 @@ __all__ = [
     "PlaneStack",
     "cluster_signatures",
     "plane_groups",
+    "plane_row",
     "plane_signature",
 ]
 
@@ -95,6 +95,16 @@ class PlaneGroups:
     def planes(self, axes: str, row: int) -> str:
         """The planes of ``row`` in few words (``z=4-7,12``), named by ``axes``."""
         return _planes(axes[:-2], self.members(row))
+
+
+def plane_row(groups: PlaneGroups | None, axes: str, index: Sequence[int]) -> int:
+    """The row of a run's per-row values (fixed at planning) for the plane at ``index``
+    (its indices on the non-Y/X axes of an input with axes ``axes``): its group's, or,
+    with ``groups`` None, its channel's (one row per channel index)."""
+    if groups is not None:
+        return groups.row(index)
+    c = axes.find("c")
+    return int(index[c]) if c >= 0 else 0
 
 
 def _planes(lead: str, members: list[tuple[int, ...]]) -> str:
@@ -158,6 +168,9 @@ def plane_signature(array: Any, index: tuple[int, ...]) -> tuple[float, float]:
     """``(sigma, ratio)`` of the central :data:`SIGNATURE_SIDE` crop of the plane at
     ``index`` (indices on the non-Y/X axes): its wavelet noise sigma (data units) and its
     phases' sigma over that; NaN where it cannot tell (a flat or tiny plane)."""
+    # imported here: a ``segment`` worker unpickles PlaneGroups and must not import torch
+    from fluoden_batch.models.normalise import noise_sigma, phase_sigma
+
     h, w = array.shape[-2:]
     y, x = max(0, (h - SIGNATURE_SIDE) // 2), max(0, (w - SIGNATURE_SIDE) // 2)
     crop = array[(*index, slice(y, y + SIGNATURE_SIDE), slice(x, x + SIGNATURE_SIDE))]

@@ -1,6 +1,8 @@
 """``fluoden segment IN OUT``: clustering segmentation of a large image, block by block.
 
-K-means has no seams: the cluster centres are fitted once per channel at planning, on the
+K-means has no seams: the cluster centres are fitted once per channel at planning (per
+group of similar planes where a channel's planes differ in their noise, as ``fluoden
+denoise`` plans them: :mod:`~fluoden_batch.pipeline.groups`), on the
 pooled intensities of a deterministic spread of blocks, and stored in OUT's provenance;
 each task then gives every pixel the label of its nearest centre (labels ordered by
 increasing intensity, 0 = darkest). A pixel's label does not depend on its block.
@@ -38,6 +40,7 @@ from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.pipeline.execution import run_planned
+from fluoden_batch.pipeline.groups import PlaneGroups, PlaneStack, plane_groups
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.run import RunResult, run_plan
 from fluoden_batch.pipeline.segment_worker import SegmentJob, segment_block
@@ -75,11 +78,17 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     resolved = "gpu" if engine.name == "cuml" else "cpu"
     blocks = plan_blocks(source.shape, block_shape(source.shape, source.chunks, cfg.block_min))
     params = cfg.output_parameters()
-    centres = None
+    centres, groups, grouped = None, None, []
     if cfg.method == "kmeans":
         centres = store.stored_parameter(out, params, "centres", cfg.overwrite)
-        centres = centres or _fit_centres(source, blocks, cfg.clusters, resolved)
+        old_groups = store.stored_parameter(out, params, "plane_groups", cfg.overwrite)
+        # an OUT fitted per channel (before groups existed) is resumed so
+        if cfg.plane_groups == "auto" and not (centres and not old_groups):
+            groups = plane_groups(source.array, source.meta.axes, grouped, old_groups)
+        centres = centres or _fit_centres(source, blocks, cfg.clusters, resolved, groups)
         params["centres"] = centres
+        if groups is not None:
+            params["plane_groups"] = list(groups.rows)
     spec, resumed, lock = _open_or_create(cfg, out, source, params)
     spec.clean_temporaries()
     keys = ("method", "eps", "min_samples", "min_cluster_size")
@@ -87,19 +96,33 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     cluster["seed"] = 0
     fixed = None if centres is None else tuple(tuple(c) for c in centres)
     labels = label_set(out, LABELS, source.meta.axes, source.shape, lock.token)
-    job = SegmentJob(source.spec, spec, labels, source.meta.axes, cluster, fixed, cfg.quality)
+    job = SegmentJob(
+        source.spec, spec, labels, source.meta.axes, cluster, fixed, cfg.quality, groups
+    )
     text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres or [])
+    per = "per group" if groups is not None else "per channel"
     note = f"{cfg.method} clusters each block alone: labels can change at block borders"
-    notes = [f"K-means centres per channel (seam-free): {text}" if centres else note, *stored]
+    notes = [*grouped, f"K-means centres {per} (seam-free): {text}" if centres else note, *stored]
     pending = blocks.without(spec.done_ids())
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
     return SegmentPlan(cfg, source, job, blocks, pending, resumed, token, reason, lock, notes)
 
 
-def _fit_centres(source: ImageSource, blocks: BlockGrid, k: int, backend: str) -> list:
-    """K-means centres per channel as JSON lists
+def _fit_centres(
+    source: ImageSource, blocks: BlockGrid, k: int, backend: str, groups: PlaneGroups | None
+) -> list:
+    """K-means centres per channel, or per plane group (each fitted as a run over its
+    planes alone, as ``fluoden denoise`` plans groups), as JSON lists
     (:func:`~fluoden_batch.pipeline.statistics.channel_centres`)."""
-    return [list(c) for c in channel_centres(source.array, source.meta.axes, blocks, k, backend)]
+    array, axes = source.array, source.meta.axes
+    if groups is None:
+        return [list(c) for c in channel_centres(array, axes, blocks, k, backend)]
+    fitted = []
+    for row in range(groups.count):
+        part = PlaneStack(array, groups.members(row))
+        part_blocks = plan_blocks(part.shape, (1, *blocks.bshape[-2:]))
+        fitted.append(list(channel_centres(part, "zyx", part_blocks, k, backend)[0]))
+    return fitted
 
 
 def _open_or_create(

@@ -20,6 +20,7 @@ from fluoden_batch.clustering.rows import block_quality
 from fluoden_batch.io import store
 from fluoden_batch.io.labels import LabelSet
 from fluoden_batch.io.source import SourceSpec
+from fluoden_batch.pipeline.groups import PlaneGroups, plane_row
 from fluoden_batch.restore.tiles import Block
 
 __all__ = ["SegmentJob", "segment_block"]
@@ -34,8 +35,14 @@ class SegmentJob:
     labels: LabelSet
     axes: str
     cluster: dict[str, Any]  # cluster_image keywords (backend: the choice resolved at planning)
-    centres: tuple[tuple[float, ...], ...] | None  # K-means: per channel, increasing
+    centres: tuple[tuple[float, ...], ...] | None  # K-means: per channel (row), increasing
     quality: bool
+    plane_groups: PlaneGroups | None = None  # K-means: each plane's row of centres
+
+    def row(self, index: tuple[int, ...]) -> int:
+        """The row of ``centres`` for the plane at ``index`` (its indices on the non-Y/X
+        axes): its group's, or its channel's."""
+        return plane_row(self.plane_groups, self.axes, index)
 
 
 def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
@@ -43,14 +50,14 @@ def segment_block(block: Block, job: SegmentJob) -> dict[str, Any]:
     (the metrics row)."""
     from threadpoolctl import threadpool_limits
 
-    t0, c = time.perf_counter(), job.axes.find("c")
+    t0 = time.perf_counter()
     data = np.asarray(job.source.open()[block.slices])
     labels, backend = np.empty(data.shape, dtype=np.int32), "numpy"
     with threadpool_limits(1):
         for lead in np.ndindex(*data.shape[:-2]):
             if job.centres is not None:  # K-means: nearest of the centres fitted at planning
-                ch = block.start[c] + lead[c] if c >= 0 else 0
-                labels[lead] = label_by_centres(data[lead], job.centres[ch])
+                row = job.row(tuple(s + i for s, i in zip(block.start[:-2], lead, strict=True)))
+                labels[lead] = label_by_centres(data[lead], job.centres[row])
             else:
                 res = cluster_image(data[lead], **job.cluster)
                 labels[lead], backend = res.labels, res.backend

@@ -25,7 +25,7 @@ from fluoden_batch.io.labels import LabelSet
 from fluoden_batch.io.source import SourceSpec
 from fluoden_batch.io.store import OutputSpec
 from fluoden_batch.models.weights import LoadedModel, load_model
-from fluoden_batch.pipeline.groups import PlaneGroups
+from fluoden_batch.pipeline.groups import PlaneGroups, plane_row
 from fluoden_batch.restore.block import (
     BlockOutput,
     cast_output,
@@ -144,10 +144,7 @@ class JobSpec:
     def row(self, index: tuple[int, ...]) -> int:
         """The row of the ``channel_*`` values for the plane at ``index`` (its indices on
         the non-Y/X axes of the input)."""
-        if self.plane_groups is not None:
-            return self.plane_groups.row(index)
-        c_axis = self.axes.find("c")
-        return index[c_axis] if c_axis >= 0 else 0
+        return plane_row(self.plane_groups, self.axes, index)
 
     @property
     def halo(self) -> int:

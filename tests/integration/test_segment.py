@@ -4,6 +4,10 @@ resume, CLI."""
 from __future__ import annotations
 
 import json
+import pickle
+import subprocess
+import sys
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -18,6 +22,8 @@ from fluoden_batch.clustering.masked import label_by_centres
 from fluoden_batch.config import SegmentConfig
 from fluoden_batch.io.ngff import ImageMeta, read_meta
 from fluoden_batch.io.store import MARKER_DIR, read_provenance
+from fluoden_batch.noise.simulate import correlate
+from fluoden_batch.pipeline.groups import PlaneGroups
 from fluoden_batch.pipeline.segment import execute_segment, plan_segment
 
 pytestmark = pytest.mark.distributed
@@ -144,6 +150,79 @@ def test_density_methods_complete(client, tmp_path, method):
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert (metrics["method"] == method).all() and (metrics["backend"] == "sklearn").all()
     assert (metrics["n_clusters"] >= 1).all()
+
+
+def _two_microscopes() -> np.ndarray:
+    """(4, 96, 96) float32: discs (background 20, rim 90, core 200) under white noise
+    (z = 0, 2) between the same discs three times as bright under four times the noise,
+    correlated between neighbours (z = 1, 3)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96]
+    r2 = (yy % 32 - 16) ** 2 + (xx % 32 - 16) ** 2
+    level = np.where(r2 < 40, 200.0, np.where(r2 < 150, 90.0, 20.0))
+    planes = [
+        level + rng.normal(0, 6, level.shape)
+        if z % 2 == 0
+        else 3 * level + correlate(rng.normal(0, 24, level.shape), 0.6)
+        for z in range(4)
+    ]
+    return np.stack(planes).astype(np.float32)
+
+
+def test_kmeans_fits_centres_per_plane_group_as_separate_runs_would(client, tmp_path):
+    stack = _two_microscopes()
+    inp = write_image(tmp_path / "in.zarr", stack, "zyx", (1, 48, 48))
+    out = tmp_path / "seg.zarr"
+    p, result = _run(client, inp, out)
+    assert p.job.plane_groups == PlaneGroups((4,), (0, 1, 0, 1)) and not result.failed
+    assert any(n.startswith("planes: 2 groups") for n in p.notes)
+    assert any(n.startswith("K-means centres per group") for n in p.notes)
+    params = read_provenance(out)["parameters"]
+    assert params["plane_groups"] == [0, 1, 0, 1] and len(params["centres"]) == 2
+    labels = _labels(out)[0][:]
+    for k, members in enumerate(([0, 2], [1, 3])):
+        alone = write_image(tmp_path / f"alone{k}.zarr", stack[members], "zyx", (1, 48, 48))
+        _run(client, alone, tmp_path / f"alone{k}-seg.zarr")
+        np.testing.assert_array_equal(
+            labels[members], _labels(tmp_path / f"alone{k}-seg.zarr")[0][:]
+        )
+    again = plan_segment(_cfg(inp, out))  # a rerun reuses the groups and their centres
+    assert not again.pending and again.job.plane_groups == p.job.plane_groups
+    assert again.job.centres == p.job.centres
+    again.lock.release()
+    off = plan_segment(_cfg(inp, tmp_path / "off.zarr", plane_groups="off"))
+    assert off.job.plane_groups is None and len(off.job.centres) == 1
+    assert read_provenance(tmp_path / "off.zarr")["parameters"]["plane_groups"] == "off"
+    execute_segment(off, client)
+    assert not np.array_equal(_labels(tmp_path / "off.zarr")[0][:], labels)
+
+
+def test_an_output_fitted_per_channel_before_groups_resumes_so(tmp_path):
+    inp = write_image(tmp_path / "in.zarr", _two_microscopes(), "zyx", (1, 96, 96))
+    out = tmp_path / "seg.zarr"
+    assert "plane_groups" not in _cfg(inp, out).output_parameters()
+    with mock.patch("fluoden_batch.pipeline.segment.plane_groups", return_value=None):
+        old = plan_segment(_cfg(inp, out))
+    old.lock.release()
+    resumed = plan_segment(_cfg(inp, out))
+    assert resumed.resumed and resumed.job.plane_groups is None
+    assert resumed.job.centres == old.job.centres and len(resumed.job.centres) == 1
+    resumed.lock.release()
+
+
+def test_a_segment_task_imports_no_torch(tmp_path):
+    """A worker unpickling a task with plane groups loads the labelling side only."""
+    inp = write_image(tmp_path / "in.zarr", _two_microscopes(), "zyx", (1, 96, 96))
+    p = plan_segment(_cfg(inp, tmp_path / "seg.zarr"))
+    p.lock.release()
+    assert p.job.plane_groups is not None
+    code = (
+        "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps(p.job), capture_output=True, check=True
+    )
+    assert done.stdout.strip() == b"False"
 
 
 runner = CliRunner()
