@@ -23,7 +23,8 @@ Training data of one run (supervised, DnCNN, percentile normalisation per image)
 ``--noise-map`` (a DnCNN given the noise map sqrt(a x + b) as a second input channel, no
 batch norm, grown from ``--init`` by :func:`fluoden_batch.models.dncnn.grow`) and
 ``--arch ffdnet`` (the bias-free FFDNet of :mod:`fluoden_batch.models.ffdnet`) use a wider
-recipe, fixed before any out-of-fold score was seen:
+recipe, fixed before any out-of-fold score was seen (``--wide-data`` gives it to any
+network, with ``--synthetic 0.4`` as those runs had):
 
 - W2S pairs of channels 0, 1 and 2 of FOV 001-036 (FOV 037-040 are held out of every
   run and scored by ``eval_w2s.py``);
@@ -303,15 +304,17 @@ def make_config(
     seed: int = 0,
     batch: int = 16,
     patch: int = 64,
+    wide_data: bool = False,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD outside the fold for the folds to stay honest; ``grown``:
     no batch norm, so that a shallower ``init`` is grown to ``depth``; ``batch`` patches of
-    ``patch`` x ``patch`` pixels per step)."""
+    ``patch`` x ``patch`` pixels per step; ``wide_data``: the wider data recipe of the
+    noise-map models for any network)."""
     fmd, w2s = DATA / "fmd_dev", DATA / "w2s_train"
     types = fold_types(fold)
     ffdnet = arch == "ffdnet"
-    wide = ffdnet or noise_map  # the wider data recipe of the noise-map models
+    wide = ffdnet or noise_map or wide_data  # the wider data recipe of the noise-map models
     extra = [
         PairSource(
             name=f"{level}-{kind}",
@@ -421,6 +424,7 @@ def write_report(
     camera: float = 0.0,
     reading: bool = False,
     stabilised: bool = False,
+    wide_data: bool = False,
 ) -> Path:
     """Write results/train_fmd_<fold>[_<normalisation>][_<depth>x<width>].md (see
     :func:`record_path`); its path."""
@@ -432,6 +436,7 @@ def write_report(
     wide = ffdnet or (config.noise_map and not reading)
     suffix += "_ffdnet" if ffdnet else "_reading" if reading else "_map" if wide else ""
     suffix += "_vst" if stabilised else ""
+    suffix += "_wide" if wide_data and not wide else ""
     suffix += "_corr" if config.noise_correlation else ""
     suffix += ("_camera" if camera == 1.0 else f"_camera{camera:g}") if camera else ""
     suffix += "_biasfree" if not config.bias else ""
@@ -466,7 +471,7 @@ def write_report(
         if stabilised
         else f"{config.normalisation} (`models.weights.Normalisation`)"
     )
-    w2s_text = "channels 0-2 of FOV 001-036" if wide else "channel 0 of FOV 001-040"
+    w2s_text = "channels 0-2 of FOV 001-036" if wide or wide_data else "channel 0 of FOV 001-040"
     path.write_text(
         f"""# Training `{config.name}` (fold {fold})
 
@@ -578,6 +583,12 @@ def main() -> None:
         metavar="D",
         help="with --grow: dilations of the inserted layers (one per layer), e.g. 2 3 4 5 4 3 2",
     )
+    parser.add_argument(
+        "--wide-data",
+        action="store_true",
+        help="the wider data recipe of the noise-map models (W2S channels 0-2 of FOV "
+        "001-036, synthetic a in (0.02, 16), b in (0, 200)) for any network",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the run")
     parser.add_argument("--batch", type=int, default=16, help="patches per step")
     parser.add_argument("--patch", type=int, default=64, help="patch side, pixels")
@@ -646,6 +657,7 @@ def main() -> None:
         seed=args.seed,
         batch=args.batch,
         patch=args.patch,
+        wide_data=args.wide_data,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -667,11 +679,13 @@ def main() -> None:
         + (f" --seed {args.seed}" if args.seed else "")
         + (f" --batch {args.batch}" if args.batch != 16 else "")
         + (f" --patch {args.patch}" if args.patch != 64 else "")
+        + (" --wide-data" if args.wide_data else "")
     )
     wall = time.perf_counter() - started
     path = write_report(
-        args.fold, config, result, command, wall, args.camera_noise, args.camera_reading, args.vst
-    )
+        args.fold, config, result, command, wall, args.camera_noise, args.camera_reading, args.vst,
+        args.wide_data,
+    )  # fmt: skip
     logging.info("done: %s", path)
 
 
