@@ -398,6 +398,7 @@ def grouped_values(
     tuned = None if adapting else method
     groups = None
     old_groups = stored("plane_groups")
+    old_groups = old_groups if isinstance(old_groups, list) else None  # "off": no rows
     # a run being resumed that was planned per channel (before groups existed) stays so
     resumed_per_channel = stored("channel_ranges") is not None and not old_groups
     if cfg.plane_groups == "auto" and not resumed_per_channel:

@@ -82,6 +82,7 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     if cfg.method == "kmeans":
         centres = store.stored_parameter(out, params, "centres", cfg.overwrite)
         old_groups = store.stored_parameter(out, params, "plane_groups", cfg.overwrite)
+        old_groups = old_groups if isinstance(old_groups, list) else None  # "off": no rows
         # an OUT fitted per channel (before groups existed) is resumed so
         if cfg.plane_groups == "auto" and not (centres and not old_groups):
             groups = plane_groups(source.array, source.meta.axes, grouped, old_groups)

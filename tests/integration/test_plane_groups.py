@@ -14,7 +14,7 @@ import zarr
 import fluoden_batch as fb
 from conftest import write_image
 from fluoden_batch.config import DenoiseConfig, DenoiseOptions
-from fluoden_batch.errors import InputError
+from fluoden_batch.errors import InputError, OutputError
 from fluoden_batch.io.store import read_provenance
 from fluoden_batch.noise import simulate
 from fluoden_batch.noise.simulate import correlate
@@ -102,6 +102,8 @@ def test_off_and_runs_planned_before_groups_keep_one_plan_per_channel(tiny_weigh
     assert p.job.plane_groups is None and len(p.job.channel_ranges) == 1
     assert not any(n.startswith("planes:") for n in p.notes)
     p.lock.release()
+    with pytest.raises(OutputError, match="--overwrite"):  # an `off` OUT rerun with auto
+        plan(off.model_copy(update={"plane_groups": "auto"}))
 
 
 def test_a_group_whose_noise_cannot_be_read_is_named(tiny_weights):

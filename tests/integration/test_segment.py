@@ -195,6 +195,11 @@ def test_kmeans_fits_centres_per_plane_group_as_separate_runs_would(client, tmp_
     assert read_provenance(tmp_path / "off.zarr")["parameters"]["plane_groups"] == "off"
     execute_segment(off, client)
     assert not np.array_equal(_labels(tmp_path / "off.zarr")[0][:], labels)
+    from fluoden_batch.errors import OutputError
+
+    for output, mode in ((out, "off"), (tmp_path / "off.zarr", "auto")):  # changed: refused
+        with pytest.raises(OutputError, match="--overwrite"):
+            plan_segment(_cfg(inp, output, plane_groups=mode))
 
 
 def test_an_output_fitted_per_channel_before_groups_resumes_so(tmp_path):
