@@ -235,8 +235,8 @@ def plane_groups(array: Any, axes: str, notes: list[str], old: Any = None) -> Pl
             return None
         groups = PlaneGroups(shape, tuple(int(v) for v in labels.ravel()))
     notes.append(
-        f"planes: {groups.count} groups of similar noise (their own window, noise and "
-        f"restoration, as separate runs would have): {groups.describe(axes)}"
+        f"planes: {groups.count} groups of similar noise (each planned as a separate run "
+        f"over its planes would be): {groups.describe(axes)}"
     )
     return groups
 

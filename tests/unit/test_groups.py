@@ -83,8 +83,8 @@ def test_planes_of_two_microscopes_in_one_stack_are_two_groups():
     assert groups == PlaneGroups((4,), (0, 1, 0, 1))
     assert groups.members(1) == [(1,), (3,)]
     assert notes == [
-        "planes: 2 groups of similar noise (their own window, noise and restoration, as "
-        "separate runs would have): group 0: z=0,2; group 1: z=1,3"
+        "planes: 2 groups of similar noise (each planned as a separate run over its planes "
+        "would be): group 0: z=0,2; group 1: z=1,3"
     ]
     # one microscope's planes, and one plane: no groups, and no note
     assert plane_groups(np.stack([confocal(k) for k in range(4)]), "zyx", notes) is None
