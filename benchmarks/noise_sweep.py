@@ -176,16 +176,24 @@ def _cell(value: float | None, fmt: str) -> str:
     return "inf" if np.isinf(value) else format(value, fmt)
 
 
-def plot(rows: list[dict], methods: list[str], path: Path) -> None:
-    """PSNR gain over the input against photons, one panel per set."""
+def plot(rows: list[dict], methods: list[str], ceilings: dict[str, float], path: Path) -> None:
+    """PSNR gain over the input against photons, one panel per set; the levels where the
+    input is within 3 dB of the set's ceiling (the reference's own noise decides) are
+    shaded."""
     names = list(dict.fromkeys(r["set"] for r in rows))
     fig, axes = plt.subplots(2, 4, figsize=(15, 7), sharex=True)
     for ax, name in zip(axes.flat, names, strict=False):
+        noisy = [r for r in rows if r["set"] == name and r["level"] != "clean"]
+        limited = [float(r["level"]) for r in noisy if r["input_psnr"] > ceilings[name] - 3]
+        if limited:
+            ax.axvspan(
+                min(limited) / 1.5, max(limited) * 1.5, color="0.9", label="reference-limited"
+            )
         for method in methods[1:]:
             pts = [
                 (float(r["level"]), r["psnr"] - r["input_psnr"])
-                for r in rows
-                if r["set"] == name and r["method"] == method and r["level"] != "clean"
+                for r in noisy
+                if r["method"] == method
             ]
             ax.semilogx(*zip(*pts, strict=True), marker="o", label=method)
         ax.axhline(0, color="grey", lw=0.8)
@@ -251,7 +259,7 @@ def report(rows: list[dict], stem: str) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     noise = reference_noise()
     ceilings = {name: 20 * np.log10(255.0 / rms) for name, rms in noise.items()}
-    plot(rows, methods, RESULTS / f"{stem}.png")
+    plot(rows, methods, ceilings, RESULTS / f"{stem}.png")
     if all("seconds" in r for r in rows):
         totals = {m: sum(r["seconds"] for r in rows if r["method"] == m) for m in methods[1:]}
         timing = ", ".join(f"{m} {s:.0f} s" for m, s in totals.items())
