@@ -49,6 +49,7 @@ __all__ = [
     "plane_groups",
     "plane_row",
     "plane_signature",
+    "stored_rows",
 ]
 
 MAX_PLANES = 64  # planes per channel read for their noise; more: one group (a z/t axis)
@@ -105,6 +106,12 @@ def plane_row(groups: PlaneGroups | None, axes: str, index: Sequence[int]) -> in
         return groups.row(index)
     c = axes.find("c")
     return int(index[c]) if c >= 0 else 0
+
+
+def stored_rows(value: Any) -> list[int] | None:
+    """The groups' rows as stored in an OUT's parameters (``plane_groups``), or None where
+    it holds none: absent, or the option's ``"off"`` (a run planned per channel)."""
+    return value if isinstance(value, list) else None
 
 
 def _planes(lead: str, members: list[tuple[int, ...]]) -> str:

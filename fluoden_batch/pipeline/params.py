@@ -43,7 +43,7 @@ from fluoden_batch.models.weights import (
     shipped_models,
 )
 from fluoden_batch.noise.estimate import MAX_LEAKAGE, NoiseEstimate
-from fluoden_batch.pipeline.groups import PlaneGroups, PlaneStack, plane_groups
+from fluoden_batch.pipeline.groups import PlaneGroups, PlaneStack, plane_groups, stored_rows
 from fluoden_batch.pipeline.statistics import (
     channel_centres,
     channel_levels,
@@ -397,8 +397,7 @@ def grouped_values(
     """
     tuned = None if adapting else method
     groups = None
-    old_groups = stored("plane_groups")
-    old_groups = old_groups if isinstance(old_groups, list) else None  # "off": no rows
+    old_groups = stored_rows(stored("plane_groups"))
     # a run being resumed that was planned per channel (before groups existed) stays so
     resumed_per_channel = stored("channel_ranges") is not None and not old_groups
     if cfg.plane_groups == "auto" and not resumed_per_channel:

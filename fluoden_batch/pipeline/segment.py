@@ -40,7 +40,7 @@ from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.pipeline.execution import run_planned
-from fluoden_batch.pipeline.groups import PlaneGroups, PlaneStack, plane_groups
+from fluoden_batch.pipeline.groups import PlaneGroups, PlaneStack, plane_groups, stored_rows
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.run import RunResult, run_plan
 from fluoden_batch.pipeline.segment_worker import SegmentJob, segment_block
@@ -81,8 +81,7 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     centres, groups, grouped = None, None, []
     if cfg.method == "kmeans":
         centres = store.stored_parameter(out, params, "centres", cfg.overwrite)
-        old_groups = store.stored_parameter(out, params, "plane_groups", cfg.overwrite)
-        old_groups = old_groups if isinstance(old_groups, list) else None  # "off": no rows
+        old_groups = stored_rows(store.stored_parameter(out, params, "plane_groups", cfg.overwrite))
         # an OUT fitted per channel (before groups existed) is resumed so
         if cfg.plane_groups == "auto" and not (centres and not old_groups):
             groups = plane_groups(source.array, source.meta.axes, grouped, old_groups)
