@@ -39,6 +39,7 @@ from scipy.spatial.distance import pdist
 
 from fluoden_batch.io.ngff import channel_count, channel_planes_at
 from fluoden_batch.noise.planes import spread
+from fluoden_batch.restore.tiles import BlockGrid, plan_blocks
 
 __all__ = [
     "MAX_GROUPS",
@@ -46,6 +47,7 @@ __all__ = [
     "PlaneGroups",
     "PlaneStack",
     "cluster_signatures",
+    "group_part",
     "plane_groups",
     "plane_row",
     "plane_signature",
@@ -169,6 +171,16 @@ class PlaneStack:
 
     def __repr__(self) -> str:
         return f"PlaneStack({self.array!r}, {len(self.planes)} planes)"
+
+
+def group_part(
+    array: Any, groups: PlaneGroups, row: int, bshape: tuple[int, ...]
+) -> tuple[PlaneStack, BlockGrid]:
+    """Group ``row``'s planes of ``array`` as an array of their own (axes ``zyx``) and its
+    blocks, one plane deep with the Y/X size of ``bshape``: what a run over those planes
+    alone would plan on."""
+    part = PlaneStack(array, groups.members(row))
+    return part, plan_blocks(part.shape, (1, *bshape[-2:]))
 
 
 def plane_signature(array: Any, index: tuple[int, ...]) -> tuple[float, float]:

@@ -43,7 +43,7 @@ from fluoden_batch.models.weights import (
     shipped_models,
 )
 from fluoden_batch.noise.estimate import MAX_LEAKAGE, NoiseEstimate
-from fluoden_batch.pipeline.groups import PlaneGroups, PlaneStack, plane_groups, stored_rows
+from fluoden_batch.pipeline.groups import PlaneGroups, group_part, plane_groups, stored_rows
 from fluoden_batch.pipeline.statistics import (
     channel_centres,
     channel_levels,
@@ -57,7 +57,7 @@ from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.detail import NOISE_SCREEN, Detail, choose_detail, sure_plane
 from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.restore.protocols import PlaneParams, whole
-from fluoden_batch.restore.tiles import Block, BlockGrid, plan_blocks
+from fluoden_batch.restore.tiles import Block, BlockGrid
 
 __all__ = [
     "ChannelValues",
@@ -417,8 +417,7 @@ def grouped_values(
     row_notes: list[list[str]] = []
     for row in range(groups.count):
         # one plane deep blocks, as a run over an array of the group's planes has
-        part = PlaneStack(array, groups.members(row))
-        part_blocks = plan_blocks(part.shape, (1, *blocks.bshape[-2:]))
+        part, part_blocks = group_part(array, groups, row, blocks.bshape)
         part_notes: list[str] = []
 
         def part_stored(key: str, row: int = row) -> Any:

@@ -40,7 +40,7 @@ from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
 from fluoden_batch.pipeline.execution import run_planned
-from fluoden_batch.pipeline.groups import PlaneGroups, PlaneStack, plane_groups, stored_rows
+from fluoden_batch.pipeline.groups import PlaneGroups, group_part, plane_groups, stored_rows
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.run import RunResult, run_plan
 from fluoden_batch.pipeline.segment_worker import SegmentJob, segment_block
@@ -119,8 +119,7 @@ def _fit_centres(
         return [list(c) for c in channel_centres(array, axes, blocks, k, backend)]
     fitted = []
     for row in range(groups.count):
-        part = PlaneStack(array, groups.members(row))
-        part_blocks = plan_blocks(part.shape, (1, *blocks.bshape[-2:]))
+        part, part_blocks = group_part(array, groups, row, blocks.bshape)
         fitted.append(list(channel_centres(part, "zyx", part_blocks, k, backend)[0]))
     return fitted
 
