@@ -3,7 +3,8 @@
 A run reports to a :class:`Reporter`. :class:`Reporter` itself says nothing (the Python
 API's default); :class:`ConsoleReporter` prints to stderr: a rich progress bar on a
 terminal, and in a batch log (no terminal: SLURM, Kubernetes, nohup) one line every few
-percent or every ``interval`` seconds with blocks done, Mpx/s and the time left.
+percent or every ``interval`` seconds with blocks done, Mpx/s and the time left; the
+pyramid phase that follows the blocks is counted as a phase of its own (``pyramid:``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class ConsoleReporter(Reporter):
         self._task: Any = None
         self._label, self._total, self._first, self._px = "", 0, 0, 0.0
         self._unit = "blocks"
+        self._run_total = self._offset = 0  # the run's total; blocks of its earlier phase
         self._t0 = self._last_time = 0.0
         self._last_done = 0
 
@@ -74,6 +76,11 @@ class ConsoleReporter(Reporter):
     def start(
         self, label: str, total: int, done: int, pixels_per_block: float, unit: str = "blocks"
     ) -> None:
+        self._run_total, self._offset = total, 0
+        self._phase(label, total, done, pixels_per_block, unit)
+
+    def _phase(self, label: str, total: int, done: int, pixels_per_block: float, unit: str) -> None:
+        self.stop()
         self._label, self._total, self._first, self._px = label, total, done, pixels_per_block
         self._unit = unit
         self._t0 = self._last_time = time.monotonic()
@@ -93,6 +100,10 @@ class ConsoleReporter(Reporter):
             self.console.print(f"{label}: {done}/{total} {unit} done before this run")
 
     def block(self, done: int, total: int) -> None:
+        if total > self._run_total:  # the pyramid phase joined the run: counted on its own
+            self._offset, self._run_total = self._run_total, total
+            self._phase("pyramid", total - self._offset, done - self._offset, 0.0, "blocks")
+        done, total = done - self._offset, total - self._offset
         if self._bar is not None:
             self._bar.update(self._task, completed=done, total=total)
             return

@@ -45,11 +45,24 @@ def test_a_slow_run_gets_a_line_every_interval_seconds() -> None:
     ]
 
 
-def test_the_total_grows_with_the_pyramid_phase() -> None:
+def test_the_pyramid_phase_is_counted_on_its_own() -> None:
+    """The run's hook counts the pyramid's blocks on from level 0's (the total grows);
+    the log reports them as their own phase, without a rate in Mpx/s (they are not the
+    run's denoised pixels) and without going back from 100 %."""
     reporter, text = _batch_log()
     reporter.start("denoising", total=10, done=0, pixels_per_block=1e6)
     for done in range(1, 11):
         reporter.block(done, 10)
-    reporter.block(10, 14)  # the pyramid's 4 blocks join the total
-    reporter.block(14, 14)
-    assert text.getvalue().splitlines()[-1].startswith("denoising: 14/14 blocks (100 %)")
+    reporter.block(11, 14)  # the pyramid's 4 blocks join the total, one done before this run
+    for done in (12, 13, 14):
+        reporter.block(done, 14)
+    reporter.stop()
+    lines = text.getvalue().splitlines()
+    assert lines[-5].startswith("denoising: 10/10 blocks (100 %)")
+    assert lines[-4] == "pyramid: 1/4 blocks done before this run"
+    assert [line.split(" (")[0] for line in lines[-3:]] == [
+        "pyramid: 2/4 blocks",
+        "pyramid: 3/4 blocks",
+        "pyramid: 4/4 blocks",
+    ]
+    assert not any("Mpx/s" in line for line in lines[-3:])
