@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from fluoden_batch import __version__
-from fluoden_batch.cli.common import out
+from fluoden_batch.cli.common import out, paragraphs_help
 from fluoden_batch.cli.data import info, ingest
 from fluoden_batch.cli.denoise import demo, denoise
 from fluoden_batch.cli.models import models_app
@@ -40,6 +40,8 @@ app.command("train")(train_command)
 app.command()(ingest)
 app.command()(info)
 app.command()(profiles)
+paragraphs_help(app)
+paragraphs_help(models_app)
 
 
 def _version(value: bool) -> None:

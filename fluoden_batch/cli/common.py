@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,21 @@ ConfigFileOption = Annotated[
     Path | None,
     typer.Option(help="TOML or YAML file with any of these options (flags override it)."),
 ]
+
+
+def paragraphs_help(app: typer.Typer) -> None:
+    """Give each command of ``app`` its docstring as help with every paragraph on one line,
+    so the terminal wraps it: typer keeps a docstring's line breaks (0.29 does), and on
+    a terminal narrower than the source every line of ``--help`` broke twice."""
+    for info in app.registered_commands:
+        if info.help is None and info.callback is not None:
+            info.help = unwrapped(info.callback)
+
+
+def unwrapped(fn: Callable[..., Any]) -> str:
+    """``fn``'s docstring, its paragraphs (blank-line separated) each on one line."""
+    text = inspect.cleandoc(fn.__doc__ or "")
+    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import typer
 import zarr
 from typer.testing import CliRunner
 
@@ -28,6 +29,25 @@ def test_help_texts(args, phrase):
     result = runner.invoke(app, [*args, "--help"] if args else ["--help"])
     assert result.exit_code == 0
     assert phrase in " ".join(result.output.split())
+
+
+def _commands(command, name="fluoden"):
+    yield name, command
+    for sub_name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, f"{name} {sub_name}")
+
+
+def test_help_paragraphs_are_left_to_the_terminal_to_wrap():
+    """A docstring's line breaks would reach --help as they are (typer 0.29), breaking
+    every line twice on a terminal narrower than the source: each command's help has its
+    paragraphs on one line each."""
+    commands = dict(_commands(typer.main.get_command(app)))
+    assert {"fluoden denoise", "fluoden segment", "fluoden models export"} <= commands.keys()
+    for name, command in commands.items():
+        paragraphs = (command.help or "").split("\n\n")
+        assert all("\n" not in p for p in paragraphs), name
+    narrow = runner.invoke(app, ["denoise", "--help"], terminal_width=80).output
+    assert "Work is split into blocks aligned to the output chunks; each task reads its" in narrow
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
