@@ -109,6 +109,8 @@ class ConsoleReporter(Reporter):
             return
         now = time.monotonic()
         step = max(1, total // 10)
+        if done == self._last_done:  # nothing new (e.g. the count again as the pyramid starts)
+            return
         if done < total and done - self._last_done < step and now - self._last_time < self.interval:
             return
         self._last_done, self._last_time = done, now

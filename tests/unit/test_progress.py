@@ -66,3 +66,16 @@ def test_the_pyramid_phase_is_counted_on_its_own() -> None:
         "pyramid: 4/4 blocks",
     ]
     assert not any("Mpx/s" in line for line in lines[-3:])
+
+
+def test_a_count_already_printed_is_not_printed_again() -> None:
+    """Without pyramid levels the pyramid phase only repeats the final count."""
+    reporter, text = _batch_log()
+    reporter.start("segmenting", total=6, done=0, pixels_per_block=1e6)
+    for done in range(1, 7):
+        reporter.block(done, 6)
+    reporter.block(6, 6)  # build_pyramid's first call, with no level to build
+    lines = text.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines[1:]] == [
+        f"segmenting: {d}/6 blocks" for d in range(1, 7)
+    ]
