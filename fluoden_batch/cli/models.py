@@ -19,16 +19,38 @@ models_app = typer.Typer(
 
 
 @models_app.command("list")
-def models_list() -> None:
-    """List the shipped models."""
-    from fluoden_batch.models.weights import read_metadata, shipped_models
+def models_list(
+    long: Annotated[
+        bool,
+        typer.Option("--long", "-l", help="Add each model's description (data and recipe)."),
+    ] = False,
+) -> None:
+    """List the shipped models: which is the default, and each one's cost and context.
 
+    Cost: multiply-add FLOPs of one forward pass per output pixel (the default's budget
+    is 0.30 MFLOP). Halo: the model's receptive radius, the context each output pixel sees
+    and the pixels each block reads around its own. `fluoden models show NAME` prints
+    every metadata field (training data, recipe, noise model).
+    """
+    from fluoden_batch.config import DEFAULT_MASKED_MODEL, DEFAULT_MODEL
+    from fluoden_batch.models.weights import build_model, read_metadata, shipped_models
+
+    defaults = {DEFAULT_MODEL: " (default)", DEFAULT_MASKED_MODEL: " (masked default)"}
     with errors():
-        table = Table("name", "architecture", "protocol", "normalisation", "description")
+        columns = ["name", "architecture", "MFLOP/px", "halo (px)", "protocol", "normalisation"]
+        table = Table(*columns, *(["description"] if long else []))
         for name, path in shipped_models().items():
             m = read_metadata(path)
-            arch = m.architecture.describe()
-            table.add_row(name, arch, m.protocol, m.normalisation.method, m.description)
+            module = build_model(m.architecture)
+            row = [
+                name + defaults.get(name, ""),
+                m.architecture.describe(),
+                f"{module.flops_per_pixel() / 1e6:.3f}",
+                str(module.receptive_radius),
+                m.protocol,
+                m.normalisation.method,
+            ]
+            table.add_row(*row, *([m.description] if long else []))
         out.print(table)
 
 

@@ -50,6 +50,22 @@ def test_help_paragraphs_are_left_to_the_terminal_to_wrap():
     assert "Work is split into blocks aligned to the output chunks; each task reads its" in narrow
 
 
+def test_models_list_marks_the_defaults_with_cost_and_halo():
+    from fluoden_batch.config import DEFAULT_MODEL
+    from fluoden_batch.models.weights import load_model
+
+    result = runner.invoke(app, ["models", "list"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
+    default = load_model(DEFAULT_MODEL).module
+    row = [cell.strip() for cell in rows[f"{DEFAULT_MODEL} (default)"].split("│")]
+    assert row[3:5] == [f"{default.flops_per_pixel() / 1e6:.3f}", str(default.receptive_radius)]
+    assert "dncnn-small-masked (masked default)" in rows
+    assert "description" not in result.output
+    long = runner.invoke(app, ["models", "list", "--long"], terminal_width=400)
+    assert "description" in long.output and "trained on FMD pairs" in long.output
+
+
 def test_missing_input_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["denoise", str(tmp_path / "nope.zarr"), str(tmp_path / "o.zarr")])
     assert result.exit_code == 2
