@@ -6,11 +6,13 @@ help (the CLI builds its flags from them), and the one reader of config files.
   (``train``);
 - :class:`ComputeOptions`: the Dask options every run command shares;
 - :func:`read_config_file` (TOML or YAML) and :func:`load_config` (file + overrides,
-  with one readable line per invalid field).
+  with one readable line per invalid field, naming flags; :func:`load_options` names the
+  Python API's keywords).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +26,7 @@ from fluoden_batch.config.denoise import (
     DenoiseConfig,
     DenoiseOptions,
 )
-from fluoden_batch.config.files import describe_error, read_config_file
+from fluoden_batch.config.files import describe_error, flag_name, read_config_file
 from fluoden_batch.config.noise import NoiseConfig
 from fluoden_batch.config.segment import SegmentConfig
 from fluoden_batch.errors import FluodenError
@@ -41,6 +43,7 @@ __all__ = [
     "SegmentConfig",
     "describe_error",
     "load_config",
+    "load_options",
     "read_config_file",
 ]
 
@@ -53,13 +56,26 @@ def load_config(schema: type[C], file: Path | None = None, /, **overrides: Any) 
     Raises
     ------
     FluodenError
-        Unreadable file or invalid values: one line naming every field at fault.
+        Unreadable file or invalid values: one line naming every field at fault (as the
+        command line's flag, ``--tile``).
     """
+    return _validated(schema, file, overrides, flag_name)
+
+
+def load_options(schema: type[C], file: Path | None = None, /, **options: Any) -> C:
+    """:func:`load_config` for the Python API: its errors name the keyword (``tile``), not
+    the flag."""
+    return _validated(schema, file, options, str)
+
+
+def _validated(
+    schema: type[C], file: Path | None, overrides: dict[str, Any], name: Callable[[str], str]
+) -> C:
     values = read_config_file(file) if file is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return schema.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(describe_error(e, schema.model_fields) for e in exc.errors())
+        problems = "; ".join(describe_error(e, schema.model_fields, name) for e in exc.errors())
         where = f" in {file}" if file is not None else ""
         raise FluodenError(f"invalid configuration{where}: {problems}") from exc

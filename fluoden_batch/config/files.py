@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -13,18 +14,21 @@ import yaml
 from fluoden_batch.errors import FluodenError
 
 
-def _flag(loc: str) -> str:
+def flag_name(loc: str) -> str:
+    """The command-line flag of a field: ``mask_sigma`` -> ``--mask-sigma``."""
     return "--" + loc.replace("_", "-")
 
 
-def describe_error(error: dict[str, Any], fields: Any, name: Callable[[str], str] = _flag) -> str:
+def describe_error(
+    error: dict[str, Any], fields: Any, name: Callable[[str], str] = flag_name
+) -> str:
     """One readable phrase for a pydantic validation error, naming the option (``name``
     of its location: ``--mask-sigma`` by default) and the closest known one for a typo."""
     loc = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":  # a key of a file or a keyword: named as given
         close = difflib.get_close_matches(str(error["loc"][0]), fields, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        label = repr(loc) if name is _flag else name(loc)
+        label = repr(loc) if name is flag_name else name(loc)
         return f"{label}: unknown option{hint}"
     if error["type"] == "missing":
         return f"{name(loc)}: required but not given"
@@ -32,10 +36,11 @@ def describe_error(error: dict[str, Any], fields: Any, name: Callable[[str], str
     if not loc:  # a model-level check; it names its fields itself
         return message
     got = repr(error.get("input"))
-    return f"{name(loc)}: {message}" + ("" if got in message else f" (got {got})")
+    said = re.search(rf"(?<![\w.]){re.escape(got)}(?![\w.])", message)  # not 3 in "32"
+    return f"{name(loc)}: {message}" + ("" if said else f" (got {got})")
 
 
-__all__ = ["describe_error", "read_config_file"]
+__all__ = ["describe_error", "flag_name", "read_config_file"]
 
 
 def read_config_file(path: Path, error: type[FluodenError] = FluodenError) -> dict[str, Any]:

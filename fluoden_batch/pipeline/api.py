@@ -19,7 +19,7 @@ from fluoden_batch.config import (
     DenoiseOptions,
     NoiseConfig,
     SegmentConfig,
-    load_config,
+    load_options,
 )
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.source import open_image
@@ -109,7 +109,7 @@ def denoise(
                 "an output path needs a stored input (Zarr, OME-Zarr or TIFF); save the "
                 "array with zarr first, or leave output=None to get the denoised array back"
             )
-        cfg = load_config(
+        cfg = load_options(
             DenoiseConfig,
             Path(config) if config is not None else None,
             input=source,
@@ -127,7 +127,7 @@ def denoise(
             "OUT (OUT/.fluoden/adapted.safetensors) and reused on resume; then pass "
             "model=OUT to denoise arrays with them"
         )
-    opts = load_config(DenoiseOptions, None, model=model, protocol=protocol, **options)
+    opts = load_options(DenoiseOptions, None, model=model, protocol=protocol, **options)
     array = _open_array(source, opts.axes) if _is_path(source) else source
     return denoise_array(array, opts)
 
@@ -147,7 +147,7 @@ def segment(
     is an OME-Zarr copy of the image with the labels under it, ``output/labels/clusters``
     (one per channel: ``clusters-c0``, ...). ``client``: run on it and leave it open.
     """
-    cfg = load_config(
+    cfg = load_options(
         SegmentConfig, None, input=source, output=output, clusters=clusters, method=method,
         **options,
     )  # fmt: skip
@@ -170,7 +170,7 @@ def estimate_noise(
     (:func:`~fluoden_batch.pipeline.noise.estimate_array`).
     """
     if _is_path(source):
-        cfg = load_config(
+        cfg = load_options(
             NoiseConfig, None, input=source, axes=axes, max_blocks=max_blocks, **options
         )
         return run_estimate_noise(cfg, client=client)
