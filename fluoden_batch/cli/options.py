@@ -23,11 +23,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from fluoden_batch.config.compute import COMPUTE_FIELDS
-
 __all__ = ["config_options"]
-
-COMPUTE_PANEL = "Where it runs (Dask)"
 
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
@@ -63,9 +59,20 @@ def _help(field: FieldInfo) -> str:
     return f"{text}."
 
 
-def _parameter(name: str, field: FieldInfo, argument: bool, short: str | None) -> Any:
+def _declared_by(model: type[BaseModel], name: str) -> tuple[int, str | None]:
+    """Where ``--help`` shows field ``name``: the ``help_panel`` of the option group (a
+    base of ``model`` declaring one) that holds it, with the group's place among the bases
+    (the command's own and ungrouped fields: ``(0, None)``, typer's first panel)."""
+    for rank, cls in enumerate(model.__mro__):
+        if "help_panel" in vars(cls) and name in cls.model_fields:
+            return rank, vars(cls)["help_panel"]
+    return 0, None
+
+
+def _parameter(
+    name: str, field: FieldInfo, argument: bool, short: str | None, panel: str | None
+) -> Any:
     kind = _base_type(field.annotation)
-    panel = COMPUTE_PANEL if name in COMPUTE_FIELDS else None
     if argument:
         info = typer.Argument(help=_help(field), show_default=False)
         return inspect.Parameter(name, _KEYWORD, annotation=Annotated[kind, info])
@@ -115,10 +122,13 @@ def config_options(
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         fields = model.model_fields
-        generated = [_parameter(n, fields[n], True, None) for n in arguments]
+        generated = [_parameter(n, fields[n], True, None, None) for n in arguments]
         options = [n for n in fields if n not in arguments and n not in exclude]
-        options.sort(key=lambda n: n in COMPUTE_FIELDS)  # where it runs: last, own panel
-        generated += [_parameter(n, fields[n], False, short.get(n)) for n in options]
+        options.sort(key=lambda n: _declared_by(model, n)[0])  # ungrouped first, then by base
+        generated += [
+            _parameter(n, fields[n], False, short.get(n), _declared_by(model, n)[1])
+            for n in options
+        ]
         own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
         own = [p.replace(kind=_KEYWORD) for p in own]
         names = {p.name for p in generated}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from dask.utils import parse_bytes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,6 +19,7 @@ class ComputeOptions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    help_panel: ClassVar[str] = "Where it runs (Dask)"  # --help's panel of these options
 
     workers: int | None = Field(
         None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -183,6 +183,7 @@ class InputOptions(BaseModel):
     """How much of the input must be stored, shared by ``denoise`` and ``segment``."""
 
     model_config = ConfigDict(extra="forbid")
+    help_panel: ClassVar[str] = "Input"  # --help's panel of these options
 
     allow_sparse: bool = Field(
         False,
@@ -196,6 +197,7 @@ class PyramidOptions(BaseModel):
     shared by ``denoise`` and ``segment``."""
 
     model_config = ConfigDict(extra="forbid")
+    help_panel: ClassVar[str] = "Output pyramid"  # --help's panel of these options
 
     levels: int | None = Field(
         None,
@@ -239,6 +241,7 @@ class AdaptOptions(BaseModel):
     """Fitting the model to the input before denoising it (``--adapt``); store runs only."""
 
     model_config = ConfigDict(extra="forbid")
+    help_panel: ClassVar[str] = "Fit to the data (--adapt)"  # --help's panel of these options
 
     adapt: Literal["none", "auto", "n2n", "single"] = Field(
         "none",

@@ -50,6 +50,25 @@ def test_help_paragraphs_are_left_to_the_terminal_to_wrap():
     assert "Work is split into blocks aligned to the output chunks; each task reads its" in narrow
 
 
+def test_denoise_help_leads_with_the_model_and_groups_the_rest():
+    """The options come in panels, the command's own first (--model leading), then one per
+    option group (the group's help_panel), in the order the config inherits them."""
+    text = runner.invoke(app, ["denoise", "--help"], terminal_width=200).output
+    panels = [line.split("─ ")[1].split(" ─")[0] for line in text.splitlines() if "╭─ " in line]
+    assert panels == [
+        "Arguments",
+        "Options",
+        "Fit to the data (--adapt)",
+        "Output pyramid",
+        "Input",
+        "Where it runs (Dask)",
+    ]
+    flags = [line.split()[1] for line in text.splitlines() if line.startswith("│ --")]
+    assert flags[:2] == ["--model", "--protocol"]
+    assert flags.index("--adapt-seed") < flags.index("--levels") < flags.index("--allow-sparse")
+    assert flags.index("--allow-sparse") < flags.index("--workers")
+
+
 def test_models_list_marks_the_defaults_with_cost_and_halo():
     from fluoden_batch.config import DEFAULT_MODEL
     from fluoden_batch.models.weights import load_model
