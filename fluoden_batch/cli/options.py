@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -46,9 +47,17 @@ def _base_type(annotation: Any) -> Any:
     return str
 
 
+# a description led by a name as written (a value, mode or architecture: "sure: ...",
+# "dncnn only: ...", "auto | cpu", "fp32, or ...", "self_supervised: ..."): not capitalised
+_NAME_FIRST = re.compile(r"[a-z-]*[0-9_]|[a-z][a-z-]*(?: only)?(?:[:/,]| \|)")
+
+
 def _help(field: FieldInfo) -> str:
     text = (field.description or "").rstrip(".")
-    text = text[:1].upper() + text[1:]
+    kind = _base_type(field.annotation)
+    choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
+    if not (_NAME_FIRST.match(text) or text.split(" ", 1)[0] in choices):  # "auto (cuML ..."
+        text = text[:1].upper() + text[1:]
     if field.is_required():
         return f"{text}."
     default = field.get_default(call_default_factory=True)

@@ -59,7 +59,13 @@ def train_command(
         typer.Option(help="Stop after this step with a checkpoint (time-limited jobs)."),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="A live progress bar (loss, validation PSNR); --no-progress: log lines only.",
+        ),
+    ] = True,
     check: Annotated[
         bool, typer.Option("--check", help="Validate the config, print it and stop.")
     ] = False,

@@ -69,6 +69,30 @@ def test_denoise_help_leads_with_the_model_and_groups_the_rest():
     assert flags.index("--allow-sparse") < flags.index("--workers")
 
 
+@pytest.mark.parametrize(
+    ("description", "shown"),
+    [
+        ("local worker processes", "Local worker processes."),
+        ("threads (and torch threads) per worker", "Threads (and torch threads) per worker."),
+        ("sure: after the model", "sure: after the model."),  # a value's name as written
+        ("dncnn only: batch norm", "dncnn only: batch norm."),
+        ("auto | cpu | cuda", "auto | cpu | cuda."),
+        ("fp32, or bf16", "fp32, or bf16."),
+        ("self_supervised: share", "self_supervised: share."),
+        ("auto (cuML when it imports)", "auto (cuML when it imports)."),  # one of the choices
+    ],
+)
+def test_help_capitalises_prose_not_names(description, shown):
+    from typing import Literal
+
+    from pydantic.fields import FieldInfo
+
+    from fluoden_batch.cli.options import _help
+
+    field = FieldInfo(annotation=Literal["auto", "cpu"], description=description)
+    assert _help(field) == shown
+
+
 def test_models_list_marks_the_defaults_with_cost_and_halo():
     from fluoden_batch.config import DEFAULT_MODEL
     from fluoden_batch.models.weights import load_model
