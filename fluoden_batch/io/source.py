@@ -172,6 +172,12 @@ def open_image(
     p = p.resolve()
     if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES:
         source = _open_tiff(p, axes)
+    elif p.is_file():  # a Zarr store is a folder (a zipped one: unzip it first)
+        raise InputError(
+            f"{p}: a {p.suffix or 'suffix-less'} file is not an image fluoden reads (a Zarr "
+            "array or OME-Zarr image folder, a .tif/.tiff file); save it as TIFF, or read it "
+            "in Python and pass the array to fluoden_batch.denoise"
+        )
     else:
         source = _open_zarr(p, axes)
     _validate(source, dtypes)

@@ -116,6 +116,21 @@ def test_missing_input_is_a_clear_error(tmp_path):
     assert not (tmp_path / "o.zarr").exists()
 
 
+def test_a_file_of_another_format_is_named_as_such(tmp_path):
+    """A PNG (FMD's own format) was opened as a Zarr store: "No group found in store"."""
+    import skimage.io
+
+    png = tmp_path / "cells.png"
+    skimage.io.imsave(png, np.zeros((32, 32), np.uint8), check_contrast=False)
+    for command in (["denoise", str(png), str(tmp_path / "o.zarr")], ["info", str(png)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2
+        text = " ".join(result.output.split())
+        assert f"{png}: a .png file is not an image fluoden reads" in text
+        assert "save it as TIFF" in text
+    assert not (tmp_path / "o.zarr").exists()
+
+
 @pytest.fixture
 def small_input(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
