@@ -16,21 +16,42 @@ __all__ = ["info", "ingest"]
 
 
 def ingest(
-    tiff: Annotated[Path, typer.Argument(help="TIFF or OME-TIFF stack.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A TIFF or OME-TIFF stack; or 2-D image files (PNG, JPEG, TIFF, ...) or "
+            "folders of them, stacked in natural order of their names.",
+            metavar="INPUT...",
+            show_default=False,
+        ),
+    ],
     output: Annotated[Path, typer.Argument(help="New OME-Zarr image to write.")],
     chunks: Annotated[str, typer.Option(help="Chunk size in Y/X as 'Y,X'.")] = "512,512",
     ngff_version: Annotated[str, typer.Option(help="NGFF version: 0.5 or 0.4.")] = "0.5",
     axes: Annotated[
-        str | None, typer.Option(help="Axis names if the TIFF has none usable, e.g. 'zyx'.")
+        str | None,
+        typer.Option(
+            help="Axis names if the TIFF has none usable, e.g. 'zyx'; of a stack of files: "
+            "'zyx' (default), 'tyx' or 'cyx'."
+        ),
     ] = None,
 ) -> None:
-    """Convert a TIFF / OME-TIFF stack to an OME-Zarr image (plane by plane)."""
+    """Convert images to an OME-Zarr image (plane by plane): a TIFF / OME-TIFF stack, or
+    a stack of 2-D image files.
+
+    `fluoden ingest stack.ome.tif stack.ome.zarr` keeps an OME-TIFF's axes, physical sizes
+    and channels. `fluoden ingest raw/*.png raw.ome.zarr --axes tyx` stacks a time series
+    of PNGs (img_2 before img_10, whatever order the shell lists them in); a folder stands
+    for its image files.
+    """
     from fluoden_batch.io.ingest import ingest as do_ingest
 
     with errors():
         if ngff_version not in ("0.4", "0.5"):
             raise FluodenError(f"--ngff-version {ngff_version!r}: use 0.4 or 0.5")
-        path = do_ingest(tiff, output, chunks=_chunks(chunks), ngff_version=ngff_version, axes=axes)
+        path = do_ingest(
+            inputs, output, chunks=_chunks(chunks), ngff_version=ngff_version, axes=axes
+        )
         out.print(f"wrote {path}")
 
 

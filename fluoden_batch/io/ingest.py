@@ -1,35 +1,50 @@
-"""Convert a TIFF / OME-TIFF stack into an OME-Zarr image, plane by plane (bounded memory)."""
+"""Convert images into an OME-Zarr image, plane by plane (bounded memory): a TIFF /
+OME-TIFF stack, or 2-D image files (PNG, JPEG, TIFF, ...: what imagecodecs reads) stacked
+along one axis."""
 
 from __future__ import annotations
 
 import itertools
 import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import imagecodecs
+import numpy as np
+import tifffile
 import zarr
 
 from fluoden_batch.errors import InputError, OutputError
-from fluoden_batch.io.ngff import NGFFVersion, write_attrs
-from fluoden_batch.io.source import ImageSource, open_image
+from fluoden_batch.io.ngff import ImageMeta, NGFFVersion, validate_axes, write_attrs
+from fluoden_batch.io.source import SUPPORTED_DTYPES, TIFF_SUFFIXES, ImageSource, open_image
 from fluoden_batch.io.store import LEVEL0, check_output_path
+
+# the 2-D image files a folder contributes (any file imagecodecs reads can be named)
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2")
 
 
 def ingest(
-    tiff: Path,
+    sources: Path | Sequence[Path],
     out: Path,
     *,
     chunks: tuple[int, int] = (512, 512),
     ngff_version: NGFFVersion = "0.5",
     axes: str | None = None,
 ) -> Path:
-    """Write ``tiff`` as a single-level OME-Zarr image at ``out``.
+    """Write ``sources`` as a single-level OME-Zarr image at ``out``.
 
     Parameters
     ----------
-    tiff : Path
-        A ``.tif``/``.tiff`` file. An OME-TIFF's physical sizes and time increment become
-        the scales and axis units, its channel names and colours the ``omero`` channels
-        (with display windows sampled from the data, see :mod:`fluoden_batch.io.ome`).
+    sources : Path or sequence of Path
+        One ``.tif``/``.tiff`` file: its stack as it is. An OME-TIFF's physical sizes and
+        time increment become the scales and axis units, its channel names and colours the
+        ``omero`` channels (with display windows sampled from the data, see
+        :mod:`fluoden_batch.io.ome`). Otherwise 2-D image files of one shape and dtype
+        (PNG, JPEG, TIFF, ...), or folders of them (their files with an
+        :data:`IMAGE_SUFFIXES` suffix), in natural order of their names (``img_2`` before
+        ``img_10``): a ``(planes, Y, X)`` stack, axes ``zyx`` unless ``axes`` says
+        otherwise (``tyx``, ``cyx``); a single file is a ``yx`` image.
     out : Path
         New OME-Zarr group; must not exist. Removed again when the conversion fails
         (an unreadable plane, a full disk, an interrupt), so a rerun starts afresh.
@@ -38,19 +53,26 @@ def ingest(
     ngff_version : {"0.5", "0.4"}
         NGFF version (0.4 writes Zarr v2, readable by Fiji's N5/OME-Zarr readers).
     axes : str, optional
-        Axis names when the TIFF does not carry usable ones.
+        Axis names when the TIFF does not carry usable ones, or of a stack of files.
 
     Raises
     ------
     InputError, OutputError
-        An unreadable or truncated TIFF, or an ``out`` that exists or lies inside it.
+        An unreadable or truncated file, files of different shapes or dtypes, a colour
+        image, or an ``out`` that exists or lies inside an input.
     """
-    source = open_image(tiff, axes)
-    out = check_output_path(out, [tiff])
+    paths = [Path(sources)] if isinstance(sources, str | Path) else [Path(s) for s in sources]
+    files = image_files(paths)
+    if len(files) == 1 and files[0].suffix.lower() in TIFF_SUFFIXES:
+        source: ImageSource | _Files = open_image(files[0], axes)
+    else:
+        source = _Files(files, axes)
+    out = check_output_path(out, files)
     if out.exists() or out.is_symlink():
         raise OutputError(f"{out} already exists; ingest writes a new image (choose another OUT)")
+    name = paths[0].name if len(paths) == 1 and paths[0].is_dir() else files[0].stem
     try:
-        _write(source, tiff, out, chunks, ngff_version)
+        _write(source, name, out, chunks, ngff_version)
     except BaseException as exc:
         shutil.rmtree(out, ignore_errors=True)  # created here: a rerun starts afresh
         if isinstance(exc, OSError):
@@ -59,8 +81,95 @@ def ingest(
     return out
 
 
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The files ``paths`` name, each folder replaced by its image files; naturally sorted
+    where more than one (a shell's ``*.png`` lists ``img_10`` before ``img_2``)."""
+    files: list[Path] = []
+    for p in paths:
+        if not p.exists():
+            raise InputError(f"{p}: no such file or directory")
+        if p.is_dir():
+            found = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            if not found:
+                raise InputError(f"{p}: a folder without image files ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        else:
+            files.append(p)
+    files = [f.resolve() for f in files]
+    return [Path(f) for f in tifffile.natural_sorted(map(str, files))] if len(files) > 1 else files
+
+
+class _Files:
+    """2-D image files as one ``(planes, Y, X)`` image (``(Y, X)`` for one file), read
+    one file at a time; the first file fixes shape and dtype, the others are checked
+    against it as they are read."""
+
+    def __init__(self, files: list[Path], axes: str | None) -> None:
+        self.files = files
+        first = self.read(0)
+        self.plane_shape, self.dtype = first.shape, first.dtype
+        if self.dtype not in SUPPORTED_DTYPES:
+            supported = ", ".join(np.dtype(t).name for t in SUPPORTED_DTYPES)
+            raise InputError(f"{files[0]}: dtype {self.dtype} is not supported ({supported})")
+        self.shape = (*(() if len(files) == 1 else (len(files),)), *first.shape)
+        names = axes or ("yx" if len(files) == 1 else "zyx")
+        validate_axes(names)
+        if len(names) != len(self.shape):
+            raise InputError(
+                f"axes {names!r} given for {len(files)} file(s) of 2-D images, an image of "
+                f"{len(self.shape)} dimensions"
+            )
+        self.meta = ImageMeta(axes=names, scale=[1.0] * len(names))
+
+    def read(self, i: int) -> np.ndarray:
+        f = self.files[i]
+        try:
+            if f.suffix.lower() in TIFF_SUFFIXES:
+                plane = np.squeeze(tifffile.imread(f))
+            else:
+                plane = np.asarray(imagecodecs.imread(f))
+        except Exception as exc:  # the codecs' many error types
+            raise InputError(f"{f}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        if plane.ndim == 3 and plane.shape[-1] in (3, 4):
+            raise InputError(
+                f"{f}: a colour (RGB/RGBA) image of shape {plane.shape}; fluoden takes "
+                "single-channel planes: save each channel as a grey image"
+            )
+        if plane.ndim != 2:
+            raise InputError(
+                f"{f}: {plane.ndim} dimensions {plane.shape}; a stack of files takes 2-D "
+                "images (ingest a multi-plane TIFF on its own)"
+            )
+        if i and (plane.shape, plane.dtype) != (self.plane_shape, self.dtype):
+            raise InputError(
+                f"{f}: {plane.shape} {plane.dtype}, but {self.files[0].name} is "
+                f"{self.plane_shape} {self.dtype}: a stack needs planes of one shape and dtype"
+            )
+        return plane
+
+    def planes(self) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+        for i in range(len(self.files)):
+            yield ((i,) if len(self.files) > 1 else ()), self.read(i)
+
+
+def _tiff_planes(source: ImageSource) -> Iterator[tuple[tuple[int, ...], Any]]:
+    for lead in itertools.product(*(range(n) for n in source.shape[:-2])):
+        try:
+            plane = source.array[lead]
+        except Exception as exc:  # tifffile's and the codecs' errors of a corrupt plane
+            where = f"plane {lead}" if lead else "its plane"
+            raise InputError(
+                f"{source.spec.path}: cannot read {where} ({type(exc).__name__}: {exc})"
+            ) from exc
+        yield lead, plane
+
+
 def _write(
-    source: ImageSource, tiff: Path, out: Path, chunks: tuple[int, int], version: NGFFVersion
+    source: ImageSource | _Files,
+    name: str,
+    out: Path,
+    chunks: tuple[int, int],
+    version: NGFFVersion,
 ) -> None:
     """Create ``out`` and copy ``source`` into it plane by plane."""
     zarr_format = 3 if version == "0.5" else 2
@@ -77,13 +186,9 @@ def _write(
         fill_value=0,
         dimension_names=list(source.meta.axes) if zarr_format == 3 else None,
     )
-    for lead in itertools.product(*(range(n) for n in shape[:-2])):
-        try:
-            plane = source.array[lead]
-        except Exception as exc:  # tifffile's and the codecs' errors of a corrupt plane
-            where = f"plane {lead}" if lead else "its plane"
-            raise InputError(f"{tiff}: cannot read {where} ({type(exc).__name__}: {exc})") from exc
+    planes = source.planes() if isinstance(source, _Files) else _tiff_planes(source)
+    for lead, plane in planes:
         array[lead] = plane
     meta = source.meta
-    meta.name = tiff.stem
+    meta.name = name
     group.attrs.update(write_attrs(meta, version, LEVEL0))

@@ -175,8 +175,9 @@ def open_image(
     elif p.is_file():  # a Zarr store is a folder (a zipped one: unzip it first)
         raise InputError(
             f"{p}: a {p.suffix or 'suffix-less'} file is not an image fluoden reads (a Zarr "
-            "array or OME-Zarr image folder, a .tif/.tiff file); save it as TIFF, or read it "
-            "in Python and pass the array to fluoden_batch.denoise"
+            "array or OME-Zarr image folder, a .tif/.tiff file); convert it with `fluoden "
+            "ingest FILE... OUT.ome.zarr` (PNG, JPEG, ...), or pass its pixels to "
+            "fluoden_batch.denoise as an array"
         )
     else:
         source = _open_zarr(p, axes)

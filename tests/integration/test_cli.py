@@ -127,7 +127,7 @@ def test_a_file_of_another_format_is_named_as_such(tmp_path):
         assert result.exit_code == 2
         text = " ".join(result.output.split())
         assert f"{png}: a .png file is not an image fluoden reads" in text
-        assert "save it as TIFF" in text
+        assert "convert it with `fluoden ingest FILE... OUT.ome.zarr`" in text
     assert not (tmp_path / "o.zarr").exists()
 
 
