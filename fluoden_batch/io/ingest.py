@@ -17,11 +17,14 @@ import zarr
 
 from fluoden_batch.errors import InputError, OutputError
 from fluoden_batch.io.ngff import ImageMeta, NGFFVersion, validate_axes, write_attrs
-from fluoden_batch.io.source import SUPPORTED_DTYPES, TIFF_SUFFIXES, ImageSource, open_image
+from fluoden_batch.io.source import (
+    IMAGE_SUFFIXES,
+    SUPPORTED_DTYPES,
+    TIFF_SUFFIXES,
+    ImageSource,
+    open_image,
+)
 from fluoden_batch.io.store import LEVEL0, check_output_path
-
-# the 2-D image files a folder contributes (any file imagecodecs reads can be named)
-IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2")
 
 
 def ingest(
@@ -42,9 +45,9 @@ def ingest(
         ``omero`` channels (with display windows sampled from the data, see
         :mod:`fluoden_batch.io.ome`). Otherwise 2-D image files of one shape and dtype
         (PNG, JPEG, TIFF, ...), or folders of them (their files with an
-        :data:`IMAGE_SUFFIXES` suffix), in natural order of their names (``img_2`` before
-        ``img_10``): a ``(planes, Y, X)`` stack, axes ``zyx`` unless ``axes`` says
-        otherwise (``tyx``, ``cyx``); a single file is a ``yx`` image.
+        :data:`~fluoden_batch.io.source.IMAGE_SUFFIXES` suffix), in natural order of
+        their names (``img_2`` before ``img_10``): a ``(planes, Y, X)`` stack, axes ``zyx``
+        unless ``axes`` says otherwise (``tyx``, ``cyx``); a single file is a ``yx`` image.
     out : Path
         New OME-Zarr group; must not exist. Removed again when the conversion fails
         (an unreadable plane, a full disk, an interrupt), so a rerun starts afresh.

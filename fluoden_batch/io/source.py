@@ -36,6 +36,8 @@ from fluoden_batch.io.ome import OmeDescription, describe_ngff, ngff_meta, read_
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 TIFF_SUFFIXES = (".tif", ".tiff")
 MAX_CHUNK_BYTES = 1 << 30  # a chunk larger than this when decoded is refused (memory bound)
+# the 2-D image files `fluoden ingest` takes from a folder (imagecodecs or tifffile read them)
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2")
 _TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 _OME_XML_SYNTAX = "OME series raised ParseError"  # tifffile's log of malformed OME-XML
 
@@ -189,7 +191,9 @@ def _open_zarr(p: Path, axes: str | None) -> ImageSource:
     try:
         node = zarr.open(str(p), mode="r")
     except Exception as exc:  # zarr raises several types for a non-store path
-        raise InputError(f"{p}: not a readable Zarr array or group ({exc})") from exc
+        images = p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())
+        hint = "; a folder of image files: stack them with `fluoden ingest`" if images else ""
+        raise InputError(f"{p}: not a readable Zarr array or group ({exc}){hint}") from exc
     if isinstance(node, zarr.Array):
         meta = _plain_meta(node.ndim, axes, p)
         return ImageSource(SourceSpec("zarr", str(p)), node, meta)

@@ -44,6 +44,9 @@ def test_a_folder_stands_for_its_image_files_and_one_file_is_an_image(tmp_path):
     for i, plane in enumerate(planes):
         tifffile.imwrite(folder / f"frame_{i}.tif", plane)
     (folder / "notes.txt").write_text("not an image")
+    info = runner.invoke(app, ["info", str(folder)])  # what to do with it, said on the way
+    assert info.exit_code == 2
+    assert "a folder of image files: stack them with `fluoden ingest`" in info.output
     assert _ingest(folder, tmp_path / "f.ome.zarr").exit_code == 0
     stack = open_image(tmp_path / "f.ome.zarr")
     assert stack.meta.axes == "zyx"
