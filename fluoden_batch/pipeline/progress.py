@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 __all__ = ["ConsoleReporter", "Reporter"]
@@ -66,9 +67,11 @@ class ConsoleReporter(Reporter):
         self._last_done = 0
 
     def planned(self, line: str, notes: list[str]) -> None:
-        self.console.print(line, highlight=False)
+        # one line each, never hard-wrapped: a batch log keeps every note grep-able
+        self.console.print(escape(line), highlight=False, soft_wrap=True)
         for note in notes:
-            self.console.print(note.replace("warning:", "[yellow]warning:[/]", 1), highlight=False)
+            text = escape(note).replace("warning:", "[yellow]warning:[/]", 1)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def dashboard(self, link: str) -> None:
         self.console.print(f"Dask dashboard: {link}", highlight=False)

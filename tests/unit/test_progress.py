@@ -79,3 +79,17 @@ def test_a_count_already_printed_is_not_printed_again() -> None:
     assert [line.split(" (")[0] for line in lines[1:]] == [
         f"segmenting: {d}/6 blocks" for d in range(1, 7)
     ]
+
+
+def test_plan_notes_are_one_line_each_in_a_batch_log() -> None:
+    """A note longer than the console is not hard-wrapped (a log line stays grep-able),
+    and a bracketed value in it is printed as it is, not read as markup."""
+    text = io.StringIO()
+    reporter = ConsoleReporter(Console(file=text, force_terminal=False, width=80))
+    note = "warning: " + "the noise of this plane [bold] reads " * 5 + "(5.93)"
+    reporter.planned("writing out.zarr: 3 blocks", [note, "noise (a, b) per channel: [1, 2]"])
+    assert text.getvalue().splitlines() == [
+        "writing out.zarr: 3 blocks",
+        note,
+        "noise (a, b) per channel: [1, 2]",
+    ]
