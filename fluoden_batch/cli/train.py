@@ -22,6 +22,20 @@ from fluoden_batch.errors import FluodenError
 __all__ = ["train_command"]
 
 
+def _check_not_a_shipped_name(config: Path) -> None:
+    """A missing CONFIG that names a shipped config: say how to copy it (its data paths
+    point into the repository, so it is a start to edit, not a file to train from)."""
+    from fluoden_batch.resources import shipped_configs
+
+    shipped = shipped_configs().get(config.name)
+    if not config.exists() and shipped is not None:
+        raise TrainConfigError(
+            f"{config}: no such file; {config.name!r} is a shipped config: `fluoden profiles "
+            f"{config.name} > {shipped.name}` copies it, then edit its data paths and run "
+            f"`fluoden train {shipped.name}`"
+        )
+
+
 def _describe_run(config: TrainConfig) -> str:
     source = config.noisy_dir if config.mode in NOISY_ONLY_MODES else config.clean_dir
     return (
@@ -86,6 +100,7 @@ def train_command(
     """
     cfg: TrainConfig | None = None
     try:
+        _check_not_a_shipped_name(config)
         cfg = load_train_config(config, **given)
         if check:
             out.print_json(cfg.model_dump_json())

@@ -158,6 +158,17 @@ def test_bad_config_names_the_field(
     assert "Traceback" not in result.output
 
 
+def test_a_shipped_config_named_without_its_file_says_how_to_copy_it(
+    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no file of that name here
+    result = CliRunner().invoke(app, ["train", "supervised_w2s", "--check"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "'supervised_w2s' is a shipped config: `fluoden profiles supervised_w2s >" in text
+    assert "supervised_w2s.toml` copies it" in text
+
+
 def test_unreadable_config_files(tmp_path: Path) -> None:
     with pytest.raises(TrainConfigError, match=r"missing\.toml"):
         load_train_config(tmp_path / "missing.toml")
