@@ -62,7 +62,7 @@ class ConsoleReporter(Reporter):
         self._task: Any = None
         self._label, self._total, self._first, self._px = "", 0, 0, 0.0
         self._unit = "blocks"
-        self._run_total = self._offset = 0  # the run's total; blocks of its earlier phase
+        self._offset = 0  # blocks of the run's earlier phase (the run's total: offset + total)
         self._t0 = self._last_time = 0.0
         self._last_done = 0
 
@@ -79,7 +79,7 @@ class ConsoleReporter(Reporter):
     def start(
         self, label: str, total: int, done: int, pixels_per_block: float, unit: str = "blocks"
     ) -> None:
-        self._run_total, self._offset = total, 0
+        self._offset = 0
         self._phase(label, total, done, pixels_per_block, unit)
 
     def _phase(self, label: str, total: int, done: int, pixels_per_block: float, unit: str) -> None:
@@ -103,8 +103,8 @@ class ConsoleReporter(Reporter):
             self.console.print(f"{label}: {done}/{total} {unit} done before this run")
 
     def block(self, done: int, total: int) -> None:
-        if total > self._run_total:  # the pyramid phase joined the run: counted on its own
-            self._offset, self._run_total = self._run_total, total
+        if total > self._offset + self._total:  # the pyramid phase joined the run: on its own
+            self._offset += self._total
             self._phase("pyramid", total - self._offset, done - self._offset, 0.0, "blocks")
         done, total = done - self._offset, total - self._offset
         if self._bar is not None:
