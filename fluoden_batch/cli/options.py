@@ -133,11 +133,9 @@ def config_options(
         fields = model.model_fields
         generated = [_parameter(n, fields[n], True, None, None) for n in arguments]
         options = [n for n in fields if n not in arguments and n not in exclude]
-        options.sort(key=lambda n: _declared_by(model, n)[0])  # ungrouped first, then by base
-        generated += [
-            _parameter(n, fields[n], False, short.get(n), _declared_by(model, n)[1])
-            for n in options
-        ]
+        groups = {n: _declared_by(model, n) for n in options}
+        options.sort(key=lambda n: groups[n][0])  # ungrouped first, then by base
+        generated += [_parameter(n, fields[n], False, short.get(n), groups[n][1]) for n in options]
         own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
         own = [p.replace(kind=_KEYWORD) for p in own]
         names = {p.name for p in generated}
