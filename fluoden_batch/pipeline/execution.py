@@ -71,7 +71,7 @@ def run_planned(
     prepare: Callable[..., None] | None = None,
 ) -> RunResult:
     """Report the plan ``p``, then run its pending blocks with ``execute(p, client,
-    on_block=, resources=)`` on :func:`client_for`'s client (or finish at once when
+    reporter=, resources=)`` on :func:`client_for`'s client (or finish at once when
     no block is pending, of level 0 or of the pyramid). ``prepare(p, client, reporter,
     resources)`` runs first on the same client (``--adapt``'s fit). ``report_file``: a
     Dask performance report (HTML) there. The plan's lock on OUT is released at the end,
@@ -119,7 +119,7 @@ def _run_planned(
         reporter.start(label, len(p.blocks), done, pixels / max(1, len(p.pending)))
         try:
             with report:
-                return execute(p, c, on_block=reporter.block, resources=resources)
+                return execute(p, c, reporter=reporter, resources=resources)
         finally:
             reporter.stop()
 

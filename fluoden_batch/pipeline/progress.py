@@ -3,8 +3,8 @@
 A run reports to a :class:`Reporter`. :class:`Reporter` itself says nothing (the Python
 API's default); :class:`ConsoleReporter` prints to stderr: a rich progress bar on a
 terminal, and in a batch log (no terminal: SLURM, Kubernetes, nohup) one line every few
-percent or every ``interval`` seconds with blocks done, Mpx/s and the time left; the
-pyramid phase that follows the blocks is counted as a phase of its own (``pyramid:``).
+percent or every ``interval`` seconds with blocks done, Mpx/s and the time left, for each
+phase of the run (``--adapt``'s fit, the blocks, the pyramid) in turn.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ __all__ = ["ConsoleReporter", "Reporter"]
 
 class Reporter:
     """The silent reporter; subclasses print. Every method may be called any number of
-    times; ``block`` gets the blocks done (finished before this run included) and their
-    total."""
+    times; a run reports its phases one after the other (``start``, then ``block`` for
+    each block of that phase)."""
 
     def planned(self, line: str, notes: list[str]) -> None:
         """The plan in one line, and its notes (warnings start with ``warning:``)."""
@@ -37,8 +37,8 @@ class Reporter:
         to run (``label``: e.g. ``denoising``); ``pixels_per_block`` 0: no Mpx/s."""
 
     def block(self, done: int, total: int) -> None:
-        """One more block finished or failed (``total`` grows by the pyramid's blocks when
-        the pyramid phase starts)."""
+        """One more block of the phase finished or failed: ``done`` of ``total`` (blocks
+        finished before this run included)."""
 
     def stop(self) -> None:
         """The run ended (normally or not)."""
@@ -62,7 +62,6 @@ class ConsoleReporter(Reporter):
         self._task: Any = None
         self._label, self._total, self._first, self._px = "", 0, 0, 0.0
         self._unit = "blocks"
-        self._offset = 0  # blocks of the run's earlier phase (the run's total: offset + total)
         self._t0 = self._last_time = 0.0
         self._last_done = 0
 
@@ -79,10 +78,6 @@ class ConsoleReporter(Reporter):
     def start(
         self, label: str, total: int, done: int, pixels_per_block: float, unit: str = "blocks"
     ) -> None:
-        self._offset = 0
-        self._phase(label, total, done, pixels_per_block, unit)
-
-    def _phase(self, label: str, total: int, done: int, pixels_per_block: float, unit: str) -> None:
         self.stop()
         self._label, self._total, self._first, self._px = label, total, done, pixels_per_block
         self._unit = unit
@@ -103,16 +98,12 @@ class ConsoleReporter(Reporter):
             self.console.print(f"{label}: {done}/{total} {unit} done before this run")
 
     def block(self, done: int, total: int) -> None:
-        if total > self._offset + self._total:  # the pyramid phase joined the run: on its own
-            self._offset += self._total
-            self._phase("pyramid", total - self._offset, done - self._offset, 0.0, "blocks")
-        done, total = done - self._offset, total - self._offset
         if self._bar is not None:
             self._bar.update(self._task, completed=done, total=total)
             return
         now = time.monotonic()
         step = max(1, total // 10)
-        if done == self._last_done:  # nothing new (e.g. the count again as the pyramid starts)
+        if done == self._last_done:  # nothing new
             return
         if done < total and done - self._last_done < step and now - self._last_time < self.interval:
             return

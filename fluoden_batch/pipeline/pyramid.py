@@ -29,6 +29,7 @@ from distributed import Client
 
 from fluoden_batch.io.ngff import multiscales_block
 from fluoden_batch.io.store import PYRAMID_MARKER_DIR, OutputSpec
+from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.restore.block import cast_output
 from fluoden_batch.restore.tiles import Block, BlockGrid, block_shape, plan_blocks
 
@@ -126,7 +127,7 @@ Hook = Callable[[int, int], None]
 
 
 def _shifted(on_block: Hook, start: int, total: int) -> Hook:
-    """A level's ``on_block(done, level total)`` as the run's ``(start + done, total)``."""
+    """A level's ``on_block(done, level total)`` as the phase's ``(start + done, total)``."""
     return lambda done, _: on_block(start + done, total)
 
 
@@ -144,17 +145,16 @@ def build_pyramid(
     block_min: int,
     prefix: str,
     memory_limit: str,
-    on_block: Hook | None = None,
-    offset: int = 0,
+    reporter: Reporter | None = None,
 ) -> dict[str, str]:
     """Build every pyramid level of OUT whose blocks are not all marked, level after
     level (each from the one before), on ``client`` or here when None; return
     ``{"ID of pyramid level ARRAY": reason}`` of the failed blocks (a failed level stops the
     levels above it in that image, as they would read it).
 
-    ``on_block(done, total)`` counts on from the run's level-0 blocks: ``offset`` (their
-    number) plus the pyramid blocks done, of ``offset`` plus all pyramid blocks, so the
-    run's progress goes on through the pyramid phase.
+    ``reporter`` is told of the phase (``start("pyramid", ...)``, when OUT has pyramid
+    levels) and of each block done, counted over all levels (blocks done before this run
+    included).
 
     Raises
     ------
@@ -166,10 +166,11 @@ def build_pyramid(
     failed: dict[str, str] = {}
     broken: set[str] = set()  # images with a failed level
     levels = pyramid_levels(out, owner, block_min)
-    total = offset + sum(len(level.blocks) for level in levels)
-    before = offset  # blocks of the levels already passed
-    if on_block is not None:
-        on_block(offset + sum(len(_done(level)) for level in levels), total)
+    total = sum(len(level.blocks) for level in levels)
+    before = 0  # blocks of the levels already passed
+    if reporter is not None and levels:
+        done = sum(len(_done(level)) for level in levels)
+        reporter.start("pyramid", total, done, 0.0)
     for level in levels:
         image = level.job.target.array_path.rpartition("/")[0]
         start, before = before, before + len(level.blocks)
@@ -186,7 +187,7 @@ def build_pyramid(
             prefix=f"{prefix}-pyramid-{level.job.target.array_path.replace('/', '-')}",
             total=len(level.blocks),
             memory_limit=memory_limit,
-            on_block=None if on_block is None else _shifted(on_block, start, total),
+            on_block=None if reporter is None else _shifted(reporter.block, start, total),
         )
         if errors:
             broken.add(image)

@@ -32,6 +32,7 @@ from distributed.scheduler import KilledWorker
 from fluoden_batch.errors import BlockError, OutputError
 from fluoden_batch.io.store import remove_partial_writes, update_provenance, writing_summary
 from fluoden_batch.pipeline.planning import METRICS_FILE, Plan
+from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.pyramid import build_pyramid
 from fluoden_batch.pipeline.worker import process_block
 from fluoden_batch.report import summarise
@@ -174,20 +175,21 @@ def block_error(failed: dict[str, str], total: int, name: str) -> BlockError:
 def execute(
     p: Plan,
     client: Client | None,
-    on_block: ProgressHook | None = None,
+    reporter: Reporter | None = None,
     resources: dict[str, float] | None = None,
 ) -> RunResult:
     """Submit the pending blocks (to ``client``, or run them here when None), wait for all
     of them, then gather metrics.
 
-    ``on_block(done, total)`` is called after each finished (or failed) block. Blocks that
+    ``reporter.block(done, total)`` is called after each finished (or failed) block, and
+    the pyramid phase is reported as a phase of its own (``reporter.start``). Blocks that
     fail do not stop the others; they are listed in a :class:`BlockError` at the end,
     after the metrics of every finished block have been written. ``resources`` (e.g.
     ``{"GPU": 1}``) go to ``client.submit`` itself: ``dask.annotate`` would be lost in
     graph fusion. OUT's lock, taken by :func:`~fluoden_batch.pipeline.planning.plan`, is
     released at the end: plan again to run again.
     """
-    return run_plan(p, client, process_block, finish, "fluoden", on_block, resources)
+    return run_plan(p, client, process_block, finish, "fluoden", reporter, resources)
 
 
 def run_plan(
@@ -196,11 +198,12 @@ def run_plan(
     fn: Callable[..., Any],
     finish: Callable[[Any, float, dict[str, str]], RunResult],
     prefix: str,
-    on_block: ProgressHook | None = None,
+    reporter: Reporter | None = None,
     resources: dict[str, float] | None = None,
 ) -> RunResult:
     """Run ``fn(block, job=p.job)`` for the plan's pending blocks, then, if none failed,
-    the pyramid phase (:func:`~fluoden_batch.pipeline.pyramid.build_pyramid`), then clear
+    the pyramid phase (:func:`~fluoden_batch.pipeline.pyramid.build_pyramid`), each
+    reported to ``reporter``, then clear
     the temporary files of workers killed mid-write
     (:func:`~fluoden_batch.io.store.remove_partial_writes`), then
     ``finish(p, seconds, failed)``; raise a :class:`BlockError` naming the failed blocks
@@ -224,7 +227,7 @@ def run_plan(
                 prefix=f"{prefix}-{p.token}",
                 total=len(p.blocks),
                 memory_limit=p.config.memory_limit,
-                on_block=on_block,
+                on_block=None if reporter is None else reporter.block,
                 resources=resources,
             )
             if not failed:
@@ -235,8 +238,7 @@ def run_plan(
                     block_min=p.config.block_min,
                     prefix=f"{prefix}-{p.token}",
                     memory_limit=p.config.memory_limit,
-                    on_block=on_block,
-                    offset=len(p.blocks),
+                    reporter=reporter,
                 )
             remove_partial_writes(Path(p.job.output.path))  # left by workers killed mid-write
             result = finish(p, time.perf_counter() - t0, failed)

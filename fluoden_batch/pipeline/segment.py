@@ -149,14 +149,14 @@ def _open_or_create(
 def execute_segment(
     p: SegmentPlan,
     client: Client | None,
-    on_block: Any = None,
+    reporter: Reporter | None = None,
     resources: dict[str, float] | None = None,
 ) -> RunResult:
-    """Run the pending blocks (on ``client``, or here when None); ``on_block(done, total)``
-    after each. Failures do not stop the others: they are raised together as a
-    :class:`BlockError` after the metrics."""
+    """Run the pending blocks (on ``client``, or here when None), each reported to
+    ``reporter``, then the pyramid phase. Failures do not stop the others: they are raised
+    together as a :class:`BlockError` after the metrics."""
     prefix = "fluoden-segment"
-    return run_plan(p, client, segment_block, finish_segment, prefix, on_block, resources)
+    return run_plan(p, client, segment_block, finish_segment, prefix, reporter, resources)
 
 
 def run_segment(

@@ -160,21 +160,28 @@ def test_pyramid_levels_equal_a_reference_downsampling(request, tmp_path, where)
     markers = list((out / PYRAMID_MARKER_DIR).rglob("*.json"))  # one per block of 16x16
     blocks = sum(-(-y // 16) * -(-x // 16) for y, x in level_shapes(data.shape[1:], 5)[1:])
     assert len(markers) == 4 * blocks  # 2 image channels, 2 label images
-    # progress goes on through the pyramid phase: the total grows by its blocks, the
-    # count never goes back and ends at level 0's blocks plus the pyramid's
-    assert progress.calls[-1] == (result.blocks_total + len(markers),) * 2
-    assert [d for d, _ in progress.calls] == sorted(d for d, _ in progress.calls)
-    assert {t for _, t in progress.calls} == {result.blocks_total, progress.calls[-1][1]}
+    # two phases, the blocks then the pyramid, each counted up to its own total
+    assert [(label, total, done) for label, total, done, _ in progress.phases] == [
+        (f"segmenting ({cfg.method})", result.blocks_total, 0),
+        ("pyramid", len(markers), 0),
+    ]
+    for _, total, _, calls in progress.phases:
+        assert [d for d, _ in calls] == list(range(1, total + 1))
+        assert {t for _, t in calls} == {total}
 
 
 class Recorder(Reporter):
-    """A reporter that keeps every ``block(done, total)`` call."""
+    """A reporter that keeps every phase: ``(label, total, done before, [(done, total) of
+    each block call])``."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
+        self.phases: list[tuple[str, int, int, list[tuple[int, int]]]] = []
+
+    def start(self, label: str, total: int, done: int, *_: object, **__: object) -> None:
+        self.phases.append((label, total, done, []))
 
     def block(self, done: int, total: int) -> None:
-        self.calls.append((done, total))
+        self.phases[-1][3].append((done, total))
 
 
 def test_pyramid_options_default_and_refusals(tmp_path):

@@ -45,17 +45,16 @@ def test_a_slow_run_gets_a_line_every_interval_seconds() -> None:
     ]
 
 
-def test_the_pyramid_phase_is_counted_on_its_own() -> None:
-    """The run's hook counts the pyramid's blocks on from level 0's (the total grows);
-    the log reports them as their own phase, without a rate in Mpx/s (they are not the
-    run's denoised pixels) and without going back from 100 %."""
+def test_each_phase_is_reported_on_its_own() -> None:
+    """The pyramid phase after the blocks: its own count and time left, without a rate in
+    Mpx/s (its blocks are not the run's denoised pixels), never a count going back."""
     reporter, text = _batch_log()
     reporter.start("denoising", total=10, done=0, pixels_per_block=1e6)
     for done in range(1, 11):
         reporter.block(done, 10)
-    reporter.block(11, 14)  # the pyramid's 4 blocks join the total, one done before this run
-    for done in (12, 13, 14):
-        reporter.block(done, 14)
+    reporter.start("pyramid", total=4, done=1, pixels_per_block=0.0)
+    for done in (2, 3, 4):
+        reporter.block(done, 4)
     reporter.stop()
     lines = text.getvalue().splitlines()
     assert lines[-5].startswith("denoising: 10/10 blocks (100 %)")
@@ -66,19 +65,6 @@ def test_the_pyramid_phase_is_counted_on_its_own() -> None:
         "pyramid: 4/4 blocks",
     ]
     assert not any("Mpx/s" in line for line in lines[-3:])
-
-
-def test_a_count_already_printed_is_not_printed_again() -> None:
-    """Without pyramid levels the pyramid phase only repeats the final count."""
-    reporter, text = _batch_log()
-    reporter.start("segmenting", total=6, done=0, pixels_per_block=1e6)
-    for done in range(1, 7):
-        reporter.block(done, 6)
-    reporter.block(6, 6)  # build_pyramid's first call, with no level to build
-    lines = text.getvalue().splitlines()
-    assert [line.split(" (")[0] for line in lines[1:]] == [
-        f"segmenting: {d}/6 blocks" for d in range(1, 7)
-    ]
 
 
 def test_plan_notes_are_one_line_each_in_a_batch_log() -> None:
