@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from fluoden_batch.errors import FluodenError
 
@@ -24,13 +26,42 @@ ConfigFileOption = Annotated[
 ]
 
 
+class SectionedCommand(TyperCommand):
+    """A command whose ``--help`` is click's plain text, its options in one section per
+    ``rich_help_panel`` (the option groups of :mod:`fluoden_batch.cli.options`), in the
+    order they first appear. Typer's rich panels are a table of five columns (flag,
+    short flag, ``--no-`` flag, type, help) that left the description 16 of 80 columns
+    (``denoise --help``: 401 lines at 80 columns); click's two columns wrap to the
+    terminal (up to 80 columns)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                name = "Arguments"
+            else:
+                name = getattr(param, "rich_help_panel", None) or "Options"
+            sections.setdefault(name, []).append(record)
+        for name, records in sections.items():
+            with formatter.section(name):
+                formatter.write_dl(records)
+
+
 def paragraphs_help(app: typer.Typer) -> None:
     """Give each command of ``app`` its docstring as help with every paragraph on one line,
-    so the terminal wraps it: typer keeps a docstring's line breaks (0.29 does), and on
-    a terminal narrower than the source every line of ``--help`` broke twice."""
+    so the terminal wraps it (typer keeps a docstring's line breaks, 0.29 does, and on a
+    terminal narrower than the source every line of ``--help`` broke twice), its first
+    paragraph as the short help a command list shows, and sectioned option help
+    (:class:`SectionedCommand`)."""
     for info in app.registered_commands:
+        info.cls = SectionedCommand
         if info.help is None and info.callback is not None:
             info.help = unwrapped(info.callback)
+        if info.short_help is None and info.help:  # click would cut it at 45 characters
+            info.short_help = info.help.split("\n\n", 1)[0]
 
 
 def unwrapped(fn: Callable[..., Any]) -> str:

@@ -13,9 +13,8 @@ from fluoden_batch.cli.common import errors, out
 
 __all__ = ["models_app"]
 
-models_app = typer.Typer(
-    help="List and inspect denoising models (shipped and your own); export them to bioimage.io."
-)
+_HELP = "List and inspect denoising models (shipped and your own); export them to bioimage.io."
+models_app = typer.Typer(help=_HELP, short_help=_HELP, rich_markup_mode=None)
 
 
 @models_app.command("list")

@@ -63,7 +63,7 @@ def _help(field: FieldInfo) -> str:
     default = field.get_default(call_default_factory=True)
     if isinstance(default, bool):
         return f"{text} (default: {'on' if default else 'off'})."
-    if default is not None and "(default" not in text:
+    if default not in (None, "") and "(default" not in text:
         return f"{text} (default: {default})."
     return f"{text}."
 
@@ -71,7 +71,7 @@ def _help(field: FieldInfo) -> str:
 def _declared_by(model: type[BaseModel], name: str) -> tuple[int, str | None]:
     """Where ``--help`` shows field ``name``: the ``help_panel`` of the option group (a
     base of ``model`` declaring one) that holds it, with the group's place among the bases
-    (the command's own and ungrouped fields: ``(0, None)``, typer's first panel)."""
+    (the command's own and ungrouped fields: ``(0, None)``, the "Options" section)."""
     for rank, cls in enumerate(model.__mro__):
         if "help_panel" in vars(cls) and name in cls.model_fields:
             return rank, vars(cls)["help_panel"]

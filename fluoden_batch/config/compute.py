@@ -19,7 +19,7 @@ class ComputeOptions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    help_panel: ClassVar[str] = "Where it runs (Dask)"  # --help's panel of these options
+    help_panel: ClassVar[str] = "Where it runs (Dask)"  # --help's section of these options
 
     workers: int | None = Field(
         None,

@@ -183,7 +183,7 @@ class InputOptions(BaseModel):
     """How much of the input must be stored, shared by ``denoise`` and ``segment``."""
 
     model_config = ConfigDict(extra="forbid")
-    help_panel: ClassVar[str] = "Input"  # --help's panel of these options
+    help_panel: ClassVar[str] = "Input"  # --help's section of these options
 
     allow_sparse: bool = Field(
         False,
@@ -197,7 +197,7 @@ class PyramidOptions(BaseModel):
     shared by ``denoise`` and ``segment``."""
 
     model_config = ConfigDict(extra="forbid")
-    help_panel: ClassVar[str] = "Output pyramid"  # --help's panel of these options
+    help_panel: ClassVar[str] = "Output pyramid"  # --help's section of these options
 
     levels: int | None = Field(
         None,
@@ -241,7 +241,7 @@ class AdaptOptions(BaseModel):
     """Fitting the model to the input before denoising it (``--adapt``); store runs only."""
 
     model_config = ConfigDict(extra="forbid")
-    help_panel: ClassVar[str] = "Fit to the data (--adapt)"  # --help's panel of these options
+    help_panel: ClassVar[str] = "Fit to the data (--adapt)"  # --help's section of these options
 
     adapt: Literal["none", "auto", "n2n", "single"] = Field(
         "none",
