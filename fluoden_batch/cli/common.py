@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -34,7 +33,20 @@ class SectionedCommand(TyperCommand):
     (``denoise --help``: 401 lines at 80 columns); click's two columns wrap to the
     terminal (up to 80 columns)."""
 
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """Name the rejected value in a bad flag's error (typer 0.29 says "Input should be a
+        valid integer, unable to parse string as an integer" for ``--tile abc``, and leads
+        a bad choice with pydantic's "Value error, ")."""
+        try:
+            return super().parse_args(ctx, list(args))
+        except typer.BadParameter as exc:  # typer 0.29 vendors click: not click's class
+            exc.message = exc.message.removeprefix("Value error, ")
+            given = _given(exc.param, args)
+            if given is not None and repr(given) not in exc.message:
+                exc.message = f"{exc.message.rstrip('.')} (got {given!r})"
+            raise
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:  # HelpFormatter
         sections: dict[str, list[tuple[str, str]]] = {}
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
@@ -48,6 +60,18 @@ class SectionedCommand(TyperCommand):
         for name, records in sections.items():
             with formatter.section(name):
                 formatter.write_dl(records)
+
+
+def _given(param: Any, args: list[str]) -> str | None:
+    """The value given to option ``param`` (a click ``Parameter`` or None) on the command
+    line ``args`` (its last one)."""
+    opts = [] if param is None else [*param.opts, *param.secondary_opts]
+    value = None
+    for i, token in enumerate(args):
+        name, eq, attached = token.partition("=")
+        if name in opts:
+            value = attached if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return value
 
 
 def paragraphs_help(app: typer.Typer) -> None:

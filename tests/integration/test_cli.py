@@ -243,3 +243,21 @@ def test_phase_split_without_a_model_is_one_clear_line(small_input, tmp_path):
     assert result.exit_code == 2
     assert "--protocol bm3d has no model" in " ".join(result.output.split())
     assert "Traceback" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["denoise", "a", "b", "--tile", "abc"], "Invalid value for '--tile': "),
+        (["denoise", "a", "b", "--mask-sigma=x"], "Invalid value for '--mask-sigma': "),
+        (["segment", "a", "b", "--method", "kmean"], "'kmean' is not one of 'kmeans', "),
+    ],
+)
+def test_a_bad_flag_value_is_named_in_one_line(args, line):
+    """typer 0.29's messages leave the value out ("unable to parse string as an
+    integer") or lead with pydantic's "Value error, ": the line names the value given."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert line in last and "Value error" not in last
+    assert repr(args[-1].partition("=")[2] or args[-1]) in last
