@@ -49,7 +49,8 @@ def shipped_configs() -> dict[str, Path]:
 
 
 def describe(path: Path) -> str:
-    """A file's first comment line (without ``#``), its one-line description."""
+    """A file's first comment line (without ``#``), its one-line description (the shipped
+    files' first lines are whole sentences: tested)."""
     for line in path.read_text().splitlines():
         if line.startswith("#") and line.strip("# "):
             return line.lstrip("#").strip().rstrip(",;:")

@@ -59,7 +59,9 @@ def test_profiles_command_lists_and_prints_the_shipped_files() -> None:
         )
     assert {"local", "slurm/cpu", "slurm/gpu", "gpu/local-cuda"} <= set(shipped_profiles())
     assert {"noise2noise_fmd", "supervised_w2s"} <= set(shipped_configs())
-    assert all(describe(p) for p in [*shipped_profiles().values(), *shipped_configs().values()])
+    # each a whole sentence (a first line cut mid-sentence read "... one frame (avg1) -> the")
+    described = [describe(p) for p in [*shipped_profiles().values(), *shipped_configs().values()]]
+    assert all(text.endswith(".") for text in described), described
     shown = CliRunner().invoke(app, ["profiles", "slurm/gpu"])
     assert shown.output == shipped_profiles()["slurm/gpu"].read_text()
     unknown = CliRunner().invoke(app, ["profiles", "nope"])
