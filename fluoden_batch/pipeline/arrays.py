@@ -24,7 +24,7 @@ from fluoden_batch.io.ngff import default_axes, validate_axes
 from fluoden_batch.io.source import SUPPORTED_DTYPES
 from fluoden_batch.pipeline.params import choose_method, grouped_values
 from fluoden_batch.pipeline.worker import JobSpec
-from fluoden_batch.restore.block import cast_output
+from fluoden_batch.restore.block import cast_output, check_finite
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
 
 __all__ = ["array_axes", "denoise_array"]
@@ -122,5 +122,7 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
 
 def _block(job: JobSpec, block: Block, region: Any, crop: tuple[slice, slice]) -> np.ndarray:
     """One block of the output: denoised from its halo region, cast to the output dtype."""
-    out = job.denoise(job.model(), block, np.asarray(region), crop)
+    region = np.asarray(region)
+    check_finite(region, f"the array, block {block.id} (start {block.start})")
+    out = job.denoise(job.model(), block, region, crop)
     return cast_output(out.denoised, np.dtype(job.out_dtype))

@@ -29,6 +29,7 @@ from fluoden_batch.pipeline.groups import PlaneGroups, plane_row
 from fluoden_batch.restore.block import (
     BlockOutput,
     cast_output,
+    check_finite,
     denoise_region,
     reference_scores,
 )
@@ -253,9 +254,7 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
         region = np.asarray(src[(*lead, *window.read)])
     except Exception as exc:  # codec errors of a truncated or corrupt chunk
         raise InputError(f"{name}: cannot read its chunks ({type(exc).__name__}: {exc})") from exc
-    if region.dtype.kind == "f" and not np.isfinite(region).all():
-        bad = int((~np.isfinite(region)).sum())
-        raise InputError(f"{name}: {bad} NaN/Inf pixels; fill or mask them before denoising")
+    check_finite(region, name)
     t_read = time.perf_counter()
 
     result = job.denoise(model, block, region, window.crop)

@@ -167,6 +167,20 @@ def _cropped(shape: tuple[int, ...], crop: tuple[slice, slice]) -> tuple[int, in
     return len(range(*crop[0].indices(h))), len(range(*crop[1].indices(w)))
 
 
+def check_finite(region: np.ndarray, name: str) -> None:
+    """Refuse a block read with NaN or infinite pixels (``name``: the block, for the
+    error), which the model would spread over its receptive field.
+
+    Raises
+    ------
+    InputError
+        Naming the block and how many such pixels it holds.
+    """
+    if region.dtype.kind == "f" and not np.isfinite(region).all():
+        bad = int((~np.isfinite(region)).sum())
+        raise InputError(f"{name}: {bad} NaN/Inf pixels; fill or mask them before denoising")
+
+
 def cast_output(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Cast float intensities to ``dtype``: integers are rounded and clipped, never wrapped."""
     if np.issubdtype(dtype, np.integer):

@@ -124,6 +124,10 @@ def test_api_errors_are_one_clear_line(tmp_path):
         fb.denoise(data[0], axes="cyx")
     with pytest.raises(InputError, match="dtype int64"):
         fb.denoise(data.astype(np.int64))
+    holed = data.astype(np.float32)
+    holed[..., 5, 7] = np.nan  # named as a store run names it, not "values are NaN/Inf ..."
+    with pytest.raises(InputError, match=r"the array, block 0\.0\.0 .*: 1 NaN/Inf pixels; fill"):
+        fb.denoise(holed)
     assert not (tmp_path / "out.zarr").exists()
 
 
