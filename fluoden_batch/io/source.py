@@ -23,6 +23,7 @@ from zarr.core.sync import sync
 
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.ngff import (
+    AXIS_ORDER,
     ImageMeta,
     NGFFVersion,
     default_axes,
@@ -54,13 +55,18 @@ class SourceSpec:
         Absolute path of the Zarr store root or of the TIFF file.
     array_path : str
         Path of the array inside the store ("" for a bare array).
+    order : tuple of int
+        A TIFF whose axes are not in NGFF order (ImageJ's ``ZCYX`` hyperstacks, an RGB
+        image's ``YXS``): the stored axis of each axis in NGFF order, read through an
+        :class:`AxesView`; empty: as stored.
     """
 
     kind: Literal["zarr", "tiff"]
     path: str
     array_path: str = ""
+    order: tuple[int, ...] = ()
 
-    def open(self) -> zarr.Array:
+    def open(self) -> zarr.Array | AxesView:
         """Open the array read-only (cached per process)."""
         return _open_cached(self)
 
@@ -89,8 +95,46 @@ class SourceSpec:
         return missing
 
 
+class AxesView:
+    """A stored array read with its axes in another order: ``view[key]`` (integers and
+    slices, in the view's order) reads the stored array and transposes the result.
+
+    Parameters
+    ----------
+    array : array-like
+        The stored array (basic indexing, ``shape``, ``chunks``, ``dtype``).
+    order : tuple of int
+        The stored axis of each axis of the view.
+    """
+
+    def __init__(self, array: Any, order: tuple[int, ...]) -> None:
+        self.array, self.order = array, order
+        self.shape = tuple(array.shape[o] for o in order)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(order)
+        # one plane per chunk along the leading axes: a block reads one stored page
+        stored = tuple(array.chunks[o] for o in order)
+        self.chunks = (1,) * (self.ndim - 2) + stored[-2:]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = (*key[:i], *(slice(None),) * (self.ndim - len(key) + 1), *key[i + 1 :])
+        key = (*key, *(slice(None),) * (self.ndim - len(key)))
+        stored: list[Any] = [slice(None)] * self.ndim
+        for axis, k in zip(self.order, key, strict=True):
+            stored[axis] = k
+        data = np.asarray(self.array[tuple(stored)])
+        kept = [o for o, k in zip(self.order, key, strict=True) if isinstance(k, slice)]
+        return data.transpose([sorted(kept).index(o) for o in kept])
+
+    def __repr__(self) -> str:
+        return f"AxesView({self.array!r}, order={self.order})"
+
+
 @functools.lru_cache(maxsize=16)
-def _open_cached(spec: SourceSpec) -> zarr.Array:
+def _open_cached(spec: SourceSpec) -> zarr.Array | AxesView:
     if spec.kind == "tiff":
         # open_image warned about malformed OME-XML once; its reopening (on each worker,
         # maybe in several threads) leaves tifffile's log of it out, and nothing else
@@ -100,7 +144,8 @@ def _open_cached(spec: SourceSpec) -> zarr.Array:
             store = tifffile.imread(spec.path, aszarr=True)
         finally:
             tiff_logger.removeFilter(_not_ome_syntax)
-        return zarr.open_array(store, mode="r")
+        array = zarr.open_array(store, mode="r")
+        return AxesView(array, spec.order) if spec.order else array
     return zarr.open_array(spec.path, path=spec.array_path or None, mode="r")
 
 
@@ -112,8 +157,8 @@ class ImageSource:
     ----------
     spec : SourceSpec
         How workers reopen it.
-    array : zarr.Array
-        The level-0 array (read-only).
+    array : zarr.Array or AxesView
+        The level-0 array (read-only), its axes in NGFF order.
     meta : ImageMeta
         Axes, scales, units, channel metadata.
     ngff_version : str or None
@@ -123,7 +168,7 @@ class ImageSource:
     """
 
     spec: SourceSpec
-    array: zarr.Array
+    array: zarr.Array | AxesView
     meta: ImageMeta
     ngff_version: NGFFVersion | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -245,11 +290,11 @@ def _open_tiff(p: Path, axes: str | None) -> ImageSource:
         raise
     except Exception as exc:
         raise InputError(f"{p}: not a readable TIFF file ({exc})") from exc
-    spec = SourceSpec("tiff", str(p))
-    array = spec.open()
+    order: tuple[int, ...] = ()
     if axes is None:
-        mapped = "".join(_TIFF_AXES.get(a, "?") for a in tiff_axes)
-        axes = mapped if "?" not in mapped and _valid(mapped) else default_axes(array.ndim)
+        axes, order = _tiff_axes(tiff_axes, p)
+    spec = SourceSpec("tiff", str(p), order=order)
+    array = spec.open()
     meta = _plain_meta(array.ndim, axes, p)
     try:
         description = read_ome_xml(ome_xml, str(p)) if ome_xml else None
@@ -309,6 +354,45 @@ def _check_tiff_complete(p: Path, pages: Any, size: int, log: list[logging.LogRe
             raise InputError(
                 f"{p}: truncated TIFF: plane {index} needs {max(ends)} bytes, the file has {size}"
             )
+
+
+def _tiff_axes(tiff_axes: str, p: Path) -> tuple[str, tuple[int, ...]]:
+    """NGFF axes of a TIFF from tifffile's axes (``TZCYX``, ``YXS`` ...), and the stored
+    axis of each (empty where stored in NGFF order already). Letters tifffile uses for
+    unknown or generic axes (``Q``, ``I``) and a file without axes give the last letters
+    of ``tczyx``, as for a plain array; a single unknown axis beside known ones is ``z``.
+
+    Raises
+    ------
+    InputError
+        Two axes that map to one NGFF axis (a channel axis ``C`` and colour samples
+        ``S``), or axes that cannot be put in NGFF order.
+    """
+    mapped = [_TIFF_AXES.get(a) for a in tiff_axes]
+    unknown = [i for i, a in enumerate(mapped) if a is None]
+    if len(unknown) == 1 and "z" not in mapped and len(mapped) > 2:
+        mapped[unknown[0]] = "z"
+    elif unknown:
+        return default_axes(len(tiff_axes)), ()
+    letters = "".join(a for a in mapped if a is not None)
+    if len(set(letters)) < len(letters):
+        raise InputError(
+            f"{p}: TIFF axes {tiff_axes!r} give two {_repeated(letters)!r} axes (a channel "
+            "axis C beside colour samples S?); fluoden takes one channel axis: save each "
+            "channel or colour as a file of its own"
+        )
+    order = tuple(sorted(range(len(letters)), key=lambda i: AXIS_ORDER.find(letters[i])))
+    axes = "".join(letters[i] for i in order)
+    if not _valid(axes):
+        raise InputError(
+            f"{p}: TIFF axes {tiff_axes!r} do not fit NGFF's tczyx (read as {axes!r}: "
+            "2 to 5 axes, y and x among them)"
+        )
+    return axes, () if order == tuple(range(len(order))) else order
+
+
+def _repeated(letters: str) -> str:
+    return next(a for a in letters if letters.count(a) > 1)
 
 
 def _valid(axes: str) -> bool:

@@ -43,8 +43,7 @@ def check_stored(source: ImageSource, allow_sparse: bool, notes: list[str]) -> N
         ``allow_sparse``.
     """
     array = source.array
-    store = array.store_path.store
-    if source.spec.kind != "zarr" or not store.supports_listing:
+    if source.spec.kind != "zarr" or not array.store_path.store.supports_listing:
         return
     grid = getattr(array, "shards", None) or array.chunks
     total = math.prod(-(-s // g) for s, g in zip(array.shape, grid, strict=True))

@@ -22,7 +22,7 @@ from fluoden_batch.config import (
     load_options,
 )
 from fluoden_batch.errors import InputError
-from fluoden_batch.io.source import open_image
+from fluoden_batch.io.source import AxesView, open_image
 from fluoden_batch.pipeline.arrays import array_axes, denoise_array
 from fluoden_batch.pipeline.execution import IN_PROCESS_PIXELS, run_denoise
 from fluoden_batch.pipeline.noise import estimate_array, run_estimate_noise
@@ -50,6 +50,8 @@ def _open_array(source: str | Path, axes: str | None) -> np.ndarray | da.Array:
     image = open_image(source, axes)
     if np.prod(image.shape) <= IN_PROCESS_PIXELS:
         return np.asarray(image.array[...])
+    if isinstance(image.array, AxesView):  # a TIFF read in NGFF order; name=False: no hashing
+        return da.from_array(image.array, chunks=image.chunks, name=False)
     return da.from_zarr(image.array)
 
 

@@ -17,6 +17,8 @@ from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 from typer.testing import CliRunner
 
+import fluoden_batch as fb
+from conftest import write_image
 from fluoden_batch.cli import app
 from fluoden_batch.config import DenoiseConfig, SegmentConfig
 from fluoden_batch.io.ingest import ingest
@@ -178,6 +180,71 @@ def test_a_tiff_without_ome_metadata_gets_defaults(tmp_path):
         1.0,
     ]
     validate(out, "0.5")
+
+
+@pytest.mark.parametrize(
+    ("write", "shape", "axes", "order"),
+    [
+        ({"imagej": True, "metadata": {"axes": "TZCYX"}}, (2, 3, 2, 24, 40), "tczyx", (0, 2, 1)),
+        ({"ome": True, "metadata": {"axes": "ZCYX"}}, (3, 2, 24, 40), "czyx", (1, 0)),
+        ({"photometric": "rgb"}, (24, 40, 3), "cyx", (2, 0, 1)),  # colours last
+    ],
+    ids=["imagej-TZCYX", "ome-ZCYX", "rgb-YXS"],
+)
+def test_tiff_axes_out_of_ngff_order_are_read_in_it(tmp_path, write, shape, axes, order):
+    """Fiji's hyperstacks store Z before C, an RGB TIFF its colours last: read in NGFF
+    order, not labelled in the stored order (a ZCYX stack of 3 z and 2 channels had read
+    as 3 channels of 2 z, an RGB image as 24 planes of 40 x 3 pixels)."""
+    data = np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", data, **write)
+    source = open_image(tmp_path / "in.tif")
+    assert source.meta.axes == axes
+    expected = data.transpose(*order, *range(len(order), data.ndim))  # leading axes moved
+    assert source.shape == expected.shape and source.chunks[-3:] == (1, 24, 40)
+    np.testing.assert_array_equal(source.array[...], expected)
+    lead = (1,) * (data.ndim - 2)
+    np.testing.assert_array_equal(source.array[(*lead, slice(3, 9), 5)], expected[lead][3:9, 5])
+    np.testing.assert_array_equal(source.array[:, 0], expected[:, 0])
+
+
+def test_a_hyperstack_denoises_as_the_same_data_stored_in_ngff_order(tmp_path, tiny_weights):
+    data = np.random.default_rng(1).poisson(300, (3, 2, 48, 48)).astype(np.uint16)  # z, c
+    tifffile.imwrite(tmp_path / "zc.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    stored = write_image(tmp_path / "cz.zarr", data.transpose(1, 0, 2, 3), "czyx", (1, 1, 48, 48))
+    runs = {}
+    for name, source in (("tif", tmp_path / "zc.tif"), ("zarr", stored)):
+        fb.denoise(source, tmp_path / f"{name}.out.zarr", model=str(tiny_weights), workers=0)
+        runs[name] = zarr.open_array(str(tmp_path / f"{name}.out.zarr"), path="0", mode="r")
+    assert ngff(tmp_path / "tif.out.zarr")["multiscales"][0]["axes"][0]["name"] == "c"
+    np.testing.assert_array_equal(runs["tif"][:], runs["zarr"][:])
+    lazy = fb.denoise(tmp_path / "zc.tif", model=str(tiny_weights))  # in memory: small
+    np.testing.assert_array_equal(lazy, runs["zarr"][:])
+
+
+@pytest.mark.parametrize(
+    ("tiff_axes", "axes", "order"),
+    [
+        ("QYX", "zyx", ()),  # tifffile's unknown axis: a plain stack, as before
+        ("QQYX", "czyx", ()),  # two unknown: the last letters of tczyx
+        ("QYXS", "czyx", (3, 0, 1, 2)),  # a sequence of RGB images
+        ("YXS", "cyx", (2, 0, 1)),
+        ("TZCYX", "tczyx", (0, 2, 1, 3, 4)),
+        ("CZYX", "czyx", ()),
+    ],
+)
+def test_tiff_axes_mapping(tiff_axes, axes, order):
+    from fluoden_batch.io.source import _tiff_axes
+
+    assert _tiff_axes(tiff_axes, Path("x.tif")) == (axes, order)
+
+
+def test_two_channel_axes_in_a_tiff_are_refused_by_name(tmp_path):
+    tif = tmp_path / "crgb.ome.tif"
+    data = np.zeros((2, 16, 16, 3), np.uint8)
+    tifffile.imwrite(tif, data, photometric="rgb", ome=True, metadata={"axes": "CYXS"})
+    result = CliRunner().invoke(app, ["info", str(tif)])
+    assert result.exit_code == 2
+    assert "TIFF axes 'CYXS' give two 'c' axes" in " ".join(result.output.split())
 
 
 def broken_copy(tif: Path, old: bytes, new: bytes) -> Path:
