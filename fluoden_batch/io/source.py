@@ -41,6 +41,7 @@ MAX_CHUNK_BYTES = 1 << 30  # a chunk larger than this when decoded is refused (m
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2")
 _TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 _OME_XML_SYNTAX = "OME series raised ParseError"  # tifffile's log of malformed OME-XML
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -286,10 +287,17 @@ def _open_tiff(p: Path, axes: str | None) -> ImageSource:
             series = tf.series[0]
             tiff_axes, ome_xml = series.axes, tf.ome_metadata
             _check_tiff_complete(p, series.pages, tf.filehandle.size, log)
+            others = [f"{s.shape} {s.axes}" for s in tf.series[1:]]
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"{p}: not a readable TIFF file ({exc})") from exc
+    if others:  # multi-position acquisitions: one series per position
+        _log.warning(
+            "warning: %s: holds %d image series; fluoden reads the first, %s %s, and not %s: save "
+            "each series (position) as a file of its own to denoise the others",
+            p, len(others) + 1, series.shape, tiff_axes, ", ".join(others),
+        )  # fmt: skip
     order: tuple[int, ...] = ()
     if axes is None:
         axes, order = _tiff_axes(tiff_axes, p)

@@ -247,6 +247,22 @@ def test_two_channel_axes_in_a_tiff_are_refused_by_name(tmp_path):
     assert "TIFF axes 'CYXS' give two 'c' axes" in " ".join(result.output.split())
 
 
+def test_a_tiff_of_several_series_warns_which_it_reads(tmp_path, caplog):
+    """A multi-position acquisition (one series per position): the first is read, and
+    the warning names the others, rather than leaving them out without a word."""
+    tif = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(tif, ome=True) as writer:
+        for planes in (2, 3):
+            data = np.full((planes, 32, 32), planes, np.uint16)
+            writer.write(data, photometric="minisblack", metadata={"axes": "ZYX"})
+    with caplog.at_level(logging.WARNING):
+        source = open_image(tif)
+    assert source.shape == (2, 32, 32) and int(source.array[1, 0, 0]) == 2
+    (warned,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "holds 2 image series; fluoden reads the first, (2, 32, 32) ZYX" in warned
+    assert "not (3, 32, 32) ZYX" in warned
+
+
 def broken_copy(tif: Path, old: bytes, new: bytes) -> Path:
     """A copy of ``tif`` with ``old`` replaced by ``new`` (same length) in its OME-XML."""
     assert len(old) == len(new)
