@@ -258,7 +258,9 @@ def _group_meta(
     try:
         found = multiscales_block(attrs)
         if found is None:
-            raise InputError("a Zarr group without NGFF 'multiscales' metadata; pass an array")
+            raise InputError(
+                f"a Zarr group without NGFF 'multiscales' metadata; {_inside(group, p)}"
+            )
         level0 = level0_path(found[0])
         if level0 not in group:
             raise InputError(f"NGFF level-0 array {level0!r} is missing from the group")
@@ -268,6 +270,29 @@ def _group_meta(
         return read_meta(attrs, array.ndim)
     except InputError as exc:
         raise InputError(f"{p}: {exc}") from None
+
+
+def _inside(group: zarr.Group, p: Path) -> str:
+    """What to pass instead of ``group``: the images (NGFF groups) and arrays it holds
+    (a bioformats2raw conversion holds one image per series, a plate one per field)."""
+    images: list[str] = []
+    arrays: list[str] = []
+    members = dict(group.members(max_depth=2))  # plates: row/column/field
+    for name in tifffile.natural_sorted(members):
+        if any(name.startswith(f"{image}/") for image in images):
+            continue  # an image's levels and labels
+        if isinstance(members[name], zarr.Array):
+            arrays.append(name)
+        elif multiscales_block(dict(members[name].attrs)) is not None:
+            images.append(name)
+    listed = [
+        f"{kind} {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+        for kind, names in (("images", images), ("arrays", arrays))
+        if names
+    ]
+    if not listed:
+        return "it holds no array"
+    return f"it holds the {' and the '.join(listed)}: pass one, e.g. {p / (images or arrays)[0]}"
 
 
 def _plain_meta(ndim: int, axes: str | None, p: Path) -> ImageMeta:

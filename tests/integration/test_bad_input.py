@@ -48,6 +48,30 @@ def test_empty_array_is_refused(tmp_path):
         open_image(tmp_path / "e.zarr")
 
 
+def test_a_group_of_images_names_what_to_pass(tmp_path):
+    """A bioformats2raw conversion (one image per series under a plain root group) or a
+    group of arrays: the error names what it holds and a path to pass."""
+    data = np.ones((2, 16, 16), np.uint16)
+    for series in ("0", "1", "10", "2"):
+        write_image(tmp_path / "b2r.zarr" / series, data, "cyx", (1, 16, 16), version="0.4")
+    root = zarr.open_group(str(tmp_path / "b2r.zarr"), mode="a", zarr_format=2)  # as 0.4
+    root.attrs["bioformats2raw.layout"] = 3
+    with pytest.raises(InputError) as info:
+        open_image(tmp_path / "b2r.zarr")
+    assert str(info.value).endswith(
+        "a Zarr group without NGFF 'multiscales' metadata; it holds the images 0, 1, 2, 10: "
+        f"pass one, e.g. {tmp_path / 'b2r.zarr' / '0'}"
+    )
+    pairs = zarr.open_group(str(tmp_path / "pairs.zarr"), mode="w")
+    for name in ("raw", "gt"):
+        pairs.create_array(name, shape=(16, 16), dtype="uint16")
+    with pytest.raises(InputError, match="it holds the arrays gt, raw: pass one"):
+        open_image(tmp_path / "pairs.zarr")
+    zarr.open_group(str(tmp_path / "empty.zarr"), mode="w")
+    with pytest.raises(InputError, match=r"metadata; it holds no array$"):
+        open_image(tmp_path / "empty.zarr")
+
+
 def test_wrong_ngff_axes_and_escaping_paths_are_refused(tmp_path):
     inp = write_image(tmp_path / "in.zarr", np.zeros((2, 8, 8), np.uint8), "zyx", (1, 8, 8))
     group = zarr.open_group(str(inp), mode="r+")
