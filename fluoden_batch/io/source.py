@@ -34,7 +34,7 @@ from fluoden_batch.io.ngff import (
 )
 from fluoden_batch.io.ome import OmeDescription, describe_ngff, ngff_meta, read_ome_xml
 
-SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+SUPPORTED_DTYPES = (np.uint8, np.uint16, np.int16, np.uint32, np.int32, np.float32, np.float64)
 TIFF_SUFFIXES = (".tif", ".tiff")
 MAX_CHUNK_BYTES = 1 << 30  # a chunk larger than this when decoded is refused (memory bound)
 # the 2-D image files `fluoden ingest` takes from a folder (imagecodecs or tifffile read them)

@@ -56,8 +56,8 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
     Parameters
     ----------
     array : numpy.ndarray or dask.array.Array, shape (..., Y, X)
-        The noisy data (uint8, uint16, float32 or float64), axes ``options.axes`` or the
-        last ``ndim`` letters of ``tczyx``.
+        The noisy data (uint8, uint16, int16, uint32, int32, float32 or float64), axes
+        ``options.axes`` or the last ``ndim`` letters of ``tczyx``.
     options : DenoiseOptions
         Model, protocol, tiles, dtype ... as for a store run.
 

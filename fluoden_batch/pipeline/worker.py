@@ -270,7 +270,7 @@ def process_block(block: Block, job: JobSpec) -> dict[str, Any]:
 
     inner = region[(Ellipsis, *window.crop)]
     saturated = (
-        float((inner == np.iinfo(inner.dtype).max).mean()) if inner.dtype.kind == "u" else 0.0
+        float((inner == np.iinfo(inner.dtype).max).mean()) if inner.dtype.kind in "iu" else 0.0
     )
     inner = inner.astype(np.float64)
     row: dict[str, Any] = {

@@ -14,6 +14,7 @@ from fluoden_batch.cli import app
 from fluoden_batch.errors import FluodenError, InputError
 from fluoden_batch.noise import simulate
 from fluoden_batch.pipeline.execution import IN_PROCESS_PIXELS
+from fluoden_batch.restore.block import cast_output
 
 pytestmark = pytest.mark.distributed
 
@@ -110,6 +111,22 @@ def test_segment_and_noise_api(tmp_path):
     stored = fb.estimate_noise(inp)
     in_memory = fb.estimate_noise(data)
     assert [r["a"] for r in stored] == [r["a"] for r in in_memory] and len(stored) == 2
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int32", "uint32"])
+def test_signed_and_32_bit_integers_denoise_as_their_float32_values(tmp_path, dtype):
+    """Background-subtracted (negative) or 32-bit integer data: denoised as their float32
+    values, rounded and clipped back to the input's dtype, in memory and from a store."""
+    data = _noisy(planes=2, size=64).astype(np.int64) - (0 if dtype == "uint32" else 20)
+    data = data.astype(dtype)
+    as_float = fb.denoise(data.astype(np.float32))
+    in_memory = fb.denoise(data)
+    assert in_memory.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(in_memory, cast_output(as_float, np.dtype(dtype)))
+    assert (in_memory < 0).any() == (dtype != "uint32")
+    stored = _stored(tmp_path, data, (1, 64, 64))
+    fb.denoise(stored, tmp_path / "out.zarr")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr"), path="0"), in_memory)
 
 
 def test_api_errors_are_one_clear_line(tmp_path):
