@@ -100,8 +100,9 @@ def channel_ranges(
 
     ``percentile``: the percentiles of the pooled sample. ``noise``: ``lo`` its ``low``
     percentile and ``hi = lo + scale * sigma``, ``sigma`` the median over the sampled
-    blocks of their :func:`~fluoden_batch.models.normalise.noise_sigma` (y, x are the
-    last two axes), floored by :func:`~fluoden_batch.models.normalise.normalisation_window`.
+    planes (up to ``NOISE_PLANES`` of each sampled block) of their
+    :func:`~fluoden_batch.models.normalise.noise_sigma` (y, x are the last two axes),
+    floored by :func:`~fluoden_batch.models.normalise.normalisation_window`.
 
     Parameters
     ----------
@@ -139,7 +140,9 @@ def channel_ranges(
         sigma = 0.0
         if norm.method == "noise":
             sigma_of = phase_sigma if phase_split else noise_sigma
-            sigma = float(np.median([sigma_of(_noise_view(p)) for p in parts]))
+            # the median over the sampled planes, not over blocks of several planes: a
+            # chunking that groups planes otherwise (a Dask array's) gives the same sigma
+            sigma = float(np.median([sigma_of(q) for p in parts for q in _noise_view(p)]))
         ranges.append(normalisation_window(lo, hi, sigma, norm))
     return tuple(ranges)
 
