@@ -127,6 +127,12 @@ def plan(cfg: DenoiseConfig) -> Plan:
     data_range = cfg.data_range
     if reference is not None and data_range is None:
         data_range = peak_to_peak(reference.array, blocks, name=f"reference {cfg.reference}")
+        if not data_range > 0:  # PSNR against a range of 1 would mean nothing here
+            notes.append(
+                f"warning: reference {cfg.reference} is constant in its sampled blocks: "
+                "PSNR/SSIM use a data range of 1; give --data-range (e.g. 255 for 8-bit data)"
+            )
+            data_range = 1.0
     params = {
         **cfg.output_parameters(),
         "model_digest": digest,

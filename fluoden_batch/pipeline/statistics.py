@@ -310,8 +310,8 @@ def gat_parameters(est: NoiseEstimate) -> tuple[float, float]:
 def peak_to_peak(
     array: zarr.Array, blocks: list[Block], max_blocks: int = 8, name: str | None = None
 ) -> float:
-    """max - min of a sample of blocks: the default ``data_range`` for PSNR/SSIM (``name``
-    names the array in the error when no sampled block can be read)."""
+    """max - min of a sample of blocks (0.0 where it is constant): the default
+    ``data_range`` for PSNR/SSIM (``name`` names the array in the error when no sampled
+    block can be read)."""
     values = _sample(array, _spread(blocks, max_blocks), (None,) * array.ndim, name)
-    span = float(np.nanmax(values)) - float(np.nanmin(values))
-    return span if span > 0 else 1.0
+    return float(np.nanmax(values)) - float(np.nanmin(values))

@@ -151,6 +151,21 @@ def test_reference_metrics_table_and_summary(client, tiny_weights, tmp_path):
     )
 
 
+def test_a_constant_reference_is_warned_and_scored_against_a_range_of_one(tiny_weights, tmp_path):
+    """A constant reference has no peak-to-peak range to score PSNR with: the plan warns
+    and names --data-range (its PSNR had been printed against a range of 1 without a
+    word)."""
+    data = np.random.default_rng(0).poisson(50, (40, 40)).astype(np.uint16)
+    inp = write_image(tmp_path / "in.zarr", data, "yx", (40, 40))
+    ref = write_image(tmp_path / "ref.zarr", np.full((40, 40), 7, np.uint16), "yx", (40, 40))
+    cfg = DenoiseConfig(input=inp, output=tmp_path / "o.zarr", model=str(tiny_weights))
+    p = plan(cfg.model_copy(update={"reference": ref}))
+    result = execute(p, None)
+    assert result.summary["data_range"] == 1.0
+    (note,) = [n for n in p.notes if n.startswith("warning: reference ")]
+    assert "is constant in its sampled blocks" in note and "give --data-range" in note
+
+
 def test_integer_output_is_clipped_and_rounded(client, tiny_weights, tmp_path):
     data = np.full((40, 40), 255, dtype=np.uint8)
     data[::2] = 0
