@@ -203,8 +203,7 @@ def run_plan(
 ) -> RunResult:
     """Run ``fn(block, job=p.job)`` for the plan's pending blocks, then, if none failed,
     the pyramid phase (:func:`~fluoden_batch.pipeline.pyramid.build_pyramid`), each
-    reported to ``reporter``, then clear
-    the temporary files of workers killed mid-write
+    reported to ``reporter``, then clear the temporary files of workers killed mid-write
     (:func:`~fluoden_batch.io.store.remove_partial_writes`), then
     ``finish(p, seconds, failed)``; raise a :class:`BlockError` naming the failed blocks
     after that (denoise and segment alike). ``p.lock`` (OUT's) is released at the end,
