@@ -89,9 +89,12 @@ def paragraphs_help(app: typer.Typer) -> None:
 
 
 def unwrapped(fn: Callable[..., Any]) -> str:
-    """``fn``'s docstring, its paragraphs (blank-line separated) each on one line."""
+    """``fn``'s docstring, its paragraphs (blank-line separated) each on one line, but for
+    paragraphs led by an ``Examples:`` line, which click prints as they are (``\\b``)."""
     text = inspect.cleandoc(fn.__doc__ or "")
-    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
+    return "\n\n".join(
+        f"\b\n{p}" if p.startswith("Examples:") else " ".join(p.split()) for p in text.split("\n\n")
+    )
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

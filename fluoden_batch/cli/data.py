@@ -39,10 +39,15 @@ def ingest(
     """Convert images to an OME-Zarr image (plane by plane): a TIFF / OME-TIFF stack, or
     a stack of 2-D image files.
 
-    `fluoden ingest stack.ome.tif stack.ome.zarr` keeps an OME-TIFF's axes, physical sizes
-    and channels. `fluoden ingest raw/*.png raw.ome.zarr --axes tyx` stacks a time series
-    of PNGs (img_2 before img_10, whatever order the shell lists them in); a folder stands
-    for its image files.
+    An OME-TIFF keeps its axes, physical sizes and channels; a Fiji hyperstack or an
+    OME-TIFF of another dimension order is stored in NGFF order (tczyx). Image files are
+    stacked in natural order (img_2 before img_10, whatever order the shell lists them
+    in); a folder stands for its image files.
+
+    Examples:
+      fluoden ingest stack.ome.tif stack.ome.zarr
+      fluoden ingest raw/*.png raw.ome.zarr --axes tyx   # a time series
+      fluoden ingest raw/ raw.ome.zarr                   # each image in raw/
     """
     from fluoden_batch.io.ingest import ingest as do_ingest
 

@@ -55,6 +55,13 @@ def denoise(
     Rerunning the same command resumes: finished blocks are skipped. Per-block metrics go
     to OUTPUT/metrics.parquet and a summary into OUTPUT's attributes. Small inputs run in
     this process; larger ones on a local Dask cluster (or --scheduler / --profile).
+
+    Examples:
+      fluoden denoise raw.ome.zarr denoised.ome.zarr
+      fluoden denoise stack.tif out.zarr --reference gt.tif   # + PSNR/SSIM
+      fluoden denoise big.zarr out.zarr --profile slurm/cpu --workers 32
+      fluoden denoise movie.zarr out.zarr --adapt auto        # fit to it first
+      fluoden denoise raw.zarr bm3d.zarr --protocol vst-bm3d  # a classical one
     """
     with running(given["output"]):
         if dry_run:

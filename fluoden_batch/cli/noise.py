@@ -28,6 +28,10 @@ def estimate_noise(
     (negative when the data carry an offset). Each plane is cut into regions of at most
     2048 x 2048 pixels; up to --max-blocks of them are estimated (one Dask task each on a
     cluster; here for up to 16 regions) and their level sets pooled into one fit per plane.
+
+    Examples:
+      fluoden estimate-noise raw.ome.zarr
+      fluoden estimate-noise raw.ome.zarr --json > noise.json   # per plane
     """
     import json
 

@@ -27,6 +27,11 @@ def segment_command(
     then a completion marker; rerunning the same command resumes. Per-block
     cluster sizes and quality scores go to OUTPUT/metrics.parquet. Small inputs run in
     this process; larger ones on a local Dask cluster (or --scheduler / --profile).
+
+    Examples:
+      fluoden segment raw.ome.zarr labels.ome.zarr -k 3
+      fluoden segment raw.ome.zarr labels.ome.zarr --method hdbscan
+      napari --plugin fluoden-batch labels.ome.zarr   # the image and labels
     """
     from fluoden_batch.config import load_config
     from fluoden_batch.pipeline.progress import ConsoleReporter

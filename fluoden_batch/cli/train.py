@@ -97,6 +97,12 @@ def train_command(
     With checkpoint_dir set, rerunning an interrupted command resumes it.
 
     The weights (.safetensors + JSON metadata) work with `fluoden denoise --model PATH`.
+
+    Examples:
+      fluoden profiles noise2noise_fmd > my.yaml   # a config to edit
+      fluoden train my.yaml --check                # the resolved config
+      fluoden train my.yaml --steps 2000 --output mine.safetensors
+      fluoden denoise raw.zarr out.zarr --model mine.safetensors
     """
     cfg: TrainConfig | None = None
     try:

@@ -47,9 +47,20 @@ def test_help_paragraphs_are_left_to_the_terminal_to_wrap():
     assert {"fluoden denoise", "fluoden segment", "fluoden models export"} <= commands.keys()
     for name, command in commands.items():
         paragraphs = (command.help or "").split("\n\n")
-        assert all("\n" not in p for p in paragraphs), name
+        assert all("\n" not in p or p.startswith("\b\nExamples:") for p in paragraphs), name
     narrow = runner.invoke(app, ["denoise", "--help"], terminal_width=80).output
     assert "Work is split into blocks aligned to the output chunks; each task reads its" in narrow
+
+
+@pytest.mark.parametrize("command", ["denoise", "segment", "ingest", "train", "estimate-noise"])
+def test_help_examples_are_printed_line_by_line(command):
+    """Each run command's help ends its description with examples, one command per line
+    (click's verbatim paragraph), each within an 80-column terminal."""
+    text = runner.invoke(app, [command, "--help"], terminal_width=80).output
+    block = text.split("  Examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(block) >= 2 and all(line.startswith("    ") for line in block)
+    assert all(line.split()[0] in ("fluoden", "napari") for line in block)
+    assert max(len(line) for line in block) <= 80
 
 
 def test_denoise_help_leads_with_the_model_and_groups_the_rest():
