@@ -71,7 +71,11 @@ def info(path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIF
         table.add_row("shape", str(src.shape))
         table.add_row("dtype", str(src.dtype))
         table.add_row("chunks", str(src.chunks))
-        table.add_row("axes", src.meta.axes)
+        axes = src.meta.axes
+        if src.spec.order:  # a TIFF stored in another order, read in NGFF's
+            stored = "".join(axes[src.spec.order.index(i)] for i in range(len(axes)))
+            axes = f"{axes} (stored as {stored}, read in NGFF order)"
+        table.add_row("axes", axes)
         table.add_row("scale", str(src.meta.scale))
         table.add_row("units", str(src.meta.units or "-"))
         channels = src.description.channels

@@ -205,6 +205,9 @@ def test_tiff_axes_out_of_ngff_order_are_read_in_it(tmp_path, write, shape, axes
     lead = (1,) * (data.ndim - 2)
     np.testing.assert_array_equal(source.array[(*lead, slice(3, 9), 5)], expected[lead][3:9, 5])
     np.testing.assert_array_equal(source.array[:, 0], expected[:, 0])
+    stored = "".join(axes[order.index(i)] if i in order else axes[i] for i in range(len(axes)))
+    shown = CliRunner().invoke(app, ["info", str(tmp_path / "in.tif")], terminal_width=200)
+    assert f"{axes} (stored as {stored}, read in NGFF order)" in shown.output
 
 
 def test_a_hyperstack_denoises_as_the_same_data_stored_in_ngff_order(tmp_path, tiny_weights):
