@@ -60,7 +60,7 @@ class ConsoleReporter(Reporter):
         self.interval = interval
         self._bar: Progress | None = None
         self._task: Any = None
-        self._label, self._total, self._first, self._px = "", 0, 0, 0.0
+        self._label, self._first, self._px = "", 0, 0.0
         self._unit = "blocks"
         self._t0 = self._last_time = 0.0
         self._last_done = 0
@@ -79,7 +79,7 @@ class ConsoleReporter(Reporter):
         self, label: str, total: int, done: int, pixels_per_block: float, unit: str = "blocks"
     ) -> None:
         self.stop()
-        self._label, self._total, self._first, self._px = label, total, done, pixels_per_block
+        self._label, self._first, self._px = label, done, pixels_per_block
         self._unit = unit
         self._t0 = self._last_time = time.monotonic()
         self._last_done = done
