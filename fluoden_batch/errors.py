@@ -30,3 +30,10 @@ class NoiseEstimationError(FluodenError):
 
 class BlockError(FluodenError):
     """One or more blocks failed during a run; the message names them and the cause."""
+
+
+def validator_message(message: str) -> str:
+    """``message`` of a pydantic validator without the ``"Value error, "`` pydantic puts
+    before every ``ValueError`` a validator raises (in a validation error's ``msg``, and in
+    typer's ``BadParameter`` for a flag typed by a pydantic model)."""
+    return message.removeprefix("Value error, ")

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand
 
-from fluoden_batch.errors import FluodenError
+from fluoden_batch.errors import FluodenError, validator_message
 
 console = Console(stderr=True)
 out = Console()
@@ -40,7 +40,7 @@ class SectionedCommand(TyperCommand):
         try:
             return super().parse_args(ctx, list(args))
         except typer.BadParameter as exc:  # typer 0.29 vendors click: not click's class
-            exc.message = exc.message.removeprefix("Value error, ")
+            exc.message = validator_message(exc.message)
             given = _given(exc.param, args)
             if given is not None and repr(given) not in exc.message:
                 exc.message = f"{exc.message.rstrip('.')} (got {given!r})"

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from fluoden_batch.errors import FluodenError
+from fluoden_batch.errors import FluodenError, validator_message
 from fluoden_batch.resources import resolve_profile, shipped_profiles
 
 KINDS = ("local", "local-cuda", "slurm", "kubernetes")
@@ -316,7 +316,7 @@ def _describe(err: Any) -> str:
     if err["type"] == "extra_forbidden" and model is not None and len(loc) == 1:
         allowed = ", ".join(sorted(model.model_fields))
         return f"unknown field '{field}' (allowed: {allowed})"
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = validator_message(err["msg"])
     return f"field '{field}': {msg}"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from fluoden_batch.errors import FluodenError
+from fluoden_batch.errors import FluodenError, validator_message
 
 
 def flag_name(loc: str) -> str:
@@ -32,7 +32,7 @@ def describe_error(
         return f"{label}: unknown option{hint}"
     if error["type"] == "missing":
         return f"{name(loc)}: required but not given"
-    message = str(error["msg"]).removeprefix("Value error, ")
+    message = validator_message(str(error["msg"]))
     if not loc:  # a model-level check; it names its fields itself
         return message
     got = repr(error.get("input"))

@@ -10,13 +10,17 @@ phase of the run (``--adapt``'s fit, the blocks, the pyramid) in turn.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-__all__ = ["ConsoleReporter", "Reporter"]
+__all__ = ["ConsoleReporter", "ProgressHook", "Reporter"]
+
+#: ``on_block(done, total)``: called after each block of a phase finished or failed
+ProgressHook = Callable[[int, int], None]
 
 
 class Reporter:

@@ -18,7 +18,6 @@ killed run block by block, hence these tasks.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from distributed import Client
 
 from fluoden_batch.io.ngff import multiscales_block
 from fluoden_batch.io.store import PYRAMID_MARKER_DIR, OutputSpec
-from fluoden_batch.pipeline.progress import Reporter
+from fluoden_batch.pipeline.progress import ProgressHook, Reporter
 from fluoden_batch.restore.block import cast_output
 from fluoden_batch.restore.tiles import Block, BlockGrid, block_shape, plan_blocks
 
@@ -123,10 +122,7 @@ def _done(level: Level) -> set[str]:
     return level.job.target.done_ids() if marker_dir.is_dir() else set()
 
 
-Hook = Callable[[int, int], None]
-
-
-def _shifted(on_block: Hook, start: int, total: int) -> Hook:
+def _shifted(on_block: ProgressHook, start: int, total: int) -> ProgressHook:
     """A level's ``on_block(done, level total)`` as the phase's ``(start + done, total)``."""
     return lambda done, _: on_block(start + done, total)
 

@@ -32,13 +32,11 @@ from distributed.scheduler import KilledWorker
 from fluoden_batch.errors import BlockError, OutputError
 from fluoden_batch.io.store import remove_partial_writes, update_provenance, writing_summary
 from fluoden_batch.pipeline.planning import METRICS_FILE, Plan
-from fluoden_batch.pipeline.progress import Reporter
+from fluoden_batch.pipeline.progress import ProgressHook, Reporter
 from fluoden_batch.pipeline.pyramid import build_pyramid
 from fluoden_batch.pipeline.worker import process_block
 from fluoden_batch.report import summarise
 from fluoden_batch.restore.tiles import Block
-
-ProgressHook = Callable[[int, int], None]
 
 # Tasks in flight per worker thread, and at least (an adaptive cluster starts with none:
 # it is scaled by the work it sees); the window is resized every WINDOW_CHECK_S seconds
