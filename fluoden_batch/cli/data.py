@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from fluoden_batch.cli.common import errors, out
-from fluoden_batch.config.denoise import parse_yx
+from fluoden_batch.config.denoise import SERIES_HELP, parse_yx
 from fluoden_batch.errors import FluodenError
 
 __all__ = ["info", "ingest"]
@@ -35,6 +35,7 @@ def ingest(
             "'zyx' (default), 'tyx' or 'cyx'."
         ),
     ] = None,
+    series: Annotated[int, typer.Option(min=0, help=f"The {SERIES_HELP}.")] = 0,
 ) -> None:
     """Convert images to an OME-Zarr image (plane by plane): a TIFF / OME-TIFF stack, or
     a stack of 2-D image files.
@@ -55,19 +56,31 @@ def ingest(
         if ngff_version not in ("0.4", "0.5"):
             raise FluodenError(f"--ngff-version {ngff_version!r}: use 0.4 or 0.5")
         path = do_ingest(
-            inputs, output, chunks=_chunks(chunks), ngff_version=ngff_version, axes=axes
+            inputs,
+            output,
+            chunks=_chunks(chunks),
+            ngff_version=ngff_version,
+            axes=axes,
+            series=series,
         )
         out.print(f"wrote {path}")
 
 
-def info(path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIFF.")]) -> None:
-    """Show shape, dtype, chunks, axes, scales and any fluoden provenance of an image."""
+def info(
+    path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIFF.")],
+    series: Annotated[int, typer.Option(min=0, help=f"The {SERIES_HELP}.")] = 0,
+) -> None:
+    """Show shape, dtype, chunks, axes, scales and any fluoden provenance of an image
+    (of a TIFF file that holds several image series: each one's shape and axes)."""
     from fluoden_batch.io.source import open_image
     from fluoden_batch.io.store import read_provenance
 
     with errors():
-        src = open_image(path, dtypes=None)
+        src = open_image(path, dtypes=None, series=series)
         table = Table(title=str(path), show_header=False)
+        if src.series:
+            listed = "; ".join(f"{i}: {s}" for i, s in enumerate(src.series))
+            table.add_row("series", f"{listed} (shown: {series}; --series N shows another)")
         table.add_row("shape", str(src.shape))
         table.add_row("dtype", str(src.dtype))
         table.add_row("chunks", str(src.chunks))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,15 +21,27 @@ __all__ = [
     "DEFAULT_MODEL",
     "MAX_CLUSTERS",
     "AdaptOptions",
+    "Axes",
     "DenoiseConfig",
     "DenoiseOptions",
     "PyramidOptions",
+    "Series",
     "parse_yx",
 ]
 
 DEFAULT_MODEL = "dncnn-fmd"
 DEFAULT_MASKED_MODEL = "dncnn-small-masked"  # the default of --protocol masked when shipped
 MAX_CLUSTERS = 16
+
+AXES_HELP = "axis names for inputs without metadata, e.g. 'cyx'"
+SERIES_HELP = (
+    "which image series of a TIFF file that holds several (a multi-position OME-TIFF: one "
+    "per position; `fluoden info FILE` lists them), counted from 0"
+)
+Axes = Annotated[str | None, Field(description=AXES_HELP)]
+"""The ``axes`` option of every command that reads an image (declared once, here)."""
+Series = Annotated[int, Field(ge=0, description=SERIES_HELP)]
+"""The ``series`` option of every command that reads an image (declared once, here)."""
 
 
 def parse_yx(value: Any) -> Any:
@@ -100,7 +112,8 @@ class DenoiseOptions(BaseModel):
         2048, ge=16, description="smallest block (task) size in Y/X, pixels; chunks are grouped"
     )
     tile: int = Field(384, ge=32, description="forward-pass tile size, pixels")
-    axes: str | None = Field(None, description="axis names for inputs without metadata, e.g. 'cyx'")
+    axes: Axes = None
+    series: Series = 0
     device: str = Field("auto", description="torch device: auto, cpu, cuda or cuda:N")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32, or bf16/fp16 autocast on CUDA (faster, less exact)"
@@ -348,8 +361,8 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
         ``save_labels`` always (it decides whether OUT holds labels for every block).
         ``cluster_backend`` is left out: the centres it fits are stored and reused.
         ``tta``, ``phase_split`` and ``detail`` only when on (``detail`` as ``"sure"``, also
-        for ``auto``), and ``plane_groups`` only when ``off``, so outputs written before
-        they existed resume unchanged.
+        for ``auto``), ``plane_groups`` only when ``off`` and ``series`` only when not 0,
+        so outputs written before they existed resume unchanged.
         """
         keys = [
             "precision",
@@ -373,6 +386,8 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
             keys.append("phase_split")
         if self.plane_groups == "off":
             keys.append("plane_groups")
+        if self.series:
+            keys.append("series")
         data = self.model_dump(mode="json", include=set(keys))
         if self.restores_detail:
             data["detail"] = "sure"  # auto and sure alike

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import ConfigDict, Field
 
 from fluoden_batch.config.compute import ComputeOptions
+from fluoden_batch.config.denoise import Axes, Series
 
 __all__ = ["NoiseConfig"]
 
@@ -17,7 +18,8 @@ class NoiseConfig(ComputeOptions):
     model_config = ConfigDict(extra="forbid")
 
     input: Path = Field(description="Zarr array, OME-Zarr image (NGFF 0.4/0.5) or TIFF")
-    axes: str | None = Field(None, description="axis names for inputs without metadata, e.g. 'cyx'")
+    axes: Axes = None
+    series: Series = 0
     max_blocks: int = Field(
         8, ge=1, description="regions (up to 2048 x 2048 px) estimated per plane, spread over it"
     )

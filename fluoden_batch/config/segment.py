@@ -8,7 +8,13 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from fluoden_batch.config.compute import COMPUTE_FIELDS, ComputeOptions
-from fluoden_batch.config.denoise import MAX_CLUSTERS, InputOptions, PyramidOptions
+from fluoden_batch.config.denoise import (
+    MAX_CLUSTERS,
+    Axes,
+    InputOptions,
+    PyramidOptions,
+    Series,
+)
 
 __all__ = ["SegmentConfig"]
 
@@ -61,7 +67,8 @@ class SegmentConfig(PyramidOptions, InputOptions, ComputeOptions):
     ngff_version: Literal["0.4", "0.5"] = Field(
         "0.5", description="output NGFF version (0.4 for Fiji)"
     )
-    axes: str | None = Field(None, description="axis names for inputs without metadata, e.g. 'cyx'")
+    axes: Axes = None
+    series: Series = 0
     overwrite: bool = Field(False, description="replace an OUTPUT written with other parameters")
     plane_groups: Literal["auto", "off"] = Field(
         "auto",
@@ -79,10 +86,13 @@ class SegmentConfig(PyramidOptions, InputOptions, ComputeOptions):
         in outputs written before the options were unified, so they still resume).
         ``layout`` tells outputs with the labels under the image from the earlier label-only
         ones, which are not resumed. ``plane_groups`` only when ``off`` (and only for
-        K-means), so outputs written before it existed resume unchanged."""
+        K-means), ``series`` only when not 0, so outputs written before they existed resume
+        unchanged."""
         skip = {"output", "cluster_backend", "overwrite", "levels", "pyramid", "allow_sparse"}
         if self.plane_groups == "auto" or self.method != "kmeans":
             skip.add("plane_groups")
+        if self.series == 0:
+            skip.add("series")
         skip |= set(COMPUTE_FIELDS)
         data = self.model_dump(mode="json", exclude=skip)
         data["k"] = data.pop("clusters")

@@ -34,6 +34,7 @@ def ingest(
     chunks: tuple[int, int] = (512, 512),
     ngff_version: NGFFVersion = "0.5",
     axes: str | None = None,
+    series: int = 0,
 ) -> Path:
     """Write ``sources`` as a single-level OME-Zarr image at ``out``.
 
@@ -57,17 +58,26 @@ def ingest(
         NGFF version (0.4 writes Zarr v2, readable by Fiji's N5/OME-Zarr readers).
     axes : str, optional
         Axis names when the TIFF does not carry usable ones, or of a stack of files.
+    series : int
+        Of one TIFF file that holds several image series (a multi-position acquisition),
+        the one to convert, counted from 0.
 
     Raises
     ------
     InputError, OutputError
         An unreadable or truncated file, files of different shapes or dtypes, a colour
-        image, or an ``out`` that exists or lies inside an input.
+        image, a series the file does not hold (or given for a stack of files), or an
+        ``out`` that exists or lies inside an input.
     """
     paths = [Path(sources)] if isinstance(sources, str | Path) else [Path(s) for s in sources]
     files = image_files(paths)
     if len(files) == 1 and files[0].suffix.lower() in TIFF_SUFFIXES:
-        source: ImageSource | _Files = open_image(files[0], axes)
+        source: ImageSource | _Files = open_image(files[0], axes, series=series)
+    elif series:
+        raise InputError(
+            f"--series {series} picks an image series of one TIFF file; {len(files)} image "
+            "files are a stack of planes"
+        )
     else:
         source = _Files(files, axes)
     out = check_output_path(out, files)

@@ -111,8 +111,8 @@ class OmeDescription:
     physical: dict[str, Quantity] = field(default_factory=dict)
 
 
-def read_ome_xml(xml: str, where: str) -> OmeDescription | None:
-    """Parse OME-XML into an :class:`OmeDescription` (its first image).
+def read_ome_xml(xml: str, where: str, image: int = 0) -> OmeDescription | None:
+    """Parse OME-XML into an :class:`OmeDescription` of one of its images.
 
     Parameters
     ----------
@@ -120,12 +120,15 @@ def read_ome_xml(xml: str, where: str) -> OmeDescription | None:
         The OME-XML text (e.g. ``tifffile.TiffFile.ome_metadata``).
     where : str
         Name of the file, for the warning.
+    image : int
+        Which ``Image`` of the document (0: the first), e.g. the image series of a
+        multi-position OME-TIFF read (tifffile's series follow the images in order).
 
     Returns
     -------
     OmeDescription or None
         The description. Where the model cannot read part of the document (a bad colour,
-        an odd instrument entry), one warning, and what it can read of the first image's
+        an odd instrument entry), one warning, and what it can read of the image's
         pixels: with its channels, else without them. None (after one warning) when the
         text is not XML or holds no image: the caller keeps its defaults.
 
@@ -137,7 +140,7 @@ def read_ome_xml(xml: str, where: str) -> OmeDescription | None:
         refused by name.
     """
     try:
-        return _describe(_first_pixels(xml))
+        return _describe(_image_pixels(xml, image))
     except ValidationError as exc:
         _refuse_bad_scale(exc)
         problem = _first_error(exc)
@@ -145,14 +148,14 @@ def read_ome_xml(xml: str, where: str) -> OmeDescription | None:
         problem = str(exc).splitlines()[0][:200]
     try:
         reduced = [
-            (_pixels_only(xml, channels=True), "pixel sizes and channels"),
-            (_pixels_only(xml, channels=False), "pixel sizes only (unnamed channels)"),
+            (_pixels_only(xml, image, channels=True), "pixel sizes and channels"),
+            (_pixels_only(xml, image, channels=False), "pixel sizes only (unnamed channels)"),
         ]
     except (ElementTree.ParseError, ValueError):  # not XML, or no image to fall back to
         return _unreadable(where, problem)
     for text, kept in reduced:
         try:
-            description = _describe(_first_pixels(text))
+            description = _describe(_image_pixels(text, 0))
         except ValidationError as exc:
             _refuse_bad_scale(exc)
             continue
@@ -163,29 +166,32 @@ def read_ome_xml(xml: str, where: str) -> OmeDescription | None:
     return _unreadable(where, problem)
 
 
-def _first_pixels(xml: str) -> Pixels:
-    """The ``Pixels`` of the first image, through the OME model (pydantic validation)."""
+def _image_pixels(xml: str, image: int) -> Pixels:
+    """The ``Pixels`` of image ``image``, through the OME model (pydantic validation)."""
     with warnings.catch_warnings():  # xsdata warns per bad value before pydantic raises
         warnings.simplefilter("ignore")
         ome = ome_types.from_xml(xml)
-    if not ome.images:
-        raise ValueError("it describes no image")
-    return ome.images[0].pixels
+    if len(ome.images) <= image:
+        raise ValueError(f"it describes {len(ome.images)} images, not an image {image}")
+    return ome.images[image].pixels
 
 
-def _pixels_only(xml: str, channels: bool) -> str:
-    """The document cut to its first image's ``Pixels`` element (attributes only), with
-    or without its ``Channel`` elements (attributes only): the part this module reads."""
+def _pixels_only(xml: str, image: int, channels: bool) -> str:
+    """The document cut to one image (``image``: its index), holding only its ``Pixels``
+    element (attributes only), with or without its ``Channel`` elements (attributes only):
+    the part this module reads."""
     root = ElementTree.fromstring(xml)
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    image = root.find(f"{ns}Image")
-    pixels = image.find(f"{ns}Pixels") if image is not None else None
-    if image is None or pixels is None:
-        raise ValueError("it describes no image")
+    images = root.findall(f"{ns}Image")
+    if len(images) <= image:
+        raise ValueError(f"it describes {len(images)} images, not an image {image}")
+    kept = images[image]
+    pixels = kept.find(f"{ns}Pixels")
+    if pixels is None:
+        raise ValueError(f"its image {image} has no pixels")
     out = ElementTree.Element(root.tag, root.attrib)
-    out_pixels = ElementTree.SubElement(
-        ElementTree.SubElement(out, image.tag, image.attrib), pixels.tag, pixels.attrib
-    )
+    out_image = ElementTree.SubElement(out, kept.tag, kept.attrib)
+    out_pixels = ElementTree.SubElement(out_image, pixels.tag, pixels.attrib)
     for channel in pixels.findall(f"{ns}Channel") if channels else []:
         ElementTree.SubElement(out_pixels, channel.tag, channel.attrib)
     return ElementTree.tostring(out, encoding="unicode")

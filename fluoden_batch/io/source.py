@@ -60,12 +60,15 @@ class SourceSpec:
         A TIFF whose axes are not in NGFF order (ImageJ's ``ZCYX`` hyperstacks, an RGB
         image's ``YXS``): the stored axis of each axis in NGFF order, read through an
         :class:`AxesView`; empty: as stored.
+    series : int
+        The image series of a TIFF file that holds several (0: the first).
     """
 
     kind: Literal["zarr", "tiff"]
     path: str
     array_path: str = ""
     order: tuple[int, ...] = ()
+    series: int = 0
 
     def open(self) -> zarr.Array | AxesView:
         """Open the array read-only (cached per process)."""
@@ -73,6 +76,8 @@ class SourceSpec:
 
     def describe(self) -> str:
         """Human-readable name used in error messages."""
+        if self.series:
+            return f"{self.path} (series {self.series})"
         return f"{self.path}/{self.array_path}" if self.array_path else self.path
 
     def missing_chunks(self, region: tuple[slice, ...]) -> int:
@@ -142,7 +147,7 @@ def _open_cached(spec: SourceSpec) -> zarr.Array | AxesView:
         tiff_logger = logging.getLogger("tifffile")
         tiff_logger.addFilter(_not_ome_syntax)
         try:
-            store = tifffile.imread(spec.path, aszarr=True)
+            store = tifffile.imread(spec.path, aszarr=True, series=spec.series)
         finally:
             tiff_logger.removeFilter(_not_ome_syntax)
         array = zarr.open_array(store, mode="r")
@@ -166,6 +171,9 @@ class ImageSource:
         NGFF version of an OME-Zarr input, None for plain arrays and TIFF.
     attrs : dict
         The input group's other attributes (carried into the output's provenance).
+    series : tuple of str
+        Of a TIFF file that holds several image series: each one's shape and axes (e.g.
+        ``"(3, 512, 512) ZYX"``), in file order; empty otherwise.
     """
 
     spec: SourceSpec
@@ -173,6 +181,7 @@ class ImageSource:
     meta: ImageMeta
     ngff_version: NGFFVersion | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    series: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -194,7 +203,11 @@ class ImageSource:
 
 
 def open_image(
-    path: str | Path, axes: str | None = None, dtypes: tuple[type, ...] | None = SUPPORTED_DTYPES
+    path: str | Path,
+    axes: str | None = None,
+    dtypes: tuple[type, ...] | None = SUPPORTED_DTYPES,
+    *,
+    series: int = 0,
 ) -> ImageSource:
     """Open and validate an input image.
 
@@ -208,24 +221,34 @@ def open_image(
     dtypes : tuple of numpy types, optional
         Accepted dtypes (default: what the denoiser takes); None accepts any, e.g. to
         inspect a label image.
+    series : int
+        Of a TIFF file that holds several image series (a multi-position acquisition),
+        the one to read, counted from 0; a warning names the others. A Zarr store holds
+        one image per group instead: pass the group's path.
 
     Raises
     ------
     InputError
-        Missing path, unreadable store, unsupported dtype, dimensionality or axes.
+        Missing path, unreadable store, unsupported dtype, dimensionality or axes, a
+        series the file does not hold.
     """
     p = Path(path).expanduser()
     if not p.exists():
         raise InputError(f"{path}: no such file or directory")
     p = p.resolve()
     if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES:
-        source = _open_tiff(p, axes)
+        source = _open_tiff(p, axes, series)
     elif p.is_file():  # a Zarr store is a folder (a zipped one: unzip it first)
         raise InputError(
             f"{p}: a {p.suffix or 'suffix-less'} file is not an image fluoden reads (a Zarr "
             "array or OME-Zarr image folder, a .tif/.tiff file); convert it with `fluoden "
             "ingest FILE... OUT.ome.zarr` (PNG, JPEG, ...), or pass its pixels to "
             "fluoden_batch.denoise as an array"
+        )
+    elif series:
+        raise InputError(
+            f"{p}: --series {series} picks an image series of a TIFF file; a Zarr store "
+            "holds one image per group: pass that group's path instead"
         )
     else:
         source = _open_zarr(p, axes)
@@ -306,37 +329,43 @@ def _plain_meta(ndim: int, axes: str | None, p: Path) -> ImageMeta:
     return ImageMeta(axes=names, scale=[1.0] * ndim)
 
 
-def _open_tiff(p: Path, axes: str | None) -> ImageSource:
+def _open_tiff(p: Path, axes: str | None, index: int) -> ImageSource:
     try:
         with _tifffile_log() as log, tifffile.TiffFile(p) as tf:
-            series = tf.series[0]
+            listing = tuple(f"{s.shape} {s.axes}" for s in tf.series)
+            if index >= len(listing):
+                raise InputError(
+                    f"{p}: --series {index}: the file holds {len(listing)} image series "
+                    f"(0 to {len(listing) - 1})"
+                )
+            series = tf.series[index]
             tiff_axes, ome_xml = series.axes, tf.ome_metadata
             _check_tiff_complete(p, series.pages, tf.filehandle.size, log)
-            others = [f"{s.shape} {s.axes}" for s in tf.series[1:]]
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"{p}: not a readable TIFF file ({exc})") from exc
-    if others:  # multi-position acquisitions: one series per position
+    if len(listing) > 1:  # multi-position acquisitions: one series per position
+        others = ", ".join(f"{i}: {s}" for i, s in enumerate(listing) if i != index)
         _log.warning(
-            "warning: %s: holds %d image series; fluoden reads the first, %s %s, and not %s: save "
-            "each series (position) as a file of its own to denoise the others",
-            p, len(others) + 1, series.shape, tiff_axes, ", ".join(others),
+            "warning: %s: holds %d image series; fluoden reads series %d, %s, and not %s "
+            "(--series N reads another)",
+            p, len(listing), index, listing[index], others,
         )  # fmt: skip
     order: tuple[int, ...] = ()
     if axes is None:
         axes, order = _tiff_axes(tiff_axes, p)
-    spec = SourceSpec("tiff", str(p), order=order)
+    spec = SourceSpec("tiff", str(p), order=order, series=index)
     array = spec.open()
     meta = _plain_meta(array.ndim, axes, p)
     try:
-        description = read_ome_xml(ome_xml, str(p)) if ome_xml else None
+        description = read_ome_xml(ome_xml, str(p), index) if ome_xml else None
         if description is not None:
             scale, units, omero = ngff_meta(description, meta.axes, array, str(p))
             meta = ImageMeta(meta.axes, scale, units=units, omero=omero)
     except InputError as exc:
         raise InputError(f"{p}: OME-XML physical sizes: {exc}") from None
-    return ImageSource(spec, array, meta)
+    return ImageSource(spec, array, meta, series=listing if len(listing) > 1 else ())
 
 
 def _not_ome_syntax(record: logging.LogRecord) -> bool:

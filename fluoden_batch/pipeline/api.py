@@ -45,14 +45,17 @@ def _reporter(progress: bool | Reporter | None) -> Reporter | None:
     return ConsoleReporter() if progress else None
 
 
-def _open_array(source: str | Path, axes: str | None) -> np.ndarray | da.Array:
-    """A stored image as an array: in memory up to ``IN_PROCESS_PIXELS``, else lazy."""
-    image = open_image(source, axes)
+def _open_array(
+    source: str | Path, axes: str | None, series: int
+) -> tuple[np.ndarray | da.Array, str]:
+    """A stored image as an array (in memory up to ``IN_PROCESS_PIXELS``, else lazy) and
+    its axes (from its metadata)."""
+    image = open_image(source, axes, series=series)
     if np.prod(image.shape) <= IN_PROCESS_PIXELS:
-        return np.asarray(image.array[...])
+        return np.asarray(image.array[...]), image.meta.axes
     if isinstance(image.array, AxesView):  # a TIFF read in NGFF order; name=False: no hashing
-        return da.from_array(image.array, chunks=image.chunks, name=False)
-    return da.from_zarr(image.array)
+        return da.from_array(image.array, chunks=image.chunks, name=False), image.meta.axes
+    return da.from_zarr(image.array), image.meta.axes
 
 
 def denoise(
@@ -130,8 +133,12 @@ def denoise(
             "model=OUT to denoise arrays with them"
         )
     opts = load_options(DenoiseOptions, None, model=model, protocol=protocol, **options)
-    array = _open_array(source, opts.axes) if _is_path(source) else source
-    return denoise_array(array, opts)
+    if not _is_path(source):
+        if opts.series:
+            raise InputError("series= picks an image series of a TIFF file; an array is one image")
+        return denoise_array(source, opts)
+    array, axes = _open_array(source, opts.axes, opts.series)
+    return denoise_array(array, opts.model_copy(update={"axes": axes}))
 
 
 def segment(
@@ -169,12 +176,17 @@ def estimate_noise(
     ``source``: a stored image (regions estimated on ``client``, on a cluster from the
     options, or here when small) or a NumPy array (each plane estimated here as one region
     up to 2048 px a side). Returns one row per plane
-    (:func:`~fluoden_batch.pipeline.noise.estimate_array`).
+    (:func:`~fluoden_batch.pipeline.noise.estimate_array`). ``options``: the other fields
+    of :class:`~fluoden_batch.config.NoiseConfig` (``series``, ``workers`` ...), for a
+    stored image.
     """
     if _is_path(source):
         cfg = load_options(
             NoiseConfig, None, input=source, axes=axes, max_blocks=max_blocks, **options
         )
         return run_estimate_noise(cfg, client=client)
+    if options or client is not None:
+        given = ", ".join(f"{k}=" for k in [*options, *(["client"] if client else [])])
+        raise InputError(f"{given} apply to a stored image; an array is estimated here")
     array = np.asarray(source)
     return estimate_array(array, array_axes(array, axes), max_blocks)

@@ -100,7 +100,7 @@ def run_estimate_noise(
         not are rows with an ``error``.
     """
     reporter = reporter or Reporter()
-    source = open_image(cfg.input, cfg.axes)
+    source = open_image(cfg.input, cfg.axes, series=cfg.series)
     n_tasks = len(plan_tasks(source.shape, cfg.max_blocks))
     small = 0 if n_tasks <= IN_PROCESS_REGIONS else n_tasks
     with client_for(cfg, small, client) as c:

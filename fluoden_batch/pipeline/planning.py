@@ -88,7 +88,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
     notes: list[str] = []
     method = choose_method(cfg, notes)
     cfg = cfg.model_copy(update={"model": method.model})
-    source = open_image(cfg.input, cfg.axes)
+    source = open_image(cfg.input, cfg.axes, series=cfg.series)
     check_stored(source, cfg.allow_sparse, notes)
     adapt_mode = plan_adapt(cfg, source, notes)
     inputs = [cfg.input] + ([cfg.reference] if cfg.reference else [])

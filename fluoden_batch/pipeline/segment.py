@@ -70,7 +70,7 @@ class SegmentPlan:
 
 def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     """Validate, pick the backend, fit K-means centres, create or reopen OUT, list blocks."""
-    source = open_image(cfg.input, cfg.axes)
+    source = open_image(cfg.input, cfg.axes, series=cfg.series)
     stored: list[str] = []  # the warning of a small, sparse input
     check_stored(source, cfg.allow_sparse, stored)
     out = store.check_output_path(cfg.output, [cfg.input])

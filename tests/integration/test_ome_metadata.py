@@ -18,9 +18,10 @@ from ome_zarr_models.v05.image import Image as Image05
 from typer.testing import CliRunner
 
 import fluoden_batch as fb
-from conftest import write_image
+from conftest import blobs, write_image
 from fluoden_batch.cli import app
 from fluoden_batch.config import DenoiseConfig, SegmentConfig
+from fluoden_batch.errors import InputError
 from fluoden_batch.io.ingest import ingest
 from fluoden_batch.io.ome import WINDOW_PERCENTILES
 from fluoden_batch.io.source import open_image
@@ -250,20 +251,121 @@ def test_two_channel_axes_in_a_tiff_are_refused_by_name(tmp_path):
     assert "TIFF axes 'CYXS' give two 'c' axes" in " ".join(result.output.split())
 
 
-def test_a_tiff_of_several_series_warns_which_it_reads(tmp_path, caplog):
-    """A multi-position acquisition (one series per position): the first is read, and
-    the warning names the others, rather than leaving them out without a word."""
-    tif = tmp_path / "positions.ome.tif"
+def positions(tif: Path) -> list[np.ndarray]:
+    """A multi-position OME-TIFF (one image series per position) of different shapes,
+    axes, pixel sizes and channel names; returns each position's data."""
+    rng = np.random.default_rng(3)
+    scenes = [[blobs(rng, 48)[:32, :40] for _ in range(2)], [blobs(rng, 48) for _ in range(3)]]
+    data = [rng.poisson(3 * np.stack(planes)).astype(np.uint16) for planes in scenes]
     with tifffile.TiffWriter(tif, ome=True) as writer:
-        for planes in (2, 3):
-            data = np.full((planes, 32, 32), planes, np.uint16)
-            writer.write(data, photometric="minisblack", metadata={"axes": "ZYX"})
+        writer.write(
+            data[0],
+            photometric="minisblack",
+            metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+        )
+        writer.write(
+            data[1],
+            photometric="minisblack",
+            metadata={
+                "axes": "CYX",
+                "PhysicalSizeX": 0.25,
+                "PhysicalSizeY": 0.25,
+                "Channel": {"Name": ["a", "b", "c"]},
+            },
+        )
+    return data
+
+
+def test_a_tiff_of_several_series_reads_the_one_asked_and_names_the_others(tmp_path, caplog):
+    """A multi-position acquisition: series 0 by default, ``series=1`` the second with
+    its own axes, pixel sizes and channel names (its OME image, not the first's); the
+    warning names the series left out."""
+    tif = tmp_path / "positions.ome.tif"
+    data = positions(tif)
     with caplog.at_level(logging.WARNING):
-        source = open_image(tif)
-    assert source.shape == (2, 32, 32) and int(source.array[1, 0, 0]) == 2
-    (warned,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert "holds 2 image series; fluoden reads the first, (2, 32, 32) ZYX" in warned
-    assert "not (3, 32, 32) ZYX" in warned
+        first, second = open_image(tif), open_image(tif, series=1)
+    np.testing.assert_array_equal(first.array[:], data[0])
+    np.testing.assert_array_equal(second.array[:], data[1])
+    assert (first.meta.axes, first.meta.scale) == ("zyx", [1.0, 0.5, 0.5])
+    assert (second.meta.axes, second.meta.scale) == ("cyx", [1.0, 0.25, 0.25])
+    assert [c.name for c in second.description.channels] == ["a", "b", "c"]
+    assert second.series == ("(2, 32, 40) ZYX", "(3, 48, 48) CYX")
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "reads series 0, (2, 32, 40) ZYX, and not 1: (3, 48, 48) CYX" in warned[0]
+    assert "reads series 1, (3, 48, 48) CYX, and not 0: (2, 32, 40) ZYX" in warned[1]
+    assert all("--series N reads another" in w for w in warned)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["info", "{tif}", "--series", "2"], "--series 2: the file holds 2 image series (0 to 1)"),
+        (["denoise", "{tif}", "{out}", "--series", "5"], "--series 5: the file holds 2 image"),
+        (["denoise", "{zarr}", "{out}", "--series", "1"], "a Zarr store holds one image per group"),
+        (["ingest", "{p1}", "{p2}", "{out}", "--series", "1"], "2 image files are a stack"),
+        (["estimate-noise", "{tif}", "--series", "-1"], "--series"),
+    ],
+    ids=["info-range", "denoise-range", "zarr", "ingest-files", "negative"],
+)
+def test_a_series_the_input_does_not_hold_is_one_line_and_exit_2(tmp_path, args, said):
+    tif = tmp_path / "positions.ome.tif"
+    positions(tif)
+    zarr_in = write_image(tmp_path / "in.zarr", np.zeros((16, 16), np.uint16), "yx", (16, 16))
+    planes = [tmp_path / "p1.tif", tmp_path / "p2.tif"]
+    for plane in planes:
+        tifffile.imwrite(plane, np.zeros((8, 8), np.uint8))
+    names = {"tif": tif, "out": tmp_path / "out.zarr", "zarr": zarr_in, "p1": planes[0]}
+    names["p2"] = planes[1]
+    result = CliRunner().invoke(app, [a.format(**names) for a in args])
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.distributed
+def test_a_series_denoises_on_workers_as_its_array_does_and_resumes_only_itself(
+    client, tiny_weights, tmp_path
+):
+    """Series 1 of a multi-position TIFF, denoised on two Dask workers (which reopen
+    that series), equals its array denoised in memory; its output carries that series's
+    pixel sizes; a rerun with another series is refused as other parameters."""
+    tif = tmp_path / "positions.ome.tif"
+    data = positions(tif)
+    out = tmp_path / "den.zarr"
+    cfg = DenoiseConfig(input=tif, output=out, model=str(tiny_weights), series=1)
+    result = execute(plan(cfg), client)
+    assert not result.failed and result.blocks_run == 3
+    written = zarr.open_array(str(out), path="0", mode="r")[:]
+    np.testing.assert_array_equal(written, fb.denoise(data[1], model=str(tiny_weights), axes="cyx"))
+    np.testing.assert_array_equal(written, fb.denoise(tif, model=str(tiny_weights), series=1))
+    ms = ngff(out)["multiscales"][0]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 0.25, 0.25]
+    assert execute(plan(cfg), client).blocks_run == 0  # resumed: nothing left
+    again = CliRunner().invoke(app, ["denoise", str(tif), str(out), "--model", str(tiny_weights)])
+    assert again.exit_code == 2 and "other parameters" in again.output and "series" in again.output
+
+
+def test_ingest_and_segment_and_estimate_noise_read_the_series_asked(tmp_path):
+    tif = tmp_path / "positions.ome.tif"
+    data = positions(tif)
+    ingested = ingest(tif, tmp_path / "second.ome.zarr", series=1)
+    np.testing.assert_array_equal(zarr.open_array(str(ingested), path="0", mode="r")[:], data[1])
+    assert [c["label"] for c in ngff(ingested)["omero"]["channels"]] == ["a", "b", "c"]
+    rows = fb.estimate_noise(tif, series=1)
+    assert [r["c"] for r in rows] == [0, 1, 2]
+    assert [r["a"] for r in rows] == [r["a"] for r in fb.estimate_noise(data[1], axes="cyx")]
+    cfg = SegmentConfig(input=tif, output=tmp_path / "seg.zarr", series=1, cluster_backend="cpu")
+    result = run_segment(cfg, client=None)
+    assert not result.failed
+    labels = zarr.open_group(str(result.output / "labels"), mode="r")
+    assert sorted(labels.group_keys()) == ["clusters-c0", "clusters-c1", "clusters-c2"]
+
+
+def test_series_of_an_array_is_refused(tiny_weights):
+    with pytest.raises(InputError, match="an array is one image"):
+        fb.denoise(np.zeros((32, 32), np.float32), model=str(tiny_weights), series=1)
+    with pytest.raises(InputError, match="series=, workers= apply to a stored image"):
+        fb.estimate_noise(np.zeros((32, 32), np.float32), series=1, workers=2)
 
 
 def broken_copy(tif: Path, old: bytes, new: bytes) -> Path:
