@@ -4,6 +4,8 @@ help (the CLI builds its flags from them), and the one reader of config files.
 - :class:`DenoiseConfig` (``fluoden denoise``), :class:`SegmentConfig` (``segment``),
   :class:`NoiseConfig` (``estimate-noise``), :class:`~fluoden_batch.config.train.TrainConfig`
   (``train``);
+- :class:`DenoiseOptions`, :class:`SegmentOptions`: how each plane is denoised or
+  labelled, the part of those that arrays take too;
 - :class:`ComputeOptions`: the Dask options every run command shares;
 - :func:`read_config_file` (TOML or YAML) and :func:`load_config` (file + overrides,
   with one readable line per invalid field, naming flags; :func:`load_options` names the
@@ -28,7 +30,7 @@ from fluoden_batch.config.denoise import (
 )
 from fluoden_batch.config.files import describe_error, flag_name, read_config_file
 from fluoden_batch.config.noise import NoiseConfig
-from fluoden_batch.config.segment import SegmentConfig
+from fluoden_batch.config.segment import SegmentConfig, SegmentOptions
 from fluoden_batch.errors import FluodenError
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "DenoiseOptions",
     "NoiseConfig",
     "SegmentConfig",
+    "SegmentOptions",
     "describe_error",
     "load_config",
     "load_options",

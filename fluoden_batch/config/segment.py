@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fluoden_batch.config.compute import COMPUTE_FIELDS, ComputeOptions
 from fluoden_batch.config.denoise import (
@@ -16,25 +16,18 @@ from fluoden_batch.config.denoise import (
     Series,
 )
 
-__all__ = ["SegmentConfig"]
+__all__ = ["SegmentConfig", "SegmentOptions"]
 
 
-class SegmentConfig(PyramidOptions, InputOptions, ComputeOptions):
-    """Parameters of a clustering segmentation run.
-
-    Only :meth:`output_parameters` decide OUT; a rerun with the same values resumes. The
-    same ideas have the same names as in :class:`~fluoden_batch.config.DenoiseConfig`
-    (``clusters``, ``cluster_backend``, ``block_min``, the compute options).
-    """
+class SegmentOptions(BaseModel):
+    """How each plane is labelled: the options of :func:`fluoden_batch.segment` for arrays
+    as for stores (:class:`SegmentConfig` adds the input, the output and the Dask
+    options). The same ideas have the same names as in
+    :class:`~fluoden_batch.config.DenoiseOptions` (``clusters``, ``cluster_backend``,
+    ``block_min``, ``axes``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    input: Path = Field(description="Zarr array, OME-Zarr image (NGFF 0.4/0.5) or TIFF")
-    output: Path = Field(
-        description="output OME-Zarr image: a copy of the input with the labels registered "
-        "under it as OUTPUT/labels/clusters (one per channel: clusters-c0, ...) (created; "
-        "or resumed if it exists)"
-    )
     method: Literal["kmeans", "dbscan", "hdbscan"] = Field(
         "kmeans",
         description="kmeans (seam-free: centres fitted once per channel), dbscan or hdbscan "
@@ -64,12 +57,8 @@ class SegmentConfig(PyramidOptions, InputOptions, ComputeOptions):
     block_min: int = Field(
         512, ge=1, description="smallest block (task) size in Y/X, pixels; chunks are grouped"
     )
-    ngff_version: Literal["0.4", "0.5"] = Field(
-        "0.5", description="output NGFF version (0.4 for Fiji)"
-    )
     axes: Axes = None
     series: Series = 0
-    overwrite: bool = Field(False, description="replace an OUTPUT written with other parameters")
     plane_groups: Literal["auto", "off"] = Field(
         "auto",
         description="K-means: where the planes of a channel (up to 64 of them) differ in "
@@ -77,6 +66,26 @@ class SegmentConfig(PyramidOptions, InputOptions, ComputeOptions):
         "centres per group of similar planes, as fluoden denoise plans them (a note names "
         "the groups); off: one set of centres per channel for every plane",
     )
+
+
+class SegmentConfig(SegmentOptions, PyramidOptions, InputOptions, ComputeOptions):
+    """Parameters of a clustering segmentation run from a store into an OME-Zarr.
+
+    Only :meth:`output_parameters` decide OUT; a rerun with the same values resumes.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Path = Field(description="Zarr array, OME-Zarr image (NGFF 0.4/0.5) or TIFF")
+    output: Path = Field(
+        description="output OME-Zarr image: a copy of the input with the labels registered "
+        "under it as OUTPUT/labels/clusters (one per channel: clusters-c0, ...) (created; "
+        "or resumed if it exists)"
+    )
+    ngff_version: Literal["0.4", "0.5"] = Field(
+        "0.5", description="output NGFF version (0.4 for Fiji)"
+    )
+    overwrite: bool = Field(False, description="replace an OUTPUT written with other parameters")
     quality: bool = Field(
         True, description="score every block (silhouette, Davies-Bouldin, WSS) in the metrics"
     )

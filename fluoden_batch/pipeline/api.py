@@ -19,6 +19,7 @@ from fluoden_batch.config import (
     DenoiseOptions,
     NoiseConfig,
     SegmentConfig,
+    SegmentOptions,
     load_options,
 )
 from fluoden_batch.errors import InputError
@@ -28,7 +29,7 @@ from fluoden_batch.pipeline.execution import IN_PROCESS_PIXELS, run_denoise
 from fluoden_batch.pipeline.noise import estimate_array, run_estimate_noise
 from fluoden_batch.pipeline.progress import ConsoleReporter, Reporter
 from fluoden_batch.pipeline.run import RunResult
-from fluoden_batch.pipeline.segment import run_segment
+from fluoden_batch.pipeline.segment import run_segment, segment_array
 
 __all__ = ["denoise", "estimate_noise", "segment"]
 
@@ -39,6 +40,9 @@ def _is_path(source: Any) -> bool:
     return isinstance(source, str | Path)
 
 
+_SERIES_OF_ARRAY = "series= picks an image series of a TIFF file; an array is one image"
+
+
 def _reporter(progress: bool | Reporter | None) -> Reporter | None:
     if isinstance(progress, Reporter):
         return progress
@@ -47,15 +51,16 @@ def _reporter(progress: bool | Reporter | None) -> Reporter | None:
 
 def _open_array(
     source: str | Path, axes: str | None, series: int
-) -> tuple[np.ndarray | da.Array, str]:
-    """A stored image as an array (in memory up to ``IN_PROCESS_PIXELS``, else lazy) and
-    its axes (from its metadata)."""
+) -> tuple[np.ndarray | da.Array, str, tuple[int, ...]]:
+    """A stored image as an array (in memory up to ``IN_PROCESS_PIXELS``, else lazy), its
+    axes (from its metadata) and its chunks (the blocks of a store run follow them)."""
     image = open_image(source, axes, series=series)
+    found = image.meta.axes, image.chunks
     if np.prod(image.shape) <= IN_PROCESS_PIXELS:
-        return np.asarray(image.array[...]), image.meta.axes
+        return np.asarray(image.array[...]), *found
     if isinstance(image.array, AxesView):  # a TIFF read in NGFF order; name=False: no hashing
-        return da.from_array(image.array, chunks=image.chunks, name=False), image.meta.axes
-    return da.from_zarr(image.array), image.meta.axes
+        return da.from_array(image.array, chunks=image.chunks, name=False), *found
+    return da.from_zarr(image.array), *found
 
 
 def denoise(
@@ -135,27 +140,46 @@ def denoise(
     opts = load_options(DenoiseOptions, None, model=model, protocol=protocol, **options)
     if not _is_path(source):
         if opts.series:
-            raise InputError("series= picks an image series of a TIFF file; an array is one image")
+            raise InputError(_SERIES_OF_ARRAY)
         return denoise_array(source, opts)
-    array, axes = _open_array(source, opts.axes, opts.series)
-    return denoise_array(array, opts.model_copy(update={"axes": axes}))
+    array, axes, chunks = _open_array(source, opts.axes, opts.series)
+    return denoise_array(array, opts.model_copy(update={"axes": axes}), chunks)
 
 
 def segment(
-    source: str | Path,
-    output: str | Path,
+    source: Source,
+    output: str | Path | None = None,
     *,
     clusters: int = 3,
     method: str = "kmeans",
     client: Client | None = None,
     progress: bool | Reporter | None = None,
     **options: Any,
-) -> RunResult:
-    """Segment every Y/X plane of a stored image by clustering its pixels (``fluoden
-    segment``; same options as :class:`~fluoden_batch.config.SegmentConfig`). ``output``
-    is an OME-Zarr copy of the image with the labels under it, ``output/labels/clusters``
-    (one per channel: ``clusters-c0``, ...). ``client``: run on it and leave it open.
+) -> RunResult | np.ndarray | da.Array:
+    """Segment every Y/X plane of an image by clustering its pixels (``fluoden segment``;
+    the options of :class:`~fluoden_batch.config.SegmentConfig`).
+
+    With ``output`` (``source`` a path): an OME-Zarr copy of the image with the labels
+    under it, ``output/labels/clusters`` (one per channel: ``clusters-c0``, ...), and the
+    run's :class:`~fluoden_batch.pipeline.run.RunResult`; ``client``: run on it and leave
+    it open. Without: the int32 labels of ``source`` (a path, a NumPy or a Dask array),
+    planned as a store run plans them (:func:`~fluoden_batch.pipeline.segment.segment_array`;
+    the options of :class:`~fluoden_batch.config.SegmentOptions`): NumPy for a NumPy
+    input or a small stored image, lazy Dask for a Dask input or a large stored image.
     """
+    if output is None:
+        opts = load_options(SegmentOptions, None, clusters=clusters, method=method, **options)
+        if not _is_path(source):
+            if opts.series:
+                raise InputError(_SERIES_OF_ARRAY)
+            return segment_array(source, opts)
+        array, axes, chunks = _open_array(source, opts.axes, opts.series)
+        return segment_array(array, opts.model_copy(update={"axes": axes}), chunks)
+    if not _is_path(source):
+        raise InputError(
+            "an output path needs a stored input (Zarr, OME-Zarr or TIFF); save the array "
+            "with zarr first, or leave output=None to get the labels back"
+        )
     cfg = load_options(
         SegmentConfig, None, input=source, output=output, clusters=clusters, method=method,
         **options,

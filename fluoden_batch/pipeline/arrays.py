@@ -27,7 +27,7 @@ from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.block import cast_output, check_finite
 from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
 
-__all__ = ["array_axes", "denoise_array"]
+__all__ = ["array_axes", "default_chunks", "denoise_array"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,17 @@ def array_axes(array: Any, axes: str | None) -> str:
     return names
 
 
-def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
+def default_chunks(array: Any) -> tuple[int, ...]:
+    """The chunks an array's blocks are planned on: a Dask array's, one whole plane for
+    any other array."""
+    if isinstance(array, da.Array):
+        return tuple(array.chunksize)
+    return (1,) * (array.ndim - 2) + tuple(array.shape[-2:])
+
+
+def denoise_array(
+    array: Any, options: DenoiseOptions, chunks: tuple[int, ...] | None = None
+) -> np.ndarray | da.Array:
     """Denoise every Y/X plane of a NumPy or Dask array.
 
     Parameters
@@ -60,6 +70,9 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
         ``options.axes`` or the last ``ndim`` letters of ``tczyx``.
     options : DenoiseOptions
         Model, protocol, tiles, dtype ... as for a store run.
+    chunks : tuple of int, optional
+        The chunks the blocks are planned on, as a store's (e.g. those of the store a
+        NumPy array was read from). Default: a Dask array's, one plane for NumPy.
 
     Returns
     -------
@@ -76,7 +89,7 @@ def denoise_array(array: Any, options: DenoiseOptions) -> np.ndarray | da.Array:
     notes: list[str] = []
     method = choose_method(options, notes)
     lazy = isinstance(array, da.Array)
-    chunks = array.chunksize if lazy else (1,) * (array.ndim - 2) + array.shape[-2:]
+    chunks = chunks or default_chunks(array)
     blocks = plan_blocks(array.shape, block_shape(array.shape, chunks, options.block_min))
     name = "the array"
     values, detail, groups = grouped_values(

@@ -18,34 +18,44 @@ opens OUT with both. Every image gets a pyramid (:mod:`fluoden_batch.pipeline.py
 OUT also holds provenance, per-block markers and ``metrics.parquet``.
 The block task lives in :mod:`~fluoden_batch.pipeline.segment_worker`, so that a worker
 imports neither torch nor the planning side.
+
+:func:`segment_array` labels a NumPy or Dask array with the same plan (centres, groups,
+blocks), array in, labels out, nothing written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
+import numpy as np
 import pandas as pd
 from distributed import Client
 
 from fluoden_batch import __version__
 from fluoden_batch.clustering import select_backend
-from fluoden_batch.config.segment import SegmentConfig
+from fluoden_batch.config.segment import SegmentConfig, SegmentOptions
 from fluoden_batch.io import store
 from fluoden_batch.io.labels import create_label_images, label_names, label_set, set_image_label
 from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
+from fluoden_batch.pipeline.arrays import array_axes, default_chunks
 from fluoden_batch.pipeline.execution import run_planned
 from fluoden_batch.pipeline.groups import PlaneGroups, group_part, plane_groups, stored_rows
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.run import RunResult, run_plan
-from fluoden_batch.pipeline.segment_worker import SegmentJob, segment_block
+from fluoden_batch.pipeline.segment_worker import SegmentJob, label_planes, segment_block
 from fluoden_batch.pipeline.statistics import channel_centres
-from fluoden_batch.restore.tiles import BlockGrid, block_shape, plan_blocks
+from fluoden_batch.restore.tiles import Block, BlockGrid, block_shape, plan_blocks
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.parquet"
 LABELS = "clusters"  # OUT/labels/clusters (clusters-c0, ... per channel)
@@ -85,36 +95,47 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
         # an OUT fitted per channel (before groups existed) is resumed so
         if cfg.plane_groups == "auto" and not (centres and not old_groups):
             groups = plane_groups(source.array, source.meta.axes, grouped, old_groups)
-        centres = centres or _fit_centres(source, blocks, cfg.clusters, resolved, groups)
+        centres = centres or _fit_centres(
+            source.array, source.meta.axes, blocks, cfg.clusters, resolved, groups
+        )
         params["centres"] = centres
         if groups is not None:
             params["plane_groups"] = list(groups.rows)
     spec, resumed, lock = _open_or_create(cfg, out, source, params)
     spec.clean_temporaries()
-    keys = ("method", "eps", "min_samples", "min_cluster_size")
-    cluster = {k: getattr(cfg, k) for k in keys} | {"k": cfg.clusters, "backend": resolved}
-    cluster["seed"] = 0
+    cluster = _cluster_keywords(cfg, resolved)
     fixed = None if centres is None else tuple(tuple(c) for c in centres)
     labels = label_set(out, LABELS, source.meta.axes, source.shape, lock.token)
     job = SegmentJob(
         source.spec, spec, labels, source.meta.axes, cluster, fixed, cfg.quality, groups
     )
-    text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres or [])
-    per = "per group" if groups is not None else "per channel"
     note = f"{cfg.method} clusters each block alone: labels can change at block borders"
-    notes = [*grouped, f"K-means centres {per} (seam-free): {text}" if centres else note, *stored]
+    notes = [*grouped, _centres_note(centres, groups) if centres else note, *stored]
     pending = blocks.without(spec.done_ids())
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
     return SegmentPlan(cfg, source, job, blocks, pending, resumed, token, reason, lock, notes)
 
 
+def _cluster_keywords(options: SegmentOptions, backend: str) -> dict[str, Any]:
+    """:func:`~fluoden_batch.clustering.cluster_image`'s keywords (``backend``: the choice
+    resolved at planning, ``gpu`` or ``cpu``; seed 0)."""
+    keys = ("method", "eps", "min_samples", "min_cluster_size")
+    cluster = {k: getattr(options, k) for k in keys}
+    return cluster | {"k": options.clusters, "backend": backend, "seed": 0}
+
+
+def _centres_note(centres: list, groups: PlaneGroups | None) -> str:
+    text = "; ".join(", ".join(f"{v:.4g}" for v in c) for c in centres)
+    per = "per group" if groups is not None else "per channel"
+    return f"K-means centres {per} (seam-free): {text}"
+
+
 def _fit_centres(
-    source: ImageSource, blocks: BlockGrid, k: int, backend: str, groups: PlaneGroups | None
+    array: Any, axes: str, blocks: BlockGrid, k: int, backend: str, groups: PlaneGroups | None
 ) -> list:
     """K-means centres per channel, or per plane group (each fitted as a run over its
     planes alone, as ``fluoden denoise`` plans groups), as JSON lists
     (:func:`~fluoden_batch.pipeline.statistics.channel_centres`)."""
-    array, axes = source.array, source.meta.axes
     if groups is None:
         return [list(c) for c in channel_centres(array, axes, blocks, k, backend)]
     fitted = []
@@ -122,6 +143,76 @@ def _fit_centres(
         part, part_blocks = group_part(array, groups, row, blocks.bshape)
         fitted.append(list(channel_centres(part, "zyx", part_blocks, k, backend)[0]))
     return fitted
+
+
+def segment_array(
+    array: Any, options: SegmentOptions, chunks: tuple[int, ...] | None = None
+) -> np.ndarray | da.Array:
+    """Label every Y/X plane of a NumPy or Dask array by clustering its pixels.
+
+    The plan is a store run's (:func:`plan_segment`): K-means centres fitted per channel
+    (or plane group) on the same spread of blocks, DBSCAN/HDBSCAN per block, the blocks
+    from the array's chunks (a NumPy array: one plane per chunk) and ``block_min``; so an
+    array gives the labels a store with the same chunks gives.
+
+    Parameters
+    ----------
+    array : numpy.ndarray or dask.array.Array, shape (..., Y, X)
+        The image (a dtype the store path reads), axes ``options.axes`` or the last
+        ``ndim`` letters of ``tczyx``.
+    options : SegmentOptions
+        Method, clusters, backend ... as for a store run.
+    chunks : tuple of int, optional
+        The chunks the blocks are planned on, as a store's (e.g. those of the store a
+        NumPy array was read from). Default: a Dask array's, one plane for NumPy.
+
+    Returns
+    -------
+    numpy.ndarray or dask.array.Array
+        int32 labels of ``array``'s shape (0 = darkest cluster for K-means, -1 = noise for
+        DBSCAN/HDBSCAN). NumPy in, NumPy out; Dask in, a lazy Dask array (one task per
+        block).
+
+    Notes
+    -----
+    The planning notes (the centres, the plane groups) go to this module's logger at INFO
+    (warnings at WARNING).
+    """
+    axes = array_axes(array, options.axes)
+    engine, _ = select_backend(options.cluster_backend)
+    backend = "gpu" if engine.name == "cuml" else "cpu"
+    lazy = isinstance(array, da.Array)
+    chunks = chunks or default_chunks(array)
+    blocks = plan_blocks(array.shape, block_shape(array.shape, chunks, options.block_min))
+    notes: list[str] = []
+    centres, groups = None, None
+    if options.method == "kmeans":
+        if options.plane_groups == "auto":
+            groups = plane_groups(array, axes, notes)
+        centres = _fit_centres(array, axes, blocks, options.clusters, backend, groups)
+        notes.append(_centres_note(centres, groups))
+    for note in notes:
+        (log.warning if note.startswith("warning") else log.info)(note)
+    fixed = None if centres is None else tuple(tuple(c) for c in centres)
+    cluster = _cluster_keywords(options, backend)
+    job = SegmentJob(None, None, None, axes, cluster, fixed, False, groups)
+    out = None if lazy else np.empty(array.shape, dtype=np.int32)
+    grid = np.empty([max(b.index[i] for b in blocks) + 1 for i in range(array.ndim)], object)
+    for block in blocks:
+        if out is not None:
+            out[block.slices] = _labels(job, block, array[block.slices])
+        else:
+            task = dask.delayed(_labels, pure=True)(job, block, array[block.slices])
+            grid[block.index] = da.from_delayed(task, block.shape, dtype=np.int32)
+    return out if out is not None else da.block(grid.tolist())
+
+
+def _labels(job: SegmentJob, block: Block, data: Any) -> np.ndarray:
+    """One block's labels (:func:`~fluoden_batch.pipeline.segment_worker.label_planes`)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return label_planes(block, np.asarray(data), job)[0]
 
 
 def _open_or_create(

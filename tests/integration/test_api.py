@@ -126,6 +126,37 @@ def test_segment_and_noise_api(tmp_path):
     assert [r["a"] for r in stored] == [r["a"] for r in in_memory] and len(stored) == 2
 
 
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("kmeans", {}), ("dbscan", {}), ("kmeans", {"plane_groups": "off", "axes": "cyx"})],
+    ids=["kmeans", "dbscan", "kmeans-channels"],
+)
+def test_segment_array_equals_store_labels_and_dask_equals_numpy(tmp_path, method, options):
+    """An array's labels (no output) are the store run's, block for block: the same
+    K-means centres (per plane group, or per channel) or the same DBSCAN blocks."""
+    data = _noisy(planes=3, size=96, seed=5)
+    data[1] = data[1] // 3 + 40  # a dimmer, other plane: its own group or channel
+    axes = options.get("axes", "zyx")
+    inp = write_image(tmp_path / "in.zarr", data, axes, (1, 48, 48))
+    opts = {"clusters": 3, "block_min": 48, "method": method, **options}
+    opts.pop("axes", None)
+    fb.segment(inp, tmp_path / "seg.zarr", workers=0, **opts)
+    group = zarr.open_group(str(tmp_path / "seg.zarr" / "labels"), mode="r")
+    names = sorted(group.group_keys())
+    stored = (
+        np.stack([group[n]["0"][:] for n in names]) if axes == "cyx" else group[names[0]]["0"][:]
+    )
+    lazy = fb.segment(da.from_array(data, chunks=(1, 48, 48)), axes=axes, **opts)
+    assert isinstance(lazy, da.Array) and lazy.dtype == np.int32
+    np.testing.assert_array_equal(lazy.compute(), stored)
+    np.testing.assert_array_equal(fb.segment(inp, **opts), stored)  # a path: in memory
+    whole = fb.segment(data, axes=axes, **opts)  # one block per plane: K-means seam-free
+    if method == "kmeans":
+        np.testing.assert_array_equal(whole, stored)
+    found = set(np.unique(stored).tolist())
+    assert found == {0, 1, 2} if method == "kmeans" else len(found - {-1}) >= 2
+
+
 @pytest.mark.parametrize("dtype", ["int16", "int32", "uint32"])
 def test_signed_and_32_bit_integers_denoise_as_their_float32_values(tmp_path, dtype):
     """Background-subtracted (negative) or 32-bit integer data: denoised as their float32
