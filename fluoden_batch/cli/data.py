@@ -70,8 +70,8 @@ def info(
     path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIFF.")],
     series: Annotated[int, typer.Option(min=0, help=f"The {SERIES_HELP}.")] = 0,
 ) -> None:
-    """Show shape, dtype, chunks, axes, scales and any fluoden provenance of an image
-    (of a TIFF file that holds several image series: each one's shape and axes)."""
+    """Show shape, dtype, chunks (and shards), axes, scales and any fluoden provenance of
+    an image (of a TIFF file that holds several image series: each one's shape and axes)."""
     from fluoden_batch.io.source import open_image
     from fluoden_batch.io.store import read_provenance
 
@@ -84,6 +84,8 @@ def info(
         table.add_row("shape", str(src.shape))
         table.add_row("dtype", str(src.dtype))
         table.add_row("chunks", str(src.chunks))
+        if src.shards is not None:
+            table.add_row("shards", str(src.shards))
         axes = src.meta.axes
         if src.spec.order:  # a TIFF stored in another order, read in NGFF's
             stored = "".join(axes[src.spec.order.index(i)] for i in range(len(axes)))

@@ -140,10 +140,11 @@ def create_label_images(
     levels: int = 1,
     noise: bool = False,
     owner: str = "",
+    shards: tuple[int, ...] | None = None,
 ) -> LabelSet:
     """Create the empty label images ``image/labels/NAME...`` of the image ``image``
-    (:func:`label_names`; ``levels`` pyramid levels each, like the image), list them in
-    the ``labels`` group and give each ``image-label`` metadata.
+    (:func:`label_names`; ``levels`` pyramid levels each and ``shards``, like the image),
+    list them in the ``labels`` group and give each ``image-label`` metadata.
 
     Returns
     -------
@@ -158,8 +159,9 @@ def create_label_images(
     for n in names:
         group = labels.create_group(n)
         attrs = create_levels(
-            group, label_meta(meta, n), drop(shape), drop(chunks), np.dtype(dtype), version, levels
-        )
+            group, label_meta(meta, n), drop(shape), drop(chunks), np.dtype(dtype), version,
+            levels, None if shards is None else drop(shards),
+        )  # fmt: skip
         group.attrs.update(attrs)
         set_image_label(image / "labels" / n, version, n_labels, noise=noise)
     return label_set(image, name, meta.axes, shape, owner)

@@ -197,6 +197,13 @@ class ImageSource:
         return tuple(self.array.chunks)
 
     @property
+    def shards(self) -> tuple[int, ...] | None:
+        """Shard shape of a sharded Zarr v3 array (the default sharding of an NGFF 0.5
+        output), else None."""
+        shards = getattr(self.array, "shards", None)
+        return None if shards is None else tuple(shards)
+
+    @property
     def description(self) -> OmeDescription:
         """Channels and physical sizes as one typed OME description (any input kind)."""
         return describe_ngff(self.meta)

@@ -212,19 +212,23 @@ def create_levels(
     dtype: np.dtype,
     version: NGFFVersion,
     levels: int,
+    shards: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """Create the empty arrays ``0``..``levels-1`` of an NGFF image in ``group`` (Y/X
-    halved per level, the same chunks, cut to the level's shape) with the chunk key
-    encoding ``version`` prescribes; return the image's group attributes (not yet set).
+    halved per level, the same chunks and ``shards`` (Zarr v3 only), cut to the level's
+    shape) with the chunk key encoding ``version`` prescribes; return the image's group
+    attributes (not yet set).
 
     ``write_empty_chunks`` is on so that every finished chunk exists on disk.
     """
     zarr_format = 3 if version == "0.5" else 2
     for level, level_shape in enumerate(level_shapes(shape, levels)):
+        cut = tuple(min(c, s) for c, s in zip(chunks, level_shape, strict=True))
         group.create_array(
             str(level),
             shape=level_shape,
-            chunks=tuple(min(c, s) for c, s in zip(chunks, level_shape, strict=True)),
+            chunks=cut,
+            shards=None if shards is None else level_shards(shards, chunks, level_shape),
             dtype=dtype,
             fill_value=0,
             chunk_key_encoding=chunk_key_encoding(version),
@@ -232,6 +236,33 @@ def create_levels(
             config={"write_empty_chunks": True},
         )
     return pyramid_attrs(meta, version, levels)
+
+
+def level_shards(
+    shards: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...]
+) -> tuple[int, ...]:
+    """The shards of a level of ``shape`` whose chunks are ``chunks`` cut to it: as given
+    (a shard may be larger than the array), but one cut chunk along an axis where the
+    level is smaller than a chunk (a shard must hold whole chunks)."""
+    return tuple(h if c <= s else s for h, c, s in zip(shards, chunks, shape, strict=True))
+
+
+def output_shards(
+    shards: tuple[int, ...] | None,
+    version: NGFFVersion,
+    chunks: tuple[int, ...] | None,
+    notes: list[str],
+) -> tuple[int, ...] | None:
+    """The input's ``shards`` where the output keeps them (NGFF 0.5 and the input's chunks:
+    ``chunks`` None), else None, with a note saying why a sharded input's output is not
+    sharded."""
+    if shards is None:
+        return None
+    if version == "0.4" or chunks is not None:
+        why = "NGFF 0.4 (Zarr v2) has none" if version == "0.4" else "--chunks was given"
+        notes.append(f"the input's shards {shards} are not kept ({why})")
+        return None
+    return shards
 
 
 def create_output(
@@ -244,10 +275,12 @@ def create_output(
     provenance: dict[str, Any],
     owner: str = "",
     levels: int = 1,
+    shards: tuple[int, ...] | None = None,
 ) -> OutputSpec:
     """Create the output image group and its empty arrays (level 0 and ``levels - 1``
-    pyramid levels) in the directory ``out`` (which may exist, holding at most OUT's
-    lock); the spec (of level 0) carries ``owner``.
+    pyramid levels; ``shards``: Zarr v3 shards of whole chunks, each written by one task)
+    in the directory ``out`` (which may exist, holding at most OUT's lock); the spec (of
+    level 0) carries ``owner``.
 
     The arrays are created before any task runs, so tasks only write whole chunks into an
     existing array (never ``da.to_zarr`` with unaligned chunks). The marker folder, which
@@ -255,7 +288,7 @@ def create_output(
     """
     zarr_format = 3 if version == "0.5" else 2
     group = zarr.create_group(str(out), zarr_format=zarr_format)  # refuses an existing one
-    attrs = create_levels(group, meta, shape, chunks, dtype, version, levels)
+    attrs = create_levels(group, meta, shape, chunks, dtype, version, levels, shards)
     attrs[PROVENANCE_KEY] = provenance
     group.attrs.update(attrs)
     return OutputSpec(str(out), owner=owner)

@@ -53,9 +53,10 @@ def _open_array(
     source: str | Path, axes: str | None, series: int
 ) -> tuple[np.ndarray | da.Array, str, tuple[int, ...]]:
     """A stored image as an array (in memory up to ``IN_PROCESS_PIXELS``, else lazy), its
-    axes (from its metadata) and its chunks (the blocks of a store run follow them)."""
+    axes (from its metadata) and its chunks, or shards where it has them (the blocks of a
+    store run follow them)."""
     image = open_image(source, axes, series=series)
-    found = image.meta.axes, image.chunks
+    found = image.meta.axes, image.shards or image.chunks
     if np.prod(image.shape) <= IN_PROCESS_PIXELS:
         return np.asarray(image.array[...]), *found
     if isinstance(image.array, AxesView):  # a TIFF read in NGFF order; name=False: no hashing

@@ -26,7 +26,13 @@ from fluoden_batch.io.labels import create_label_images, label_set
 from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
-from fluoden_batch.io.store import OutputSpec, check_output_path, create_output, open_output
+from fluoden_batch.io.store import (
+    OutputSpec,
+    check_output_path,
+    create_output,
+    open_output,
+    output_shards,
+)
 from fluoden_batch.pipeline.adapt import AdaptJob, plan_adapt
 from fluoden_batch.pipeline.params import (
     choose_method,
@@ -102,7 +108,9 @@ def plan(cfg: DenoiseConfig) -> Plan:
             )
     digest = method.digest
     chunks = _output_chunks(cfg, source)
-    blocks = plan_blocks(source.shape, block_shape(source.shape, chunks, cfg.block_min))
+    shards = output_shards(source.shards, cfg.ngff_version, cfg.chunks, notes)
+    grid = shards or chunks  # a task writes whole shards
+    blocks = plan_blocks(source.shape, block_shape(source.shape, grid, cfg.block_min))
     values, detail, groups = grouped_values(  # with --adapt: tuned after the fit
         cfg,
         source.array,
@@ -148,7 +156,10 @@ def plan(cfg: DenoiseConfig) -> Plan:
         params["channel_detail"] = Detail.stored(detail)
     if groups is not None:
         params["plane_groups"] = list(groups.rows)
-    spec, resumed, lock = _open_or_create(cfg, out, source, chunks, params, method.name, digest)
+    if shards is not None:
+        params["shards"] = list(shards)
+    layout = chunks, shards
+    spec, resumed, lock = _open_or_create(cfg, out, source, layout, params, method.name, digest)
     labels = None
     if cfg.save_labels:
         labels = label_set(out, LABELS, source.meta.axes, source.shape, lock.token)
@@ -193,12 +204,13 @@ def _open_or_create(
     cfg: DenoiseConfig,
     out: Path,
     source: ImageSource,
-    chunks: tuple[int, ...],
+    layout: tuple[tuple[int, ...], tuple[int, ...] | None],
     params: dict[str, Any],
     model_name: str,
     digest: str,
 ) -> tuple[OutputSpec, bool, OutputLock]:
-    """Lock OUT, then resume it or create it (with its label image for --save-labels)."""
+    """Lock OUT, then resume it or create it (with its label image for --save-labels);
+    ``layout``: its chunks and shards."""
     provenance = {
         "tool": "fluoden-batch",
         "version": __version__,
@@ -210,16 +222,17 @@ def _open_or_create(
     }
     version, dtype = cfg.ngff_version, _output_dtype(cfg, source)
     shape, levels = source.shape, cfg.pyramid_levels(source.shape)
+    chunks, shards = layout
 
     def create(owner: str) -> OutputSpec:
         spec = create_output(
-            out, source.meta, shape, chunks, dtype, version, provenance, owner, levels
+            out, source.meta, shape, chunks, dtype, version, provenance, owner, levels, shards
         )
         if cfg.save_labels:
-            k = cfg.clusters
             create_label_images(
-                out, LABELS, source.meta, shape, chunks, version, k, levels=levels, owner=owner
-            )
+                out, LABELS, source.meta, shape, chunks, version, cfg.clusters,
+                levels=levels, owner=owner, shards=shards,
+            )  # fmt: skip
         return spec
 
     return open_output(out, params, cfg.overwrite, create)

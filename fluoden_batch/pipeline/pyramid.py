@@ -112,7 +112,8 @@ def pyramid_levels(out: Path, owner: str, block_min: int) -> list[Level]:
             markers = f"{PYRAMID_MARKER_DIR}/{array_path}"
             target = OutputSpec(str(out), array_path, owner, markers)
             array = zarr.open_array(str(out), path=array_path, mode="r")
-            blocks = plan_blocks(array.shape, block_shape(array.shape, array.chunks, block_min))
+            grid = array.shards or array.chunks  # a task writes whole shards
+            blocks = plan_blocks(array.shape, block_shape(array.shape, grid, block_min))
             levels.append(Level(PyramidJob(source, target, labels), blocks))
     return levels
 

@@ -86,8 +86,12 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
     out = store.check_output_path(cfg.output, [cfg.input])
     engine, reason = select_backend(cfg.cluster_backend)
     resolved = "gpu" if engine.name == "cuml" else "cpu"
-    blocks = plan_blocks(source.shape, block_shape(source.shape, source.chunks, cfg.block_min))
+    shards = store.output_shards(source.shards, cfg.ngff_version, None, stored)
+    grid = shards or source.chunks  # a task writes whole shards
+    blocks = plan_blocks(source.shape, block_shape(source.shape, grid, cfg.block_min))
     params = cfg.output_parameters()
+    if shards is not None:
+        params["shards"] = list(shards)
     centres, groups, grouped = None, None, []
     if cfg.method == "kmeans":
         centres = store.stored_parameter(out, params, "centres", cfg.overwrite)
@@ -101,7 +105,7 @@ def plan_segment(cfg: SegmentConfig) -> SegmentPlan:
         params["centres"] = centres
         if groups is not None:
             params["plane_groups"] = list(groups.rows)
-    spec, resumed, lock = _open_or_create(cfg, out, source, params)
+    spec, resumed, lock = _open_or_create(cfg, out, source, params, shards)
     spec.clean_temporaries()
     cluster = _cluster_keywords(cfg, resolved)
     fixed = None if centres is None else tuple(tuple(c) for c in centres)
@@ -216,7 +220,11 @@ def _labels(job: SegmentJob, block: Block, data: Any) -> np.ndarray:
 
 
 def _open_or_create(
-    cfg: SegmentConfig, out: Path, source: ImageSource, params: dict[str, Any]
+    cfg: SegmentConfig,
+    out: Path,
+    source: ImageSource,
+    params: dict[str, Any],
+    shards: tuple[int, ...] | None,
 ) -> tuple[store.OutputSpec, bool, OutputLock]:
     created = datetime.now(UTC).isoformat(timespec="seconds")
     provenance = dict(tool="fluoden-batch", version=__version__, command="segment")
@@ -226,11 +234,11 @@ def _open_or_create(
 
     def create(owner: str) -> store.OutputSpec:
         spec = store.create_output(
-            out, meta, shape, chunks, source.dtype, version, provenance, owner, levels
+            out, meta, shape, chunks, source.dtype, version, provenance, owner, levels, shards
         )
         create_label_images(
             out, LABELS, meta, shape, chunks, version, cfg.clusters,
-            dtype="int32", levels=levels, noise=True, owner=owner,
+            dtype="int32", levels=levels, noise=True, owner=owner, shards=shards,
         )  # fmt: skip
         return spec
 

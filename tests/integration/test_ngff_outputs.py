@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 import zarr
 from skimage.transform import downscale_local_mean
+from typer.testing import CliRunner
 
 from conftest import write_image
+from fluoden_batch.cli import app
 from fluoden_batch.config import DenoiseConfig, SegmentConfig
-from fluoden_batch.io.ngff import ImageMeta, level_shapes
-from fluoden_batch.io.store import MARKER_DIR, PYRAMID_MARKER_DIR
+from fluoden_batch.io.ngff import ImageMeta, level_shapes, write_attrs
+from fluoden_batch.io.store import MARKER_DIR, PYRAMID_MARKER_DIR, output_shards
 from fluoden_batch.pipeline.execution import run_denoise
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.pipeline.segment import run_segment
@@ -253,3 +255,63 @@ def test_kill_during_the_pyramid_phase_then_rerun_is_byte_identical(tmp_path):
     assert rerun.returncode == 0, err
     assert len(list(pyramid.rglob("*.json"))) == total
     assert _chunks(out) == _chunks(clean)
+
+
+def _sharded(tmp_path: Path, data: np.ndarray, chunks, shards) -> Path:
+    """``data`` (cyx) as a sharded NGFF 0.5 image (Zarr v3 shards of whole chunks)."""
+    group = zarr.open_group(str(tmp_path / "sharded.zarr"), mode="w", zarr_format=3)
+    array = group.create_array(
+        "0", shape=data.shape, chunks=chunks, shards=shards, dtype=data.dtype
+    )
+    array[:] = data
+    group.attrs.update(write_attrs(ImageMeta("cyx", [1.0, 1.0, 1.0]), "0.5", "0"))
+    return tmp_path / "sharded.zarr"
+
+
+@pytest.mark.parametrize("kind", ["denoise", "segment"])
+def test_a_sharded_input_gives_an_output_sharded_alike(tmp_path, tiny_weights, kind):
+    """The output keeps the input's shards (at every level, the labels too), one task per
+    shard, and holds what an unsharded store chunked like those shards gives; NGFF 0.4
+    (Zarr v2) cannot: a note says the shards are not kept."""
+    _, data = _image(tmp_path, shape=(2, 150, 170))
+    sharded = _sharded(tmp_path, data, (1, 16, 16), (1, 48, 64))
+    plain = write_image(tmp_path / "plain.zarr", data, "cyx", (1, 48, 64))
+    runs = {}
+    for name, inp in (("sharded", sharded), ("plain", plain)):
+        runs[name] = tmp_path / f"{name}.{kind}.zarr"
+        _run(kind, inp, runs[name], "0.5", tiny_weights, levels=5)
+    root = zarr.open_group(str(runs["sharded"]), mode="r")
+    for level in ("0", "3", "labels/clusters-c0/0"):  # 19 x 22 at level 3: still sharded
+        assert (root[level].chunks[-2:], root[level].shards[-2:]) == ((16, 16), (48, 64))
+    last = root["4"]  # smaller than a chunk: one cut chunk per shard
+    assert last.shape[1:] == (10, 11) and last.chunks == last.shards == (1, 10, 11)
+    markers = list((runs["sharded"] / MARKER_DIR).glob("*.json"))
+    assert len(markers) == 2 * 4 * 3  # one block per shard (block_min 32 < a shard)
+    plain_root = zarr.open_group(str(runs["plain"]), mode="r")
+    for path in ("0", "2", "4", "labels/clusters-c0/0", "labels/clusters-c1/4"):
+        np.testing.assert_array_equal(root[path][:], plain_root[path][:])
+    _validate(runs["sharded"], "0.5")
+    shown = CliRunner().invoke(app, ["info", str(runs["sharded"])])
+    assert "shards" in shown.output and "(1, 48, 64)" in shown.output
+    notes: list[str] = []
+    assert output_shards((1, 48, 64), "0.4", None, notes) is None
+    assert notes == ["the input's shards (1, 48, 64) are not kept (NGFF 0.4 (Zarr v2) has none)"]
+
+
+def test_a_sharded_output_resumed_after_losing_shards_is_byte_identical(tmp_path, tiny_weights):
+    """Shards whose block markers are gone (a node died before it marked them) are
+    written again whole by the rerun, which ends byte-identical."""
+    _, data = _image(tmp_path, shape=(2, 150, 170))
+    sharded = _sharded(tmp_path, data, (1, 16, 16), (1, 48, 64))
+    out = tmp_path / "out.zarr"
+    _run("denoise", sharded, out, "0.5", tiny_weights, levels=2)
+    before = _chunks(out)
+    markers = sorted((out / MARKER_DIR).glob("*.json"))
+    for marker in markers[::5]:  # lose a few blocks: markers and their shards
+        block = [int(i) for i in marker.stem.split(".")]
+        (out / "0" / "c" / str(block[0]) / str(block[1]) / str(block[2])).unlink()
+        marker.unlink()
+    for marker in (out / PYRAMID_MARKER_DIR).rglob("*.json"):
+        marker.unlink()  # the pyramid is rebuilt from level 0
+    _run("denoise", sharded, out, "0.5", tiny_weights, levels=2)
+    assert _chunks(out) == before
