@@ -298,9 +298,13 @@ def test_a_sharded_input_gives_an_output_sharded_alike(tmp_path, tiny_weights, k
     assert notes == ["the input's shards (1, 48, 64) are not kept (NGFF 0.4 (Zarr v2) has none)"]
 
 
-def test_a_sharded_output_resumed_after_losing_shards_is_byte_identical(tmp_path, tiny_weights):
+@pytest.mark.distributed
+def test_a_sharded_output_resumed_after_losing_shards_is_byte_identical(
+    client, tmp_path, tiny_weights
+):
     """Shards whose block markers are gone (a node died before it marked them) are
-    written again whole by the rerun, which ends byte-identical."""
+    written again whole by the rerun, here on two Dask workers, which ends byte-identical
+    to the first run (in this process)."""
     _, data = _image(tmp_path, shape=(2, 150, 170))
     sharded = _sharded(tmp_path, data, (1, 16, 16), (1, 48, 64))
     out = tmp_path / "out.zarr"
@@ -313,5 +317,9 @@ def test_a_sharded_output_resumed_after_losing_shards_is_byte_identical(tmp_path
         marker.unlink()
     for marker in (out / PYRAMID_MARKER_DIR).rglob("*.json"):
         marker.unlink()  # the pyramid is rebuilt from level 0
-    _run("denoise", sharded, out, "0.5", tiny_weights, levels=2)
+    cfg = DenoiseConfig(
+        input=sharded, output=out, model=str(tiny_weights), save_labels=True, block_min=32,
+        levels=2, cluster_backend="cpu",
+    )  # fmt: skip
+    assert run_denoise(cfg, client=client).blocks_run == len(markers[::5])
     assert _chunks(out) == before
