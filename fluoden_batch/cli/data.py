@@ -36,6 +36,15 @@ def ingest(
         ),
     ] = None,
     series: Annotated[int, typer.Option(min=0, help=f"The {SERIES_HELP}.")] = 0,
+    shards: Annotated[
+        str | None,
+        typer.Option(
+            help="Shard size in Y/X as 'Y,X', whole multiples of --chunks (NGFF 0.5 only): "
+            "each shard one file of many chunks, for fewer files on cluster file systems; "
+            "fluoden denoise and segment keep the shards in their outputs.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Convert images to an OME-Zarr image (plane by plane): a TIFF / OME-TIFF stack, or
     a stack of 2-D image files.
@@ -49,6 +58,7 @@ def ingest(
       fluoden ingest stack.ome.tif stack.ome.zarr
       fluoden ingest raw/*.png raw.ome.zarr --axes tyx   # a time series
       fluoden ingest raw/ raw.ome.zarr                   # each image in raw/
+      fluoden ingest big.ome.tif big.ome.zarr --shards 4096,4096   # fewer files
     """
     from fluoden_batch.io.ingest import ingest as do_ingest
 
@@ -58,10 +68,11 @@ def ingest(
         path = do_ingest(
             inputs,
             output,
-            chunks=_chunks(chunks),
+            chunks=_chunks(chunks, "--chunks"),
             ngff_version=ngff_version,
             axes=axes,
             series=series,
+            shards=None if shards is None else _chunks(shards, "--shards"),
         )
         out.print(f"wrote {path}")
 
@@ -110,9 +121,11 @@ def info(
         out.print(table)
 
 
-def _chunks(text: str) -> tuple[int, int]:
+def _chunks(text: str, flag: str) -> tuple[int, int]:
     try:
-        y, x = parse_yx(text)
+        sizes = parse_yx(text)
     except ValueError as exc:
-        raise FluodenError(f"--chunks: {exc}") from None
-    return y, x
+        raise FluodenError(f"{flag}: {exc}") from None
+    if len(sizes) != 2 or min(sizes) <= 0:
+        raise FluodenError(f"{flag}: expected 'Y,X' (two positive integers), got {text!r}")
+    return sizes[0], sizes[1]

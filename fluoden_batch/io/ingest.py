@@ -35,6 +35,7 @@ def ingest(
     ngff_version: NGFFVersion = "0.5",
     axes: str | None = None,
     series: int = 0,
+    shards: tuple[int, int] | None = None,
 ) -> Path:
     """Write ``sources`` as a single-level OME-Zarr image at ``out``.
 
@@ -61,14 +62,23 @@ def ingest(
     series : int
         Of one TIFF file that holds several image series (a multi-position acquisition),
         the one to convert, counted from 0.
+    shards : (int, int), optional
+        Shard size in Y/X (NGFF 0.5 only: Zarr v3 shards, each a file of whole chunks, one
+        plane deep), a multiple of ``chunks``; None: one file per chunk.
 
     Raises
     ------
     InputError, OutputError
         An unreadable or truncated file, files of different shapes or dtypes, a colour
-        image, a series the file does not hold (or given for a stack of files), or an
-        ``out`` that exists or lies inside an input.
+        image, a series the file does not hold (or given for a stack of files), shards
+        that are not whole chunks or with NGFF 0.4, or an ``out`` that exists or lies
+        inside an input.
     """
+    if shards is not None:
+        if ngff_version == "0.4":
+            raise InputError("--shards needs NGFF 0.5 (Zarr v3); NGFF 0.4 (Zarr v2) has none")
+        if any(s <= 0 or s % c for s, c in zip(shards, chunks, strict=True)):
+            raise InputError(f"--shards {shards} must be whole multiples of --chunks {chunks}")
     paths = [Path(sources)] if isinstance(sources, str | Path) else [Path(s) for s in sources]
     files = image_files(paths)
     if len(files) == 1 and files[0].suffix.lower() in TIFF_SUFFIXES:
@@ -85,7 +95,7 @@ def ingest(
         raise OutputError(f"{out} already exists; ingest writes a new image (choose another OUT)")
     name = paths[0].name if len(paths) == 1 and paths[0].is_dir() else files[0].stem
     try:
-        _write(source, name, out, chunks, ngff_version)
+        _write(source, name, out, chunks, ngff_version, shards)
     except BaseException as exc:
         shutil.rmtree(out, ignore_errors=True)  # created here: a rerun starts afresh
         if isinstance(exc, OSError):
@@ -183,18 +193,23 @@ def _write(
     out: Path,
     chunks: tuple[int, int],
     version: NGFFVersion,
+    shards: tuple[int, int] | None,
 ) -> None:
-    """Create ``out`` and copy ``source`` into it plane by plane."""
+    """Create ``out`` and copy ``source`` into it plane by plane (whole shards each)."""
     zarr_format = 3 if version == "0.5" else 2
     group = zarr.open_group(str(out), mode="w-", zarr_format=zarr_format)
     shape = source.shape
-    chunk_shape = (1,) * (len(shape) - 2) + tuple(
-        min(c, s) for c, s in zip(chunks, shape[-2:], strict=True)
-    )
+    lead = (1,) * (len(shape) - 2)
+    chunk_shape = lead + tuple(min(c, s) for c, s in zip(chunks, shape[-2:], strict=True))
+    shard_shape = None
+    if shards is not None:  # no larger than the chunks that cover the plane
+        yx = zip(shards, chunk_shape[-2:], shape[-2:], strict=True)
+        shard_shape = lead + tuple(min(h, c * -(-s // c)) for h, c, s in yx)
     array = group.create_array(
         LEVEL0,
         shape=shape,
         chunks=chunk_shape,
+        shards=shard_shape,
         dtype=source.dtype,
         fill_value=0,
         dimension_names=list(source.meta.axes) if zarr_format == 3 else None,

@@ -88,3 +88,37 @@ def test_a_stack_among_files_and_an_empty_folder_are_refused(tmp_path):
     assert result.exit_code == 2
     assert f"{empty}: a folder without image files" in " ".join(result.output.split())
     assert not (tmp_path / "out.ome.zarr").exists()
+
+
+def test_shards_are_written_whole_and_kept_by_denoise(tmp_path):
+    """``--shards`` writes a sharded NGFF 0.5 image (shards no larger than the chunks
+    that cover a plane), equal to the TIFF; `denoise` keeps its shards."""
+    data = np.stack(_planes(3, shape=(100, 150)))
+    tifffile.imwrite(tmp_path / "stack.tif", data)
+    out = tmp_path / "sharded.ome.zarr"
+    result = _ingest(tmp_path / "stack.tif", out, "--chunks", "32,32", "--shards", "64,256")
+    assert result.exit_code == 0, result.output
+    image = open_image(out)
+    assert (image.chunks, image.shards) == ((1, 32, 32), (1, 64, 160))
+    np.testing.assert_array_equal(image.array[:], data)
+    assert len(list((out / "0" / "c").rglob("*"))) == 3 + 3 * 2 + 3 * 2 * 1  # dirs + files
+    denoised = tmp_path / "den.zarr"
+    run = CliRunner().invoke(app, ["denoise", str(out), str(denoised), "--block-min", "32"])
+    assert run.exit_code == 0, run.output
+    assert open_image(denoised).shards == (1, 64, 160)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--shards", "48,64"], "--shards (48, 64) must be whole multiples of --chunks (32, 32)"),
+        (["--shards", "64,64", "--ngff-version", "0.4"], "--shards needs NGFF 0.5"),
+        (["--shards", "64"], "--shards: expected 'Y,X' (two positive integers), got '64'"),
+        (["--chunks", "0,32"], "--chunks: expected 'Y,X' (two positive integers), got '0,32'"),
+    ],
+)
+def test_bad_shards_are_one_line(tmp_path, args, said):
+    tifffile.imwrite(tmp_path / "p.tif", _planes(1)[0])
+    result = _ingest(tmp_path / "p.tif", tmp_path / "o.zarr", "--chunks", "32,32", *args)
+    assert result.exit_code == 2 and said in " ".join(result.output.split())
+    assert not (tmp_path / "o.zarr").exists()
