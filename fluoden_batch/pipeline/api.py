@@ -7,6 +7,7 @@ as keyword arguments.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,6 @@ def _is_path(source: Any) -> bool:
     return isinstance(source, str | Path)
 
 
-_SERIES_OF_ARRAY = "series= picks an image series of a TIFF file; an array is one image"
-
-
 def _reporter(progress: bool | Reporter | None) -> Reporter | None:
     if isinstance(progress, Reporter):
         return progress
@@ -62,6 +60,17 @@ def _open_array(
     if isinstance(image.array, AxesView):  # a TIFF read in NGFF order; name=False: no hashing
         return da.from_array(image.array, chunks=image.chunks, name=False), *found
     return da.from_zarr(image.array), *found
+
+
+def _run_on_array(fn: Callable[..., Any], source: Source, opts: Any) -> np.ndarray | da.Array:
+    """``fn(array, opts[, chunks])`` (:func:`denoise_array`, :func:`segment_array`) of an
+    array, or of a stored image read as one with its own axes and chunks (or shards)."""
+    if not _is_path(source):
+        if opts.series:
+            raise InputError("series= picks an image series of a TIFF file; an array is one image")
+        return fn(source, opts)
+    array, axes, chunks = _open_array(source, opts.axes, opts.series)
+    return fn(array, opts.model_copy(update={"axes": axes}), chunks)
 
 
 def denoise(
@@ -139,12 +148,7 @@ def denoise(
             "model=OUT to denoise arrays with them"
         )
     opts = load_options(DenoiseOptions, None, model=model, protocol=protocol, **options)
-    if not _is_path(source):
-        if opts.series:
-            raise InputError(_SERIES_OF_ARRAY)
-        return denoise_array(source, opts)
-    array, axes, chunks = _open_array(source, opts.axes, opts.series)
-    return denoise_array(array, opts.model_copy(update={"axes": axes}), chunks)
+    return _run_on_array(denoise_array, source, opts)
 
 
 def segment(
@@ -170,12 +174,7 @@ def segment(
     """
     if output is None:
         opts = load_options(SegmentOptions, None, clusters=clusters, method=method, **options)
-        if not _is_path(source):
-            if opts.series:
-                raise InputError(_SERIES_OF_ARRAY)
-            return segment_array(source, opts)
-        array, axes, chunks = _open_array(source, opts.axes, opts.series)
-        return segment_array(array, opts.model_copy(update={"axes": axes}), chunks)
+        return _run_on_array(segment_array, source, opts)
     if not _is_path(source):
         raise InputError(
             "an output path needs a stored input (Zarr, OME-Zarr or TIFF); save the array "
