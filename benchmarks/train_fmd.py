@@ -305,6 +305,7 @@ def make_config(
     batch: int = 16,
     patch: int = 64,
     wide_data: bool = False,
+    levels: int = 3,
 ) -> TrainConfig:
     """The training configuration of one fold (``init``: fine-tune from these weights,
     which must not have seen FMD outside the fold for the folds to stay honest; ``grown``:
@@ -340,18 +341,20 @@ def make_config(
             )
             for fovs in ["01?", "02?", *(f"{i:03d}" for i in range(30, 37))]
         ]
-    label = "ffdnet" if ffdnet else "dncnn-map" if noise_map else "dncnn"
+    unet = arch == "unet"
+    label = "ffdnet" if ffdnet else "unet" if unet else "dncnn-map" if noise_map else "dncnn"
     label += "-reading" if reading else ""
     label += "-vst" if stabilised else ""
-    net_kind = "FFDNet (bias-free, noise map)" if ffdnet else "DnCNN"
+    net_kind = "FFDNet (bias-free, noise map)" if ffdnet else "U-Net" if unet else "DnCNN"
     net_kind = f"bias-free {net_kind}" if bias_free else net_kind
+    shape = f"{levels} levels x{width}" if unet else f"{depth}x{width}"
     return TrainConfig(
         name=f"{label}-fmd" if fold == "all" else f"{label}-fmd-fold{fold}",
         description=(
             f"{net_kind}"
             f"{' with a noise-map input' if noise_map else ''}"
             f"{' told the camera reading of each plane' if reading else ''}"
-            f" {depth}x{width} trained "
+            f" {shape} trained "
             f"on FMD pairs (all noise levels -> 50-frame mean) of {', '.join(types)} and W2S "
             f"widefield pairs, {synthetic:.0%} synthetic Poisson-Gaussian patches"
             f"{f' (lag-1 correlation 0..{correlated})' if correlated else ''}"
@@ -370,7 +373,8 @@ def make_config(
         architecture=arch,
         depth=depth,
         width=width,
-        batch_norm=not (wide or bias_free or grown),
+        levels=levels,
+        batch_norm=not (wide or bias_free or grown or unet),
         bias=not bias_free,
         noise_map=noise_map or reading,
         dilations=list(dilations) if dilations else None,
@@ -432,26 +436,32 @@ def write_report(
     rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in result.val_psnr)
     held = held_out_types(fold)
     suffix = "" if config.normalisation == "percentile" else f"_{config.normalisation}"
-    ffdnet = config.architecture == "ffdnet"
+    ffdnet, unet = config.architecture == "ffdnet", config.architecture == "unet"
     wide = ffdnet or (config.noise_map and not reading)
-    suffix += "_ffdnet" if ffdnet else "_reading" if reading else "_map" if wide else ""
+    suffix += "_ffdnet" if ffdnet else "_unet" if unet else ""
+    suffix += "_reading" if reading else "_map" if wide and not ffdnet else ""
     suffix += "_vst" if stabilised else ""
     suffix += "_wide" if wide_data and not wide else ""
     suffix += "_corr" if config.noise_correlation else ""
     suffix += ("_camera" if camera == 1.0 else f"_camera{camera:g}") if camera else ""
     suffix += "_biasfree" if not config.bias else ""
     suffix += "_matched" if config.match_brightness else ""
-    suffix += "_grown" if config.bias and not wide and not config.batch_norm else ""
+    suffix += "_grown" if config.bias and not (wide or unet) and not config.batch_norm else ""
     suffix += "_dilated" if config.dilations else ""
     suffix += f"_seed{config.seed}" if config.seed else ""
     suffix += f"_patch{config.patch_size}" if config.patch_size != 64 else ""
-    if (config.depth, config.width) != (10, 32):
+    if unet:
+        suffix += f"_{config.levels}x{config.width}"
+    elif (config.depth, config.width) != (10, 32):
         suffix += f"_{config.depth}x{config.width}"
     path = record_path(RESULTS / f"train_fmd_{fold}{suffix}.md", config.output)
     arch_text = (
         f"FFDNet (bias-free, noise map, 2x2 pixel unshuffle) depth {config.depth}, width "
         f"{config.width}"
         if ffdnet
+        else f"U-Net (residual, max pooling, transposed convolutions) of {config.levels} "
+        f"levels, width {config.width} at full resolution, doubled at each level"
+        if unet
         else f"DnCNN depth {config.depth}, width {config.width}, camera-reading input (a "
         "constant channel), no batch norm (grown from the initial weights)"
         if reading
@@ -527,8 +537,12 @@ def main() -> None:
         help="model input normalisation (noise: the window is 40 noise sigmas)",
     )
     parser.add_argument(
-        "--arch", choices=["dncnn", "ffdnet"], default="dncnn", help="ffdnet: wide data"
+        "--arch",
+        choices=["dncnn", "ffdnet", "unet"],
+        default="dncnn",
+        help="ffdnet: wide data; unet: --levels poolings, --width features at full resolution",
     )
+    parser.add_argument("--levels", type=int, default=3, help="unet: pooling steps")
     parser.add_argument(
         "--noise-map", action="store_true", help="DnCNN with a noise-map input (wide data)"
     )
@@ -658,6 +672,7 @@ def main() -> None:
         batch=args.batch,
         patch=args.patch,
         wide_data=args.wide_data,
+        levels=args.levels,
     )
     result = train(config, progress=not args.no_progress)
     command = (
@@ -667,6 +682,7 @@ def main() -> None:
         + (f" --init {args.init} --lr {args.lr}" if args.init else f" --lr {args.lr}")
         + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
         + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
+        + (f" --levels {args.levels}" if args.arch == "unet" else "")
         + (" --noise-map" if args.noise_map else "")
         + (" --camera-reading" if args.camera_reading else "")
         + (" --vst" if args.vst else "")

@@ -88,6 +88,19 @@ def make_tiny_weights(
     return path
 
 
+def make_tiny_unet_weights(path: Path, levels: int = 2, width: int = 4, seed: int = 0) -> Path:
+    """A small U-Net with random weights (std 0.15: far from the identity, outputs of
+    moderate size)."""
+    from fluoden_batch.models.unet import UNet
+
+    torch.manual_seed(seed)
+    model = UNet(levels, width)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.15)
+    save_weights(model, path, ModelMetadata(name="tiny-unet", architecture=Architecture.of(model)))
+    return path
+
+
 @pytest.fixture
 def one_torch_thread():
     """Torch on one thread for the test (training tests: deterministic and fair to others)."""

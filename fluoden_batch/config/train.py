@@ -113,18 +113,23 @@ class TrainConfig(BaseModel):
     name: str = Field("dncnn-custom", min_length=1, description="model name (metadata)")
     description: str = Field("", description="free text stored in the weights' metadata")
     output: Path = Field(description="weights file written at the end (.safetensors)")
-    architecture: Literal["dncnn", "ffdnet"] = Field(
+    architecture: Literal["dncnn", "ffdnet", "unet"] = Field(
         "dncnn",
-        description="'dncnn' (Zhang et al. 2017) or 'ffdnet': a bias-free body on 2x2 "
+        description="'dncnn' (Zhang et al. 2017); 'ffdnet': a bias-free body on 2x2 "
         "pixel-unshuffled input that is also given the noise map sqrt(a x + b) "
-        "(models.ffdnet); depth/width are its half-resolution layers",
+        "(models.ffdnet), depth/width are its half-resolution layers; 'unet': a residual "
+        "U-Net (Ronneberger et al. 2015, as CARE) of `levels` poolings, `width` features "
+        "at full resolution doubled at each level (models.unet; depth is not used)",
     )
     depth: int = Field(17, ge=2, le=64, description="convolution layers")
     width: int = Field(64, ge=1, le=512, description="feature channels of the hidden layers")
+    levels: int = Field(
+        3, ge=1, le=5, description="unet only: pooling steps (the tile grid is 2**levels px)"
+    )
     batch_norm: bool = Field(True, description="dncnn only: batch norm in the hidden layers")
     bias: bool = Field(
         True,
-        description="dncnn only: additive biases; false: a bias-free DnCNN (Mohan et al. "
+        description="DnCNN and U-Net: additive biases; false: a bias-free DnCNN (Mohan et al. "
         "2020; needs batch_norm false), whose output scales with its input, so it treats "
         "every signal-to-noise ratio alike; init_weights with biases are taken without them",
     )
@@ -357,6 +362,8 @@ class TrainConfig(BaseModel):
                 f"dilations: one per convolution of a dncnn ({self.depth} for depth "
                 f"{self.depth}), got {len(self.dilations)} for {self.architecture!r}"
             )
+        if self.architecture == "unet" and (self.noise_map or self.dilations):
+            raise ValueError("architecture 'unet' has no noise map and no dilations")
         if self.architecture == "ffdnet" and self.mode in ("self_supervised", "masked"):
             raise ValueError(
                 f"architecture 'ffdnet' trains in modes supervised, synthetic and noise2noise, "
@@ -424,8 +431,18 @@ class TrainConfig(BaseModel):
     def model_architecture(self) -> Architecture:
         """The network of this run as stored in the weights (an ffdnet's noise map is
         scaled by the normalisation's ``scale``, so a typical pixel's sigma is about 1)."""
+        from fluoden_batch.models.unet import UNet
         from fluoden_batch.models.weights import Architecture
 
+        if self.architecture == "unet":
+            return Architecture(
+                name="unet",
+                depth=UNet.convolutions(self.levels),
+                width=self.width,
+                batch_norm=False,
+                bias=self.bias,
+                levels=self.levels,
+            )
         if self.architecture == "ffdnet":
             scale = self.input_normalisation.scale
             return Architecture(

@@ -2,6 +2,7 @@
 
 from fluoden_batch.models.dncnn import DnCNN, fold_batch_norm
 from fluoden_batch.models.fused import FusedDnCNN
+from fluoden_batch.models.unet import UNet
 from fluoden_batch.models.weights import (
     Architecture,
     LoadedModel,
@@ -22,6 +23,7 @@ __all__ = [
     "LoadedModel",
     "ModelMetadata",
     "Normalisation",
+    "UNet",
     "fold_batch_norm",
     "load_model",
     "load_trainable",

@@ -28,13 +28,14 @@ from fluoden_batch.errors import ModelError
 from fluoden_batch.models.dncnn import DnCNN, fold_batch_norm
 from fluoden_batch.models.ffdnet import FFDNet
 from fluoden_batch.models.fused import FusedDnCNN
+from fluoden_batch.models.unet import UNet
 
 METADATA_KEY = "fluoden"
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 ADAPTED_WEIGHTS = Path(".fluoden") / "adapted.safetensors"  # in OUT of denoise --adapt
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
-Denoiser = DnCNN | FFDNet
+Denoiser = DnCNN | FFDNet | UNet
 
 
 class Architecture(BaseModel):
@@ -44,12 +45,14 @@ class Architecture(BaseModel):
     ``in_channels``, ``batch_norm``, ``noise_map``, ``bias``, ``dilations``; ``None``
     when every layer is undilated, as in files written before dilations existed). ``ffdnet``:
     :class:`~fluoden_batch.models.ffdnet.FFDNet` (``depth``, ``width``, ``bias``,
-    ``map_gain``; always with a noise map, no batch norm). ``noise_map``: the input holds
-    one more channel, the noise level of every pixel.
+    ``map_gain``; always with a noise map, no batch norm). ``unet``:
+    :class:`~fluoden_batch.models.unet.UNet` (``levels``, ``width``, ``bias``; ``depth``
+    counts its convolutions, ``5 levels + 3``; one channel, no noise map, no batch norm).
+    ``noise_map``: the input holds one more channel, the noise level of every pixel.
     """
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["dncnn", "ffdnet"] = "dncnn"
+    name: Literal["dncnn", "ffdnet", "unet"] = "dncnn"
     depth: int = Field(17, ge=2, le=64)
     width: int = Field(64, ge=1, le=512)
     in_channels: int = Field(1, ge=1)
@@ -62,6 +65,7 @@ class Architecture(BaseModel):
     dilations: tuple[int, ...] | None = Field(
         None, description="dncnn: dilation of each convolution (None: all 1)"
     )
+    levels: int | None = Field(None, ge=1, le=5, description="unet: pooling steps")
 
     @model_validator(mode="after")
     def _check_kind(self) -> Architecture:
@@ -69,8 +73,20 @@ class Architecture(BaseModel):
             self.batch_norm or self.in_channels != 1 or not self.noise_map or not self.map_gain
         ):
             raise ValueError("an ffdnet has a noise map, no batch norm, 1 channel, a map_gain")
-        if self.name == "dncnn" and self.map_gain is not None:
+        if self.name != "ffdnet" and self.map_gain is not None:
             raise ValueError("map_gain is an ffdnet field")
+        if (self.name == "unet") != (self.levels is not None):
+            raise ValueError("levels is a unet's field, and a unet needs it")
+        if self.name == "unet" and (
+            self.batch_norm
+            or self.noise_map
+            or self.in_channels != 1
+            or self.depth != UNet.convolutions(self.levels or 0)
+        ):
+            raise ValueError(
+                f"a unet has one channel, no noise map, no batch norm and "
+                f"{UNet.convolutions(self.levels or 0)} convolutions for {self.levels} levels"
+            )
         if self.name == "dncnn" and self.batch_norm and not self.bias:
             raise ValueError("a bias-free dncnn has no batch norm (its shift is a bias)")
         if self.dilations is not None and (
@@ -92,6 +108,9 @@ class Architecture(BaseModel):
 
     def describe(self) -> str:
         """Short text, e.g. ``DnCNN 10x32, batch norm`` or ``FFDNet 15x64, noise map``."""
+        if self.name == "unet":
+            free = ", bias-free" if not self.bias else ""
+            return f"U-Net {self.levels} levels x{self.width}{free}"
         kind = "FFDNet" if self.name == "ffdnet" else "DnCNN"
         flags = (("batch norm", self.batch_norm), ("noise map", self.noise_map))
         extras = [t for t, on in (*flags, ("bias-free", not self.bias)) if on]
@@ -102,6 +121,15 @@ class Architecture(BaseModel):
     @classmethod
     def of(cls, model: Denoiser) -> Architecture:
         """The architecture of a module."""
+        if isinstance(model, UNet):
+            return cls(
+                name="unet",
+                depth=UNet.convolutions(model.levels),
+                width=model.width,
+                batch_norm=False,
+                bias=model.bias,
+                levels=model.levels,
+            )
         if isinstance(model, FFDNet):
             return cls(
                 name="ffdnet",
@@ -295,6 +323,9 @@ def build_model(a: Architecture) -> Denoiser:
     if a.name == "ffdnet":
         assert a.map_gain is not None
         return FFDNet(a.depth, a.width, a.map_gain, a.bias)
+    if a.name == "unet":
+        assert a.levels is not None
+        return UNet(a.levels, a.width, a.bias)
     return DnCNN(a.depth, a.width, a.in_channels, a.batch_norm, a.noise_map, a.bias, a.dilations)
 
 
@@ -339,13 +370,13 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     """Load weights for inference: eval mode, batch norm folded, channels-last on ``device``.
 
     A DnCNN becomes a :class:`~fluoden_batch.models.fused.FusedDnCNN`: on CPU each
-    convolution runs with its ReLU in one oneDNN call. An FFDNet (no batch norm) is used
-    as it is.
+    convolution runs with its ReLU in one oneDNN call. An FFDNet or a U-Net (no batch
+    norm) is used as it is.
     """
     path = resolve_weights(name_or_path)
     model, metadata = load_trainable(path)
     module: Denoiser
-    if isinstance(model, FFDNet):
+    if isinstance(model, FFDNet | UNet):
         module = model.eval()
     else:
         module = FusedDnCNN(fold_batch_norm(model.eval()) if model.batch_norm else model.eval())

@@ -9,7 +9,7 @@ import zarr
 from typer.testing import CliRunner
 
 import fluoden_batch as fb
-from conftest import blobs, file_bytes, write_image
+from conftest import blobs, file_bytes, make_tiny_unet_weights, write_image
 from fluoden_batch.cli import app
 from fluoden_batch.errors import FluodenError, InputError
 from fluoden_batch.noise import simulate
@@ -57,13 +57,20 @@ def test_array_equals_store_run_and_dask_equals_numpy(tmp_path, tiny_weights, ph
     np.testing.assert_array_equal(from_path, in_memory)
 
 
-@pytest.mark.parametrize(("chunks", "phase_split"), [((64, 50), False), ((63, 51), True)])
-def test_dask_blocks_with_halo_equal_whole_planes(tiny_weights, chunks, phase_split):
+@pytest.mark.parametrize(
+    ("chunks", "phase_split", "unet"),
+    [((64, 50), False, False), ((63, 51), True, False), ((63, 51), False, True)],
+)
+def test_dask_blocks_with_halo_equal_whole_planes(
+    tiny_weights, tmp_path, chunks, phase_split, unet
+):
     """A Dask array in uneven chunks: every block reads its halo (with --phase-split from
-    the 2-pixel grid, also where a chunk starts on an odd pixel), so the pixels equal the
-    whole-plane run given the same per-channel values (float output: no rounding)."""
+    the 2-pixel grid, a U-Net's from its pooling grid, also where a chunk starts on an odd
+    pixel), so the pixels equal the whole-plane run given the same per-channel values
+    (float output: no rounding)."""
     data = _noisy(planes=1, size=150).astype(np.float32)
-    opts = {"model": str(tiny_weights), "dtype": "float32", "block_min": 16}
+    model = make_tiny_unet_weights(tmp_path / "unet.safetensors") if unet else tiny_weights
+    opts = {"model": str(model), "dtype": "float32", "block_min": 16}
     whole = fb.denoise(data, phase_split=phase_split, **opts)
     parts = fb.denoise(da.from_array(data, chunks=(1, *chunks)), phase_split=phase_split, **opts)
     # the channel window is sampled from other blocks: compare through the map itself

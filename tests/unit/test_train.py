@@ -36,6 +36,7 @@ from fluoden_batch.models.normalise import (
     percentile_range,
     with_noise_map,
 )
+from fluoden_batch.models.unet import UNet
 from fluoden_batch.models.weights import METADATA_KEY, Architecture, file_digest, shipped_models
 from fluoden_batch.noise import simulate
 from fluoden_batch.train import TrainConfig, denoise_whole, train, validation_psnr
@@ -288,16 +289,19 @@ class _Box(torch.nn.Module):
     [
         DnCNN(depth=6, width=8, dilations=[1, 3, 5, 3, 1, 1]),
         FFDNet(depth=4, width=8),
+        UNet(levels=3, width=4),
         _Box(),
     ],
-    ids=["dilated DnCNN", "FFDNet with a noise map", "no receptive radius"],
+    ids=["dilated DnCNN", "FFDNet with a noise map", "U-Net", "no receptive radius"],
 )
 def test_denoise_whole_in_pieces_equals_one_pass(model: torch.nn.Module) -> None:
     """Validation runs planes in pieces of TILE px with the model's receptive radius as
-    halo (odd sizes, both axes over TILE, FFDNet's 2-pixel grid): the plane's one pass."""
+    halo (odd sizes, both axes over TILE, FFDNet's 2-pixel grid, the U-Net's 8-pixel one):
+    the plane's one pass."""
     torch.manual_seed(0)
+    std = 0.15 if isinstance(model, UNet) else 0.3  # 18 layers, widths doubling: smaller
     for p in model.parameters():  # a network far from the identity
-        torch.nn.init.normal_(p, 0.0, 0.3)
+        torch.nn.init.normal_(p, 0.0, std)
     model.eval()
     rng = np.random.default_rng(0)
     image = rng.poisson(50.0, (301, 527)).astype(np.float32)
@@ -316,9 +320,17 @@ def test_denoise_whole_in_pieces_equals_one_pass(model: torch.nn.Module) -> None
     assert model.training  # its mode is restored
 
 
-def test_checkpoint_resumes_bit_identically(pair_dirs: tuple[Path, Path], tmp_path: Path) -> None:
-    straight = train(_config(pair_dirs, tmp_path / "a"), progress=False)
-    split = _config(pair_dirs, tmp_path / "b", checkpoint_dir=tmp_path / "ckpt", checkpoint_every=5)
+@pytest.mark.parametrize(
+    "network", [{}, {"architecture": "unet", "levels": 2}], ids=["DnCNN", "U-Net"]
+)
+def test_checkpoint_resumes_bit_identically(
+    pair_dirs: tuple[Path, Path], tmp_path: Path, network: dict[str, object]
+) -> None:
+    straight = train(_config(pair_dirs, tmp_path / "a", **network), progress=False)
+    assert isinstance(straight.model, UNet) == bool(network)
+    split = _config(
+        pair_dirs, tmp_path / "b", checkpoint_dir=tmp_path / "ckpt", checkpoint_every=5, **network
+    )
     first = train(split, progress=False, stop_at=5)
     assert first.step == 5 and first.output is None
     resumed = train(split, progress=False)
