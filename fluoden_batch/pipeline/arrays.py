@@ -12,6 +12,7 @@ it). Nothing is written and nothing resumes: for that, give paths.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import dask
@@ -25,9 +26,9 @@ from fluoden_batch.io.source import SUPPORTED_DTYPES
 from fluoden_batch.pipeline.params import choose_method, grouped_values
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.block import cast_output, check_finite
-from fluoden_batch.restore.tiles import Block, block_shape, plan_blocks
+from fluoden_batch.restore.tiles import Block, BlockGrid, block_shape, plan_blocks
 
-__all__ = ["array_axes", "default_chunks", "denoise_array"]
+__all__ = ["array_axes", "default_chunks", "denoise_array", "map_planned_blocks"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,6 @@ def denoise_array(
     axes = array_axes(array, options.axes)
     notes: list[str] = []
     method = choose_method(options, notes)
-    lazy = isinstance(array, da.Array)
     chunks = chunks or default_chunks(array)
     blocks = plan_blocks(array.shape, block_shape(array.shape, chunks, options.block_min))
     name = "the array"
@@ -120,17 +120,54 @@ def denoise_array(
         plane_groups=groups,
     )
     model = job.model()  # the halo is the model's receptive radius
-    out = None if lazy else np.empty(array.shape, dtype=dtype)
+
+    def arguments(block: Block) -> tuple[Any, ...]:
+        w = job.window(model, block, array.shape[-2:])
+        return job, block, array[(*block.slices[:-2], *w.read)], w.crop
+
+    return map_planned_blocks(array, blocks, dtype, _block, arguments)
+
+
+def map_planned_blocks(
+    array: Any,
+    blocks: BlockGrid,
+    dtype: np.dtype | type,
+    compute: Callable[..., np.ndarray],
+    arguments: Callable[[Block], tuple[Any, ...]],
+) -> np.ndarray | da.Array:
+    """``compute(*arguments(block))`` for every block, put together in ``array``'s shape.
+
+    Parameters
+    ----------
+    array : numpy.ndarray or dask.array.Array
+        The input; its type says how the blocks run.
+    blocks : BlockGrid
+        The planned blocks, covering ``array``.
+    dtype : numpy dtype
+        Of every block's result (of the block's shape).
+    compute : callable
+        One block's result from ``arguments(block)`` (for Dask: a module-level function,
+        its arguments picklable, as a worker runs it).
+    arguments : callable
+        A block's arguments to ``compute`` (e.g. its region read with its halo: a Dask
+        slice stays lazy).
+
+    Returns
+    -------
+    numpy.ndarray or dask.array.Array
+        NumPy in: every block computed here, in order. Dask in: a lazy array of one task
+        per block.
+    """
+    if not isinstance(array, da.Array):
+        out = np.empty(array.shape, dtype=dtype)
+        for block in blocks:
+            out[block.slices] = compute(*arguments(block))
+        return out
     grid = np.empty([max(b.index[i] for b in blocks) + 1 for i in range(array.ndim)], object)
     for block in blocks:
-        w = job.window(model, block, array.shape[-2:])
-        region = array[(*block.slices[:-2], *w.read)]
-        if out is not None:
-            out[block.slices] = _block(job, block, region, w.crop)
-        else:
-            task = dask.delayed(_block, pure=True)(job, block, region, w.crop)
-            grid[block.index] = da.from_delayed(task, block.shape, dtype=dtype)
-    return out if out is not None else da.block(grid.tolist())
+        task = dask.delayed(compute, pure=True)(*arguments(block))
+        grid[block.index] = da.from_delayed(task, block.shape, dtype=dtype)
+    return da.block(grid.tolist())
 
 
 def _block(job: JobSpec, block: Block, region: Any, crop: tuple[slice, slice]) -> np.ndarray:

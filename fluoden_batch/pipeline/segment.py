@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -46,7 +45,7 @@ from fluoden_batch.io.labels import create_label_images, label_names, label_set,
 from fluoden_batch.io.lock import OutputLock
 from fluoden_batch.io.source import ImageSource, open_image
 from fluoden_batch.io.sparse import check_stored
-from fluoden_batch.pipeline.arrays import array_axes, default_chunks
+from fluoden_batch.pipeline.arrays import array_axes, default_chunks, map_planned_blocks
 from fluoden_batch.pipeline.execution import run_planned
 from fluoden_batch.pipeline.groups import PlaneGroups, group_part, plane_groups, stored_rows
 from fluoden_batch.pipeline.progress import Reporter
@@ -185,7 +184,6 @@ def segment_array(
     axes = array_axes(array, options.axes)
     engine, _ = select_backend(options.cluster_backend)
     backend = "gpu" if engine.name == "cuml" else "cpu"
-    lazy = isinstance(array, da.Array)
     chunks = chunks or default_chunks(array)
     blocks = plan_blocks(array.shape, block_shape(array.shape, chunks, options.block_min))
     notes: list[str] = []
@@ -200,15 +198,9 @@ def segment_array(
     fixed = None if centres is None else tuple(tuple(c) for c in centres)
     cluster = _cluster_keywords(options, backend)
     job = SegmentJob(None, None, None, axes, cluster, fixed, False, groups)
-    out = None if lazy else np.empty(array.shape, dtype=np.int32)
-    grid = np.empty([max(b.index[i] for b in blocks) + 1 for i in range(array.ndim)], object)
-    for block in blocks:
-        if out is not None:
-            out[block.slices] = _labels(job, block, array[block.slices])
-        else:
-            task = dask.delayed(_labels, pure=True)(job, block, array[block.slices])
-            grid[block.index] = da.from_delayed(task, block.shape, dtype=np.int32)
-    return out if out is not None else da.block(grid.tolist())
+    return map_planned_blocks(
+        array, blocks, np.int32, _labels, lambda block: (job, block, array[block.slices])
+    )
 
 
 def _labels(job: SegmentJob, block: Block, data: Any) -> np.ndarray:
