@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -83,11 +84,16 @@ def info(
 ) -> None:
     """Show shape, dtype, chunks (and shards), axes, scales and any fluoden provenance of
     an image (of a TIFF file that holds several image series: each one's shape and axes)."""
-    from fluoden_batch.io.source import open_image
+    from fluoden_batch.io import source
     from fluoden_batch.io.store import read_provenance
 
     with errors():
-        src = open_image(path, dtypes=None, series=series)
+        source_log = logging.getLogger(source.__name__)
+        source_log.addFilter(_no_series_warning)  # the table lists every series
+        try:
+            src = source.open_image(path, dtypes=None, series=series)
+        finally:
+            source_log.removeFilter(_no_series_warning)
         table = Table(title=str(path), show_header=False)
         if src.series:
             listed = "; ".join(f"{i}: {s}" for i, s in enumerate(src.series))
@@ -119,6 +125,13 @@ def info(
                 table.add_row("model", f"{model['name']} {model['digest'][:19]}")
             table.add_row("complete", str(prov.get("complete")))
         out.print(table)
+
+
+def _no_series_warning(record: logging.LogRecord) -> bool:
+    """Drop the multi-series warning of :mod:`fluoden_batch.io.source` (a log filter)."""
+    from fluoden_batch.io.source import SERIES_WARNING
+
+    return record.msg is not SERIES_WARNING
 
 
 def _chunks(text: str, flag: str) -> tuple[int, int]:

@@ -42,6 +42,12 @@ IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp
 _TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 _OME_XML_SYNTAX = "OME series raised ParseError"  # tifffile's log of malformed OME-XML
 _log = logging.getLogger(__name__)
+# the warning of a TIFF file that holds several image series (`fluoden info` lists them
+# instead: :func:`without_series_warning`)
+SERIES_WARNING = (
+    "warning: %s: holds %d image series; fluoden reads series %d, %s, and not %s "
+    "(--series N reads another)"
+)
 
 
 @dataclass(frozen=True)
@@ -354,11 +360,7 @@ def _open_tiff(p: Path, axes: str | None, index: int) -> ImageSource:
         raise InputError(f"{p}: not a readable TIFF file ({exc})") from exc
     if len(listing) > 1:  # multi-position acquisitions: one series per position
         others = ", ".join(f"{i}: {s}" for i, s in enumerate(listing) if i != index)
-        _log.warning(
-            "warning: %s: holds %d image series; fluoden reads series %d, %s, and not %s "
-            "(--series N reads another)",
-            p, len(listing), index, listing[index], others,
-        )  # fmt: skip
+        _log.warning(SERIES_WARNING, p, len(listing), index, listing[index], others)
     order: tuple[int, ...] = ()
     if axes is None:
         axes, order = _tiff_axes(tiff_axes, p)

@@ -296,6 +296,23 @@ def test_a_tiff_of_several_series_reads_the_one_asked_and_names_the_others(tmp_p
     assert all("--series N reads another" in w for w in warned)
 
 
+def test_info_lists_every_series_once(tmp_path, caplog):
+    """`fluoden info` of a multi-position TIFF: a row lists the series and which is shown;
+    the reading warning, which says the same, is not logged as well (other commands still
+    log it)."""
+    tif = tmp_path / "positions.ome.tif"
+    positions(tif)
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(app, ["info", str(tif), "--series", "1"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "0: (2, 32, 40) ZYX; 1: (3, 48, 48) CYX (shown: 1; --series N shows another)" in text
+    assert not [r for r in caplog.records if "image series" in r.getMessage()]
+    with caplog.at_level(logging.WARNING):
+        open_image(tif, series=1)
+    assert [r for r in caplog.records if "image series" in r.getMessage()]
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
