@@ -14,7 +14,7 @@ pytest.importorskip("pytestqt")
 from napari_support import make_output, noisy_planes, x_display  # noqa: E402
 
 from fluoden_batch.models.weights import shipped_models  # noqa: E402
-from fluoden_batch.napari._widget import OTHER_FILE, DenoiseWidget  # noqa: E402
+from fluoden_batch.napari._widget import OTHER_FILE, DenoiseWidget, SegmentWidget  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -36,8 +36,8 @@ def viewer(make_napari_viewer):
     return make_napari_viewer(show=True)
 
 
-def _finish(qtbot, widget: DenoiseWidget) -> None:
-    """Press Denoise and wait until its worker has finished (the button is re-enabled)."""
+def _finish(qtbot, widget: DenoiseWidget | SegmentWidget) -> None:
+    """Press its button and wait until its worker has finished (the button is re-enabled)."""
     widget._run.clicked.emit()
     assert not widget._run.enabled
     qtbot.waitUntil(lambda: widget._run.enabled, timeout=60_000)
@@ -103,3 +103,26 @@ def test_widget_reports_a_bad_model_in_one_line(viewer, qtbot, tmp_path: Path) -
     assert any(m.startswith("fluoden: ") and "missing.safetensors" in m for m in messages)
     assert all("\n" not in m for m in messages)
     assert widget._run.enabled
+
+
+def test_segment_widget_adds_the_labels_of_the_api(viewer, qtbot) -> None:
+    import fluoden_batch as fb
+
+    noisy = noisy_planes(1, 128, seed=1)[0]
+    layer = viewer.add_image(noisy, name="noisy", scale=(0.5, 0.5))
+    _, widget = viewer.window.add_plugin_dock_widget("fluoden-batch", "Segment (fluoden)")
+    assert isinstance(widget, SegmentWidget)
+    widget._layer.value = layer
+    widget._clusters.value = 2
+    _finish(qtbot, widget)
+    labels = viewer.layers["noisy clusters"]
+    assert isinstance(labels, napari.layers.Labels) and list(labels.scale) == [0.5, 0.5]
+    np.testing.assert_array_equal(labels.data, fb.segment(noisy, clusters=2))
+    assert set(np.unique(labels.data)) == {0, 1}
+    assert labels.metadata["fluoden"] == {
+        "method": "kmeans",
+        "clusters": 2,
+        "source_layer": "noisy",
+    }
+    widget._method.value = "dbscan"
+    assert not widget._clusters.visible  # K is K-means' only
