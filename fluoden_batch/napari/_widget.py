@@ -13,7 +13,7 @@ an error shows as one line in a napari notification.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,13 @@ class _LayerJob(Container):
             return None
         return layer
 
-    def _launch(self, function: Any, arguments: tuple[Any, ...], status: str, done: Any) -> None:
+    def _launch(
+        self,
+        function: Callable[..., Generator[tuple[int, int], None, np.ndarray]],
+        arguments: tuple[Any, ...],
+        status: str,
+        done: Callable[[np.ndarray], None],
+    ) -> None:
         self._run.enabled = False
         self._progress.value = 0
         self._status.value = status
