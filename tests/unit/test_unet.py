@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fluoden_batch.config.train import TrainConfig
@@ -50,6 +50,7 @@ def test_receptive_radius_covers_the_reach_at_every_offset_of_the_grid(levels):
 
 
 @settings(max_examples=15, deadline=None)
+@example(levels=1, h=72, w=144, tile=16, wrapper="none")  # rounding 2.8e-6 of the max
 @given(
     levels=st.integers(1, 3),
     h=st.integers(20, 150),
@@ -67,9 +68,9 @@ def test_tiled_equals_whole_image(levels, h, w, tile, wrapper):
     x = np.random.default_rng(h * w).random((1, h, w)).astype(np.float32)
     whole = infer_plane(module, x)
     assert whole.shape == (h, w)
-    # random weights of std 0.3 reach outputs of thousands: float32 rounding of the
-    # different tile shapes' convolutions is relative to that
-    atol = 1e-6 * max(1.0, float(np.abs(whole).max()))
+    # random weights reach outputs of thousands: float32 rounding of the different tile
+    # shapes' convolutions (different summation orders) is relative to that (seen: 2.8e-6)
+    atol = 1e-5 * max(1.0, float(np.abs(whole).max()))
     np.testing.assert_allclose(infer_plane(module, x, tile=tile), whole, rtol=0, atol=atol)
 
 
