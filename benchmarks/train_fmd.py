@@ -677,8 +677,9 @@ def main() -> None:
     result = train(config, progress=not args.no_progress)
     command = (
         f"OMP_NUM_THREADS={args.threads} PYTHONPATH=. python benchmarks/train_fmd.py "
-        f"{args.output} --fold {args.fold} --steps {args.steps} --depth {args.depth} "
-        f"--width {args.width} --synthetic {args.synthetic} --threads {args.threads}"
+        f"{args.output} --fold {args.fold} --steps {args.steps} "
+        + ("" if args.arch == "unet" else f"--depth {args.depth} ")  # a U-Net has levels
+        + f"--width {args.width} --synthetic {args.synthetic} --threads {args.threads}"
         + (f" --init {args.init} --lr {args.lr}" if args.init else f" --lr {args.lr}")
         + (f" --normalisation {args.normalisation}" if args.normalisation != "percentile" else "")
         + (f" --arch {args.arch}" if args.arch != "dncnn" else "")
