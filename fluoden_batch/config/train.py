@@ -431,18 +431,10 @@ class TrainConfig(BaseModel):
     def model_architecture(self) -> Architecture:
         """The network of this run as stored in the weights (an ffdnet's noise map is
         scaled by the normalisation's ``scale``, so a typical pixel's sigma is about 1)."""
-        from fluoden_batch.models.unet import UNet
         from fluoden_batch.models.weights import Architecture
 
         if self.architecture == "unet":
-            return Architecture(
-                name="unet",
-                depth=UNet.convolutions(self.levels),
-                width=self.width,
-                batch_norm=False,
-                bias=self.bias,
-                levels=self.levels,
-            )
+            return Architecture.unet(self.levels, self.width, self.bias)
         if self.architecture == "ffdnet":
             scale = self.input_normalisation.scale
             return Architecture(

@@ -43,7 +43,7 @@ _TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 _OME_XML_SYNTAX = "OME series raised ParseError"  # tifffile's log of malformed OME-XML
 _log = logging.getLogger(__name__)
 # the warning of a TIFF file that holds several image series (`fluoden info` lists them
-# instead: :func:`without_series_warning`)
+# in its table instead and filters this message out)
 SERIES_WARNING = (
     "warning: %s: holds %d image series; fluoden reads series %d, %s, and not %s "
     "(--series N reads another)"

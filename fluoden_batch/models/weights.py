@@ -119,17 +119,18 @@ class Architecture(BaseModel):
         return ", ".join([f"{kind} {self.depth}x{self.width}", *extras])
 
     @classmethod
+    def unet(cls, levels: int, width: int, bias: bool = True) -> Architecture:
+        """A U-Net's architecture (its ``depth``, the convolution count, derived)."""
+        depth = UNet.convolutions(levels)
+        return cls(
+            name="unet", depth=depth, width=width, batch_norm=False, bias=bias, levels=levels
+        )
+
+    @classmethod
     def of(cls, model: Denoiser) -> Architecture:
         """The architecture of a module."""
         if isinstance(model, UNet):
-            return cls(
-                name="unet",
-                depth=UNet.convolutions(model.levels),
-                width=model.width,
-                batch_norm=False,
-                bias=model.bias,
-                levels=model.levels,
-            )
+            return cls.unet(model.levels, model.width, model.bias)
         if isinstance(model, FFDNet):
             return cls(
                 name="ffdnet",
