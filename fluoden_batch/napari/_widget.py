@@ -41,6 +41,14 @@ __all__ = ["OTHER_FILE", "DenoiseWidget", "SegmentWidget", "denoise_blocks", "se
 
 OTHER_FILE = "file..."
 BLOCK_SIDE = 512  # Y/X chunks of an in-memory layer: progress steps on large planes
+# what a widget's button runs: a generator of block progress returning the result, its
+# arguments, the status line while it runs, and what to do with the result
+Job = tuple[
+    Callable[..., Generator[tuple[int, int], None, np.ndarray]],
+    tuple[Any, ...],
+    str,
+    Callable[[np.ndarray], None],
+]
 
 
 def _lazy(data: Any) -> da.Array:
@@ -96,18 +104,27 @@ def segment_blocks(
 
 
 class _LayerJob(Container):
-    """An image-layer chooser, the caller's options, a run button (its action: the
-    subclass's ``start``), a progress bar and a status line; runs one generator of block
-    progress in a worker thread."""
+    """An image-layer chooser, the caller's options, a run button, a progress bar and a
+    status line; the button runs the job ``job(layer, data, axes)`` describes (a generator
+    of block progress, its arguments, a status line, what to do with the result) in a
+    worker thread."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, options: list[Any], button: str) -> None:
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        options: list[Any],
+        button: str,
+        job: Callable[[napari.layers.Image, Any, str | None], Job],
+    ) -> None:
         self._viewer = viewer
+        self._job = job
         self._layer = create_widget(annotation=napari.layers.Image, label="image")
         self._run = PushButton(text=button)
         self._progress = ProgressBar(label="blocks", min=0, max=1, value=0)
         self._status = Label(value="")
         widgets = [self._layer, *options, self._run, self._progress, self._status]
         super().__init__(widgets=widgets)
+        self._run.changed.connect(self.start)
         self.worker: Any = None
 
     def chosen_layer(self) -> napari.layers.Image | None:
@@ -121,13 +138,15 @@ class _LayerJob(Container):
             return None
         return layer
 
-    def _launch(
-        self,
-        function: Callable[..., Generator[tuple[int, int], None, np.ndarray]],
-        arguments: tuple[Any, ...],
-        status: str,
-        done: Callable[[np.ndarray], None],
-    ) -> None:
+    def start(self) -> None:
+        """Run the job on the chosen layer's level 0 in a worker thread (the button's
+        action)."""
+        layer = self.chosen_layer()
+        if layer is None:
+            return
+        data = layer.data[0] if layer.multiscale else layer.data
+        axes = layer.metadata.get("fluoden", {}).get("axes")  # as fluoden's reader set them
+        function, arguments, status, done = self._job(layer, data, axes)
         self._run.enabled = False
         self._progress.value = 0
         self._status.value = status
@@ -140,12 +159,6 @@ class _LayerJob(Container):
         worker = thread_worker(function, start_thread=False, connect=connect)
         self.worker = worker(*arguments)
         self.worker.start()
-
-    @staticmethod
-    def level0(layer: napari.layers.Image) -> tuple[Any, str | None]:
-        """A layer's full-resolution data and the axes fluoden's reader recorded."""
-        data = layer.data[0] if layer.multiscale else layer.data
-        return data, layer.metadata.get("fluoden", {}).get("axes")
 
     def _step(self, progress: tuple[int, int]) -> None:
         done, total = progress
@@ -185,8 +198,8 @@ class DenoiseWidget(_LayerJob):
             "--phase-split): for a camera with strongly correlated noise the model was not "
             "trained on; loses detail on white noise",
         )
-        super().__init__(viewer, [self._model, self._file, self._split], "Denoise")
-        self._run.changed.connect(self.start)
+        options = [self._model, self._file, self._split]
+        super().__init__(viewer, options, "Denoise", self._denoise)
         self._model.changed.connect(self._show_file)
         self._show_file()
 
@@ -199,16 +212,11 @@ class DenoiseWidget(_LayerJob):
             return str(Path(self._file.value).expanduser())
         return str(self._model.value)
 
-    def start(self) -> None:
-        """Denoise the chosen layer in a worker thread (the button's action)."""
-        layer = self.chosen_layer()
-        if layer is None:
-            return
-        data, axes = self.level0(layer)
+    def _denoise(self, layer: napari.layers.Image, data: Any, axes: str | None) -> Job:
         model, split = self.model_choice(), bool(self._split.value)
         status = f"denoising {layer.name} with {Path(model).name}"
         done = lambda out: self._add(layer, model, out, split)  # noqa: E731
-        self._launch(denoise_blocks, (data, model, axes, split), status, done)
+        return denoise_blocks, (data, model, axes, split), status, done
 
     def _add(
         self, layer: napari.layers.Image, model: str, out: np.ndarray, split: bool = False
@@ -244,23 +252,17 @@ class SegmentWidget(_LayerJob):
         self._clusters = SpinBox(
             label="clusters", value=3, min=2, max=16, tooltip="K of K-means (0 = darkest)"
         )
-        super().__init__(viewer, [self._method, self._clusters], "Segment")
-        self._run.changed.connect(self.start)
+        super().__init__(viewer, [self._method, self._clusters], "Segment", self._segment)
         self._method.changed.connect(self._show_clusters)
 
     def _show_clusters(self) -> None:
         self._clusters.visible = self._method.value == "kmeans"
 
-    def start(self) -> None:
-        """Segment the chosen layer in a worker thread (the button's action)."""
-        layer = self.chosen_layer()
-        if layer is None:
-            return
-        data, axes = self.level0(layer)
+    def _segment(self, layer: napari.layers.Image, data: Any, axes: str | None) -> Job:
         method, clusters = str(self._method.value), int(self._clusters.value)
         status = f"segmenting {layer.name} ({method})"
         done = lambda out: self._add(layer, method, clusters, out)  # noqa: E731
-        self._launch(segment_blocks, (data, method, clusters, axes), status, done)
+        return segment_blocks, (data, method, clusters, axes), status, done
 
     def _add(self, layer: napari.layers.Image, method: str, clusters: int, out: np.ndarray) -> None:
         name = f"{layer.name} clusters"
