@@ -16,7 +16,7 @@ import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
-from fluoden_batch.compute.clusters import default_workers, profile_cluster
+from fluoden_batch.compute.clusters import default_workers, profile_cluster, worker_environ
 from fluoden_batch.compute.profiles import load_profile
 from fluoden_batch.compute.quiet import PRELOAD, QuietTaskErrors
 from fluoden_batch.compute.security import make_security
@@ -107,9 +107,15 @@ def _start(
         return
     tls_options = {"protocol": "tls://", "security": security} if security is not None else {}
     with (
-        # one task per worker thread at a time: a worker that dies then only implicates the
-        # block it was running, not a queued innocent one (blocks take seconds, so no idle gap)
-        dask.config.set({"distributed.scheduler.worker-saturation": 1.0}),
+        dask.config.set(
+            {
+                # one task per worker thread at a time: a worker that dies then only
+                # implicates the block it was running, not a queued innocent one (blocks
+                # take seconds, so no idle gap)
+                "distributed.scheduler.worker-saturation": 1.0,
+                "distributed.nanny.pre-spawn-environ": worker_environ(),
+            }
+        ),
         LocalCluster(
             n_workers=workers or default_workers(),
             threads_per_worker=threads_per_worker,

@@ -60,7 +60,8 @@ NLM_H = 0.8  # NLM filtering strength h in units of the noise std
 NLM_REACH = PATCH_SIZE // 2 + PATCH_DISTANCE  # 8 px: context a tile needs on each side
 WIENER_PATCH = 8  # side of the Wiener filter's DCT patches, px
 WIENER_REACH = WIENER_PATCH - 1  # 7 px: the patches over a pixel reach this far from it
-_WIENER_STRIP = 1 << 16  # patches per strip: bounds the coefficients' memory (32 MiB)
+# patches per strip: 2 MiB a coefficient array, small enough to stay in cache
+_WIENER_STRIP = 1 << 12
 
 PlaneFn = Callable[[np.ndarray, float, float, float], np.ndarray]
 
@@ -145,12 +146,13 @@ def _dct_matrix(n: int) -> np.ndarray:
     return m
 
 
-def _patch_dct(x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """2-D DCT of every ``p x p`` patch of ``x`` (R, W), shape (R - p + 1, W - p + 1, p, p),
-    indexed by the patch's top-left pixel (separable: rows, then columns)."""
+def _patch_dct(x: np.ndarray, m: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """2-D DCT of every ``p x p`` patch of ``x`` (R, W) into ``out`` (R - p + 1, W - p + 1,
+    p, p), indexed by the patch's top-left pixel, then horizontal frequency, then vertical
+    (separable: rows into ``rows`` (R - p + 1, W, p), then columns)."""
     p = len(m)
-    rows = sliding_window_view(x, p, axis=0) @ m.T  # (R', W, p): vertical frequencies
-    return sliding_window_view(rows, p, axis=1) @ m.T  # (R', W', p, p)
+    np.matmul(sliding_window_view(x, p, axis=0), m.T, out=rows)  # vertical frequencies
+    return np.matmul(m, sliding_window_view(rows, p, axis=1).swapaxes(-1, -2), out=out)
 
 
 def dct_wiener(noisy: npt.ArrayLike, pilot: npt.ArrayLike, sigma: float = 1.0) -> np.ndarray:
@@ -184,23 +186,45 @@ def dct_wiener(noisy: npt.ArrayLike, pilot: npt.ArrayLike, sigma: float = 1.0) -
         )
     m = _dct_matrix(p)
     height, width = z.shape
+    k = width - p + 1  # patches per row
+    s2 = sigma * sigma
     num, den = np.zeros_like(z), np.zeros_like(z)
-    step = max(1, _WIENER_STRIP // (width - p + 1))  # patch rows per strip
+    step = min(max(1, _WIENER_STRIP // k), height - p + 1)  # patch rows per strip
+    # One strip's arrays, allocated once: where glibc maps every large block anew (any
+    # MALLOC_TRIM_THRESHOLD_, such as Dask's nannies set), fresh arrays for each strip were
+    # page-faulted in every time: a first version without them was 3.6x slower there
+    # (runs/README.md, "The Wiener filter's speed")
+    rows_buf, strip_buf = np.empty((2, step, width, p))
+    coef_buf, gain_buf, cols_buf = np.empty((3, step, k, p, p))
+    weight_buf, box_buf = np.empty((step, k)), np.empty((step, width))
     for top in range(0, height - p + 1, step):
-        rows = slice(top, min(top + step, height - p + 1) + p - 1)
-        coef, guide = _patch_dct(z[rows], m), _patch_dct(y[rows], m)
-        guide *= guide
-        gain = guide / (guide + sigma * sigma)
-        # (R', W'); floored where a pilot patch is all 0 (every coefficient taken as noise)
-        weight = 1.0 / (sigma * sigma * np.maximum(np.einsum("hwuv,hwuv->hw", gain, gain), 1e-12))
+        n = min(step, height - p + 1 - top)
+        band = slice(top, top + n + p - 1)
+        coef = _patch_dct(z[band], m, rows_buf[:n], coef_buf[:n])  # (n, k, v, u)
+        gain = _patch_dct(y[band], m, rows_buf[:n], gain_buf[:n])
+        gain *= gain  # P^2 / (P^2 + sigma^2), in place
+        np.divide(gain, np.add(gain, s2, out=cols_buf[:n]), out=gain)
+        # (n, k); floored where a pilot patch is all 0 (every coefficient taken as noise)
+        weight = np.einsum("hwuv,hwuv->hw", gain, gain, out=weight_buf[:n])
+        np.reciprocal(
+            np.multiply(np.maximum(weight, 1e-12, out=weight), s2, out=weight), out=weight
+        )
         coef *= gain
         coef *= weight[..., None, None]
-        patches = np.ascontiguousarray((m.T @ coef @ m).transpose(2, 3, 0, 1))  # (p, p, R', W')
-        n, k = weight.shape
+        # back, one axis at a time, each summed over the patches that overlap there:
+        # horizontal (patch column c of every patch) into rows of the strip ...
+        cols = np.matmul(m.T, coef, out=cols_buf[:n])  # (n, k, c, u)
+        strip, box = strip_buf[:n], box_buf[:n]
+        strip.fill(0.0)
+        box.fill(0.0)
+        for c in range(p):
+            strip[:, c : c + k] += cols[:, :, c]
+            box[:, c : c + k] += weight
+        # ... then vertical (patch row r) into the plane
+        pixels = np.matmul(strip, m, out=rows_buf[:n])  # (n, width, r)
         for r in range(p):
-            for c in range(p):
-                num[top + r : top + r + n, c : c + k] += patches[r, c]
-                den[top + r : top + r + n, c : c + k] += weight
+            num[top + r : top + r + n] += pixels[:, :, r]
+            den[top + r : top + r + n] += box
     return num / den
 
 
