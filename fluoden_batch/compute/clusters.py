@@ -241,10 +241,18 @@ def worker_environ() -> dict[str, object]:
     without it (``benchmarks/throughput.py --quick``, 2 workers): the default pipeline
     0.212 -> 0.261 Mpx/s, peak memory per worker 1350 -> 1327 MiB. A value the user
     configured is kept.
+
+    A nanny sets its pre-spawn environment in the process that runs it, and workers inherit
+    that process's environment: where an earlier Dask cluster of this process (a plain
+    ``LocalCluster`` in a notebook) left Dask's value in ``os.environ``, it is removed
+    there too (a shell's ``export MALLOC_TRIM_THRESHOLD_=65536`` looks the same and goes
+    with it; any other value stays).
     """
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     if str(environ.get(MALLOC_TRIM, "")) == DASK_MALLOC_TRIM:
         del environ[MALLOC_TRIM]
+        if os.environ.get(MALLOC_TRIM) == DASK_MALLOC_TRIM:
+            del os.environ[MALLOC_TRIM]
     return environ
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dask
 import pytest
+import yaml
 
 from fluoden_batch.compute.clusters import DASK_MALLOC_TRIM, MALLOC_TRIM, worker_environ
 
@@ -25,11 +27,27 @@ def test_a_malloc_trim_the_user_set_is_kept():
 
 
 def test_dask_still_ships_the_default_we_drop():
-    """If distributed changes its default, the comparison above must follow it."""
-    import distributed  # noqa: F401  (loads distributed.yaml into dask.config)
+    """If distributed changes its default, the comparison above must follow it (read from
+    the file it ships, not the live config, which tests and users may change)."""
+    import distributed
 
-    shipped = dask.config.get("distributed.nanny.pre-spawn-environ")
-    assert str(shipped.get(MALLOC_TRIM)) == DASK_MALLOC_TRIM
+    shipped = yaml.safe_load((Path(distributed.__file__).parent / "distributed.yaml").read_text())
+    assert (
+        str(shipped["distributed"]["nanny"]["pre-spawn-environ"][MALLOC_TRIM]) == DASK_MALLOC_TRIM
+    )
+
+
+def test_dasks_value_left_in_this_process_by_an_earlier_nanny_is_removed(monkeypatch):
+    """Workers inherit this process's environment, where an earlier nanny put Dask's value;
+    another value there is the user's and stays."""
+    environ = {MALLOC_TRIM: 65536, "OMP_NUM_THREADS": 1}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        monkeypatch.setenv(MALLOC_TRIM, DASK_MALLOC_TRIM)
+        worker_environ()
+        assert MALLOC_TRIM not in os.environ
+        monkeypatch.setenv(MALLOC_TRIM, "131072")
+        worker_environ()
+        assert os.environ[MALLOC_TRIM] == "131072"
 
 
 @pytest.mark.distributed
