@@ -192,7 +192,7 @@ def dct_wiener(noisy: npt.ArrayLike, pilot: npt.ArrayLike, sigma: float = 1.0) -
     step = min(max(1, _WIENER_STRIP // k), height - p + 1)  # patch rows per strip
     # One strip's arrays, allocated once: where glibc maps every large block anew (any
     # MALLOC_TRIM_THRESHOLD_, such as Dask's nannies set), fresh arrays for each strip were
-    # page-faulted in every time: a first version without them was 3.6x slower there
+    # page-faulted in every time: a first version without them was over 3x slower there
     # (runs/README.md, "The Wiener filter's speed")
     rows_buf, strip_buf = np.empty((2, step, width, p))
     coef_buf, gain_buf, cols_buf = np.empty((3, step, k, p, p))
