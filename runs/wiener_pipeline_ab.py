@@ -7,22 +7,19 @@ filter, with the filter of commit 9a39f1f (swapped into every worker's
 blocks' wall time (planning excluded). The workers start as `fluoden` starts them now
 (without Dask's MALLOC_TRIM_THRESHOLD_).
 
-    PYTHONPATH=.:benchmarks .venv/bin/python runs/wiener_pipeline_ab.py
+    PYTHONPATH=.:benchmarks .venv/bin/python runs/wiener_pipeline_ab.py  (runs/ is on the path)
 """
 
 from __future__ import annotations
 
 import subprocess
 import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
 
 from throughput import write_dataset
+from wiener_pipeline import timed_run
 
 from fluoden_batch.compute import dask_client
-from fluoden_batch.config import DenoiseConfig
-from fluoden_batch.pipeline import execute, plan
 
 BEFORE = "9a39f1f"
 
@@ -65,15 +62,7 @@ def main() -> None:
             ):
                 client.run(use_filter, filter_source)
                 runs += 1
-                cfg = DenoiseConfig(
-                    input=dataset, output=Path(tmp) / f"out-{runs}.zarr", tile=384, block_min=2048
-                )
-                p = plan(cfg)
-                chosen = p.job.channel_detail[0]
-                p.job = replace(p.job, channel_detail=(replace(chosen, wiener=wiener),))
-                started = time.perf_counter()
-                execute(p, client)
-                seconds = time.perf_counter() - started
+                seconds, _ = timed_run(client, dataset, Path(tmp) / f"out-{runs}.zarr", wiener)
                 print(f"{name}: {seconds:.1f} s, {mpx / seconds:.3f} Mpx/s", flush=True)
 
 
