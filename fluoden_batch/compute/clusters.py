@@ -20,6 +20,7 @@ from distributed import Client
 from distributed.deploy import Adaptive
 from distributed.security import Security
 
+from fluoden_batch.compute.heap import worker_environ
 from fluoden_batch.compute.profiles import (
     GPU_RESOURCE,
     KubeResources,
@@ -32,8 +33,6 @@ from fluoden_batch.compute.profiles import (
     walltime_seconds,
 )
 
-MALLOC_TRIM = "MALLOC_TRIM_THRESHOLD_"
-DASK_MALLOC_TRIM = "65536"  # distributed's default for it (distributed.yaml)
 log = logging.getLogger(__name__)
 PLACEHOLDER_SCHEDULER = "<insert-scheduler-address-here>:8786"
 
@@ -228,32 +227,6 @@ def dry_run(profile: Profile, workers: int | None = None, security: Security | N
         f"dashboard http://{profile.dashboard_address}/status, "
         f"{'tls' if security is not None else 'tcp'} between client, scheduler and workers\n"
     )
-
-
-def worker_environ() -> dict[str, object]:
-    """The environment set before a worker starts by the nannies of the local clusters
-    started here: Dask's (``distributed.nanny.pre-spawn-environ``), less its
-    ``MALLOC_TRIM_THRESHOLD_`` where that is Dask's own default (65536).
-
-    Any explicit value of that glibc setting also turns off glibc's growing mmap threshold,
-    so every array over 128 KiB is mapped anew and page-faulted in on first use, and a
-    block's arrays (from a few MiB up) are allocated and freed over and over. Measured
-    without it (``benchmarks/throughput.py --quick``, 2 workers): the default pipeline
-    0.212 -> 0.261 Mpx/s, peak memory per worker 1350 -> 1327 MiB. A value the user
-    configured is kept.
-
-    A nanny sets its pre-spawn environment in the process that runs it, and workers inherit
-    that process's environment: where an earlier Dask cluster of this process (a plain
-    ``LocalCluster`` in a notebook) left Dask's value in ``os.environ``, it is removed
-    there too (a shell's ``export MALLOC_TRIM_THRESHOLD_=65536`` looks the same and goes
-    with it; any other value stays).
-    """
-    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-    if str(environ.get(MALLOC_TRIM, "")) == DASK_MALLOC_TRIM:
-        del environ[MALLOC_TRIM]
-        if os.environ.get(MALLOC_TRIM) == DASK_MALLOC_TRIM:
-            del os.environ[MALLOC_TRIM]
-    return environ
 
 
 @contextlib.contextmanager

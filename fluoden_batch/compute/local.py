@@ -16,7 +16,8 @@ import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
-from fluoden_batch.compute.clusters import default_workers, profile_cluster, worker_environ
+from fluoden_batch.compute.clusters import default_workers, profile_cluster
+from fluoden_batch.compute.heap import HeapThresholds, worker_environ
 from fluoden_batch.compute.profiles import load_profile
 from fluoden_batch.compute.quiet import PRELOAD, QuietTaskErrors
 from fluoden_batch.compute.security import make_security
@@ -69,12 +70,16 @@ def dask_client(
     -----
     Every client gets the :class:`~fluoden_batch.compute.quiet.QuietTaskErrors` worker
     plugin, and the workers of a local cluster ignore Ctrl-C
-    (:func:`~fluoden_batch.compute.quiet.dask_setup`): the run reports both itself.
+    (:func:`~fluoden_batch.compute.quiet.dask_setup`): the run reports both itself. Every
+    client also gets :class:`~fluoden_batch.compute.heap.HeapThresholds`, which undoes the
+    cost of Dask's ``MALLOC_TRIM_THRESHOLD_`` in workers started with it (local clusters
+    started here leave it out: :func:`~fluoden_batch.compute.heap.worker_environ`).
     """
     with _start(
         scheduler, workers, threads_per_worker, memory_limit, dashboard_address, profile, tls
     ) as client:
         client.register_plugin(QuietTaskErrors())
+        client.register_plugin(HeapThresholds())
         yield client
 
 

@@ -299,8 +299,9 @@ def write_file(path: Path, data: bytes) -> None:
         raise
 
 
-def read_metadata(path: Path) -> ModelMetadata:
+def read_metadata(path: str | Path) -> ModelMetadata:
     """Read and validate the JSON metadata of a weights file without loading tensors."""
+    path = Path(path)
     _refuse_pickle(path)
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -206,6 +206,14 @@ def test_workers_retiring_before_the_walltime_are_replaced_and_the_output_is_ide
             dask_worker.close_gracefully, reason="worker-lifetime-reached"
         )
 
+    def heap_settings(dask_worker) -> tuple[str | None, bool]:
+        """The worker's MALLOC_TRIM_THRESHOLD_ and whether the run's HeapThresholds
+        plugin set glibc's thresholds in it."""
+        import os
+
+        plugin = dask_worker.plugins["fluoden-heap-thresholds"]
+        return os.environ.get("MALLOC_TRIM_THRESHOLD_"), plugin.applied
+
     tmp, inp, weights, reference = dataset
     name = f"fluoden-t{uuid.uuid4().hex[:6]}"
     # two jobs of one worker each, SLURM's shortest walltime: their workers get --lifetime
@@ -218,6 +226,7 @@ def test_workers_retiring_before_the_walltime_are_replaced_and_the_output_is_ide
     try:
         wait_for(lambda: len(markers(out)) >= 4, 90, "4 finished blocks")
         with Client(scheduler_address(tmp / name), timeout="10s") as client:
+            heap = client.run(heap_settings)
             client.run(retire_as_lifetime_does)  # every worker at once: none is left
         done_at_retirement = len(markers(out))
         code, output = run.finish(name)
@@ -225,6 +234,8 @@ def test_workers_retiring_before_the_walltime_are_replaced_and_the_output_is_ide
         run.stop(name)
     seconds = time.monotonic() - started
     assert code == 0, output[-3000:]
+    # SLURM workers start with Dask's malloc setting; the run's plugin undid its cost
+    assert heap and set(heap.values()) == {("65536", True)}, heap
     assert done_at_retirement < BLOCKS, "the run ended before the workers retired"
     logs = list((tmp / name).glob("*.err"))
     retired = [p for p in logs if "worker-lifetime-reached" in p.read_text()]

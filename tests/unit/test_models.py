@@ -9,6 +9,7 @@ from fluoden_batch.models import (
     DnCNN,
     fold_batch_norm,
     load_model,
+    read_metadata,
     resolve_weights,
     shipped_models,
 )
@@ -61,6 +62,11 @@ def test_load_model_resolves_paths_and_reports_unknown_names(tiny_weights):
     assert resolve_weights(tiny_weights) == tiny_weights.resolve()
     with pytest.raises(ModelError, match="neither a file nor a shipped model"):
         resolve_weights("no-such-model")
+
+
+def test_read_metadata_takes_a_path_or_a_string(tiny_weights):
+    assert read_metadata(str(tiny_weights)) == read_metadata(tiny_weights)
+    assert read_metadata(str(tiny_weights)).name == "tiny-test"
 
 
 def test_pickle_checkpoints_are_refused(tmp_path):
