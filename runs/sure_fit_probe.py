@@ -11,7 +11,10 @@ Data no issue figure uses: 6 W2S frames no held-out pair uses (FOV 001, 009, 017
 1 and 2; another lab's widefield microscope), the shipped `dncnn-fmd`, each frame its own
 run with every default (`--detail auto`), scale-invariant PSNR against the 400-frame mean.
 
-    PYTHONPATH=.:benchmarks python runs/sure_fit_probe.py [--loss sure|n2nb] WORK
+Needs `git apply runs/sure-fit.patch` (`--loss` sets its `SINGLE_LOSS`: `sure`, `r2r`
+Recorrupted-to-Recorrupted, `n2nb` the shipped Neighbor2Neighbor loss).
+
+    PYTHONPATH=.:benchmarks python runs/sure_fit_probe.py [--loss sure|r2r|n2nb] WORK
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ FRAMES = [(f, c) for f in ("001", "009", "017") for c in ("1", "2")]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("work", type=Path)
-    parser.add_argument("--loss", default="sure", choices=["sure", "n2nb"])
+    parser.add_argument("--loss", default="sure", choices=["sure", "n2nb", "r2r"])
     args = parser.parse_args()
     torch.set_num_threads(2)
     adapt.SINGLE_LOSS = args.loss
