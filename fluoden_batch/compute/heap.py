@@ -22,7 +22,6 @@ Two remedies, by where the workers start:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Any
 
@@ -83,9 +82,9 @@ def grow_thresholds() -> bool:
     """
     if os.environ.get(MALLOC_TRIM) != DASK_MALLOC_TRIM or MALLOC_MMAP in os.environ:
         return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
+    try:  # the C library already loaded in this process (no library search, no subprocess)
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no mallopt: not glibc
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
