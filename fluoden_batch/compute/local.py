@@ -111,17 +111,19 @@ def _start(
             yield client
         return
     tls_options = {"protocol": "tls://", "security": security} if security is not None else {}
-    with (
-        dask.config.set(
-            {
-                # one task per worker thread at a time: a worker that dies then only
-                # implicates the block it was running, not a queued innocent one (blocks
-                # take seconds, so no idle gap)
-                "distributed.scheduler.worker-saturation": 1.0,
-                "distributed.nanny.pre-spawn-environ": worker_environ(),
-            }
-        ),
-        LocalCluster(
+    # both settings are read when the scheduler and the nannies start (a nanny keeps its
+    # environment for the restarts of its worker): set only for the cluster's creation, so
+    # other clusters of this process meanwhile keep the user's configuration
+    with dask.config.set(
+        {
+            # one task per worker thread at a time: a worker that dies then only implicates
+            # the block it was running, not a queued innocent one (blocks take seconds, so
+            # no idle gap)
+            "distributed.scheduler.worker-saturation": 1.0,
+            "distributed.nanny.pre-spawn-environ": worker_environ(),
+        }
+    ):
+        cluster = LocalCluster(
             n_workers=workers or default_workers(),
             threads_per_worker=threads_per_worker,
             processes=True,
@@ -130,9 +132,8 @@ def _start(
             memory_limit=memory_limit,
             preload=[*dask.config.get("distributed.worker.preload"), PRELOAD],
             **tls_options,
-        ) as cluster,
-        Client(cluster, security=security) as client,
-    ):
+        )
+    with cluster, Client(cluster, security=security) as client:
         yield client
 
 

@@ -88,6 +88,8 @@ def noise_sigma(x: np.ndarray) -> float:
             plane = np.where(finite, plane, np.median(plane[finite]))
         with warnings.catch_warnings():  # a flat plane: NaN, without "Mean of empty slice"
             warnings.simplefilter("ignore", RuntimeWarning)
+            # a plane 3 or 4 px wide is not an RGB image: channel_axis=None says so already
+            warnings.filterwarnings("ignore", "image is size", UserWarning)
             estimates.append(float(estimate_sigma(plane, channel_axis=None)))
     good = [e for e in estimates if np.isfinite(e)]
     return float(np.median(good)) if good else 0.0

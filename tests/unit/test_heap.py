@@ -114,7 +114,7 @@ def test_the_plugin_acts_in_workers_started_with_dasks_value():
 
     before = os.environ.get(MALLOC_TRIM)
     try:
-        with (  # Dask's shipped setting (a fluoden client open elsewhere sets another)
+        with (  # Dask's shipped setting (the user's configuration may say otherwise)
             dask.config.set({"distributed.nanny.pre-spawn-environ": {MALLOC_TRIM: 65536}}),
             LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster,
             Client(cluster) as client,
@@ -127,3 +127,24 @@ def test_the_plugin_acts_in_workers_started_with_dasks_value():
             os.environ[MALLOC_TRIM] = before
     with dask_client(workers=1, dashboard_address="127.0.0.1:0") as client:
         assert list(client.run(applied).values()) == [(None, False)]
+
+
+@pytest.mark.distributed
+def test_the_client_sets_its_configuration_only_for_its_cluster():
+    """Worker saturation and the workers' environment reach the cluster started here; the
+    process's configuration is as before while the client is open, so a plain
+    LocalCluster started meanwhile (a notebook's) gets the user's own."""
+    from fluoden_batch.compute import dask_client
+
+    keys = ("distributed.nanny.pre-spawn-environ", "distributed.scheduler.worker-saturation")
+    user = {keys[0]: {MALLOC_TRIM: 65536}, keys[1]: 1.1}
+    with (
+        dask.config.set(user),
+        dask_client(workers=1, dashboard_address="127.0.0.1:0") as client,
+    ):
+        assert {key: dask.config.get(key) for key in keys} == user
+        assert list(client.run(lambda: os.environ.get(MALLOC_TRIM)).values()) == [None]
+        saturation = client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.WORKER_SATURATION
+        )
+        assert saturation == 1.0

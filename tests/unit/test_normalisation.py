@@ -43,6 +43,14 @@ def test_noise_sigma_is_the_median_over_planes_and_ignores_non_finite():
     assert noise_sigma(np.zeros(5)) == 0.0  # not an image: cannot tell
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("width", [3, 4])
+def test_noise_sigma_of_a_narrow_plane_does_not_warn(width):
+    """scikit-image takes a plane 3 or 4 px wide for RGB and warns; it is one grey plane."""
+    noisy = np.random.default_rng(1).normal(0.0, 2.0, (64, width))
+    assert noise_sigma(noisy) > 0.0
+
+
 def test_noise_window_follows_the_noise_not_the_contrast():
     rng = np.random.default_rng(3)
     clean = scene()
