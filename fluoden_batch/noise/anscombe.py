@@ -125,6 +125,7 @@ def gat_inverse(
     b: float,
     *,
     method: InverseMethod = "exact_unbiased",
+    floor: float = 0.0,
 ) -> np.ndarray:
     """Map stabilised (e.g. denoised) values back to data units.
 
@@ -142,14 +143,27 @@ def gat_inverse(
         ``"closed_form"`` is Makitalo & Foi's closed-form approximation of it;
         ``"algebraic"`` is the plain functional inverse of :func:`gat_forward` (biased when
         applied to denoised data at low counts).
+    floor : float
+        The intensity of zero signal, data units (default 0): the unbiased inverses read
+        the data as ``z - floor``, whose variance ``a (z - floor) + b + a floor`` is the
+        same line, so :func:`gat_forward` is unchanged. Where the data go below 0
+        (background-subtracted images), ``floor`` at or below their lowest clean level
+        keeps the inverse from clipping them at 0. Data with a pedestal above 0 need no
+        floor: their ``b`` is negative (module notes).
 
     Returns
     -------
     numpy.ndarray, float64, same shape as ``d``
         Estimated intensities in data units. The unbiased inverses return values
-        ``>= max(-b / a, 0)``; values of ``d`` below ``E[f(z) | y = 0]`` map to that floor.
+        ``>= floor + max(-(b + a floor) / a, 0)``; values of ``d`` below ``E[f(z) | y =
+        floor]`` map to that floor.
     """
     a, b = _check_params(a, b)
+    floor = float(floor)
+    if not math.isfinite(floor):
+        raise InputError(f"GAT floor must be finite, got floor={floor}")
+    if floor:
+        return floor + gat_inverse(d, a, b + a * floor, method=method)
     d = np.asarray(d, dtype=np.float64)
     s2 = b / (a * a)
     if method == "algebraic":

@@ -62,6 +62,18 @@ def _open_array(
     return da.from_zarr(image.array), *found
 
 
+def _check_array_options(options: dict[str, Any], run: type, array: type) -> None:
+    """Refuse, by name, an option of a stored run (``run``'s fields) that a call without
+    an output path (``array``'s fields) has no use for."""
+    only = sorted(set(options) & (set(run.model_fields) - set(array.model_fields)))
+    if only:
+        raise InputError(
+            f"{only[0]}= is for runs with an output path (a stored input written to OUT); "
+            "without one the array is denoised in this process, or by the Dask scheduler "
+            "that computes the Dask array returned"
+        )
+
+
 def _run_on_array(fn: Callable[..., Any], source: Source, opts: Any) -> np.ndarray | da.Array:
     """``fn(array, opts[, chunks])`` (:func:`denoise_array`, :func:`segment_array`) of an
     array, or of a stored image read as one with its own axes and chunks (or shards)."""
@@ -112,7 +124,9 @@ def denoise(
         TOML/YAML file of options; keyword arguments override it (``output`` only).
     **options
         Any other field of :class:`~fluoden_batch.config.DenoiseConfig` (``tile``,
-        ``tta``, ``dtype``, ``axes``, ``workers``, ``reference`` ...).
+        ``tta``, ``dtype``, ``axes`` ...); those of a stored run (``workers``,
+        ``reference``, ``adapt`` ...: not in :class:`~fluoden_batch.config.DenoiseOptions`)
+        only with ``output``.
 
     Returns
     -------
@@ -147,6 +161,7 @@ def denoise(
             "OUT (OUT/.fluoden/adapted.safetensors) and reused on resume; then pass "
             "model=OUT to denoise arrays with them"
         )
+    _check_array_options(options, DenoiseConfig, DenoiseOptions)
     opts = load_options(DenoiseOptions, None, model=model, protocol=protocol, **options)
     return _run_on_array(denoise_array, source, opts)
 
@@ -173,6 +188,7 @@ def segment(
     input or a small stored image, lazy Dask for a Dask input or a large stored image.
     """
     if output is None:
+        _check_array_options(options, SegmentConfig, SegmentOptions)
         opts = load_options(SegmentOptions, None, clusters=clusters, method=method, **options)
         return _run_on_array(segment_array, source, opts)
     if not _is_path(source):

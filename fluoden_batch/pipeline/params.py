@@ -51,6 +51,7 @@ from fluoden_batch.pipeline.statistics import (
     channel_planes,
     channel_ranges,
     gat_parameters,
+    signal_floor,
 )
 from fluoden_batch.pipeline.worker import worker_model
 from fluoden_batch.restore.classical import CLASSICAL
@@ -187,12 +188,15 @@ def planned_noise(
     fallback: tuple[float, ...] | None = None,
     phase_split: bool = False,
     screens: tuple[float, ...] = (MAX_LEAKAGE,),
-) -> tuple[tuple[float, float], ...]:
-    """Poisson-Gaussian ``(a, b)`` per channel, data units: ``old`` (stored by the run
-    being resumed), else one pooled estimate per channel
+) -> tuple[tuple[float, float, float], ...]:
+    """Poisson-Gaussian ``(a, b)`` per channel and the intensity of zero signal the GAT's
+    inverse takes (``floor``), data units: ``old`` (stored by the run being resumed; a run
+    stored before the floor was kept has 0), else one pooled estimate per channel
     (:func:`~fluoden_batch.pipeline.statistics.channel_noise`) with ``a`` floored for the
-    GAT (:func:`~fluoden_batch.pipeline.statistics.gat_parameters`); appends a note. Used
-    by ``vst`` and by models with a noise map.
+    GAT (:func:`~fluoden_batch.pipeline.statistics.gat_parameters`) and its floor
+    (:func:`~fluoden_batch.pipeline.statistics.signal_floor`: 0 unless the data go below
+    0); appends a note. Used by ``vst``, the classical protocols, models with a noise map
+    and the detail restoration.
 
     ``fallback``: a noise sigma per channel (data units). Given, a channel whose noise
     cannot be estimated gets signal-independent noise ``(0, sigma**2)`` with a warning
@@ -204,11 +208,11 @@ def planned_noise(
     detail restoration screens harder first); a channel that none fits is an error.
     """
     if old:
-        noise = tuple((float(a), float(b)) for a, b in old)
+        noise = tuple((float(a), float(b), float(floor)) for a, b, floor in _with_floor(old))
     else:
         try:
             noise = tuple(
-                gat_parameters(e)
+                (*gat_parameters(e), signal_floor(e))
                 for e in _screened_noise(array, axes, name, notes, phase_split, screens)
             )
         except InputError as exc:
@@ -218,11 +222,19 @@ def planned_noise(
                 f"warning: {exc}; the noise map assumes Gaussian noise of each "
                 "channel's wavelet sigma"
             )
-            noise = tuple((0.0, float(s) ** 2) for s in fallback)
-    text = ", ".join(f"({a:.4g}, {b:.4g})" for a, b in noise)
+            noise = tuple((0.0, float(s) ** 2, 0.0) for s in fallback)
+    text = ", ".join(
+        f"({a:.4g}, {b:.4g}" + (f"; zero signal at {floor:.4g})" if floor else ")")
+        for a, b, floor in noise
+    )
     where = " (on the stride-2 phases)" if phase_split and not old else ""
     notes.append(f"noise parameters (a, b) per channel{where}: {text}")
     return noise
+
+
+def _with_floor(old: Any) -> list[list[float]]:
+    """Stored ``[a, b, floor]`` rows, or ``[a, b]`` rows of an earlier version (floor 0)."""
+    return [[*row, 0.0][:3] for row in old]
 
 
 def _screened_noise(
@@ -301,8 +313,10 @@ class ChannelValues:
     ----------
     ranges : tuple of (lo, hi)
         Model input normalisation windows (GAT units for ``vst``).
-    noise : tuple of (a, b) or None
-        Poisson-Gaussian parameters (``vst``, or a model with a noise map).
+    noise : tuple of (a, b, floor) or None
+        Poisson-Gaussian parameters and the intensity of zero signal
+        (:func:`planned_noise`; ``vst``, the classical protocols, a model with a noise
+        map, the detail restoration).
     centres : tuple of tuple of float or None
         K-means intensity centres (``masked``, ``save_labels``).
     levels : tuple of float or None
@@ -310,7 +324,7 @@ class ChannelValues:
     """
 
     ranges: tuple[tuple[float, float], ...]
-    noise: tuple[tuple[float, float], ...] | None
+    noise: tuple[tuple[float, float, float], ...] | None
     centres: tuple[tuple[float, ...], ...] | None
     levels: tuple[float, ...] | None = None
 
@@ -548,14 +562,14 @@ def tuned_detail(
     loaded = worker_model(path, digest, device)  # the block tasks here reuse it
     network = inference_network(loaded.module, cfg.tta, cfg.phase_split)
     details = []
-    for ch, ((lo, hi), (a, b)) in enumerate(zip(values.ranges, values.noise, strict=True)):
-        params = PlaneParams(lo, hi, a, b)
+    for ch, ((lo, hi), (a, b, floor)) in enumerate(zip(values.ranges, values.noise, strict=True)):
+        params = PlaneParams(lo, hi, a, b, floor=floor)
 
         def model(plane: Any, params: PlaneParams = params) -> Any:
             return whole(network, plane, params, cfg.tile, precision)
 
         planes = channel_planes(array, axes, ch, name=name)
-        detail, why = choose_detail([sure_plane(p, model, a, b) for p in planes])
+        detail, why = choose_detail([sure_plane(p, model, a, b, floor=floor) for p in planes])
         notes.append(f"detail restoration, channel {ch} (SURE on {len(planes)} planes): {why}")
         details.append(detail)
     return tuple(details)

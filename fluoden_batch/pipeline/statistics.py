@@ -116,7 +116,7 @@ def channel_ranges(
         The model's normalisation (its weights' metadata).
     max_blocks : int
         Blocks sampled per channel.
-    noise : tuple of (a, b), optional
+    noise : tuple of (a, b, floor), optional
         Per channel: take the range of ``gat_forward(sample, a, b)`` (``vst``).
     name : str, optional
         Names the input in errors (default: the array's repr).
@@ -135,7 +135,7 @@ def channel_ranges(
             pool = [b for b in blocks if b.start[c] <= ch < b.stop[c]]
         parts = _sample_blocks(array, _spread(pool, max_blocks), tuple(sel), name)
         if noise is not None:
-            parts = [gat_forward(p, *noise[ch]) for p in parts]
+            parts = [gat_forward(p, *noise[ch][:2]) for p in parts]
         lo, hi = percentile_range(_pool(parts), norm.low, norm.high)
         sigma = 0.0
         if norm.method == "noise":
@@ -305,6 +305,16 @@ def gat_parameters(est: NoiseEstimate) -> tuple[float, float]:
     """
     floor = A_FLOOR * np.sqrt(max(est.b, 0.0)) or 1e-12 * max(abs(est.b), 1.0)
     return max(est.a, float(floor)), est.b
+
+
+def signal_floor(est: NoiseEstimate) -> float:
+    """The zero-signal intensity the GAT's inverse is to take for an estimate's channel
+    (:func:`~fluoden_batch.noise.gat_inverse`'s ``floor``, data units): its lowest level
+    set's mean intensity where that is below 0 (background-subtracted data, whose clean
+    background the inverse would otherwise clip at 0), else 0; 0 where the estimate has
+    no level sets."""
+    levels = np.asarray(est.levels, dtype=np.float64)
+    return min(float(levels.min()), 0.0) if levels.size else 0.0
 
 
 def peak_to_peak(

@@ -79,10 +79,11 @@ class JobSpec:
         Peak-to-peak range used for PSNR/SSIM against the reference.
     protocol : str
         Per-plane protocol, a key of :data:`fluoden_batch.restore.protocols.PROTOCOLS`.
-    channel_noise : tuple of (float, float) or None
-        GAT parameters (a, b) per channel index (``vst``, a noise map, the detail
-        restoration), estimated once at planning; an entry is None for a plane group
-        whose noise could not be estimated (its restoration then keeps the output).
+    channel_noise : tuple of (float, float, float) or None
+        GAT parameters (a, b) and the intensity of zero signal per channel index (``vst``,
+        a noise map, the detail restoration; :func:`~fluoden_batch.pipeline.params.planned_noise`),
+        estimated once at planning; an entry is None for a plane group whose noise could
+        not be estimated (its restoration then keeps the output).
     channel_centres : tuple of tuple of float or None
         Increasing K-means intensity centres per channel index, data units, fitted once
         at planning (``masked``, ``--save-labels``); None: no labels.
@@ -121,7 +122,7 @@ class JobSpec:
     reference: SourceSpec | None = None
     data_range: float | None = None
     protocol: str = "whole"
-    channel_noise: tuple[tuple[float, float] | None, ...] | None = None
+    channel_noise: tuple[tuple[float, float, float] | None, ...] | None = None
     channel_centres: tuple[tuple[float, ...], ...] | None = None
     channel_levels: tuple[float, ...] | None = None
     mask_sigma: float = 0.0
@@ -136,11 +137,11 @@ class JobSpec:
         channel index, or a plane group's row: :meth:`row`)."""
         lo, hi = self.channel_ranges[row]
         noise = None if self.channel_noise is None else self.channel_noise[row]
-        a, b = (None, None) if noise is None else noise
+        a, b, floor = (None, None, 0.0) if noise is None else noise
         centres = None if self.channel_centres is None else self.channel_centres[row]
         level = None if self.channel_levels is None else self.channel_levels[row]
         detail = None if self.channel_detail is None else self.channel_detail[row]
-        return PlaneParams(lo, hi, a, b, centres, self.mask_sigma, level, detail)
+        return PlaneParams(lo, hi, a, b, centres, self.mask_sigma, level, detail, floor)
 
     def row(self, index: tuple[int, ...]) -> int:
         """The row of the ``channel_*`` values for the plane at ``index`` (its indices on

@@ -1,15 +1,17 @@
 """Classical denoisers of one Y/X plane: non-local means and BM3D, plain or after the GAT.
 
 Arrays in, arrays out (no Zarr, Dask or torch). Every method of :data:`CLASSICAL` has the
-signature ``fn(plane, a, b, level) -> float32 plane`` with the channel's Poisson-Gaussian
-parameters ``(a, b)`` in data units (``Var[z | y] = a * y + b``), fixed per channel for a
-whole run (per-block values would leave seams):
+signature ``fn(plane, a, b, level, floor) -> float32 plane`` with the channel's
+Poisson-Gaussian parameters ``(a, b)`` in data units (``Var[z | y] = a * y + b``), fixed per
+channel for a whole run (per-block values would leave seams):
 
 - ``nlm`` / ``bm3d``: a Gaussian denoiser at one noise std for the whole plane,
   ``sigma = sqrt(a * level + b)`` with ``level`` (data units) also fixed per channel, e.g.
-  its median; the plane itself never sets sigma, so the result is local.
+  its median; the plane itself never sets sigma, so the result is local; ``floor`` unused.
 - ``vst-nlm`` / ``vst-bm3d``: ``gat_forward(z, a, b)`` -> the denoiser at unit noise std ->
-  ``gat_inverse(..., method="exact_unbiased")`` (Makitalo & Foi 2013); ``level`` unused.
+  ``gat_inverse(..., method="exact_unbiased", floor=floor)`` (Makitalo & Foi 2013; ``floor``
+  the channel's zero-signal intensity, below 0 for background-subtracted data);
+  ``level`` unused.
 
 NLM is scikit-image ``denoise_nl_means`` (5x5 patches, 13x13 search, fast mode,
 ``h = 0.8 sigma``, sigma subtracted from the patch distances). BM3D is the optional ``bm3d``
@@ -63,7 +65,7 @@ WIENER_REACH = WIENER_PATCH - 1  # 7 px: the patches over a pixel reach this far
 # patches per strip: 2 MiB a coefficient array, small enough to stay in cache
 _WIENER_STRIP = 1 << 12
 
-PlaneFn = Callable[[np.ndarray, float, float, float], np.ndarray]
+PlaneFn = Callable[[np.ndarray, float, float, float, float], np.ndarray]
 
 
 def _plane(plane: npt.ArrayLike) -> np.ndarray:
@@ -115,7 +117,9 @@ def nlm(plane: npt.ArrayLike, sigma: float) -> np.ndarray:
     )
 
 
-def vst_nlm(plane: npt.ArrayLike, a: float, b: float, h: float = NLM_H) -> np.ndarray:
+def vst_nlm(
+    plane: npt.ArrayLike, a: float, b: float, h: float = NLM_H, *, floor: float = 0.0
+) -> np.ndarray:
     """GAT with ``(a, b)``, NLM at unit noise std with strength ``h``, exact unbiased inverse.
 
     Parameters
@@ -126,6 +130,8 @@ def vst_nlm(plane: npt.ArrayLike, a: float, b: float, h: float = NLM_H) -> np.nd
         Poisson gain (> 0, data units) and Gaussian variance (squared data units).
     h : float
         NLM strength in the stabilised domain (units of its unit noise std).
+    floor : float
+        Zero-signal intensity, data units (:func:`~fluoden_batch.noise.gat_inverse`).
 
     Returns
     -------
@@ -135,7 +141,7 @@ def vst_nlm(plane: npt.ArrayLike, a: float, b: float, h: float = NLM_H) -> np.nd
     smooth = denoise_nl_means(
         x, patch_size=PATCH_SIZE, patch_distance=PATCH_DISTANCE, h=h, sigma=1.0, fast_mode=True
     )
-    return gat_inverse(smooth, a, b, method="exact_unbiased")
+    return gat_inverse(smooth, a, b, method="exact_unbiased", floor=floor)
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -228,7 +234,9 @@ def dct_wiener(noisy: npt.ArrayLike, pilot: npt.ArrayLike, sigma: float = 1.0) -
     return num / den
 
 
-def vst_wiener(plane: npt.ArrayLike, pilot: npt.ArrayLike, a: float, b: float) -> np.ndarray:
+def vst_wiener(
+    plane: npt.ArrayLike, pilot: npt.ArrayLike, a: float, b: float, *, floor: float = 0.0
+) -> np.ndarray:
     """:func:`dct_wiener` in the GAT domain: the plane and the pilot through ``gat_forward``
     with ``(a, b)``, the filter at unit noise std, the exact unbiased inverse.
 
@@ -238,6 +246,8 @@ def vst_wiener(plane: npt.ArrayLike, pilot: npt.ArrayLike, a: float, b: float) -
         Noisy intensities and a first estimate of the noise-free ones, data units.
     a, b : float
         Poisson gain (> 0, data units) and Gaussian variance (squared data units).
+    floor : float
+        Zero-signal intensity, data units (:func:`~fluoden_batch.noise.gat_inverse`).
 
     Returns
     -------
@@ -245,7 +255,7 @@ def vst_wiener(plane: npt.ArrayLike, pilot: npt.ArrayLike, a: float, b: float) -
     """
     x = gat_forward(_plane(plane), a, b)
     guide = gat_forward(_plane(pilot), a, b)
-    return gat_inverse(dct_wiener(x, guide, 1.0), a, b, method="exact_unbiased")
+    return gat_inverse(dct_wiener(x, guide, 1.0), a, b, method="exact_unbiased", floor=floor)
 
 
 def _bm3d_module(method: str) -> ModuleType:
@@ -280,7 +290,7 @@ def bm3d(plane: npt.ArrayLike, sigma: float) -> np.ndarray:
     return np.asarray(module.bm3d(_plane(plane), sigma_psd=float(sigma)), dtype=np.float64)
 
 
-def vst_bm3d(plane: npt.ArrayLike, a: float, b: float) -> np.ndarray:
+def vst_bm3d(plane: npt.ArrayLike, a: float, b: float, *, floor: float = 0.0) -> np.ndarray:
     """GAT with ``(a, b)``, BM3D at unit noise std, exact unbiased inverse.
 
     Same shapes and units as :func:`vst_nlm`; needs the optional ``bm3d`` package.
@@ -288,23 +298,31 @@ def vst_bm3d(plane: npt.ArrayLike, a: float, b: float) -> np.ndarray:
     module = _bm3d_module("VST+BM3D")
     x = gat_forward(_plane(plane), a, b)
     smooth = np.asarray(module.bm3d(x, sigma_psd=1.0), dtype=np.float64)
-    return gat_inverse(smooth, a, b, method="exact_unbiased")
+    return gat_inverse(smooth, a, b, method="exact_unbiased", floor=floor)
 
 
-def _nlm_plane(plane: np.ndarray, a: float, b: float, level: float) -> np.ndarray:
+def _nlm_plane(
+    plane: np.ndarray, a: float, b: float, level: float, floor: float = 0.0
+) -> np.ndarray:
     return nlm(plane, noise_sigma(a, b, level)).astype(np.float32)
 
 
-def _vst_nlm_plane(plane: np.ndarray, a: float, b: float, level: float) -> np.ndarray:
-    return vst_nlm(plane, a, b).astype(np.float32)
+def _vst_nlm_plane(
+    plane: np.ndarray, a: float, b: float, level: float, floor: float = 0.0
+) -> np.ndarray:
+    return vst_nlm(plane, a, b, floor=floor).astype(np.float32)
 
 
-def _bm3d_plane(plane: np.ndarray, a: float, b: float, level: float) -> np.ndarray:
+def _bm3d_plane(
+    plane: np.ndarray, a: float, b: float, level: float, floor: float = 0.0
+) -> np.ndarray:
     return bm3d(plane, noise_sigma(a, b, level)).astype(np.float32)
 
 
-def _vst_bm3d_plane(plane: np.ndarray, a: float, b: float, level: float) -> np.ndarray:
-    return vst_bm3d(plane, a, b).astype(np.float32)
+def _vst_bm3d_plane(
+    plane: np.ndarray, a: float, b: float, level: float, floor: float = 0.0
+) -> np.ndarray:
+    return vst_bm3d(plane, a, b, floor=floor).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -314,8 +332,9 @@ class ClassicalMethod:
     Attributes
     ----------
     fn : callable
-        ``fn(plane, a, b, level)``: plane of shape (H, W) in data units, the channel's
-        ``(a, b)`` and ``level`` (data units) -> float32 plane of shape (H, W), data units.
+        ``fn(plane, a, b, level, floor)``: plane of shape (H, W) in data units, the
+        channel's ``(a, b)``, ``level`` and zero-signal ``floor`` (data units) -> float32
+        plane of shape (H, W), data units.
     needs : tuple of str
         The parameters ``fn`` reads: ``("a", "b", "level")`` or ``("a", "b")``.
     reach : int or None

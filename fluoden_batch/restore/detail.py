@@ -175,6 +175,8 @@ def restore_detail(
     denoised: np.ndarray,
     detail: Detail,
     noise: tuple[float, float] | None = None,
+    *,
+    floor: float = 0.0,
 ) -> np.ndarray:
     """``detail`` applied to one plane (module docstring).
 
@@ -186,6 +188,9 @@ def restore_detail(
     noise : (a, b), optional
         The channel's Poisson-Gaussian parameters (``a > 0``), needed where ``detail.nlm``
         or ``detail.wiener`` is not 0 (InputError without them).
+    floor : float
+        The channel's zero-signal intensity, data units, for the GAT's inverse
+        (:func:`~fluoden_batch.noise.gat_inverse`).
 
     Returns
     -------
@@ -198,12 +203,12 @@ def restore_detail(
             "a detail restoration with an NLM blend or a Wiener filter needs the noise (a, b)"
         )
     if detail.nlm:
-        d = (1 - detail.nlm) * d + detail.nlm * vst_nlm(z, *noise)
+        d = (1 - detail.nlm) * d + detail.nlm * vst_nlm(z, *noise, floor=floor)
     if detail.sigma:
         d = d + _low(z - d, detail.sigma)
     out = z + detail.weight * (d - z)
     if detail.wiener:
-        out = out + detail.wiener * (vst_wiener(z, out, *noise) - out)
+        out = out + detail.wiener * (vst_wiener(z, out, *noise, floor=floor) - out)
     return out.astype(np.float32)
 
 
@@ -240,6 +245,8 @@ class SurePlane:
         VST+NLM of ``z`` and its Jacobian times ``p`` (None where ``a`` is 0).
     noise : (float, float)
         The channel's ``(a, b)``.
+    floor : float
+        The channel's zero-signal intensity (data units) for the GAT's inverse.
     """
 
     risks: dict[tuple[float, float, float], float]
@@ -253,6 +260,7 @@ class SurePlane:
     step: float
     nlm: tuple[np.ndarray, np.ndarray] | None
     noise: tuple[float, float]
+    floor: float = 0.0
 
 
 def sure_plane(
@@ -261,6 +269,8 @@ def sure_plane(
     a: float,
     b: float,
     seed: int = 0,
+    *,
+    floor: float = 0.0,
 ) -> SurePlane:
     """SURE of every candidate ``(s, w, nlm)`` on one plane.
 
@@ -275,6 +285,9 @@ def sure_plane(
         for the NLM and Wiener candidates, which are left out otherwise).
     seed : int
         Seeds the probe.
+    floor : float
+        The channel's zero-signal intensity, data units (the GAT's inverse in the NLM and
+        Wiener candidates; :func:`~fluoden_batch.noise.gat_inverse`).
     """
     z = np.asarray(noisy, dtype=np.float64)
     d = np.asarray(model(z), dtype=np.float64)
@@ -284,10 +297,11 @@ def sure_plane(
     jp = (np.asarray(model(z + eps * probe), dtype=np.float64) - d) / eps  # Jacobian x probe
     nlm = None
     if a > 0:
-        n = vst_nlm(z, a, b)
-        nlm = (n, (vst_nlm(z + eps * probe, a, b) - n) / eps)
+        n = vst_nlm(z, a, b, floor=floor)
+        nlm = (n, (vst_nlm(z + eps * probe, a, b, floor=floor) - n) / eps)
     risks = candidate_risks(z, d, probe, jp, v * probe, float(v.sum()), nlm)
-    return SurePlane(risks, z.size, lag1_correlation(z - d), z, d, probe, jp, v, eps, nlm, (a, b))
+    correlation = lag1_correlation(z - d)
+    return SurePlane(risks, z.size, correlation, z, d, probe, jp, v, eps, nlm, (a, b), floor)
 
 
 def _blended(
@@ -375,8 +389,8 @@ def wiener_risks(plane: SurePlane, detail: Detail) -> dict[float, float]:
     d, jp = _blended(plane.denoised, plane.jacobian_probe, plane.nlm, detail.nlm)
     ds, js = _restored(z, d, p, jp, detail.sigma)
     out, jo = z + detail.weight * (ds - z), (1 - detail.weight) * p + detail.weight * js
-    filtered = vst_wiener(z, out, *plane.noise)
-    jf = (vst_wiener(z + eps * p, out + eps * jo, *plane.noise) - filtered) / eps
+    filtered = vst_wiener(z, out, *plane.noise, floor=plane.floor)
+    jf = (vst_wiener(z + eps * p, out + eps * jo, *plane.noise, floor=plane.floor) - filtered) / eps
     noise, cov = float(plane.variance.sum()), plane.variance * p
     return {
         g: sure_risk(z, out + g * (filtered - out), jo + g * (jf - jo), cov, noise) for g in WIENERS

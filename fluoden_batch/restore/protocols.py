@@ -80,6 +80,10 @@ class PlaneParams:
     detail : Detail or None
         ``whole``: the detail restoration after the model (``--detail sure``,
         :mod:`fluoden_batch.restore.detail`); None: none.
+    floor : float
+        The channel's zero-signal intensity, data units, where the GAT is inverted
+        (``vst``, the VST classical protocols, the detail restoration;
+        :func:`~fluoden_batch.noise.gat_inverse`): 0, or below it for data that go below 0.
     """
 
     lo: float
@@ -90,6 +94,7 @@ class PlaneParams:
     sigma: float = 0.0
     level: float | None = None
     detail: Detail | None = None
+    floor: float = 0.0
 
 
 Protocol = Callable[[Network | None, np.ndarray, PlaneParams, int | None, str], np.ndarray]
@@ -130,7 +135,7 @@ def whole(
     out = denormalise(infer_plane(module, x, tile, precision), params.lo, params.hi)
     if params.detail is not None and not params.detail.identity:
         noise = None if params.a is None or params.b is None else (params.a, params.b)
-        out = restore_detail(plane, out, params.detail, noise)
+        out = restore_detail(plane, out, params.detail, noise, floor=params.floor)
     return out
 
 
@@ -152,7 +157,8 @@ def vst(
     # in the GAT domain the noise is unit-variance Gaussian: a noise map of (a, b) = (0, 1)
     stable = replace(params, a=0.0, b=1.0)
     den = whole(module, gat_forward(plane, params.a, params.b), stable, tile, precision)
-    return gat_inverse(den, params.a, params.b, method="exact_unbiased").astype(np.float32)
+    inverse = gat_inverse(den, params.a, params.b, method="exact_unbiased", floor=params.floor)
+    return inverse.astype(np.float32)
 
 
 def masked(
@@ -194,7 +200,8 @@ def _classical(name: str) -> Protocol:
         if params.a is None or params.b is None:
             raise InputError(f"the {name} protocol needs the noise parameters a and b")
         level = 0.0 if params.level is None else params.level
-        return method.fn(np.asarray(plane, dtype=np.float64), params.a, params.b, level)
+        plane = np.asarray(plane, dtype=np.float64)
+        return method.fn(plane, params.a, params.b, level, params.floor)
 
     return protocol
 

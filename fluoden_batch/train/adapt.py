@@ -492,9 +492,11 @@ class AdaptSettings:
         The model to start from and its expected digest.
     device : str
         Torch device (``auto``: CUDA where present).
-    noise : tuple of (float, float) or None
-        Poisson-Gaussian ``(a, b)`` per channel, data units (``Var[z | y] = a y + b``);
-        ``single`` needs it to choose its weights (:func:`held_out_sure`).
+    noise : tuple of (float, float, float) or None
+        Poisson-Gaussian ``(a, b)`` per channel, data units (``Var[z | y] = a y + b``),
+        and the channel's zero-signal intensity (unused here: SURE needs the variance
+        only; :func:`~fluoden_batch.pipeline.params.planned_noise`); ``single`` needs it
+        to choose its weights (:func:`held_out_sure`).
     """
 
     input_name: str
@@ -507,7 +509,7 @@ class AdaptSettings:
     model_path: str
     model_digest: str
     device: str
-    noise: tuple[tuple[float, float], ...] | None = None
+    noise: tuple[tuple[float, float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -567,7 +569,7 @@ def adapt_model(
         assert job.noise is not None
         units = [
             map_parameters(a, b, lo, hi)
-            for (a, b), (lo, hi) in zip(job.noise, job.ranges, strict=True)
+            for (a, b, _), (lo, hi) in zip(job.noise, job.ranges, strict=True)
         ]
         variance = pilot_variance(model, val, np.array(units)[channels[-VAL:]], device)
 

@@ -188,6 +188,10 @@ def test_api_errors_are_one_clear_line(tmp_path):
         fb.denoise(data, tile=3)  # the keyword, not the flag (--tile)
     with pytest.raises(FluodenError, match=r"tiles: unknown option \(did you mean 'tile'\?\)"):
         fb.denoise(data, tiles=64)
+    with pytest.raises(InputError, match=r"^workers= is for runs with an output path"):
+        fb.denoise(data, workers=0)  # a field of the stored run, not a typo
+    with pytest.raises(InputError, match=r"^profile= is for runs with an output path"):
+        fb.segment(data, profile="local")
     with pytest.raises(InputError, match="axes 'cyx' do not fit"):
         fb.denoise(data[0], axes="cyx")
     with pytest.raises(InputError, match="dtype int64"):

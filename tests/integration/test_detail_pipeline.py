@@ -26,7 +26,7 @@ from fluoden_batch.models import load_model
 from fluoden_batch.noise import simulate
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.pipeline.params import channel_values, choose_method, planned_detail
-from fluoden_batch.pipeline.statistics import channel_noise, gat_parameters
+from fluoden_batch.pipeline.statistics import channel_noise, gat_parameters, signal_floor
 from fluoden_batch.restore.detail import NOISE_SCREEN, Detail
 from fluoden_batch.restore.protocols import whole
 from fluoden_batch.restore.tiles import block_shape, plan_blocks
@@ -114,7 +114,8 @@ def test_sure_values_are_stored_and_reused_on_resume(client, tiny_weights, tmp_p
     # SURE's (a, b): the channel's estimate under the harder smoothness screen
     array = zarr.open_array(str(inp), path="0")
     screened = channel_noise(array, "zyx", max_leakage=NOISE_SCREEN)
-    assert params["channel_noise"] == [list(gat_parameters(e)) for e in screened]
+    found = [[*gat_parameters(e), signal_floor(e)] for e in screened]
+    assert params["channel_noise"] == found
     again = plan(cfg)
     assert any("reused from the run being resumed" in n for n in again.notes)
     assert again.job.channel_detail == first.job.channel_detail
@@ -202,4 +203,5 @@ def test_sure_noise_falls_back_to_the_default_screen(tiny_weights, tmp_path):
     array = zarr.open_array(str(inp), path="0")
     (harder,) = channel_noise(array, "cyx", max_leakage=NOISE_SCREEN, channels=(0,))
     (default,) = channel_noise(array, "cyx", channels=(1,))
-    assert p.job.channel_noise == (gat_parameters(harder), gat_parameters(default))
+    found = ((*gat_parameters(harder), 0.0), (*gat_parameters(default), 0.0))  # data >= 0
+    assert p.job.channel_noise == found

@@ -106,7 +106,8 @@ def test_vst_run_metrics_carry_noise_near_the_truth(client, tiny_weights, two_ch
     )
     p = plan(cfg)
     assert any("trained for the 'whole' protocol" in n for n in p.notes)
-    (a0, b0), (a1, b1) = p.job.channel_noise
+    (a0, b0, floor0), (a1, b1, floor1) = p.job.channel_noise
+    assert floor0 == floor1 == 0.0  # the data are >= 0: the GAT's inverse as always
     assert a0 == pytest.approx(A, rel=0.15) and a1 == pytest.approx(4 * A, rel=0.15)
     assert math.sqrt(b0) == pytest.approx(math.sqrt(B), rel=0.15)
     assert math.sqrt(b1) == pytest.approx(math.sqrt(2 * B), rel=0.15)

@@ -61,6 +61,49 @@ def test_exact_unbiased_inverse_with_a_pedestal() -> None:
         assert float(gat_inverse(np.array([d]), a, -a * g)[0]) == pytest.approx(y, rel=0.01)
 
 
+@settings(max_examples=40, deadline=None)
+@given(a=gains, ratio=read_noise_ratio, u=photons, floor=st.floats(-1e4, 0.0))
+def test_a_floor_takes_the_exact_inverse_below_zero(
+    a: float, ratio: float, u: float, floor: float
+) -> None:
+    """Background-subtracted data: ``z = floor + a Poisson((y - floor) / a) + N(0, b0)``,
+    whose variance line is ``a z + b`` with ``b = b0 - a floor``; with ``floor`` the
+    inverse maps ``E[f(z) | y]`` back to ``y`` (without it, ``y < 0`` would be clipped)."""
+    b0 = (ratio * a) ** 2
+    y, b = floor + u * a, b0 - a * floor
+    d = expected_forward(y - floor, a, b0)  # f(z) is the same function of z - floor
+    back = float(gat_inverse(np.array([d]), a, b, floor=floor)[0])
+    assert back == pytest.approx(y, rel=0.01, abs=0.01 * u * a)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    a=gains,
+    b=st.floats(-1e3, 1e3),
+    floor=st.floats(-1e3, 0.0),
+    shift=st.floats(-1e3, 1e3),
+    d=st.lists(st.floats(0.0, 100.0), min_size=1, max_size=8),
+)
+def test_shifting_the_data_shifts_every_inverse(
+    a: float, b: float, floor: float, shift: float, d: list[float]
+) -> None:
+    """The data read as ``z - shift`` have the variance line ``a z + b + a shift`` and the
+    floor ``floor - shift``: the same forward values, every inverse ``shift`` lower."""
+    z = np.asarray(d) * a  # any values: the forward is defined (clamped) everywhere
+    np.testing.assert_allclose(
+        gat_forward(z - shift, a, b + a * shift), gat_forward(z, a, b), rtol=1e-9, atol=1e-9
+    )
+    for method in ("exact_unbiased", "closed_form", "algebraic"):
+        here = gat_inverse(np.asarray(d), a, b, method=method, floor=floor)
+        moved = gat_inverse(np.asarray(d), a, b + a * shift, method=method, floor=floor - shift)
+        np.testing.assert_allclose(moved, here - shift, rtol=1e-9, atol=1e-6 * (1 + abs(shift)))
+
+
+def test_a_floor_must_be_finite() -> None:
+    with pytest.raises(InputError, match="floor"):
+        gat_inverse(np.ones(2), 1.0, 1.0, floor=float("nan"))
+
+
 def test_closed_form_approximation_is_the_published_formula() -> None:
     d = np.array([1.5, 3.0, 10.0, 40.0])
     s2 = 0.25
