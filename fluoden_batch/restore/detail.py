@@ -291,7 +291,9 @@ def sure_plane(
     """
     z = np.asarray(noisy, dtype=np.float64)
     d = np.asarray(model(z), dtype=np.float64)
-    v = np.maximum(a * d + b, 1e-6 * max(abs(b), 1.0))
+    # floored where a pedestal (b < 0) makes it <= 0, relative to the variance of zero
+    # signal or of one photo-electron (a^2): the same share at every scale of the data
+    v = np.maximum(a * d + b, 1e-6 * max(abs(b), a * a) or np.finfo(np.float64).tiny)
     probe = np.random.default_rng(seed).choice([-1.0, 1.0], size=z.shape)
     eps = 0.05 * float(np.sqrt(v.mean()))
     jp = (np.asarray(model(z + eps * probe), dtype=np.float64) - d) / eps  # Jacobian x probe

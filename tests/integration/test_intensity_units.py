@@ -1,6 +1,7 @@
-"""Background-subtracted data (values below 0): every protocol that inverts the GAT gives
-the result of the same data without the subtraction, shifted back, instead of clipping the
-background at 0."""
+"""The units of the intensities do not change the result: data shifted below 0 (background
+subtracted) or scaled (normalised to 0..1, or in physical units) denoise as the same data
+in grey levels, shifted or scaled back, with every protocol that inverts the GAT and with
+the detail restoration that SURE tunes."""
 
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ def test_background_subtracted_data_denoise_as_the_same_data_shifted(protocol, t
     np.testing.assert_allclose(shifted, here - OFFSET, rtol=0, atol=0.05)
     background = shifted[:, :16, :16].mean()
     assert background == pytest.approx(-OFFSET, abs=1.0)  # not clipped at 0
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1e3])
+@pytest.mark.parametrize("protocol", ["vst-nlm", "whole"])
+def test_scaled_data_denoise_as_the_same_data_scaled(protocol, scale):
+    """SURE's noise variance was floored at 1e-6 squared data units: data whose variance is
+    below that (0..1 normalised images) lost the detail restoration (SURE went negative)."""
+    z = scene()
+    here = fb.denoise(z, protocol=protocol, axes="zyx")
+    scaled = fb.denoise(z * np.float32(scale), protocol=protocol, axes="zyx")
+    np.testing.assert_allclose(scaled / scale, here, rtol=0, atol=0.05)
 
 
 def test_the_floor_is_planned_stored_and_reused(tiny_weights, tmp_path):
