@@ -101,7 +101,7 @@ def test_single_keeps_the_weights_of_lowest_sure_and_never_loses_to_its_start(
     tiny = tmp_path / "tiny.zarr"
     fb.denoise(inp, tiny, model=str(weights), adapt="single", adapt_steps=2, workers=0,
                detail="off")  # fmt: skip
-    ((a, _),) = read_provenance(tiny)["parameters"]["channel_noise"]
+    ((a, _, _),) = read_provenance(tiny)["parameters"]["channel_noise"]
     assert 1.0 < a < 3.0 and read_provenance(tiny)["adapted"]["held_out_criterion"] == "SURE"
 
 

@@ -177,7 +177,7 @@ def test_fit_is_seeded_and_recorded(tmp_path, one_torch_thread):
               "model_digest": file_digest(shipped)}  # fmt: skip
     with pytest.raises(ValueError, match="needs the channels' noise"):
         adapt_model(store, AdaptSettings(**single))
-    fitted = adapt_model(store, AdaptSettings(**{**single, "noise": ((0.0, 64.0),)}))
+    fitted = adapt_model(store, AdaptSettings(**{**single, "noise": ((0.0, 64.0, 0.0),)}))
     assert fitted.skipped is None and fitted.steps == 2 and np.isfinite(fitted.final_loss)
     assert fitted.criterion == "SURE" and fitted.held_out[1] <= fitted.held_out[0]
     (tmp_path / "fitted.safetensors").write_bytes(fitted.data)
@@ -299,7 +299,7 @@ def test_single_is_not_fitted_on_correlated_noise(tmp_path, one_torch_thread):
     store[...] = clean + noise
     weights = resolve_weights("dncnn-fmd")
     job = AdaptSettings("in.zarr", "yx", ((0.0, 600.0),), "single", 50, None, 0, str(weights),
-                        file_digest(weights), "cpu", ((0.0, 225.0),))  # fmt: skip
+                        file_digest(weights), "cpu", ((0.0, 225.0, 0.0),))  # fmt: skip
     fitted = adapt_model(store, job)
     assert fitted.skipped is not None and "spatially correlated" in fitted.skipped
     assert fitted.steps == 0 and fitted.kept_step == 0
