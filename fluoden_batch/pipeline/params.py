@@ -16,7 +16,7 @@ refused unless ``--overwrite``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,8 @@ __all__ = [
     "choose_model",
     "cluster_centres",
     "grouped_values",
+    "noise_from_rows",
+    "noise_rows",
     "planned_detail",
     "planned_noise",
     "stored",
@@ -208,7 +210,7 @@ def planned_noise(
     detail restoration screens harder first); a channel that none fits is an error.
     """
     if old:
-        noise = tuple((float(a), float(b), float(floor)) for a, b, floor in _with_floor(old))
+        noise = noise_from_rows(old)
     else:
         try:
             noise = tuple(
@@ -232,9 +234,16 @@ def planned_noise(
     return noise
 
 
-def _with_floor(old: Any) -> list[list[float]]:
-    """Stored ``[a, b, floor]`` rows, or ``[a, b]`` rows of an earlier version (floor 0)."""
-    return [[*row, 0.0][:3] for row in old]
+def noise_from_rows(rows: Sequence[Sequence[float]]) -> tuple[tuple[float, float, float], ...]:
+    """The inverse of :func:`noise_rows`: stored rows as ``(a, b, floor)``."""
+    return tuple((float(r[0]), float(r[1]), float(r[2]) if len(r) > 2 else 0.0) for r in rows)
+
+
+def noise_rows(noise: Sequence[tuple[float, float, float] | None]) -> list[list[float] | None]:
+    """:func:`planned_noise`'s values as stored in the provenance (``channel_noise``):
+    ``[a, b]`` where the floor is 0, as every run stored before the floor was planned (so
+    that those resume), ``[a, b, floor]`` where it is not."""
+    return [None if n is None else list(n if n[2] else n[:2]) for n in noise]
 
 
 def _screened_noise(

@@ -37,6 +37,7 @@ from fluoden_batch.pipeline.adapt import AdaptJob, plan_adapt
 from fluoden_batch.pipeline.params import (
     choose_method,
     grouped_values,
+    noise_rows,
     planned_noise,
     stored,
 )
@@ -147,7 +148,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         "channel_ranges": [list(r) for r in ranges],
     }
     if noise is not None:
-        params["channel_noise"] = [None if n is None else list(n) for n in noise]
+        params["channel_noise"] = noise_rows(noise)
     if centres is not None:
         params["channel_centres"] = [list(c) for c in centres]
     if values.levels is not None:

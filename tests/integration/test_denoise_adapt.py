@@ -24,7 +24,7 @@ from fluoden_batch.io.source import open_image
 from fluoden_batch.io.store import MARKER_DIR, PROVENANCE_KEY, read_provenance
 from fluoden_batch.models.weights import file_digest, read_metadata
 from fluoden_batch.pipeline.adapt import adapted_path
-from fluoden_batch.pipeline.params import ChannelValues, tuned_detail
+from fluoden_batch.pipeline.params import ChannelValues, noise_from_rows, tuned_detail
 from fluoden_batch.pipeline.progress import Reporter
 from fluoden_batch.restore.detail import Detail
 
@@ -101,7 +101,7 @@ def test_single_keeps_the_weights_of_lowest_sure_and_never_loses_to_its_start(
     tiny = tmp_path / "tiny.zarr"
     fb.denoise(inp, tiny, model=str(weights), adapt="single", adapt_steps=2, workers=0,
                detail="off")  # fmt: skip
-    ((a, _, _),) = read_provenance(tiny)["parameters"]["channel_noise"]
+    ((a, _),) = read_provenance(tiny)["parameters"]["channel_noise"]
     assert 1.0 < a < 3.0 and read_provenance(tiny)["adapted"]["held_out_criterion"] == "SURE"
 
 
@@ -126,7 +126,7 @@ def test_detail_is_tuned_for_the_fitted_model_and_kept_with_it(tmp_path, one_tor
     source = open_image(inp)
     values = ChannelValues(
         tuple(tuple(r) for r in prov["parameters"]["channel_ranges"]),
-        tuple(tuple(n) for n in prov["parameters"]["channel_noise"]),
+        noise_from_rows(prov["parameters"]["channel_noise"]),
         None,
         None,
     )

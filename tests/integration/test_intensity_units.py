@@ -15,7 +15,7 @@ import fluoden_batch as fb
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.io.store import read_provenance
 from fluoden_batch.pipeline import execute, plan
-from fluoden_batch.pipeline.params import planned_noise
+from fluoden_batch.pipeline.params import noise_rows, planned_noise
 
 OFFSET = 50.0  # what a background subtraction took off, grey levels
 
@@ -75,8 +75,12 @@ def test_the_floor_is_planned_stored_and_reused(tiny_weights, tmp_path):
     assert again.resumed and again.job.channel_noise == first.job.channel_noise
 
 
-def test_runs_stored_before_the_floor_resume_with_none():
+def test_a_floor_of_0_is_stored_as_before_so_earlier_outputs_resume():
+    """Rows ``[a, b]`` (every output before the floor, and every one with floor 0 now) and
+    ``[a, b, floor]`` are read back; the rows a run stores are those it read."""
     notes: list[str] = []
-    noise = planned_noise(None, "yx", "in.zarr", notes, old=[[2.0, 9.0], [1.0, 4.0, -3.0]])
+    rows = [[2.0, 9.0], [1.0, 4.0, -3.0]]
+    noise = planned_noise(None, "yx", "in.zarr", notes, old=rows)
     assert noise == ((2.0, 9.0, 0.0), (1.0, 4.0, -3.0))
+    assert noise_rows(noise) == rows  # unchanged parameters: the resume goes ahead
     assert notes == ["noise parameters (a, b) per channel: (2, 9), (1, 4; zero signal at -3)"]
