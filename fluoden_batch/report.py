@@ -62,6 +62,8 @@ def summarise(
         saturated_fraction=_weighted(metrics, "saturated_fraction"),
         missing_chunks=int(metrics["missing_chunks"].sum()),
     )
+    if "hot_pixels" in metrics:  # blocks of a run with --hot-pixels, NaN in others
+        summary["hot_pixels"] = int(metrics["hot_pixels"].fillna(0).sum())
     for column in ("cluster_silhouette", "cluster_davies_bouldin"):
         if column in metrics:
             summary[column] = _weighted(metrics, column)
@@ -87,6 +89,7 @@ SUMMARY_LABELS = {
     "noise_b": ("noise variance b before", "{:.4g}"),
     "saturated_fraction": ("saturated input pixels", "{:.3%}"),
     "missing_chunks": ("missing input chunks (read as fill value)", "{:d}"),
+    "hot_pixels": ("hot pixels found (--hot-pixels)", "{:d}"),
     "psnr_in": ("PSNR before (dB)", "{:.2f}"),
     "psnr_out": ("PSNR after (dB)", "{:.2f}"),
     "ssim_in": ("SSIM before", "{:.4f}"),

@@ -132,6 +132,22 @@ class DenoiseOptions(BaseModel):
         "trained on, where it leaves or smears that noise; loses fine detail (0.3-5 dB) where "
         "the noise is white or weakly correlated, or the model knows the camera",
     )
+    hot_pixels: Literal["keep", "remove", "off"] = Field(
+        "keep",
+        description="isolated camera defects (a pixel more than --hot-pixel-sigmas noise "
+        "sigmas above all 8 neighbours) are replaced by their neighbours' median before any "
+        "denoiser sees the plane, so that they do not spread over the model's reach; keep: "
+        "the output keeps the input's value there; remove: the denoised one; off: not looked "
+        "for. Needs the channel's noise (a, b), which every run but --detail off with "
+        "--protocol whole estimates",
+    )
+    hot_pixel_sigmas: float = Field(
+        100.0,
+        gt=0,
+        description="threshold of --hot-pixels in noise standard deviations (FMD's camera "
+        "defects stand up to 62 sigmas above their neighbours and do the model little "
+        "harm; lower it, e.g. to 20, to remove such defects with --hot-pixels remove)",
+    )
     detail: Literal["auto", "off", "sure"] = Field(
         "auto",
         description="sure: after the model, blend in non-local means of the input (VST+NLM, "
@@ -179,6 +195,11 @@ class DenoiseOptions(BaseModel):
                 f"{self.protocol} has no model"
             )
         return self
+
+    @property
+    def hot(self) -> tuple[str, float] | None:
+        """``(hot_pixels, hot_pixel_sigmas)``, or None with ``--hot-pixels off``."""
+        return None if self.hot_pixels == "off" else (self.hot_pixels, self.hot_pixel_sigmas)
 
     @property
     def labelled(self) -> bool:
@@ -361,8 +382,9 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
         ``save_labels`` always (it decides whether OUT holds labels for every block).
         ``cluster_backend`` is left out: the centres it fits are stored and reused.
         ``tta``, ``phase_split`` and ``detail`` only when on (``detail`` as ``"sure"``, also
-        for ``auto``), ``plane_groups`` only when ``off`` and ``series`` only when not 0,
-        so outputs written before they existed resume unchanged.
+        for ``auto``), ``hot_pixels`` and ``hot_pixel_sigmas`` only when not the defaults,
+        ``plane_groups`` only when ``off`` and ``series`` only when not 0, so outputs
+        written before they existed resume unchanged.
         """
         keys = [
             "precision",
@@ -384,6 +406,8 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
             keys.append("tta")
         if self.phase_split:
             keys.append("phase_split")
+        if (self.hot_pixels, self.hot_pixel_sigmas) != ("keep", 100.0):
+            keys += ["hot_pixels", "hot_pixel_sigmas"]
         if self.plane_groups == "off":
             keys.append("plane_groups")
         if self.series:

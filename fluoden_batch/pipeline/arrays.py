@@ -23,7 +23,7 @@ from fluoden_batch.config import DenoiseOptions
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.ngff import default_axes, validate_axes
 from fluoden_batch.io.source import SUPPORTED_DTYPES
-from fluoden_batch.pipeline.params import choose_method, grouped_values
+from fluoden_batch.pipeline.params import choose_method, grouped_values, hot_note
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.block import cast_output, check_finite
 from fluoden_batch.restore.tiles import Block, BlockGrid, block_shape, plan_blocks
@@ -95,6 +95,7 @@ def denoise_array(
     values, detail, groups = grouped_values(
         options, array, axes, name, blocks, method, adapting=False, notes=notes
     )
+    notes.extend(hot_note(options, values))
     for note in notes:  # what a store run prints at planning
         (log.warning if note.startswith("warning") else log.info)(note)
     dtype = np.dtype(array.dtype if options.dtype == "same" else options.dtype)
@@ -118,6 +119,7 @@ def denoise_array(
         phase_split=options.phase_split,
         channel_detail=detail,
         plane_groups=groups,
+        hot=options.hot,
     )
     model = job.model()  # the halo is the model's receptive radius
 

@@ -56,6 +56,7 @@ from fluoden_batch.pipeline.statistics import (
 from fluoden_batch.pipeline.worker import worker_model
 from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.detail import NOISE_SCREEN, Detail, choose_detail, sure_plane
+from fluoden_batch.restore.hot import find_hot, inpaint
 from fluoden_batch.restore.inference import inference_network
 from fluoden_batch.restore.protocols import PlaneParams, whole
 from fluoden_batch.restore.tiles import Block, BlockGrid
@@ -69,6 +70,7 @@ __all__ = [
     "choose_model",
     "cluster_centres",
     "grouped_values",
+    "hot_note",
     "noise_from_rows",
     "noise_rows",
     "planned_detail",
@@ -244,6 +246,17 @@ def noise_rows(noise: Sequence[tuple[float, float, float] | None]) -> list[list[
     ``[a, b]`` where the floor is 0, as every run stored before the floor was planned (so
     that those resume), ``[a, b, floor]`` where it is not."""
     return [None if n is None else list(n if n[2] else n[:2]) for n in noise]
+
+
+def hot_note(cfg: DenoiseOptions, values: ChannelValues) -> list[str]:
+    """A warning where ``--hot-pixels`` is on but the run has no noise ``(a, b)`` to test
+    pixels against (:mod:`fluoden_batch.restore.hot`), else nothing."""
+    if cfg.hot is None or values.noise is not None:
+        return []
+    return [
+        "warning: hot pixels are not looked for: this run estimates no noise (a, b) "
+        "(--detail off with --protocol whole); --detail sure estimates it"
+    ]
 
 
 def _screened_noise(
@@ -578,6 +591,8 @@ def tuned_detail(
             return whole(network, plane, params, cfg.tile, precision)
 
         planes = channel_planes(array, axes, ch, name=name)
+        if cfg.hot is not None:  # as every block will see them
+            planes = [inpaint(p, find_hot(p, a, b, cfg.hot[1])) for p in planes]
         detail, why = choose_detail([sure_plane(p, model, a, b, floor=floor) for p in planes])
         notes.append(f"detail restoration, channel {ch} (SURE on {len(planes)} planes): {why}")
         details.append(detail)

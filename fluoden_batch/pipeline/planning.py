@@ -37,6 +37,7 @@ from fluoden_batch.pipeline.adapt import AdaptJob, plan_adapt
 from fluoden_batch.pipeline.params import (
     choose_method,
     grouped_values,
+    hot_note,
     noise_rows,
     planned_noise,
     stored,
@@ -132,6 +133,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         except InputError as exc:
             raise InputError(f"{exc}, which --adapt single needs to choose its fit") from None
         values = replace(values, noise=noise)
+    notes.extend(hot_note(cfg, values))
     ranges, noise, centres = values.ranges, values.noise, values.centres
     data_range = cfg.data_range
     if reference is not None and data_range is None:
@@ -188,6 +190,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         phase_split=cfg.phase_split,
         channel_detail=detail,
         plane_groups=groups,
+        hot=cfg.hot,
     )
     pending = blocks.without(spec.done_ids())
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]

@@ -35,6 +35,7 @@ from fluoden_batch.restore.block import (
 )
 from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.detail import Detail, detail_radius
+from fluoden_batch.restore.hot import REACH as HOT_REACH
 from fluoden_batch.restore.inference import Network, align, inference_network
 from fluoden_batch.restore.protocols import PlaneParams, get_protocol
 from fluoden_batch.restore.tiles import Block, Window, halo_window
@@ -107,6 +108,9 @@ class JobSpec:
         Which row of the ``channel_*`` values each plane takes, where planes of one
         channel were planned in groups (:mod:`fluoden_batch.pipeline.groups`); None: a
         plane takes its channel's (one row per channel index).
+    hot : (str, float) or None
+        ``--hot-pixels`` and ``--hot-pixel-sigmas`` (:mod:`fluoden_batch.restore.hot`);
+        None: off.
     """
 
     source: SourceSpec | None
@@ -131,6 +135,7 @@ class JobSpec:
     channel_detail: tuple[Detail, ...] | None = None
     phase_split: bool = False
     plane_groups: PlaneGroups | None = None
+    hot: tuple[str, float] | None = None
 
     def plane_params(self, row: int) -> PlaneParams:
         """The protocol's parameters of row ``row`` of the ``channel_*`` values (the
@@ -151,13 +156,14 @@ class JobSpec:
     @property
     def halo(self) -> int:
         """Pixels read around a block beyond the model's receptive radius (label smoothing,
-        the detail restoration's Gaussian), or, without a model, the classical denoiser's
-        reach."""
-        label = 0 if self.channel_centres is None else smoothing_radius(self.mask_sigma)
+        the hot pixels' test, the detail restoration's Gaussian), or, without a model, the
+        classical denoiser's reach."""
+        extra = 0 if self.channel_centres is None else smoothing_radius(self.mask_sigma)
+        extra += 0 if self.hot is None else HOT_REACH
         if self.model_path:
             detail = max(map(detail_radius, self.channel_detail or ()), default=0)
-            return label + detail
-        return label + (CLASSICAL[self.protocol].reach or WHOLE_PLANE_HALO)
+            return extra + detail
+        return extra + (CLASSICAL[self.protocol].reach or WHOLE_PLANE_HALO)
 
     def model(self) -> LoadedModel | None:
         """This process's copy of the run's model (None for a classical protocol)."""
@@ -201,6 +207,7 @@ class JobSpec:
             tile=self.tile,
             precision=self.precision,
             labelled=self.channel_centres is not None,
+            hot=self.hot,
         )
 
 

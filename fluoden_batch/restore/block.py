@@ -22,6 +22,7 @@ from fluoden_batch.clustering.rows import block_quality
 from fluoden_batch.errors import InputError
 from fluoden_batch.metrics import noise_sigma, ssim
 from fluoden_batch.noise import estimate
+from fluoden_batch.restore.hot import find_hot, inpaint
 from fluoden_batch.restore.inference import Network
 from fluoden_batch.restore.protocols import PlaneParams, Protocol
 
@@ -105,6 +106,7 @@ def denoise_region(
     tile: int | None = None,
     precision: str = "fp32",
     labelled: bool = False,
+    hot: tuple[str, float] | None = None,
 ) -> BlockOutput:
     """Denoise every Y/X plane of ``region`` and crop the halo.
 
@@ -126,6 +128,13 @@ def denoise_region(
     labelled : bool
         Also compute the cluster labels of every plane (on the halo region, then cropped,
         so they equal the whole plane's) and their scores.
+    hot : (str, float) or None
+        ``("keep" | "remove", sigmas)``: hot pixels (:mod:`fluoden_batch.restore.hot`,
+        with the plane's ``a`` and ``b``; none looked for where they are None) are
+        replaced by their neighbours' median before the protocol, and the output keeps
+        the input's value there (``keep``) or the protocol's (``remove``); counted in
+        the stats (``hot_pixels``). The region's halo must hold one more pixel
+        (:data:`~fluoden_batch.restore.hot.REACH`).
 
     Returns
     -------
@@ -135,13 +144,22 @@ def denoise_region(
     labels = np.empty(out.shape, dtype=np.uint8) if labelled else None
     sig_in, sig_out, noise_in = [], [], []
     t_noise = 0.0
+    hot_count = 0
     for idx in planes(region.shape):
         plane_params = params(idx)
         plane_in = _central(region[idx][crop])
         t = time.perf_counter()
         noise_in.append(_noise_or_none(plane_in))
         t_noise += time.perf_counter() - t
-        y = protocol(network, region[idx], plane_params, tile, precision)[crop]
+        plane, found = region[idx], None
+        if hot is not None and plane_params.a is not None and plane_params.b is not None:
+            found = find_hot(plane, plane_params.a, plane_params.b, hot[1])
+            if found.any():
+                plane = inpaint(plane, found)
+            hot_count += int(found[crop].sum())
+        y = protocol(network, plane, plane_params, tile, precision)[crop]
+        if found is not None and hot[0] == "keep" and found[crop].any():
+            y = np.where(found[crop], region[idx][crop], y)
         out[idx] = y
         if labels is not None:
             assert plane_params.centres is not None
@@ -157,6 +175,8 @@ def denoise_region(
         "noise_b": _mean_or_none([n[1] for n in known]),
         "noise_planes": len(known),
     }
+    if hot is not None:
+        stats["hot_pixels"] = hot_count
     if labels is not None:
         stats.update(_cluster_columns(region[(..., *crop)], labels))
     return BlockOutput(out, labels, stats)

@@ -1,0 +1,111 @@
+"""``--hot-pixels`` on a real LocalCluster: blocks equal the whole plane, defects on block
+edges included; keep / remove / off; counted; a recorded parameter where not the default."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from conftest import make_tiny_weights, write_image
+from fluoden_batch.config import DenoiseConfig
+from fluoden_batch.errors import FluodenError
+from fluoden_batch.models import load_model
+from fluoden_batch.noise import simulate
+from fluoden_batch.pipeline import execute, plan
+from fluoden_batch.restore.hot import find_hot, inpaint
+from fluoden_batch.restore.inference import inference_network
+from fluoden_batch.restore.protocols import whole
+
+pytestmark = pytest.mark.distributed
+
+# defects: inside blocks, on the edges of the 27 px chunks (26/27, 53/54), at the border
+DEFECTS = [(5, 5), (26, 40), (27, 13), (53, 54), (40, 26), (0, 70), (79, 79)]
+
+
+def data() -> np.ndarray:
+    """Two (80, 80) planes under Poisson-Gaussian noise with camera defects of 20 000."""
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[:80, :80]
+    clean = 30 + 2 * xx + 300 * (((yy - 40) ** 2 + (xx - 35) ** 2) < 12**2)
+    z = np.stack([simulate(clean.astype(np.float64), 2.0, 16.0, rng=rng) for _ in range(2)])
+    for y, x in DEFECTS:
+        z[:, y, x] = 20000.0
+    return z.astype(np.float32)
+
+
+def whole_plane(weights, job, plane: np.ndarray, mode: str) -> np.ndarray:
+    """What ``--hot-pixels mode`` does to one whole plane, without blocks or tiles."""
+    params = job.plane_params(0)
+    hot = find_hot(plane, params.a, params.b, 100.0)
+    network = inference_network(load_model(weights).module)
+    out = whole(network, inpaint(plane, hot), params)
+    return np.where(hot, plane, out) if mode == "keep" else out
+
+
+@pytest.mark.parametrize("mode", ["keep", "remove"])
+def test_blocks_equal_the_whole_plane_and_defects_are_counted(client, tiny_weights, tmp_path, mode):
+    z = data()
+    inp = write_image(tmp_path / "in.zarr", z, "zyx", (1, 27, 27))
+    cfg = DenoiseConfig(
+        input=inp, output=tmp_path / "out.zarr", model=str(tiny_weights), dtype="float32",
+        block_min=16, tile=40, hot_pixels=mode,
+    )  # fmt: skip
+    p = plan(cfg)
+    assert p.job.hot == (mode, 100.0) and p.job.channel_noise is not None  # --detail sure
+    result = execute(p, client)
+    got = zarr.open_array(str(cfg.output), path="0")[:]
+    for k in range(2):
+        expected = whole_plane(tiny_weights, p.job, z[k], mode)
+        assert np.abs(got[k] - expected).max() < 1e-4 * np.ptp(z[k])
+    at = tuple(np.array(DEFECTS).T)
+    if mode == "keep":
+        assert (got[(slice(None), *at)] == 20000.0).all()
+    else:
+        assert (got[(slice(None), *at)] < 1000.0).all()
+    table = pd.read_parquet(cfg.output / "metrics.parquet")
+    assert table["hot_pixels"].sum() == 2 * len(DEFECTS) == result.summary["hot_pixels"]
+
+
+def test_defects_no_longer_spread(tmp_path):
+    """Away from the defects, ``keep`` gives nearly what the same data without them give
+    (the defects replaced by their neighbours' median); ``off`` spreads them around. Not
+    exactly: the run's window and noise are planned on the raw data, and here 14 defects
+    in 12 800 pixels fill the top 0.1 % whose percentile floors the window's sigma (a model
+    with the default's noise normalisation)."""
+    weights = make_tiny_weights(tmp_path / "noise.safetensors", normalisation="noise")
+    z = data()
+    fixed = z.copy()
+    for k in range(2):
+        fixed[k] = inpaint(z[k], z[k] == 20000.0)
+    outs = {}
+    for name, images, mode in (("keep", z, "keep"), ("off", z, "off"), ("fixed", fixed, "off")):
+        inp = write_image(tmp_path / f"{name}-in.zarr", images, "zyx", (1, 80, 80))
+        cfg = DenoiseConfig(
+            input=inp, output=tmp_path / f"{name}.zarr", model=str(weights), dtype="float32",
+            hot_pixels=mode,
+        )  # fmt: skip
+        execute(plan(cfg), None)
+        outs[name] = zarr.open_array(str(cfg.output), path="0")[:]
+    others = z != 20000.0
+    keep = np.abs(outs["keep"] - outs["fixed"])[others].max()
+    off = np.abs(outs["off"] - outs["fixed"])[others].max()
+    assert off > 200.0 and keep < off / 5  # measured: 28 and 279 grey levels
+
+
+def test_the_setting_is_recorded_where_it_is_not_the_default(tiny_weights, tmp_path):
+    inp = write_image(tmp_path / "in.zarr", data(), "zyx", (1, 80, 80))
+    base = dict(input=inp, output=tmp_path / "out.zarr", model=str(tiny_weights))
+    assert "hot_pixels" not in DenoiseConfig(**base).output_parameters()  # earlier OUTs resume
+    execute(plan(DenoiseConfig(**base, hot_pixels="off")), None)
+    with pytest.raises(FluodenError, match="hot_pixel"):
+        plan(DenoiseConfig(**base))  # resuming with another setting would mix two results
+
+
+def test_a_run_without_a_noise_estimate_says_it_does_not_look(tiny_weights, tmp_path):
+    inp = write_image(tmp_path / "in.zarr", data(), "zyx", (1, 80, 80))
+    p = plan(
+        DenoiseConfig(input=inp, output=tmp_path / "o.zarr", model=str(tiny_weights), detail="off")
+    )
+    assert any("hot pixels are not looked for" in n for n in p.notes)
