@@ -183,6 +183,7 @@ def pipeline(
     block_min: int,
     detail: str,
     phase_split: bool = False,
+    hot_pixels: str = "keep",
 ):
     """Model-only on every worker at once (the fair ceiling), then the full pipeline."""
     with dask_client(workers=workers, dashboard_address="127.0.0.1:0") as client:
@@ -197,6 +198,7 @@ def pipeline(
             block_min=block_min,
             detail=detail,
             phase_split=phase_split,
+            hot_pixels=hot_pixels,
             client=client,
         )  # result.seconds: the blocks' wall time (planning excluded)
         total = time.perf_counter() - started
@@ -218,6 +220,12 @@ def main() -> None:
         choices=["auto", "off", "sure"],
         default="auto",
         help="fluoden denoise --detail (auto, its default, is sure here)",
+    )
+    parser.add_argument(
+        "--hot-pixels",
+        choices=["keep", "remove", "off"],
+        default="keep",
+        help="fluoden denoise --hot-pixels (keep, its default, tests every pixel)",
     )
     parser.add_argument(
         "--phase-split",
@@ -283,7 +291,7 @@ def main() -> None:
         dataset = write_dataset(Path(tmp), planes, size, 512)
         result, seconds, total, peaks, concurrent, chosen = pipeline(
             dataset, Path(tmp) / "out.zarr", args.model, cores, args.tile, args.block_min,
-            args.detail, args.phase_split,
+            args.detail, args.phase_split, args.hot_pixels,
         )  # fmt: skip
     ceiling_mpx = sum(m for m, _ in concurrent.values())
     ceiling_gf = sum(g for _, g in concurrent.values())
@@ -301,6 +309,7 @@ def main() -> None:
         f"| --detail | {args.detail} (chosen per channel, [sigma, weight, NLM share, "
         f"Wiener share]: {chosen}) |",
         f"| --phase-split | {'on' if args.phase_split else 'off'} |",
+        f"| --hot-pixels | {args.hot_pixels} ({result.summary.get('hot_pixels', 0)} found) |",
         f"| blocks | {result.blocks_total} |",
         f"| wall time | {seconds:.1f} s (planning and opening included: {total:.1f} s) |",
         f"| throughput | {rate:.3f} Mpx/s |",
