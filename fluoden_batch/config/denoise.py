@@ -406,8 +406,9 @@ class DenoiseConfig(DenoiseOptions, AdaptOptions, PyramidOptions, InputOptions, 
             keys.append("tta")
         if self.phase_split:
             keys.append("phase_split")
-        if (self.hot_pixels, self.hot_pixel_sigmas) != ("keep", 100.0):
-            keys += ["hot_pixels", "hot_pixel_sigmas"]
+        hot = ("hot_pixels", "hot_pixel_sigmas")
+        if any(getattr(self, k) != type(self).model_fields[k].default for k in hot):
+            keys += hot
         if self.plane_groups == "off":
             keys.append("plane_groups")
         if self.series:
