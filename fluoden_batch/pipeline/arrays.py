@@ -23,7 +23,7 @@ from fluoden_batch.config import DenoiseOptions
 from fluoden_batch.errors import InputError
 from fluoden_batch.io.ngff import default_axes, validate_axes
 from fluoden_batch.io.source import SUPPORTED_DTYPES
-from fluoden_batch.pipeline.params import choose_method, grouped_values, hot_note
+from fluoden_batch.pipeline.params import choose_method, grouped_values, tested_noise
 from fluoden_batch.pipeline.worker import JobSpec
 from fluoden_batch.restore.block import cast_output, check_finite
 from fluoden_batch.restore.tiles import Block, BlockGrid, block_shape, plan_blocks
@@ -95,7 +95,7 @@ def denoise_array(
     values, detail, groups = grouped_values(
         options, array, axes, name, blocks, method, adapting=False, notes=notes
     )
-    notes.extend(hot_note(options, values))
+    tested = tested_noise(options, array, axes, name, values, groups, notes)
     for note in notes:  # what a store run prints at planning
         (log.warning if note.startswith("warning") else log.info)(note)
     dtype = np.dtype(array.dtype if options.dtype == "same" else options.dtype)
@@ -111,7 +111,7 @@ def denoise_array(
         out_dtype=dtype.name,
         precision=options.precision,
         protocol=options.protocol,
-        channel_noise=values.noise,
+        channel_noise=tested,
         channel_centres=values.centres,
         channel_levels=values.levels,
         mask_sigma=options.mask_sigma,

@@ -70,12 +70,12 @@ __all__ = [
     "choose_model",
     "cluster_centres",
     "grouped_values",
-    "hot_note",
     "noise_from_rows",
     "noise_rows",
     "planned_detail",
     "planned_noise",
     "stored",
+    "tested_noise",
     "tuned_detail",
 ]
 
@@ -248,15 +248,35 @@ def noise_rows(noise: Sequence[tuple[float, float, float] | None]) -> list[list[
     return [None if n is None else list(n if n[2] else n[:2]) for n in noise]
 
 
-def hot_note(cfg: DenoiseOptions, values: ChannelValues) -> list[str]:
-    """A warning where ``--hot-pixels`` is on but the run has no noise ``(a, b)`` to test
-    pixels against (:mod:`fluoden_batch.restore.hot`), else nothing."""
+def tested_noise(
+    cfg: DenoiseOptions,
+    array: Any,
+    axes: str,
+    name: str,
+    values: ChannelValues,
+    groups: PlaneGroups | None,
+    notes: list[str],
+) -> tuple[tuple[float, float, float], ...] | None:
+    """The noise ``(a, b, floor)`` per channel the blocks get: the run's planned one
+    (``values.noise``); else, with ``--hot-pixels`` (``--detail off`` with ``--protocol
+    whole`` plans none), one estimated for the hot pixels' test
+    (:mod:`fluoden_batch.restore.hot`) as the detail restoration would estimate it, which
+    is not stored with the run's parameters (deterministic: a resume estimates it again,
+    and outputs of earlier versions resume); else None, with a warning (planes planned in
+    groups, or data whose noise cannot be estimated)."""
     if cfg.hot is None or values.noise is not None:
-        return []
-    return [
-        "warning: hot pixels are not looked for: this run estimates no noise (a, b) "
-        "(--detail off with --protocol whole); --detail sure estimates it"
-    ]
+        return values.noise
+    why = "the planes are planned in groups (--plane-groups off plans them together)"
+    if groups is None:
+        try:
+            return planned_noise(
+                array, axes, name, notes, phase_split=cfg.phase_split,
+                screens=(NOISE_SCREEN, MAX_LEAKAGE),
+            )  # fmt: skip
+        except InputError as exc:
+            why = str(exc)
+    notes.append(f"warning: hot pixels are not looked for: {why}")
+    return None
 
 
 def _screened_noise(

@@ -37,10 +37,10 @@ from fluoden_batch.pipeline.adapt import AdaptJob, plan_adapt
 from fluoden_batch.pipeline.params import (
     choose_method,
     grouped_values,
-    hot_note,
     noise_rows,
     planned_noise,
     stored,
+    tested_noise,
 )
 from fluoden_batch.pipeline.statistics import peak_to_peak
 from fluoden_batch.pipeline.worker import JobSpec
@@ -133,8 +133,9 @@ def plan(cfg: DenoiseConfig) -> Plan:
         except InputError as exc:
             raise InputError(f"{exc}, which --adapt single needs to choose its fit") from None
         values = replace(values, noise=noise)
-    notes.extend(hot_note(cfg, values))
     ranges, noise, centres = values.ranges, values.noise, values.centres
+    axes, name = source.meta.axes, source.spec.describe()
+    tested = tested_noise(cfg, source.array, axes, name, values, groups, notes)
     data_range = cfg.data_range
     if reference is not None and data_range is None:
         data_range = peak_to_peak(reference.array, blocks, name=f"reference {cfg.reference}")
@@ -181,7 +182,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
         reference=reference.spec if reference is not None else None,
         data_range=data_range,
         protocol=cfg.protocol,
-        channel_noise=noise,
+        channel_noise=tested,
         channel_centres=centres,
         channel_levels=values.levels,
         mask_sigma=cfg.mask_sigma,

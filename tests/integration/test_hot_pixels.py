@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 import zarr
 
+import fluoden_batch as fb
 from conftest import make_tiny_weights, write_image
 from fluoden_batch.config import DenoiseConfig
 from fluoden_batch.errors import FluodenError
+from fluoden_batch.io.store import read_provenance
 from fluoden_batch.models import load_model
 from fluoden_batch.noise import simulate
 from fluoden_batch.pipeline import execute, plan
@@ -103,9 +105,25 @@ def test_the_setting_is_recorded_where_it_is_not_the_default(tiny_weights, tmp_p
         plan(DenoiseConfig(**base))  # resuming with another setting would mix two results
 
 
-def test_a_run_without_a_noise_estimate_says_it_does_not_look(tiny_weights, tmp_path):
+def test_detail_off_still_looks_without_storing_the_noise(tiny_weights, tmp_path):
+    """--detail off plans no noise for itself: the hot pixels' test estimates it, and it
+    stays out of the stored parameters (earlier --detail off outputs resume); flat data,
+    whose noise cannot be estimated, say that nothing is looked for."""
     inp = write_image(tmp_path / "in.zarr", data(), "zyx", (1, 80, 80))
-    p = plan(
-        DenoiseConfig(input=inp, output=tmp_path / "o.zarr", model=str(tiny_weights), detail="off")
+    cfg = DenoiseConfig(
+        input=inp, output=tmp_path / "o.zarr", model=str(tiny_weights), detail="off"
     )
-    assert any("hot pixels are not looked for" in n for n in p.notes)
+    p = plan(cfg)
+    assert p.job.channel_noise is not None and p.job.channel_detail is None
+    result = execute(p, None)
+    assert result.summary["hot_pixels"] == 2 * len(DEFECTS)
+    params = read_provenance(cfg.output)["parameters"]
+    assert "channel_noise" not in params
+    again = plan(cfg)  # estimated again, the same
+    assert again.resumed and again.job.channel_noise == p.job.channel_noise
+    flat = np.full((1, 64, 64), 7.0, np.float32)
+    inp = write_image(tmp_path / "flat.zarr", flat, "zyx", (1, 64, 64))
+    q = plan(cfg.model_copy(update={"input": inp, "output": tmp_path / "f.zarr"}))
+    assert q.job.channel_noise is None
+    assert any("hot pixels are not looked for" in n for n in q.notes)
+    assert fb.denoise(data()[:1], model=str(tiny_weights), detail="off").shape == (1, 80, 80)
