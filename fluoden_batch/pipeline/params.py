@@ -248,6 +248,18 @@ def noise_rows(noise: Sequence[tuple[float, float, float] | None]) -> list[list[
     return [None if n is None else list(n if n[2] else n[:2]) for n in noise]
 
 
+def _detail_noise(
+    cfg: DenoiseOptions, array: Any, axes: str, name: str, notes: list[str], old: Any = None
+) -> tuple[tuple[float, float, float], ...]:
+    """:func:`planned_noise` as the detail restoration's SURE (and the hot pixels' test
+    where nothing else plans the noise) estimate it: the harder smoothness screen first,
+    else (a channel too small or flat for it) the estimator's default."""
+    return planned_noise(
+        array, axes, name, notes, old, phase_split=cfg.phase_split,
+        screens=(NOISE_SCREEN, MAX_LEAKAGE),
+    )  # fmt: skip
+
+
 def tested_noise(
     cfg: DenoiseOptions,
     array: Any,
@@ -269,10 +281,7 @@ def tested_noise(
     why = "the planes are planned in groups (--plane-groups off plans them together)"
     if groups is None:
         try:
-            return planned_noise(
-                array, axes, name, notes, phase_split=cfg.phase_split,
-                screens=(NOISE_SCREEN, MAX_LEAKAGE),
-            )  # fmt: skip
+            return _detail_noise(cfg, array, axes, name, notes)
         except InputError as exc:
             why = str(exc)
     notes.append(f"warning: hot pixels are not looked for: {why}")
@@ -550,19 +559,10 @@ def planned_detail(
     if not cfg.restores_detail:
         return None, values
     if values.noise is None:
-        # SURE's noise, per channel: the harder smoothness screen, else (a channel too
-        # small or flat for it) the estimator's default; else none: tuned_detail keeps the
-        # output
+        # SURE's noise per channel; none where it cannot be estimated: tuned_detail keeps
+        # the output
         try:
-            noise = planned_noise(
-                array,
-                axes,
-                name,
-                notes,
-                stored("channel_noise"),
-                phase_split=cfg.phase_split,
-                screens=(NOISE_SCREEN, MAX_LEAKAGE),
-            )
+            noise = _detail_noise(cfg, array, axes, name, notes, stored("channel_noise"))
         except InputError as exc:
             notes.append(f"warning: --detail sure keeps the model's output: {exc}")
         else:
