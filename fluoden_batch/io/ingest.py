@@ -17,6 +17,7 @@ import zarr
 
 from fluoden_batch.errors import InputError, OutputError
 from fluoden_batch.io.ngff import ImageMeta, NGFFVersion, validate_axes, write_attrs
+from fluoden_batch.io.ome import channel_windows
 from fluoden_batch.io.source import (
     IMAGE_SUFFIXES,
     SUPPORTED_DTYPES,
@@ -25,6 +26,9 @@ from fluoden_batch.io.source import (
     open_image,
 )
 from fluoden_batch.io.store import LEVEL0, check_output_path
+
+_RGB = ("red", "green", "blue")  # the omero channels of colour files
+_RGB_COLOURS = ("FF0000", "00FF00", "0000FF")
 
 
 def ingest(
@@ -50,6 +54,9 @@ def ingest(
         :data:`~fluoden_batch.io.source.IMAGE_SUFFIXES` suffix), in natural order of
         their names (``img_2`` before ``img_10``): a ``(planes, Y, X)`` stack, axes ``zyx``
         unless ``axes`` says otherwise (``tyx``, ``cyx``); a single file is a ``yx`` image.
+        RGB files (and RGBA files that are opaque everywhere) give their three colours as
+        a ``c`` axis (``cyx``; ``czyx`` or, given ``tcyx``, a time series; the ``omero``
+        channels red, green, blue), as an RGB TIFF does.
     out : Path
         New OME-Zarr group; must not exist. Removed again when the conversion fails
         (an unreadable plane, a full disk, an interrupt), so a rerun starts afresh.
@@ -69,10 +76,10 @@ def ingest(
     Raises
     ------
     InputError, OutputError
-        An unreadable or truncated file, files of different shapes or dtypes, a colour
-        image, a series the file does not hold (or given for a stack of files), shards
-        that are not whole chunks or with NGFF 0.4, or an ``out`` that exists or lies
-        inside an input.
+        An unreadable or truncated file, files of different shapes or dtypes, an RGBA
+        image that is not opaque everywhere, a series the file does not hold (or given
+        for a stack of files), shards that are not whole chunks or with NGFF 0.4, or an
+        ``out`` that exists or lies inside an input.
     """
     if shards is not None:
         if ngff_version == "0.4":
@@ -125,23 +132,29 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
 class _Files:
     """2-D image files as one ``(planes, Y, X)`` image (``(Y, X)`` for one file), read
     one file at a time; the first file fixes shape and dtype, the others are checked
-    against it as they are read."""
+    against it as they are read. Colour (RGB) files add a ``c`` axis of their three
+    channels before Y/X: ``(planes, 3, Y, X)``, ``(3, Y, X)`` for one file."""
 
     def __init__(self, files: list[Path], axes: str | None) -> None:
         self.files = files
         first = self.read(0)
         self.plane_shape, self.dtype = first.shape, first.dtype
+        self.colour = first.ndim == 3
         if self.dtype not in SUPPORTED_DTYPES:
             supported = ", ".join(np.dtype(t).name for t in SUPPORTED_DTYPES)
             raise InputError(f"{files[0]}: dtype {self.dtype} is not supported ({supported})")
-        self.shape = (*(() if len(files) == 1 else (len(files),)), *first.shape)
-        names = axes or ("yx" if len(files) == 1 else "zyx")
+        names = axes or ("c" if self.colour else "") + ("" if len(files) == 1 else "z") + "yx"
         validate_axes(names)
-        if len(names) != len(self.shape):
+        ndim = 2 + self.colour + (len(files) > 1)
+        if len(names) != ndim or (self.colour and "c" not in names):
+            kind = "RGB images (their colours a 'c' axis)" if self.colour else "2-D images"
             raise InputError(
-                f"axes {names!r} given for {len(files)} file(s) of 2-D images, an image of "
-                f"{len(self.shape)} dimensions"
+                f"axes {names!r} given for {len(files)} file(s) of {kind}, an image of "
+                f"{ndim} dimensions"
             )
+        self.lead = names[:-2]  # the stack's axis and (colour) the channels', in NGFF order
+        self.shape = (*(3 if a == "c" and self.colour else len(files) for a in self.lead),
+                      *first.shape[-2:])  # fmt: skip
         self.meta = ImageMeta(axes=names, scale=[1.0] * len(names))
 
     def read(self, i: int) -> np.ndarray:
@@ -153,12 +166,16 @@ class _Files:
                 plane = np.asarray(imagecodecs.imread(f))
         except Exception as exc:  # the codecs' many error types
             raise InputError(f"{f}: not a readable image ({type(exc).__name__}: {exc})") from exc
-        if plane.ndim == 3 and plane.shape[-1] in (3, 4):
-            raise InputError(
-                f"{f}: a colour (RGB/RGBA) image of shape {plane.shape}; fluoden takes "
-                "single-channel planes: save each channel as a grey image"
-            )
-        if plane.ndim != 2:
+        if plane.ndim == 3 and plane.shape[-1] in (3, 4):  # colour: its channels first
+            if plane.shape[-1] == 4:
+                alpha = plane[..., 3]
+                if alpha.min() != alpha.max():
+                    raise InputError(
+                        f"{f}: an RGBA image whose alpha (transparency) varies "
+                        f"({alpha.min()}..{alpha.max()}); save it as RGB or grey"
+                    )
+            plane = np.moveaxis(plane[..., :3], -1, 0)
+        elif plane.ndim != 2:
             raise InputError(
                 f"{f}: {plane.ndim} dimensions {plane.shape}; a stack of files takes 2-D "
                 "images (ingest a multi-plane TIFF on its own)"
@@ -172,7 +189,9 @@ class _Files:
 
     def planes(self) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         for i in range(len(self.files)):
-            yield ((i,) if len(self.files) > 1 else ()), self.read(i)
+            plane = self.read(i)
+            for c, channel in enumerate(plane if self.colour else [plane]):
+                yield tuple(c if a == "c" and self.colour else i for a in self.lead), channel
 
 
 def _tiff_planes(source: ImageSource) -> Iterator[tuple[tuple[int, ...], Any]]:
@@ -219,4 +238,12 @@ def _write(
         array[lead] = plane
     meta = source.meta
     meta.name = name
+    if isinstance(source, _Files) and source.colour:
+        windows = channel_windows(array, meta.axes)
+        meta.omero = {
+            "channels": [
+                {"label": label, "color": color, "window": window, "active": True}
+                for label, color, window in zip(_RGB, _RGB_COLOURS, windows, strict=True)
+            ]
+        }
     group.attrs.update(write_attrs(meta, version, LEVEL0))

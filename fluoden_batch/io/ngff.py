@@ -76,10 +76,21 @@ def validate_axes(axes: str) -> None:
         raise InputError(f"axes {axes!r}: each of t, c, z, y, x at most once, in that order")
 
 
-def default_axes(ndim: int) -> str:
-    """Axes assumed for a plain array without metadata: the last ``ndim`` of ``tczyx``."""
+def default_axes(shape: tuple[int, ...]) -> str:
+    """Axes assumed for a plain array of ``shape`` without metadata: the last ``ndim`` of
+    ``tczyx``. An array shaped as a colour image with its colours last (``(..., Y, X, 3)``
+    or ``4``, Y and X at least 16: what imageio and scikit-image give for an RGB file) is
+    refused: read as ``zyx`` it would be planes 3 pixels wide, denoised as such."""
+    ndim = len(shape)
     if not 2 <= ndim <= 5:
         raise InputError(f"arrays must have 2 to 5 dimensions, got {ndim}")
+    if ndim in (3, 4) and shape[-1] in (3, 4) and min(shape[-3:-1]) >= 16:
+        raise InputError(
+            f"shape {tuple(shape)} looks like a colour image with its colours last (y, x, "
+            "rgb); fluoden takes channels before y, x (axes 'cyx'): move them there "
+            "(numpy.moveaxis(image, -1, -3)), or give the axes (--axes / axes=, e.g. 'zyx') "
+            f"if these are planes {shape[-1]} pixels wide"
+        )
     return AXIS_ORDER[-ndim:]
 
 

@@ -277,7 +277,7 @@ def _open_zarr(p: Path, axes: str | None) -> ImageSource:
         hint = "; a folder of image files: stack them with `fluoden ingest`" if images else ""
         raise InputError(f"{p}: not a readable Zarr array or group ({exc}){hint}") from exc
     if isinstance(node, zarr.Array):
-        meta = _plain_meta(node.ndim, axes, p)
+        meta = _plain_meta(node.shape, axes, p)
         return ImageSource(SourceSpec("zarr", str(p)), node, meta)
     attrs = dict(node.attrs)
     meta, level0, version = _group_meta(attrs, node, p)
@@ -331,9 +331,10 @@ def _inside(group: zarr.Group, p: Path) -> str:
     return f"it holds the {' and the '.join(listed)}: pass one, e.g. {p / (images or arrays)[0]}"
 
 
-def _plain_meta(ndim: int, axes: str | None, p: Path) -> ImageMeta:
+def _plain_meta(shape: tuple[int, ...], axes: str | None, p: Path) -> ImageMeta:
+    ndim = len(shape)
     try:
-        names = axes if axes is not None else default_axes(ndim)
+        names = axes if axes is not None else default_axes(shape)
         validate_axes(names)
     except InputError as exc:
         raise InputError(f"{p}: {exc}") from exc
@@ -366,7 +367,7 @@ def _open_tiff(p: Path, axes: str | None, index: int) -> ImageSource:
         axes, order = _tiff_axes(tiff_axes, p)
     spec = SourceSpec("tiff", str(p), order=order, series=index)
     array = spec.open()
-    meta = _plain_meta(array.ndim, axes, p)
+    meta = _plain_meta(array.shape, axes, p)
     try:
         description = read_ome_xml(ome_xml, str(p), index) if ome_xml else None
         if description is not None:
@@ -444,7 +445,7 @@ def _tiff_axes(tiff_axes: str, p: Path) -> tuple[str, tuple[int, ...]]:
     if len(unknown) == 1 and "z" not in mapped and len(mapped) > 2:
         mapped[unknown[0]] = "z"
     elif unknown:
-        return default_axes(len(tiff_axes)), ()
+        return default_axes((1,) * len(tiff_axes)), ()  # colour samples are tifffile's S
     letters = "".join(a for a in mapped if a is not None)
     if len(set(letters)) < len(letters):
         raise InputError(

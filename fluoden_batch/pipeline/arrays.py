@@ -41,7 +41,7 @@ def array_axes(array: Any, axes: str | None) -> str:
     ndim = getattr(array, "ndim", None)
     if ndim is None:
         raise InputError(f"expected an array (..., y, x), got {type(array).__name__}")
-    names = axes.lower() if axes is not None else default_axes(ndim)
+    names = axes.lower() if axes is not None else default_axes(array.shape)
     if len(names) != ndim:
         raise InputError(f"axes {names!r} do not fit an array of shape {array.shape}")
     validate_axes(names)

@@ -192,7 +192,8 @@ def planned_noise(
     fallback: tuple[float, ...] | None = None,
     phase_split: bool = False,
     screens: tuple[float, ...] = (MAX_LEAKAGE,),
-) -> tuple[tuple[float, float, float], ...]:
+    without: str | None = None,
+) -> tuple[tuple[float, float, float] | None, ...]:
     """Poisson-Gaussian ``(a, b)`` per channel and the intensity of zero signal the GAT's
     inverse takes (``floor``), data units: ``old`` (stored by the run being resumed; a run
     stored before the floor was kept has 0), else one pooled estimate per channel
@@ -210,14 +211,17 @@ def planned_noise(
     (:func:`~fluoden_batch.noise.estimate.estimate`'s ``max_leakage``), tried in turn for
     each channel until one fits, with a note where a channel needed a later one (the
     detail restoration screens harder first); a channel that none fits is an error.
+    ``without``: what a channel goes without where its noise cannot be estimated but
+    another channel's can (an RGB export's empty channels); it is then None, with a
+    warning saying so, and the error stays for a run where no channel can be estimated.
     """
     if old:
         noise = noise_from_rows(old)
     else:
         try:
             noise = tuple(
-                (*gat_parameters(e), signal_floor(e))
-                for e in _screened_noise(array, axes, name, notes, phase_split, screens)
+                None if e is None else (*gat_parameters(e), signal_floor(e))
+                for e in _screened_noise(array, axes, name, notes, phase_split, screens, without)
             )
         except InputError as exc:
             if fallback is None:
@@ -228,17 +232,25 @@ def planned_noise(
             )
             noise = tuple((0.0, float(s) ** 2, 0.0) for s in fallback)
     text = ", ".join(
-        f"({a:.4g}, {b:.4g}" + (f"; zero signal at {floor:.4g})" if floor else ")")
-        for a, b, floor in noise
+        "unknown"
+        if n is None
+        else f"({n[0]:.4g}, {n[1]:.4g}" + (f"; zero signal at {n[2]:.4g})" if n[2] else ")")
+        for n in noise
     )
     where = " (on the stride-2 phases)" if phase_split and not old else ""
     notes.append(f"noise parameters (a, b) per channel{where}: {text}")
     return noise
 
 
-def noise_from_rows(rows: Sequence[Sequence[float]]) -> tuple[tuple[float, float, float], ...]:
-    """The inverse of :func:`noise_rows`: stored rows as ``(a, b, floor)``."""
-    return tuple((float(r[0]), float(r[1]), float(r[2]) if len(r) > 2 else 0.0) for r in rows)
+def noise_from_rows(
+    rows: Sequence[Sequence[float] | None],
+) -> tuple[tuple[float, float, float] | None, ...]:
+    """The inverse of :func:`noise_rows`: stored rows as ``(a, b, floor)`` (None: a channel
+    whose noise could not be estimated)."""
+    return tuple(
+        None if r is None else (float(r[0]), float(r[1]), float(r[2]) if len(r) > 2 else 0.0)
+        for r in rows
+    )
 
 
 def noise_rows(noise: Sequence[tuple[float, float, float] | None]) -> list[list[float] | None]:
@@ -249,14 +261,21 @@ def noise_rows(noise: Sequence[tuple[float, float, float] | None]) -> list[list[
 
 
 def _detail_noise(
-    cfg: DenoiseOptions, array: Any, axes: str, name: str, notes: list[str], old: Any = None
-) -> tuple[tuple[float, float, float], ...]:
+    cfg: DenoiseOptions,
+    array: Any,
+    axes: str,
+    name: str,
+    notes: list[str],
+    old: Any = None,
+    without: str = "the detail restoration and the hot pixels' test",
+) -> tuple[tuple[float, float, float] | None, ...]:
     """:func:`planned_noise` as the detail restoration's SURE (and the hot pixels' test
     where nothing else plans the noise) estimate it: the harder smoothness screen first,
-    else (a channel too small or flat for it) the estimator's default."""
+    else (a channel too small or flat for it) the estimator's default; a channel that
+    cannot be estimated beside one that can goes ``without`` (None)."""
     return planned_noise(
         array, axes, name, notes, old, phase_split=cfg.phase_split,
-        screens=(NOISE_SCREEN, MAX_LEAKAGE),
+        screens=(NOISE_SCREEN, MAX_LEAKAGE), without=without,
     )  # fmt: skip
 
 
@@ -281,7 +300,7 @@ def tested_noise(
     why = "the planes are planned in groups (--plane-groups off plans them together)"
     if groups is None:
         try:
-            return _detail_noise(cfg, array, axes, name, notes)
+            return _detail_noise(cfg, array, axes, name, notes, without="the hot pixels' test")
         except InputError as exc:
             why = str(exc)
     notes.append(f"warning: hot pixels are not looked for: {why}")
@@ -295,11 +314,14 @@ def _screened_noise(
     notes: list[str],
     phase_split: bool,
     screens: tuple[float, ...],
-) -> list[NoiseEstimate]:
+    without: str | None = None,
+) -> list[NoiseEstimate | None]:
     """:func:`~fluoden_batch.pipeline.statistics.channel_noise` channel by channel, each
     with the first of ``screens`` that fits it (a note where that is not the first); the
-    last screen's error where none does."""
-    found = []
+    last screen's error where none does, or with ``without`` (:func:`planned_noise`) None
+    and a warning, unless no channel fits (the first channel's error)."""
+    found: list[NoiseEstimate | None] = []
+    failed: list[InputError] = []
     for ch in range(channel_count(array.shape, axes)):
         errors: list[InputError] = []
         for screen in screens:
@@ -319,7 +341,13 @@ def _screened_noise(
             found.append(est)
             break
         else:
-            raise errors[-1]
+            if without is None:
+                raise errors[-1]
+            failed.append(errors[-1])
+            found.append(None)
+    if failed and len(failed) == len(found):
+        raise failed[0]
+    notes.extend(f"warning: {exc}: this channel goes without {without}" for exc in failed)
     return found
 
 
@@ -367,7 +395,8 @@ class ChannelValues:
     noise : tuple of (a, b, floor) or None
         Poisson-Gaussian parameters and the intensity of zero signal
         (:func:`planned_noise`; ``vst``, the classical protocols, a model with a noise
-        map, the detail restoration).
+        map, the detail restoration); an entry is None for a channel whose noise could not
+        be estimated beside others that could (the detail restoration only).
     centres : tuple of tuple of float or None
         K-means intensity centres (``masked``, ``save_labels``).
     levels : tuple of float or None
@@ -375,7 +404,7 @@ class ChannelValues:
     """
 
     ranges: tuple[tuple[float, float], ...]
-    noise: tuple[tuple[float, float, float], ...] | None
+    noise: tuple[tuple[float, float, float] | None, ...] | None
     centres: tuple[tuple[float, ...], ...] | None
     levels: tuple[float, ...] | None = None
 
@@ -589,7 +618,8 @@ def tuned_detail(
     """The :class:`~fluoden_batch.restore.detail.Detail` of lowest SURE per channel for
     the model at ``path`` (``digest``) on planes sampled from ``array``
     (:func:`~fluoden_batch.restore.detail.choose_detail`); the model's output unchanged
-    (``Detail()``) where ``values.noise`` is None. Appends a note per channel.
+    (``Detail()``) where ``values.noise`` (or its channel's entry) is None. Appends a
+    note per channel.
 
     The model runs here, on the machine that plans (twice per sampled plane: the plane and
     the plane plus a small probe), as :func:`~fluoden_batch.restore.protocols.whole` runs
@@ -604,7 +634,11 @@ def tuned_detail(
     loaded = worker_model(path, digest, device)  # the block tasks here reuse it
     network = inference_network(loaded.module, cfg.tta, cfg.phase_split)
     details = []
-    for ch, ((lo, hi), (a, b, floor)) in enumerate(zip(values.ranges, values.noise, strict=True)):
+    for ch, ((lo, hi), noise) in enumerate(zip(values.ranges, values.noise, strict=True)):
+        if noise is None:  # said where it was planned
+            details.append(Detail())
+            continue
+        a, b, floor = noise
         params = PlaneParams(lo, hi, a, b, floor=floor)
 
         def model(plane: Any, params: PlaneParams = params) -> Any:

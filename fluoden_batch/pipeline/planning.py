@@ -124,7 +124,8 @@ def plan(cfg: DenoiseConfig) -> Plan:
         notes,
         stored=lambda key: stored(cfg, out, digest, key),
     )
-    if adapt_mode == "single" and values.noise is None:  # its fit is chosen by SURE
+    if adapt_mode == "single" and (values.noise is None or None in values.noise):
+        # its fit is chosen by SURE, on every channel
         old = stored(cfg, out, digest, "channel_noise")
         try:
             noise = planned_noise(

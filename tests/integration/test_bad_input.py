@@ -21,6 +21,7 @@ import zarr
 from click.testing import Result
 from typer.testing import CliRunner
 
+import fluoden_batch as fb
 from conftest import blobs, start_cli_denoise, write_image
 from fluoden_batch.cli import app
 from fluoden_batch.config import DenoiseConfig
@@ -40,6 +41,23 @@ def test_unsupported_dtypes_are_refused_by_name(tmp_path, dtype):
     inp = write_image(tmp_path / "in.zarr", np.zeros((8, 8), dtype=dtype), "yx", (8, 8))
     with pytest.raises(InputError, match=f"dtype {np.dtype(dtype)} is not supported"):
         open_image(inp)
+
+
+def test_colours_last_are_refused_not_denoised_as_thin_planes(tiny_weights, tmp_path):
+    """What imageio gives for an RGB file, (Y, X, 3), would read as 512 planes 3 px wide
+    (a run that says nothing and returns noise): refused in one line, in memory and
+    stored; given axes, it is taken as said."""
+    rgb = np.zeros((64, 48, 3), np.uint8)
+    said = r"shape \(64, 48, 3\) looks like a colour image with its colours last"
+    with pytest.raises(InputError, match=said):
+        fb.denoise(rgb, model=str(tiny_weights))
+    zarr.save_array(str(tmp_path / "rgb.zarr"), rgb)
+    result = CliRunner().invoke(app, ["denoise", str(tmp_path / "rgb.zarr"), str(tmp_path / "o")])
+    assert result.exit_code == 2 and "moveaxis" in result.output
+    assert not (tmp_path / "o").exists()
+    planes = fb.denoise(np.moveaxis(rgb, -1, 0), axes="cyx", model=str(tiny_weights))
+    assert planes.shape == (3, 64, 48)
+    assert fb.denoise(rgb, axes="zyx", model=str(tiny_weights)).shape == rgb.shape
 
 
 def test_empty_array_is_refused(tmp_path):

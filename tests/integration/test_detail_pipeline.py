@@ -205,3 +205,39 @@ def test_sure_noise_falls_back_to_the_default_screen(tiny_weights, tmp_path):
     (default,) = channel_noise(array, "cyx", channels=(1,))
     found = ((*gat_parameters(harder), 0.0), (*gat_parameters(default), 0.0))  # data >= 0
     assert p.job.channel_noise == found
+
+
+def test_an_empty_channel_leaves_the_others_restored(client, tiny_weights, tmp_path, caplog):
+    """An RGB export of one fluorescence channel: the empty red and blue channels cannot
+    be estimated, which once took the detail restoration (and the hot pixels' test) from
+    the green one too. Now the green channel's output is the one-channel run's, the empty
+    ones stay empty, their noise is stored as null and the run resumes on it."""
+    green = noisy((96, 96), 7)
+    rgb = np.zeros((3, 96, 96), np.uint16)
+    rgb[1] = green
+    kw = {"model": str(tiny_weights), "detail": "sure"}
+    alone = fb.denoise(green, axes="yx", **kw)
+    with caplog.at_level("INFO", logger="fluoden_batch.pipeline.arrays"):
+        out = fb.denoise(rgb, axes="cyx", **kw)
+    notes = [r.getMessage() for r in caplog.records]
+    np.testing.assert_array_equal(out[1], alone)
+    assert not out[0].any() and not out[2].any()
+    skipped = [n for n in notes if "goes without the detail restoration" in n]
+    assert [n.split(" of ")[0] for n in skipped] == ["warning: channel 0", "warning: channel 2"]
+    assert any("channel 1 (SURE on" in n for n in notes)
+    inp = write_image(tmp_path / "in.zarr", rgb, "cyx", (1, 48, 48))
+    cfg = DenoiseConfig(input=inp, output=tmp_path / "out.zarr", **kw)
+    execute(plan(cfg), client)
+    params = read_provenance(tmp_path / "out.zarr")["parameters"]
+    assert params["channel_noise"][0] is None and params["channel_noise"][2] is None
+    again = plan(cfg)
+    assert again.job.channel_noise == plan(cfg).job.channel_noise
+    assert again.job.channel_noise[1] is not None and again.job.channel_noise[0] is None
+    assert any("reused from the run being resumed" in n for n in again.notes)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr"), path="0")[1], alone)
+    # every channel empty: the run says so once, as before, and keeps the model's output
+    caplog.clear()
+    with caplog.at_level("INFO", logger="fluoden_batch.pipeline.arrays"):
+        fb.denoise(np.zeros((2, 64, 64), np.uint16), axes="cyx", **kw)
+    assert "--detail sure keeps the model's output: channel 0 of" in caplog.text
+    assert "goes without" not in caplog.text

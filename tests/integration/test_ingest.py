@@ -63,7 +63,7 @@ def test_a_folder_stands_for_its_image_files_and_one_file_is_an_image(tmp_path):
     [
         (np.zeros((40, 50), np.uint16), "(40, 50) uint16, but a.png is (40, 56) uint16"),
         (np.zeros((40, 56), np.uint8), "(40, 56) uint8, but a.png is (40, 56) uint16"),
-        (np.zeros((40, 56, 3), np.uint16), "a colour (RGB/RGBA) image of shape (40, 56, 3)"),
+        (np.zeros((40, 56, 3), np.uint16), "(3, 40, 56) uint16, but a.png is (40, 56) uint16"),
     ],
 )
 def test_files_that_do_not_stack_are_refused_naming_the_file(tmp_path, second, said):
@@ -74,6 +74,49 @@ def test_files_that_do_not_stack_are_refused_naming_the_file(tmp_path, second, s
     text = " ".join(result.output.split())
     assert f"{tmp_path / 'b.png'}: {said}" in text
     assert not (tmp_path / "out.ome.zarr").exists()  # removed again: a rerun starts afresh
+
+
+def test_rgb_files_give_their_colours_as_a_channel_axis(tmp_path):
+    """An RGB export (one fluorescence channel in green, the others empty) is ingested
+    as channels, in NGFF order whatever the stack's axis; an opaque RGBA file as RGB."""
+    colour = [np.stack(_planes(3, dtype=np.uint8), axis=-1) for _ in range(2)]
+    colour[1] = colour[1] // 2
+    imagecodecs.imwrite(tmp_path / "a.png", colour[0])
+    opaque = np.concatenate([colour[1], np.full((40, 56, 1), 255, np.uint8)], axis=-1)
+    imagecodecs.imwrite(tmp_path / "b.png", opaque)
+    files = [tmp_path / "a.png", tmp_path / "b.png"]
+    cases = [(files[:1], [], "cyx", (3, 40, 56)), (files, [], "czyx", (3, 2, 40, 56))]
+    cases.append((files, ["--axes", "tcyx"], "tcyx", (2, 3, 40, 56)))
+    for i, (names, flags, axes, shape) in enumerate(cases):
+        result = _ingest(*names, tmp_path / f"{i}.ome.zarr", *flags)
+        assert result.exit_code == 0, result.output
+        image = open_image(tmp_path / f"{i}.ome.zarr")
+        assert (image.meta.axes, image.shape) == (axes, shape)
+        expected = np.stack([np.moveaxis(c, -1, 0) for c in colour[: len(names)]])  # (f, c)
+        expected = expected[0] if len(names) == 1 else expected
+        if axes == "czyx":
+            expected = np.swapaxes(expected, 0, 1)
+        np.testing.assert_array_equal(image.array[:], expected)
+        labels = [ch["label"] for ch in image.meta.omero["channels"]]
+        assert labels == ["red", "green", "blue"]
+
+
+@pytest.mark.parametrize(
+    ("files", "flags", "said"),
+    [
+        (["varying.png"], [], "an RGBA image whose alpha (transparency) varies (0..55)"),
+        (["a.png", "a.png"], ["--axes", "tyx"], "axes 'tyx' given for 2 file(s) of RGB images"),
+    ],
+)
+def test_rgb_files_that_cannot_be_channels_are_refused(tmp_path, files, flags, said):
+    rgba = np.zeros((40, 56, 4), np.uint8)
+    rgba[..., 3] = np.arange(56)[None]
+    imagecodecs.imwrite(tmp_path / "varying.png", rgba)
+    imagecodecs.imwrite(tmp_path / "a.png", np.ascontiguousarray(rgba[..., :3]))
+    result = _ingest(*(tmp_path / f for f in files), tmp_path / "out.ome.zarr", *flags)
+    assert result.exit_code == 2
+    assert said in " ".join(result.output.split())
+    assert not (tmp_path / "out.ome.zarr").exists()
 
 
 def test_a_stack_among_files_and_an_empty_folder_are_refused(tmp_path):
