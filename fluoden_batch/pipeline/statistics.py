@@ -271,16 +271,28 @@ def channel_planes(
 ) -> list[np.ndarray]:
     """The regions of :func:`channel_regions` (as :func:`channel_noise` samples them),
     read: a small sample to run the model on at planning. Unreadable regions are skipped;
-    ``name`` names the input in the error when none can be read."""
-    planes, errors = [], []
-    for task in channel_regions(array, axes, channel, count, side):
+    ``name`` names the input in the error when none can be read. Constant regions (blank
+    frames or planes past the sample, zero-filled: no noise, nothing to learn from) are
+    replaced by others of a wider spread (up to ``4 count`` regions read in all), and kept
+    only where the channel has no other; ``count`` regions are then returned where it
+    has as many non-constant ones."""
+    planes, constant, errors = [], [], []
+    first = channel_regions(array, axes, channel, count, side)
+    wider = [t for t in channel_regions(array, axes, channel, 4 * count, side) if t not in first]
+    for task in first + wider:
+        if len(planes) == count or (task not in first and not constant):
+            break
         try:
-            planes.append(np.asarray(array[task]))
+            region = np.asarray(array[task])
         except Exception as exc:  # a corrupt chunk: the blocks over it fail by name
             errors.append(f"{type(exc).__name__}: {exc}")
-    if not planes:
+            continue
+        with np.errstate(invalid="ignore"):
+            flat = bool(np.nanmax(region) == np.nanmin(region)) if region.size else True
+        (constant if flat else planes).append(region)
+    if not planes and not constant:
         raise InputError(f"{name or array}: no sampled region could be read ({errors[0]})")
-    return planes
+    return planes or constant
 
 
 def channel_levels(

@@ -26,7 +26,12 @@ from fluoden_batch.models import load_model
 from fluoden_batch.noise import simulate
 from fluoden_batch.pipeline import execute, plan
 from fluoden_batch.pipeline.params import channel_values, choose_method, planned_detail
-from fluoden_batch.pipeline.statistics import channel_noise, gat_parameters, signal_floor
+from fluoden_batch.pipeline.statistics import (
+    channel_noise,
+    channel_planes,
+    gat_parameters,
+    signal_floor,
+)
 from fluoden_batch.restore.detail import NOISE_SCREEN, Detail
 from fluoden_batch.restore.protocols import whole
 from fluoden_batch.restore.tiles import block_shape, plan_blocks
@@ -241,3 +246,20 @@ def test_an_empty_channel_leaves_the_others_restored(client, tiny_weights, tmp_p
         fb.denoise(np.zeros((2, 64, 64), np.uint16), axes="cyx", **kw)
     assert "--detail sure keeps the model's output: channel 0 of" in caplog.text
     assert "goes without" not in caplog.text
+
+
+def test_sure_samples_skip_constant_planes(caplog):
+    """Blank planes (zero-filled frames, planes past the sample) in a stack: the model's
+    residual there is its own small bias, spatially correlated, which once read as
+    correlated noise and turned the restoration off for the whole channel. SURE's sample
+    now takes non-constant regions (the same ones as before where there is no blank
+    plane); a channel of nothing but blank planes keeps them (and the model's output)."""
+    data = noisy((4, 96, 96), 11)
+    padded = np.concatenate([np.zeros((2, 96, 96), np.uint16), data])
+    sample = channel_planes(padded, "zyx", 0)
+    assert len(sample) == 4 and all(np.ptp(p) > 0 for p in sample)
+    np.testing.assert_array_equal(channel_planes(data, "zyx", 0), data)  # unchanged
+    assert all(np.ptp(p) == 0 for p in channel_planes(np.zeros((3, 40, 40)), "zyx", 0))
+    with caplog.at_level("INFO", logger="fluoden_batch.pipeline.arrays"):
+        fb.denoise(padded, axes="zyx")
+    assert "detail restoration, channel 0 (SURE on 4 planes): sigma" in caplog.text
