@@ -13,7 +13,7 @@ import typer
 
 from fluoden_batch import __version__
 from fluoden_batch.cli.common import out, paragraphs_help
-from fluoden_batch.cli.data import info, ingest
+from fluoden_batch.cli.data import export, info, ingest
 from fluoden_batch.cli.denoise import demo, denoise
 from fluoden_batch.cli.models import models_app
 from fluoden_batch.cli.noise import estimate_noise
@@ -39,6 +39,7 @@ app.command("estimate-noise")(estimate_noise)
 app.command("segment")(segment_command)
 app.command("train")(train_command)
 app.command()(ingest)
+app.command()(export)
 app.command()(info)
 app.command()(profiles)
 paragraphs_help(app)

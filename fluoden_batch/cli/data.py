@@ -1,4 +1,5 @@
-"""``fluoden ingest`` and ``fluoden info``: images in, and what an image holds."""
+"""``fluoden ingest``, ``fluoden export`` and ``fluoden info``: images in, images out,
+and what an image holds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from fluoden_batch.cli.common import errors, out
 from fluoden_batch.config.denoise import SERIES_HELP, parse_yx
 from fluoden_batch.errors import FluodenError
 
-__all__ = ["info", "ingest"]
+__all__ = ["export", "info", "ingest"]
+
+_SERIES = f"{SERIES_HELP[0].upper()}{SERIES_HELP[1:]}."
 
 
 def ingest(
@@ -33,10 +36,11 @@ def ingest(
         str | None,
         typer.Option(
             help="Axis names if the TIFF has none usable, e.g. 'zyx'; of a stack of files: "
-            "'zyx' (default), 'tyx' or 'cyx'."
+            "'zyx' (default), 'tyx' or 'cyx'; of RGB files (their colours a c axis): 'cyx', "
+            "'czyx' (default) or 'tcyx'."
         ),
     ] = None,
-    series: Annotated[int, typer.Option(min=0, help=f"The {SERIES_HELP}.")] = 0,
+    series: Annotated[int, typer.Option(min=0, help=_SERIES)] = 0,
     shards: Annotated[
         str | None,
         typer.Option(
@@ -78,9 +82,46 @@ def ingest(
         out.print(f"wrote {path}")
 
 
+def export(
+    image: Annotated[
+        Path, typer.Argument(help="OME-Zarr image (e.g. a denoised OUT), Zarr array or TIFF.")
+    ],
+    output: Annotated[Path, typer.Argument(help="New OME-TIFF file (.ome.tif).")],
+    compression: Annotated[
+        str,
+        typer.Option(
+            help="none, or zlib (lossless deflate; Fiji/Bio-Formats and tifffile read it)."
+        ),
+    ] = "none",
+    series: Annotated[int, typer.Option(min=0, help=_SERIES)] = 0,
+) -> None:
+    """Write an image (a denoised OUT) as one OME-TIFF file, plane by plane: for Fiji,
+    ImageJ and other tools that read TIFF.
+
+    Axes, physical pixel sizes, the time increment and the channels' names and colours
+    go into the file's OME-XML; `fluoden ingest` of the file gives the same image back.
+    Large planes are written in tiles, files over 4 GiB as BigTIFF. An output whose
+    denoise run has not finished is refused (rerun that command first).
+
+    Examples:
+      fluoden export denoised.ome.zarr denoised.ome.tif
+      fluoden export denoised.ome.zarr denoised.ome.tif --compression zlib
+    """
+    from fluoden_batch.io.export import export_tiff
+
+    with errors():
+        if compression not in ("none", "zlib"):
+            raise FluodenError(f"--compression {compression!r}: use none or zlib")
+        path = export_tiff(
+            image, output, compression=None if compression == "none" else compression,
+            series=series,
+        )  # fmt: skip
+        out.print(f"wrote {path}")
+
+
 def info(
     path: Annotated[Path, typer.Argument(help="Array, OME-Zarr image or TIFF.")],
-    series: Annotated[int, typer.Option(min=0, help=f"The {SERIES_HELP}.")] = 0,
+    series: Annotated[int, typer.Option(min=0, help=_SERIES)] = 0,
 ) -> None:
     """Show shape, dtype, chunks (and shards), axes, scales and any fluoden provenance of
     an image (of a TIFF file that holds several image series: each one's shape and axes)."""

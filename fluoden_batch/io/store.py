@@ -150,11 +150,20 @@ def _within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def check_output_path(out: Path, inputs: list[Path]) -> Path:
-    """Refuse an output that is, contains, or lies inside an input (symlinks resolved).
+def check_output_path(out: Path, inputs: list[Path], zarr_output: bool = True) -> Path:
+    """Refuse an output that is, contains, or lies inside an input (symlinks resolved),
+    and (``zarr_output``: an OME-Zarr folder is written) a new output named as an image
+    file (``out.tif``, ``out.png``): a folder of that name is not what a user asking for
+    one expects, and the tools that open such files cannot read it.
 
     Returns the resolved output path.
     """
+    if zarr_output and not out.exists() and out.suffix.lower() in _FILE_SUFFIXES:
+        raise OutputError(
+            f"{out}: fluoden writes OME-Zarr images (folders), not {out.suffix} files: name "
+            f"it {out.name[: -len(out.suffix)].removesuffix('.ome')}.ome.zarr, and `fluoden "
+            "export` it to an OME-TIFF for tools that read TIFF"
+        )
     out_r = out.expanduser().resolve()
     for inp in inputs:
         inp_r = inp.expanduser().resolve()
@@ -163,6 +172,10 @@ def check_output_path(out: Path, inputs: list[Path]) -> Path:
         if _within(inp_r, out_r):
             raise OutputError(f"input {inp} lies inside the output {out}; choose another OUT")
     return out_r
+
+
+# names of image files: an output named so would be a folder posing as one
+_FILE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2", ".czi", ".nd2")
 
 
 def read_provenance(out: Path) -> dict[str, Any] | None:

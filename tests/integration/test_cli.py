@@ -52,7 +52,9 @@ def test_help_paragraphs_are_left_to_the_terminal_to_wrap():
     assert "Work is split into blocks aligned to the output chunks; each task reads its" in narrow
 
 
-@pytest.mark.parametrize("command", ["denoise", "segment", "ingest", "train", "estimate-noise"])
+@pytest.mark.parametrize(
+    "command", ["denoise", "segment", "ingest", "export", "train", "estimate-noise"]
+)
 def test_help_examples_are_printed_line_by_line(command):
     """Each run command's help ends its description with examples, one command per line
     (click's verbatim paragraph), each within an 80-column terminal."""
