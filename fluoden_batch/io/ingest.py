@@ -23,6 +23,7 @@ from fluoden_batch.io.source import (
     SUPPORTED_DTYPES,
     TIFF_SUFFIXES,
     ImageSource,
+    convert_hint,
     open_image,
 )
 from fluoden_batch.io.store import LEVEL0, check_output_path
@@ -164,8 +165,14 @@ class _Files:
                 plane = np.squeeze(tifffile.imread(f))
             else:
                 plane = np.asarray(imagecodecs.imread(f))
-        except Exception as exc:  # the codecs' many error types
-            raise InputError(f"{f}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        except Exception as exc:  # the codecs' many error types; imagecodecs' lists each
+            if f.suffix.lower() not in IMAGE_SUFFIXES:  # a vendor format (CZI, ND2, ...)
+                raise InputError(
+                    f"{f}: a {f.suffix or 'suffix-less'} file is not an image format ingest "
+                    f"reads ({', '.join(IMAGE_SUFFIXES)}); {convert_hint(f)}"
+                ) from exc
+            first = str(exc).splitlines()[0] if str(exc) else ""  # codec's: one line here
+            raise InputError(f"{f}: not a readable image ({type(exc).__name__}: {first})") from exc
         if plane.ndim == 3 and plane.shape[-1] in (3, 4):  # colour: its channels first
             if plane.shape[-1] == 4:
                 alpha = plane[..., 3]

@@ -215,6 +215,21 @@ class ImageSource:
         return describe_ngff(self.meta)
 
 
+def convert_hint(p: Path) -> str:
+    """How to make ``p`` (a file fluoden does not read as it is) readable: ``fluoden
+    ingest`` for the 2-D image formats it reads, else a converter to OME-TIFF / OME-Zarr
+    (microscope vendors' formats: CZI, ND2, LIF, ...)."""
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return (
+            "convert it with `fluoden ingest FILE... OUT.ome.zarr`, or pass its pixels to "
+            "fluoden_batch.denoise as an array"
+        )
+    return (
+        "convert it to OME-TIFF or OME-Zarr first (Fiji: Bio-Formats, File > Save As > "
+        "OME-TIFF; or bioformats2raw), or pass its pixels to fluoden_batch.denoise as an array"
+    )
+
+
 def open_image(
     path: str | Path,
     axes: str | None = None,
@@ -254,9 +269,7 @@ def open_image(
     elif p.is_file():  # a Zarr store is a folder (a zipped one: unzip it first)
         raise InputError(
             f"{p}: a {p.suffix or 'suffix-less'} file is not an image fluoden reads (a Zarr "
-            "array or OME-Zarr image folder, a .tif/.tiff file); convert it with `fluoden "
-            "ingest FILE... OUT.ome.zarr` (PNG, JPEG, ...), or pass its pixels to "
-            "fluoden_batch.denoise as an array"
+            f"array or OME-Zarr image folder, a .tif/.tiff file); {convert_hint(p)}"
         )
     elif series:
         raise InputError(

@@ -161,6 +161,24 @@ def test_a_file_of_another_format_is_named_as_such(tmp_path):
     assert not (tmp_path / "o.zarr").exists()
 
 
+def test_a_vendor_file_and_a_corrupt_png_are_one_line(tmp_path):
+    """A microscope vendor's file (CZI, ND2, LIF) is not sent to `ingest`, which cannot
+    read it either, but to a converter; a file no codec decodes was refused with every
+    codec's reason, 22 lines: now the first."""
+    (tmp_path / "scan.czi").write_bytes(b"ZISRAWFILE")
+    (tmp_path / "bad.png").write_bytes(b"xx")
+    for command in ("denoise", "ingest"):
+        result = runner.invoke(app, [command, str(tmp_path / "scan.czi"), str(tmp_path / "o")])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+        assert "convert it to OME-TIFF or OME-Zarr first" in result.output
+        assert "fluoden ingest FILE" not in result.output
+    result = runner.invoke(app, ["ingest", str(tmp_path / "bad.png"), str(tmp_path / "o")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    said = "bad.png: not a readable image (ValueError: PNG_DECODE: not a PNG image)"
+    assert said in result.output
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.fixture
 def small_input(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
