@@ -198,9 +198,10 @@ def plan(cfg: DenoiseConfig) -> Plan:
     token = hashlib.sha1(f"{out}{sorted(params.items())}".encode()).hexdigest()[:10]
     adapt = None
     if adapt_mode is not None:
-        settings = AdaptSettings(
+        settings = AdaptSettings(  # tested: the run's noise, else the hot pixels' test's
             source.spec.describe(), source.meta.axes, ranges, adapt_mode, cfg.adapt_steps,
-            cfg.adapt_minutes, cfg.adapt_seed, method.path, digest, cfg.device, noise,
+            cfg.adapt_minutes, cfg.adapt_seed, method.path, digest, cfg.device, tested,
+            cfg.hot,
         )  # fmt: skip
         adapt = AdaptJob(source.spec, settings)
     return Plan(cfg, source, job, blocks, pending, resumed, token, lock, stray, notes, adapt)

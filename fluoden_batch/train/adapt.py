@@ -53,6 +53,8 @@ from fluoden_batch.models.weights import (
     weights_bytes,
 )
 from fluoden_batch.restore.detail import lag1_correlation, sure_risk
+from fluoden_batch.restore.hot import REACH as HOT_REACH
+from fluoden_batch.restore.hot import find_hot, inpaint
 from fluoden_batch.train.inference import resolve_device
 
 __all__ = [
@@ -272,13 +274,18 @@ def sample_patches(
     mode: Mode,
     rng: np.random.Generator,
     count: int = POOL,
+    hot: tuple[float, tuple[tuple[float, float, float] | None, ...]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` normalised patches from places spread over all of ``array``.
 
     Each patch is read on its own from the store (only the chunks under it), at a random
     index of every axis but Y/X (and, for ``n2n``, of up to :data:`MAX_FRAMES` frames of
     ``t`` at the same place) and a random Y/X corner; it is normalised with its channel's
-    model window ``ranges[c]`` as inference will be.
+    model window ``ranges[c]`` as inference will be. ``hot``: the hot pixels' threshold
+    (sigmas) and each channel's noise ``(a, b, floor)``; found hot pixels are replaced by
+    their neighbours' median (:mod:`fluoden_batch.restore.hot`), each frame read with one
+    more pixel around it where the image has it, so the fit sees what the model sees in
+    the run (a channel whose noise is None is read as it is).
 
     Returns
     -------
@@ -305,13 +312,32 @@ def sample_patches(
         channels[i] = index[c] if c >= 0 else 0
         lo, hi = ranges[channels[i]]
         region = [*index, slice(y, y + p), slice(x, x + p)]
+        noise = None if hot is None else hot[1][channels[i]]
         if mode == "n2n":
             t = axes.index("t")
-            stack = [np.asarray(array[(*region[:t], f, *region[t + 1 :])]) for f in index[t]]
+            stack = [
+                _frame(array, [*region[:t], f, *region[t + 1 :]], noise, hot) for f in index[t]
+            ]
             out[i] = normalise(np.stack(stack), lo, hi)
         else:
-            out[i, 0] = normalise(np.asarray(array[tuple(region)]), lo, hi)
+            out[i, 0] = normalise(_frame(array, region, noise, hot), lo, hi)
     return out, channels
+
+
+def _frame(
+    array: Any, region: list[Any], noise: tuple[float, float, float] | None, hot: Any
+) -> np.ndarray:
+    """The Y/X patch ``region`` (its last two entries slices) of ``array``; with ``noise``
+    (and ``hot``'s threshold), its hot pixels replaced as a block of the run replaces
+    them (read with up to :data:`~fluoden_batch.restore.hot.REACH` more pixels around)."""
+    if noise is None:
+        return np.asarray(array[tuple(region)])
+    (ys, xs), (h, w) = region[-2:], array.shape[-2:]
+    y0, x0 = max(ys.start - HOT_REACH, 0), max(xs.start - HOT_REACH, 0)
+    y1, x1 = min(ys.stop + HOT_REACH, h), min(xs.stop + HOT_REACH, w)
+    wide = np.asarray(array[(*region[:-2], slice(y0, y1), slice(x0, x1))], dtype=np.float64)
+    clean = inpaint(wide, find_hot(wide, noise[0], noise[1], hot[0]))
+    return clean[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
 
 
 def neighbour_pair(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -496,7 +522,11 @@ class AdaptSettings:
         Poisson-Gaussian ``(a, b)`` per channel, data units (``Var[z | y] = a y + b``),
         and the channel's zero-signal intensity (unused here: SURE needs the variance
         only; :func:`~fluoden_batch.pipeline.params.planned_noise`); ``single`` needs it
-        to choose its weights (:func:`held_out_sure`).
+        to choose its weights (:func:`held_out_sure`), and the hot pixels' test its
+        ``(a, b)`` (a channel's entry None: not looked for there).
+    hot : (str, float) or None
+        ``--hot-pixels`` and its threshold (:mod:`fluoden_batch.restore.hot`): the
+        patches' hot pixels are replaced as the run's blocks replace them.
     """
 
     input_name: str
@@ -509,7 +539,8 @@ class AdaptSettings:
     model_path: str
     model_digest: str
     device: str
-    noise: tuple[tuple[float, float, float], ...] | None = None
+    noise: tuple[tuple[float, float, float] | None, ...] | None = None
+    hot: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -561,7 +592,8 @@ def adapt_model(
     torch.manual_seed(job.seed)
     rng = np.random.default_rng(job.seed)
     generator = torch.Generator().manual_seed(job.seed)
-    pool, channels = sample_patches(array, job.axes, job.ranges, job.mode, rng)
+    hot = None if job.hot is None or job.noise is None else (job.hot[1], job.noise)
+    pool, channels = sample_patches(array, job.axes, job.ranges, job.mode, rng, hot=hot)
     pool, val = pool[:-VAL], pool[-VAL:]
     model, base = load_trainable(Path(job.model_path))
     model = model.to(device).eval()  # eval: batch norm keeps its trained statistics
