@@ -95,7 +95,7 @@ def denoise_array(
     values, detail, groups = grouped_values(
         options, array, axes, name, blocks, method, adapting=False, notes=notes
     )
-    tested = tested_noise(options, array, axes, name, values, groups, notes)
+    tested = tested_noise(options, values)
     for note in notes:  # what a store run prints at planning
         (log.warning if note.startswith("warning") else log.info)(note)
     dtype = np.dtype(array.dtype if options.dtype == "same" else options.dtype)

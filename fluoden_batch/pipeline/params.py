@@ -17,7 +17,7 @@ refused unless ``--overwrite``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +260,9 @@ def noise_rows(noise: Sequence[tuple[float, float, float] | None]) -> list[list[
     return [None if n is None else list(n if n[2] else n[:2]) for n in noise]
 
 
+_HOT_TEST = "the hot pixels' test"
+
+
 def _detail_noise(
     cfg: DenoiseOptions,
     array: Any,
@@ -280,31 +283,18 @@ def _detail_noise(
 
 
 def tested_noise(
-    cfg: DenoiseOptions,
-    array: Any,
-    axes: str,
-    name: str,
-    values: ChannelValues,
-    groups: PlaneGroups | None,
-    notes: list[str],
-) -> tuple[tuple[float, float, float], ...] | None:
-    """The noise ``(a, b, floor)`` per channel the blocks get: the run's planned one
-    (``values.noise``); else, with ``--hot-pixels`` (``--detail off`` with ``--protocol
-    whole`` plans none), one estimated for the hot pixels' test
-    (:mod:`fluoden_batch.restore.hot`) as the detail restoration would estimate it, which
-    is not stored with the run's parameters (deterministic: a resume estimates it again,
-    and outputs of earlier versions resume); else None, with a warning (planes planned in
-    groups, or data whose noise cannot be estimated)."""
+    cfg: DenoiseOptions, values: ChannelValues
+) -> tuple[tuple[float, float, float] | None, ...] | None:
+    """The noise ``(a, b, floor)`` per channel (per plane group) the blocks get: the
+    run's planned one (``values.noise``); else, with ``--hot-pixels`` (``--detail off``
+    with ``--protocol whole`` plans none), the one :func:`channel_values` estimated for
+    the hot pixels' test (:mod:`fluoden_batch.restore.hot`) as the detail restoration
+    would, which is not stored with the run's parameters (deterministic: a resume
+    estimates it again, and outputs of earlier versions resume); else None (data whose
+    noise cannot be estimated: said where it was planned)."""
     if cfg.hot is None or values.noise is not None:
         return values.noise
-    why = "the planes are planned in groups (--plane-groups off plans them together)"
-    if groups is None:
-        try:
-            return _detail_noise(cfg, array, axes, name, notes, without="the hot pixels' test")
-        except InputError as exc:
-            why = str(exc)
-    notes.append(f"warning: hot pixels are not looked for: {why}")
-    return None
+    return values.tested
 
 
 def _screened_noise(
@@ -401,12 +391,17 @@ class ChannelValues:
         K-means intensity centres (``masked``, ``save_labels``).
     levels : tuple of float or None
         Median intensity of each channel (the classical protocols).
+    tested : tuple of (a, b, floor) or None
+        With ``--hot-pixels`` where the run plans no noise of its own (``--detail off``
+        with ``--protocol whole``): the noise the hot pixels' test uses, estimated as the
+        detail restoration would and not stored (:func:`tested_noise`).
     """
 
     ranges: tuple[tuple[float, float], ...]
     noise: tuple[tuple[float, float, float] | None, ...] | None
     centres: tuple[tuple[float, ...], ...] | None
     levels: tuple[float, ...] | None = None
+    tested: tuple[tuple[float, float, float] | None, ...] | None = None
 
 
 def channel_values(
@@ -422,9 +417,18 @@ def channel_values(
     """Everything fixed per channel for a run of ``cfg`` over ``array`` (a Zarr, NumPy or
     Dask array with axes ``axes``), from a sample of ``blocks``; ``stored(key)`` gives the
     values of a run being resumed (``channel_noise``, ``channel_centres``,
-    ``channel_levels``). ``metadata`` None: a classical protocol (no model)."""
+    ``channel_levels``). ``metadata`` None: a classical protocol (no model).
+
+    The noise comes first where the run has it: the protocol's (``vst``, classical), else
+    the detail restoration's SURE's (``cfg.restores_detail``; a channel that cannot be
+    estimated goes without, with a warning), else, with ``--hot-pixels``, the hot pixels'
+    test's (``tested``, not stored); then the normalisation windows, on the sample with
+    its hot pixels replaced as the blocks will replace them (a camera whose defects fill
+    the top 0.1 % of the pixels would otherwise widen the window). A model with a noise
+    map plans its noise after the windows (its fallback is the window's sigma) and takes
+    them from the sample as it is."""
     classical = metadata is None
-    noise = None
+    noise, tested = None, None
     if cfg.protocol == "vst" or classical:
         try:
             noise = planned_noise(
@@ -434,6 +438,17 @@ def channel_values(
             raise InputError(
                 f"{exc}, which --protocol {cfg.protocol} needs; use --protocol whole"
             ) from None
+    elif metadata is not None and not metadata.architecture.noise_map:
+        if cfg.restores_detail:  # SURE's per channel; none where it cannot be estimated
+            try:
+                noise = _detail_noise(cfg, array, axes, name, notes, stored("channel_noise"))
+            except InputError as exc:
+                notes.append(f"warning: --detail sure keeps the model's output: {exc}")
+        elif cfg.hot is not None:
+            try:
+                tested = _detail_noise(cfg, array, axes, name, notes, without=_HOT_TEST)
+            except InputError as exc:
+                notes.append(f"warning: hot pixels are not looked for: {exc}")
     centres = None
     if cfg.labelled:
         old = stored("channel_centres")
@@ -446,8 +461,11 @@ def channel_values(
         )
     norm = Normalisation() if metadata is None else metadata.normalisation
     gat = noise if cfg.protocol == "vst" else None  # vst: the window of the GAT's output
+    hot = None
+    if cfg.hot is not None and (noise or tested):
+        hot = (cfg.hot[1], noise or tested)
     ranges = channel_ranges(
-        array, axes, blocks, norm, noise=gat, name=name, phase_split=cfg.phase_split
+        array, axes, blocks, norm, noise=gat, name=name, phase_split=cfg.phase_split, hot=hot
     )
     if metadata is not None and noise is None and metadata.architecture.noise_map:
         sigmas = None
@@ -456,7 +474,7 @@ def channel_values(
         noise = planned_noise(
             array, axes, name, notes, stored("channel_noise"), sigmas, cfg.phase_split
         )
-    return ChannelValues(ranges, noise, centres, levels)
+    return ChannelValues(ranges, noise, centres, levels, tested)
 
 
 def grouped_values(
@@ -558,7 +576,11 @@ def _joined(rows: list[ChannelValues]) -> ChannelValues:
         return tuple(None if p is None else p[0] for p in parts)
 
     return ChannelValues(
-        tuple(v.ranges[0] for v in rows), join("noise"), join("centres"), join("levels")
+        tuple(v.ranges[0] for v in rows),
+        join("noise"),
+        join("centres"),
+        join("levels"),
+        join("tested"),
     )
 
 
@@ -581,21 +603,12 @@ def planned_detail(
     of the input with ``method``'s model (:func:`tuned_detail`), or reused from the run
     being resumed (``channel_detail``); None for ``--detail off``, and None with
     ``method`` None (``--adapt``: tuned after the fit, on the fitted model). Needs the
-    channel's Poisson-Gaussian ``(a, b)``: estimated here when the run has none yet
-    (returned in the values, to be stored); a channel whose noise cannot be estimated
-    keeps the model's output, with a note.
+    channel's Poisson-Gaussian ``(a, b)``, planned with the values
+    (:func:`channel_values`); a channel whose noise could not be estimated keeps the
+    model's output.
     """
     if not cfg.restores_detail:
         return None, values
-    if values.noise is None:
-        # SURE's noise per channel; none where it cannot be estimated: tuned_detail keeps
-        # the output
-        try:
-            noise = _detail_noise(cfg, array, axes, name, notes, stored("channel_noise"))
-        except InputError as exc:
-            notes.append(f"warning: --detail sure keeps the model's output: {exc}")
-        else:
-            values = replace(values, noise=noise)
     if method is None:
         return None, values
     old = stored("channel_detail")

@@ -135,8 +135,7 @@ def plan(cfg: DenoiseConfig) -> Plan:
             raise InputError(f"{exc}, which --adapt single needs to choose its fit") from None
         values = replace(values, noise=noise)
     ranges, noise, centres = values.ranges, values.noise, values.centres
-    axes, name = source.meta.axes, source.spec.describe()
-    tested = tested_noise(cfg, source.array, axes, name, values, groups, notes)
+    tested = tested_noise(cfg, values)
     data_range = cfg.data_range
     if reference is not None and data_range is None:
         data_range = peak_to_peak(reference.array, blocks, name=f"reference {cfg.reference}")

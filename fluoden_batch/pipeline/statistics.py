@@ -31,6 +31,7 @@ from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.noise import NoiseEstimate, gat_forward
 from fluoden_batch.noise.estimate import MAX_LEAKAGE
 from fluoden_batch.noise.planes import estimate_region, plane_regions, pool_estimates, spread
+from fluoden_batch.restore.hot import find_hot, inpaint
 from fluoden_batch.restore.tiles import Block
 
 MAX_VALUES = 1 << 22
@@ -95,6 +96,7 @@ def channel_ranges(
     noise: tuple[tuple[float, float], ...] | None = None,
     name: str | None = None,
     phase_split: bool = False,
+    hot: tuple[float, tuple[tuple[float, float, float] | None, ...]] | None = None,
 ) -> tuple[tuple[float, float], ...]:
     """Normalisation (lo, hi) per channel from a sample of blocks.
 
@@ -123,6 +125,10 @@ def channel_ranges(
     phase_split : bool
         ``noise``: each block's sigma by :func:`~fluoden_batch.models.normalise.phase_sigma`,
         that of the phases the model sees under ``--phase-split``.
+    hot : (float, tuple of (a, b, floor) or None), optional
+        ``--hot-pixels``: the threshold (sigmas) and each channel's noise; every sampled
+        plane's hot pixels are replaced first (:mod:`fluoden_batch.restore.hot`), as the
+        blocks will replace them (a channel whose noise is None: as it is).
     """
     c = axes.find("c")
     n_channels = channel_count(array.shape, axes)
@@ -134,6 +140,9 @@ def channel_ranges(
             sel[c] = slice(ch, ch + 1)
             pool = [b for b in blocks if b.start[c] <= ch < b.stop[c]]
         parts = _sample_blocks(array, _spread(pool, max_blocks), tuple(sel), name)
+        if hot is not None and hot[1][ch] is not None:
+            a, b, _ = hot[1][ch]
+            parts = [_without_hot(p, a, b, hot[0]) for p in parts]
         if noise is not None:
             parts = [gat_forward(p, *noise[ch][:2]) for p in parts]
         lo, hi = percentile_range(_pool(parts), norm.low, norm.high)
@@ -145,6 +154,17 @@ def channel_ranges(
             sigma = float(np.median([sigma_of(q) for p in parts for q in _noise_view(p)]))
         ranges.append(normalisation_window(lo, hi, sigma, norm))
     return tuple(ranges)
+
+
+def _without_hot(part: np.ndarray, a: float, b: float, sigmas: float) -> np.ndarray:
+    """``part`` (planes ``(..., H, W)``) with each plane's hot pixels replaced
+    (:func:`~fluoden_batch.restore.hot.inpaint`); ``part`` itself where there are none."""
+    planes = part.reshape(-1, *part.shape[-2:])
+    found = [find_hot(q, a, b, sigmas) for q in planes]
+    if not any(f.any() for f in found):
+        return part
+    fixed = [inpaint(q, f) for q, f in zip(planes, found, strict=True)]
+    return np.stack(fixed).reshape(part.shape)
 
 
 def channel_centres(

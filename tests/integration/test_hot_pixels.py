@@ -71,29 +71,33 @@ def test_blocks_equal_the_whole_plane_and_defects_are_counted(client, tiny_weigh
 
 
 def test_defects_no_longer_spread(tmp_path):
-    """Away from the defects, ``keep`` gives nearly what the same data without them give
-    (the defects replaced by their neighbours' median); ``off`` spreads them around. Not
-    exactly: the run's window and noise are planned on the raw data, and here 14 defects
-    in 12 800 pixels fill the top 0.1 % whose percentile floors the window's sigma (a model
-    with the default's noise normalisation)."""
+    """Away from the defects, ``keep`` gives what the same data without them give (the
+    defects replaced by their neighbours' median); ``off`` spreads them around. Here 14
+    defects in 12 800 pixels fill the top 0.1 %, whose percentile floors the window's
+    sigma (a model with the default's noise normalisation): the window is planned on the
+    sample with its hot pixels replaced too (it was planned on the raw data: 28 grey
+    levels off)."""
     weights = make_tiny_weights(tmp_path / "noise.safetensors", normalisation="noise")
     z = data()
     fixed = z.copy()
     for k in range(2):
         fixed[k] = inpaint(z[k], z[k] == 20000.0)
-    outs = {}
+    outs, windows = {}, {}
     for name, images, mode in (("keep", z, "keep"), ("off", z, "off"), ("fixed", fixed, "off")):
         inp = write_image(tmp_path / f"{name}-in.zarr", images, "zyx", (1, 80, 80))
         cfg = DenoiseConfig(
             input=inp, output=tmp_path / f"{name}.zarr", model=str(weights), dtype="float32",
             hot_pixels=mode,
         )  # fmt: skip
-        execute(plan(cfg), None)
+        p = plan(cfg)
+        windows[name] = p.job.channel_ranges
+        execute(p, None)
         outs[name] = zarr.open_array(str(cfg.output), path="0")[:]
+    assert windows["keep"] == windows["fixed"] != windows["off"]
     others = z != 20000.0
     keep = np.abs(outs["keep"] - outs["fixed"])[others].max()
     off = np.abs(outs["off"] - outs["fixed"])[others].max()
-    assert off > 200.0 and keep < off / 5  # measured: 28 and 279 grey levels
+    assert off > 200.0 and keep < 1.0  # measured: 279 and 0.0 grey levels
 
 
 def test_the_setting_is_recorded_where_it_is_not_the_default(tiny_weights, tmp_path):
@@ -127,3 +131,19 @@ def test_detail_off_still_looks_without_storing_the_noise(tiny_weights, tmp_path
     assert q.job.channel_noise is None
     assert any("hot pixels are not looked for" in n for n in q.notes)
     assert fb.denoise(data()[:1], model=str(tiny_weights), detail="off").shape == (1, 80, 80)
+
+
+def test_plane_groups_under_detail_off_are_looked_at_group_by_group(tiny_weights):
+    """Planes of two microscopes in one stack, --detail off: each group's noise is
+    estimated for the hot pixels' test as its own run would estimate it (they were not
+    looked at), and each group's output is its own run's."""
+    from test_plane_groups import two_microscopes
+
+    stack = two_microscopes()
+    for k in range(4):
+        stack[k, 30, 30 + k] = 60_000.0
+    kw = {"model": str(tiny_weights), "detail": "off", "dtype": "float32"}
+    out = fb.denoise(stack, **kw)
+    assert (out[:, 30, 30:34][np.eye(4, dtype=bool)] == 60_000.0).all()  # kept as they were
+    for members in ([0, 2], [1, 3]):
+        np.testing.assert_array_equal(out[members], fb.denoise(stack[members], **kw))
