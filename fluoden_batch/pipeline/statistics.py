@@ -307,8 +307,8 @@ def channel_planes(
         except Exception as exc:  # a corrupt chunk: the blocks over it fail by name
             errors.append(f"{type(exc).__name__}: {exc}")
             continue
-        with np.errstate(invalid="ignore"):
-            flat = bool(np.nanmax(region) == np.nanmin(region)) if region.size else True
+        finite = region[np.isfinite(region)]  # NaN: its blocks fail by name
+        flat = finite.size == 0 or bool(finite.max() == finite.min())
         (constant if flat else planes).append(region)
     if not planes and not constant:
         raise InputError(f"{name or array}: no sampled region could be read ({errors[0]})")
