@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 SIGMA_FLOOR = 1e-3  # noise method: sigma is at least this share of the percentile window
 FLOAT32_SAFE = 1e30  # larger magnitudes overflow float32 arithmetic in the network
 OUTLIER_LIMIT = 1e4  # normalised values are clipped to +-this many intensity windows
+# model units: the network sees at most +-this many intensity windows (split_range)
+MODEL_RANGE = 8.0
 
 
 def percentile_range(x: np.ndarray, low: float, high: float) -> tuple[float, float]:
@@ -57,6 +59,35 @@ def normalise(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         y = (np.asarray(x, dtype=np.float64) - lo) / (hi - lo)
     return np.clip(y, -OUTLIER_LIMIT, OUTLIER_LIMIT).astype(np.float32)
+
+
+def split_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (model units) as what the network sees, clipped to ``+-MODEL_RANGE``, and the
+    excess beyond, which goes around the network (added back to its output).
+
+    No training image goes beyond about 7 windows (fmd_dev's brightest 16-frame mean;
+    W2S about 1), while a bright bead or nucleus in 16-bit data can stand at 70: fed
+    whole, the network spreads its error over its receptive field (a scene of beads at
+    30 000 photons over a 0-1000 photon cell: 41.3 dB in the input 3-10 px from the
+    beads, 32.5 after the network, 44.6 with the excess around it;
+    ``runs/bright_probe.py``). Pixel-wise, so tiles still equal the whole plane; inside
+    the range nothing changes (the excess is 0).
+
+    Returns
+    -------
+    inside, excess : ndarray
+        float32, the shape of ``x``; ``inside + excess == x``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    inside = np.clip(x, -MODEL_RANGE, MODEL_RANGE)
+    return inside, x - inside
+
+
+def in_range(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """:func:`normalise` clipped to the network's range (:func:`split_range`'s
+    ``inside``): how training patches, inputs and targets alike, reach the network, so
+    that a fit on bright data learns what the run will ask of it."""
+    return split_range(normalise(x, lo, hi))[0]
 
 
 def denormalise(y: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -6,7 +6,9 @@ Every protocol has the same signature, ``protocol(module, plane, params, tile, p
 for the whole run (:class:`PlaneParams`). Pixel-wise maps commute with cropping, so a
 block read with its halo gives exactly the pixels of whole-image application.
 
-- ``whole``: ``normalise -> model -> denormalise`` (the model sees raw intensities). A
+- ``whole``: ``normalise -> model -> denormalise`` (the model sees raw intensities; what
+  lies beyond ``MODEL_RANGE`` windows goes around it:
+  :func:`~fluoden_batch.models.normalise.split_range`). A
   network with a noise map (:class:`~fluoden_batch.models.ffdnet.FFDNet`) also gets
   ``sqrt(max(a x + b, 0))`` of the channel's ``(a, b)`` in model units, pixel by pixel.
   With ``--detail sure``, then the channel's detail restoration
@@ -39,7 +41,13 @@ import numpy as np
 
 from fluoden_batch.clustering.masked import masked_denoise
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.normalise import denormalise, map_parameters, normalise, with_noise_map
+from fluoden_batch.models.normalise import (
+    denormalise,
+    map_parameters,
+    normalise,
+    split_range,
+    with_noise_map,
+)
 from fluoden_batch.noise import gat_forward, gat_inverse
 from fluoden_batch.restore.classical import CLASSICAL
 from fluoden_batch.restore.detail import Detail, restore_detail
@@ -127,12 +135,12 @@ def whole(
     -------
     ndarray, shape (H, W), float32, data units
     """
-    x = normalise(plane, params.lo, params.hi)
+    x, excess = split_range(normalise(plane, params.lo, params.hi))  # bright: around it
     if needs_noise_map(module):
         if params.a is None or params.b is None:
             raise InputError("a network with a noise map needs the noise parameters a and b")
         x = with_noise_map(x, *map_parameters(params.a, params.b, params.lo, params.hi))
-    out = denormalise(infer_plane(module, x, tile, precision), params.lo, params.hi)
+    out = denormalise(infer_plane(module, x, tile, precision) + excess, params.lo, params.hi)
     if params.detail is not None and not params.detail.identity:
         noise = None if params.a is None or params.b is None else (params.a, params.b)
         out = restore_detail(plane, out, params.detail, noise, floor=params.floor)

@@ -44,7 +44,7 @@ from skimage.registration import phase_cross_correlation
 from fluoden_batch import __version__
 from fluoden_batch.errors import InputError, ModelError
 from fluoden_batch.io.ngff import channel_count
-from fluoden_batch.models.normalise import map_parameters, normalise
+from fluoden_batch.models.normalise import in_range, map_parameters
 from fluoden_batch.models.weights import (
     Architecture,
     ModelMetadata,
@@ -318,9 +318,9 @@ def sample_patches(
             stack = [
                 _frame(array, [*region[:t], f, *region[t + 1 :]], noise, hot) for f in index[t]
             ]
-            out[i] = normalise(np.stack(stack), lo, hi)
+            out[i] = in_range(np.stack(stack), lo, hi)
         else:
-            out[i, 0] = normalise(_frame(array, region, noise, hot), lo, hi)
+            out[i, 0] = in_range(_frame(array, region, noise, hot), lo, hi)
     return out, channels
 
 

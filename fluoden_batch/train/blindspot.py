@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.normalise import normalisation_range, normalise
+from fluoden_batch.models.normalise import in_range, normalisation_range
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train.data import NORMALISATION
 
@@ -213,6 +213,6 @@ class BlindSpotSampler:
             y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
             k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
             patch = np.rot90(self.images[j][y : y + p, x : x + p], k)
-            targets[i, 0] = normalise(patch[:, ::-1] if flip else patch, *self._ranges[j])
+            targets[i, 0] = in_range(patch[:, ::-1] if flip else patch, *self._ranges[j])
         spot = blind_spot(targets.shape, self.mask_fraction, self.radius, rng)
         return apply_blind_spot(targets, spot), targets, spot.mask(targets.shape)

@@ -17,10 +17,10 @@ import numpy as np
 
 from fluoden_batch.errors import InputError
 from fluoden_batch.models.normalise import (
+    in_range,
     map_parameters,
     noise_map,
     normalisation_range,
-    normalise,
     plane_noise,
 )
 from fluoden_batch.models.weights import Normalisation
@@ -429,7 +429,7 @@ class PatchSampler:
             d = self.draw(rng)
             window = (slice(d.y, d.y + p), slice(d.x, d.x + p))
             for src, dst in ((d.noisy, inputs), (self.images[d.index].clean, targets)):
-                dst[i, 0] = normalise(d.orient(src[window]), d.lo, d.hi)
+                dst[i, 0] = in_range(d.orient(src[window]), d.lo, d.hi)
             if self.noise_map:
                 assert d.noise is not None
                 inputs[i, 1] = noise_map(inputs[i, 0], *map_parameters(*d.noise, d.lo, d.hi))

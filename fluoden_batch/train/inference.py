@@ -15,6 +15,7 @@ from fluoden_batch.models.normalise import (
     normalisation_range,
     normalise,
     plane_noise,
+    split_range,
     with_noise_map,
 )
 from fluoden_batch.models.weights import Normalisation
@@ -85,7 +86,7 @@ def denoise_whole(
     if norm is None:
         norm = normalisation_range(image, normalisation)
     lo, hi = norm
-    x_n = normalise(image, lo, hi)
+    x_n, excess = split_range(normalise(image, lo, hi))  # as the run: bright goes around
     if getattr(model, "noise_map", False):  # the image and its noise map
         a, b = plane_noise(image) if noise is None else noise
         x_n = with_noise_map(x_n, *map_parameters(a, b, lo, hi))
@@ -102,7 +103,7 @@ def denoise_whole(
             y[dest] = piece[0, 0].float().cpu().numpy()[window.crop]
     finally:
         model.train(was_training)
-    out = denormalise(y, lo, hi)
+    out = denormalise(y + excess, lo, hi)
     return np.clip(out, *clip) if clip is not None else out
 
 

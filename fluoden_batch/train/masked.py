@@ -42,7 +42,7 @@ from fluoden_batch.clustering.masked import (
     smoothing_radius,
 )
 from fluoden_batch.errors import InputError
-from fluoden_batch.models.normalise import normalisation_range, normalise
+from fluoden_batch.models.normalise import in_range, normalisation_range
 from fluoden_batch.models.weights import Normalisation
 from fluoden_batch.train.data import NORMALISATION, PatchSampler, TrainImage
 from fluoden_batch.train.inference import denoise_whole
@@ -189,8 +189,8 @@ class MaskedPatchSampler(PatchSampler):
                     part = int(present[rng.integers(len(present))])
                     noisy = masked_part(noisy, labels, smoothed, centres, part)
                     clean = masked_part(clean, labels, smoothed, centres, part)
-            inputs[i, 0] = normalise(d.orient(noisy), d.lo, d.hi)
-            targets[i, 0] = normalise(d.orient(clean), d.lo, d.hi)
+            inputs[i, 0] = in_range(d.orient(noisy), d.lo, d.hi)
+            targets[i, 0] = in_range(d.orient(clean), d.lo, d.hi)
         return inputs, targets
 
 
