@@ -97,7 +97,8 @@ def test_defects_no_longer_spread(tmp_path):
     others = z != 20000.0
     keep = np.abs(outs["keep"] - outs["fixed"])[others].max()
     off = np.abs(outs["off"] - outs["fixed"])[others].max()
-    assert off > 200.0 and keep < 1.0  # measured: 279 and 0.0 grey levels
+    # measured: 107 (279 before bright values went around the network) and 0.0
+    assert off > 50.0 and keep < 1.0
 
 
 def test_the_setting_is_recorded_where_it_is_not_the_default(tiny_weights, tmp_path):
