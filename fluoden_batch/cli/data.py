@@ -110,13 +110,7 @@ def export(
     from fluoden_batch.io.export import export_tiff
 
     with errors():
-        if compression not in ("none", "zlib"):
-            raise FluodenError(f"--compression {compression!r}: use none or zlib")
-        path = export_tiff(
-            image, output, compression=None if compression == "none" else compression,
-            series=series,
-        )  # fmt: skip
-        out.print(f"wrote {path}")
+        out.print(f"wrote {export_tiff(image, output, compression=compression, series=series)}")
 
 
 def info(

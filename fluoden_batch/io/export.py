@@ -35,7 +35,7 @@ TILE = 1024
 BIGTIFF_BYTES = 2**32 - 2**25
 
 
-def export_tiff(image: Path, out: Path, *, compression: str | None = None, series: int = 0) -> Path:
+def export_tiff(image: Path, out: Path, *, compression: str = "none", series: int = 0) -> Path:
     """Write ``image`` as the OME-TIFF ``out``.
 
     Parameters
@@ -47,9 +47,9 @@ def export_tiff(image: Path, out: Path, *, compression: str | None = None, serie
         New ``.ome.tif`` / ``.tif`` / ``.tiff`` file; must not exist. Written beside
         itself under a temporary name and renamed when complete, so a failed or
         interrupted export leaves nothing at ``out``.
-    compression : {None, "zlib"}
-        None: uncompressed (read by every TIFF reader); ``"zlib"``: deflate, lossless,
-        read by Fiji (Bio-Formats), tifffile and most others.
+    compression : {"none", "zlib"}
+        ``"none"``: uncompressed (read by every TIFF reader); ``"zlib"``: deflate,
+        lossless, read by Fiji (Bio-Formats), tifffile and most others.
     series : int
         Of a TIFF input holding several image series, the one to write.
 
@@ -66,8 +66,8 @@ def export_tiff(image: Path, out: Path, *, compression: str | None = None, serie
         lies inside the input, an unknown ``compression``, or a write that fails (a full
         disk: named, nothing left at ``out``).
     """
-    if compression not in (None, "zlib"):
-        raise InputError(f"compression {compression!r}: use zlib, or none")
+    if compression not in ("none", "zlib"):
+        raise InputError(f"--compression {compression!r}: use none or zlib")
     if Path(out).suffix.lower() not in TIFF_SUFFIXES:
         raise OutputError(f"{out}: an OME-TIFF is written: give a name ending .ome.tif or .tif")
     source = open_image(Path(image), series=series)
@@ -91,7 +91,7 @@ def export_tiff(image: Path, out: Path, *, compression: str | None = None, serie
     return out
 
 
-def _write(source: ImageSource, path: Path, compression: str | None) -> None:
+def _write(source: ImageSource, path: Path, compression: str) -> None:
     shape, dtype = source.shape, source.dtype
     h, w = shape[-2:]
     tiled = h * w > PAGE_PIXELS
@@ -103,7 +103,7 @@ def _write(source: ImageSource, path: Path, compression: str | None) -> None:
             dtype=dtype,
             photometric="minisblack",
             tile=(TILE, TILE) if tiled else None,
-            compression=compression,
+            compression=None if compression == "none" else compression,
             metadata=_ome_metadata(source),
         )
 

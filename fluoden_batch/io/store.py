@@ -50,6 +50,7 @@ from fluoden_batch.io.ngff import (
     level_shapes,
     pyramid_attrs,
 )
+from fluoden_batch.io.source import IMAGE_SUFFIXES
 
 PROVENANCE_KEY = "fluoden"
 ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr LocalStore's temporary files
@@ -175,7 +176,7 @@ def check_output_path(out: Path, inputs: list[Path], zarr_output: bool = True) -
 
 
 # names of image files: an output named so would be a folder posing as one
-_FILE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2", ".czi", ".nd2")
+_FILE_SUFFIXES = (*IMAGE_SUFFIXES, ".czi", ".nd2")
 
 
 def read_provenance(out: Path) -> dict[str, Any] | None:
